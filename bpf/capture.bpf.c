@@ -1,0 +1,231 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+// Capture probes for `mlsched capture`: plain raw tracepoints only (no fentry/tp_btf, no
+// sched_ext), so traces can be recorded on any kernel >= 5.15 with BTF.
+//
+//   sys_enter      -> per-task syscall-decay features (features.h), O(1) per syscall
+//   sched_switch   -> which task runs on each CPU since when; resolves pending samples
+//   sched_waking   -> a sample: W wakes while its previous CPU runs R; R's features
+//   sched_process_fork/exit -> process-tree filter, feature state cleanup
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "features.h"
+#include "capture.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+// Set by the loader before load.
+const volatile __u32 self_tgid = 0;   // mlsched's own process: never sampled
+const volatile __u8 filter_tree = 0;  // only tasks whose tgid is in tree_tgids
+const volatile __u32 nr_cpus = 1;
+
+struct task_feat mls_zero_feat SEC(".bss");
+
+// Keep the event types in BTF for bpf2go.
+const struct mls_wake_event *unused_wake __attribute__((unused));
+const struct mls_switch_event *unused_switch __attribute__((unused));
+
+struct cpu_cur {
+	__u32 tid;      // task running on this CPU (0: idle or not yet seen)
+	__u32 tgid;
+	__u64 start_ns; // when it was switched in
+	__u32 pending;  // a sample names this CPU's current task: report its switch-out
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MLS_MAX_CPUS); // resized by the loader to the possible CPUs
+	__type(key, __u32);
+	__type(value, struct cpu_cur);
+} cpu_cur SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tree_tgids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); // resized by the loader
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MLS_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c)
+		*c += 1;
+}
+
+// The CPU a task last ran on: thread_info.cpu since 5.16, task_struct.cpu before.
+struct task_struct___old {
+	unsigned int cpu;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 task_cpu(struct task_struct *p)
+{
+	if (bpf_core_field_exists(p->thread_info.cpu))
+		return BPF_CORE_READ(p, thread_info.cpu);
+	return BPF_CORE_READ((struct task_struct___old *)p, cpu);
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct task_feat *f;
+
+	if (filter_tree) {
+		__u32 tgid = pid_tgid >> 32;
+
+		if (!bpf_map_lookup_elem(&tree_tgids, &tgid))
+			return 0;
+	}
+	f = bpf_map_lookup_elem(&task_feats, &tid);
+	if (!f) {
+		if (bpf_map_update_elem(&task_feats, &tid, &mls_zero_feat, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&task_feats, &tid)) {
+			count(MLS_CNT_FEAT_FULL);
+			return 0;
+		}
+		f = bpf_map_lookup_elem(&task_feats, &tid);
+		if (!f)
+			return 0;
+	}
+	mls_feat_syscall(f, id);
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct cpu_cur *c = bpf_map_lookup_elem(&cpu_cur, &cpu);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!c)
+		return 0;
+	if (c->pending) {
+		struct mls_switch_event *e;
+
+		c->pending = 0;
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			count(MLS_CNT_SWITCH_DROP);
+		} else {
+			e->type = MLS_EV_SWITCH;
+			e->voluntary = !preempt;
+			e->cpu = cpu;
+			e->prev_tid = BPF_CORE_READ(prev, pid);
+			e->next_tid = BPF_CORE_READ(next, pid);
+			e->ts_ns = now;
+			bpf_ringbuf_submit(e, 0);
+			count(MLS_CNT_SWITCH_EMITTED);
+		}
+	}
+	c->tid = BPF_CORE_READ(next, pid);
+	c->tgid = BPF_CORE_READ(next, tgid);
+	c->start_ns = now;
+	return 0;
+}
+
+SEC("raw_tp/sched_waking")
+int BPF_PROG(mls_sched_waking, struct task_struct *p)
+{
+	__u32 cpu = task_cpu(p);
+	struct mls_wake_event *e;
+	struct task_feat *f;
+	struct cpu_cur *c;
+	__u32 r_tid, r_tgid, w_tid;
+	__u64 start;
+
+	count(MLS_CNT_WAKE_TOTAL);
+	c = bpf_map_lookup_elem(&cpu_cur, &cpu);
+	if (!c)
+		return 0;
+	r_tid = c->tid;
+	r_tgid = c->tgid;
+	start = c->start_ns;
+	if (r_tid == 0) {
+		count(MLS_CNT_WAKE_IDLE);
+		return 0;
+	}
+	w_tid = BPF_CORE_READ(p, pid);
+	if (w_tid == r_tid) {
+		count(MLS_CNT_WAKE_SELF);
+		return 0;
+	}
+	if (r_tgid == self_tgid || BPF_CORE_READ(p, tgid) == self_tgid) {
+		count(MLS_CNT_WAKE_OURS);
+		return 0;
+	}
+	if (filter_tree && !bpf_map_lookup_elem(&tree_tgids, &r_tgid)) {
+		count(MLS_CNT_WAKE_FILTERED);
+		return 0;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(MLS_CNT_WAKE_DROP);
+		return 0;
+	}
+	e->type = MLS_EV_WAKE;
+	e->_pad = 0;
+	e->prev_cpu = cpu;
+	e->waker_cpu = bpf_get_smp_processor_id();
+	e->_pad2 = 0;
+	e->w_tid = w_tid;
+	e->r_tid = r_tid;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->r_oncpu_ns = e->ts_ns > start ? e->ts_ns - start : 0;
+	f = bpf_map_lookup_elem(&task_feats, &r_tid);
+	if (f) {
+		mls_feat_snapshot(f, e->feats);
+	} else {
+		for (int b = 0; b < MLS_NUM_BUCKETS; b++)
+			e->feats[b] = 0;
+	}
+	c->pending = 1;
+	bpf_ringbuf_submit(e, 0);
+	count(MLS_CNT_WAKE_EMITTED);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(mls_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid, ctgid;
+	__u8 one = 1;
+
+	if (!filter_tree)
+		return 0;
+	ptgid = BPF_CORE_READ(parent, tgid);
+	if (!bpf_map_lookup_elem(&tree_tgids, &ptgid))
+		return 0;
+	ctgid = BPF_CORE_READ(child, tgid);
+	bpf_map_update_elem(&tree_tgids, &ctgid, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(mls_process_exit)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&task_feats, &tid);
+	return 0;
+}

@@ -1,0 +1,166 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// CaptureConfig sets up the capture probes before they are loaded.
+type CaptureConfig struct {
+	// SelfTgid is mlsched's own process: samples that involve it are skipped.
+	SelfTgid uint32
+	// FilterTree limits features and samples to the processes added with AddTreeTgid and
+	// their descendants.
+	FilterTree bool
+	// RingBytes is the event ring buffer's size: a power of two, at least one page.
+	RingBytes uint32
+	// MaxTasks bounds the number of threads that have feature state at once.
+	MaxTasks uint32
+	// LogVerifier prints the verifier log of a program that fails to load in full.
+	LogVerifier bool
+}
+
+// Counter indexes the probes' per-CPU counters (enum mls_counter in capture.h).
+type Counter int
+
+const (
+	CntWakeTotal Counter = iota
+	CntWakeIdle
+	CntWakeSelf
+	CntWakeOurs
+	CntWakeFiltered
+	CntWakeEmitted
+	CntWakeDrop
+	CntSwitchEmitted
+	CntSwitchDrop
+	CntFeatFull
+	NumCounters
+)
+
+// Counters are the probes' counters summed over CPUs.
+type Counters [NumCounters]uint64
+
+// Capture is the loaded and attached set of capture probes.
+type Capture struct {
+	objs   captureObjects
+	links  []link.Link
+	Events *ringbuf.Reader
+}
+
+// ErrNoBTF means the kernel exposes no BTF, which CO-RE relocations need.
+var ErrNoBTF = errors.New("kernel has no BTF (/sys/kernel/btf/vmlinux missing): a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
+
+// LoadCapture loads the capture probes, attaches them and opens the event reader.
+func LoadCapture(cfg CaptureConfig) (*Capture, error) {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, ErrNoBTF
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadCapture()
+	if err != nil {
+		return nil, fmt.Errorf("load capture spec: %w", err)
+	}
+	if err := setVars(spec, map[string]any{
+		"self_tgid":   cfg.SelfTgid,
+		"filter_tree": boolU8(cfg.FilterTree),
+		"nr_cpus":     uint32(mustPossibleCPUs()),
+	}); err != nil {
+		return nil, err
+	}
+	if cfg.RingBytes != 0 {
+		spec.Maps["events"].MaxEntries = cfg.RingBytes
+	}
+	if cfg.MaxTasks != 0 {
+		spec.Maps["task_feats"].MaxEntries = cfg.MaxTasks
+	}
+	spec.Maps["cpu_cur"].MaxEntries = uint32(mustPossibleCPUs())
+
+	c := &Capture{}
+	opts := &ebpf.CollectionOptions{}
+	// Allocate feature state on demand where the kernel allows it for tracing programs
+	// (6.0+); older kernels need the map preallocated.
+	spec.Maps["task_feats"].Flags |= noPrealloc
+	err = spec.LoadAndAssign(&c.objs, opts)
+	if err != nil {
+		spec.Maps["task_feats"].Flags &^= noPrealloc
+		err = spec.LoadAndAssign(&c.objs, opts)
+	}
+	if err != nil {
+		return nil, describeLoadError("load capture probes", err, cfg.LogVerifier)
+	}
+	for _, a := range []struct {
+		tp   string
+		prog *ebpf.Program
+	}{
+		{"sched_switch", c.objs.MlsSchedSwitch},
+		{"sched_waking", c.objs.MlsSchedWaking},
+		{"sched_process_fork", c.objs.MlsProcessFork},
+		{"sched_process_exit", c.objs.MlsProcessExit},
+		{"sys_enter", c.objs.MlsSysEnter},
+	} {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.tp, Program: a.prog})
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("attach raw tracepoint %s: %w", a.tp, err)
+		}
+		c.links = append(c.links, l)
+	}
+	c.Events, err = ringbuf.NewReader(c.objs.Events)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	return c, nil
+}
+
+// AddTreeTgid adds a process to the filter set; its descendants follow automatically.
+func (c *Capture) AddTreeTgid(tgid uint32) error {
+	if err := c.objs.TreeTgids.Put(tgid, uint8(1)); err != nil {
+		return fmt.Errorf("add process %d to filter: %w", tgid, err)
+	}
+	return nil
+}
+
+// Detach stops the probes; events already in the ring buffer can still be read.
+func (c *Capture) Detach() {
+	for _, l := range c.links {
+		l.Close()
+	}
+	c.links = nil
+}
+
+// Counters reads the probes' counters, summed over CPUs.
+func (c *Capture) Counters() (Counters, error) {
+	return readCounters(c.objs.Counters)
+}
+
+// Close detaches everything and frees the maps.
+func (c *Capture) Close() error {
+	c.Detach()
+	if c.Events != nil {
+		c.Events.Close()
+	}
+	return c.objs.Close()
+}
+
+func readCounters(m *ebpf.Map) (Counters, error) {
+	var out Counters
+	var per []uint64
+	for i := range out {
+		if err := m.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: GPL-2.0
+// Events and counters of the capture probes. The Go decoder (features/event.go) reads these
+// layouts by offset; a test checks the sizes against the BTF of the compiled object.
+#pragma once
+
+#define MLS_MAX_CPUS 4096
+
+enum mls_event_type {
+	MLS_EV_WAKE = 1,
+	MLS_EV_SWITCH = 2,
+};
+
+// W wakes while its previous CPU runs R: one sample, R's features at this moment.
+struct mls_wake_event {
+	__u8 type;
+	__u8 _pad;
+	__u16 prev_cpu;
+	__u16 waker_cpu;
+	__u16 _pad2;
+	__u32 w_tid;
+	__u32 r_tid;
+	__u64 ts_ns;
+	__u64 r_oncpu_ns;
+	__u32 feats[MLS_NUM_BUCKETS];
+};
+
+// A CPU with a pending sample switched tasks.
+struct mls_switch_event {
+	__u8 type;
+	__u8 voluntary; // prev left without being preempted: blocked, slept, yielded or exited
+	__u16 cpu;
+	__u32 prev_tid;
+	__u32 next_tid;
+	__u32 _pad;
+	__u64 ts_ns;
+};
+
+enum mls_counter {
+	MLS_CNT_WAKE_TOTAL,
+	MLS_CNT_WAKE_IDLE,
+	MLS_CNT_WAKE_SELF,
+	MLS_CNT_WAKE_OURS,
+	MLS_CNT_WAKE_FILTERED,
+	MLS_CNT_WAKE_EMITTED,
+	MLS_CNT_WAKE_DROP,
+	MLS_CNT_SWITCH_EMITTED,
+	MLS_CNT_SWITCH_DROP,
+	MLS_CNT_FEAT_FULL,
+	MLS_CNT_MAX,
+};

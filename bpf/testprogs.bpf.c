@@ -1,0 +1,61 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+// Programs for tests and benchmarks only, never attached by mlsched itself:
+//  - mls_test_decay runs the real feature code (features.h) under BPF_PROG_TEST_RUN so that
+//    the Go mirror can be checked against it;
+//  - mls_bench_empty is the floor of a sys_enter hook: enabling the tracepoint, no work;
+//  - mls_bench_naive is the obvious hook (task storage lookup + one counter), for scale.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "features.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define MLS_TEST_MAX_NRS 512
+
+// Inputs and outputs of mls_test_decay, set and read from Go through the .bss map.
+__u32 test_nrs[MLS_TEST_MAX_NRS];
+__u32 test_count;
+struct task_feat test_state;
+__u32 test_out[MLS_NUM_BUCKETS];
+
+SEC("syscall")
+int mls_test_decay(void *ctx)
+{
+	__u32 n = test_count;
+
+	for (__u32 i = 0; i < MLS_TEST_MAX_NRS; i++) {
+		if (i >= n)
+			break;
+		mls_feat_syscall(&test_state, test_nrs[i]);
+	}
+	mls_feat_snapshot(&test_state, test_out);
+	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int mls_bench_empty(void *ctx)
+{
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} naive_store SEC(".maps");
+
+SEC("raw_tp/sys_enter")
+int mls_bench_naive(void *ctx)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 *v = bpf_task_storage_get(&naive_store, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (v)
+		*v += 1;
+	return 0;
+}
