@@ -1,0 +1,197 @@
+package features
+
+// Outcome says how a sample's label was decided.
+type Outcome uint8
+
+const (
+	// OutcomeVoluntary: R left the CPU without being preempted (blocked, slept, yielded, exited)
+	// within the horizon. Label 1.
+	OutcomeVoluntary Outcome = 1
+	// OutcomePreempted: R was preempted within the horizon. Label 0.
+	OutcomePreempted Outcome = 2
+	// OutcomeTimeout: R was still on the CPU at the horizon. Label 0.
+	OutcomeTimeout Outcome = 3
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeVoluntary:
+		return "voluntary"
+	case OutcomePreempted:
+		return "preempted"
+	case OutcomeTimeout:
+		return "timeout"
+	}
+	return "unknown"
+}
+
+// Sample is one training example: R's features when W woke on R's CPU, and what R did next.
+type Sample struct {
+	TsNs     uint64 // when W woke (monotonic ns; relative to the trace start inside a trace file)
+	PrevCPU  uint16 // W's previous CPU, where R ran
+	WakerCPU uint16
+	WTid     uint32
+	RTid     uint32
+	ROnCPUNs uint64 // how long R had been on the CPU
+	Label    uint8  // 1 if R left the CPU voluntarily within the horizon
+	Outcome  Outcome
+	LeaveNs  uint64 // time from the wakeup to R's switch-out; 0 for OutcomeTimeout
+	Feats    [NumBuckets]uint32
+}
+
+// JoinStats accounts for every wake event given to a Joiner.
+type JoinStats struct {
+	Samples    uint64 // labelled and emitted
+	Positives  uint64
+	LostSwitch uint64 // the CPU switched away from another task than R: R's switch-out was missed
+	Unresolved uint64 // still pending when the stream ended, less than the horizon before its end
+	BadCPU     uint64 // an event named a CPU outside the range given to NewJoiner
+}
+
+// DefaultSlackNs bounds how far out of timestamp order events from different CPUs can reach
+// user space: an event is stamped just before it is reserved in the ring buffer.
+const DefaultSlackNs = 2_000_000
+
+// Joiner labels wake events from the switch events that follow them on the same CPU.
+// It keeps, per CPU, the samples whose R is still running there; it allocates only while its
+// per-CPU queues grow to their working size.
+type Joiner struct {
+	horizonNs uint64
+	slackNs   uint64
+	pending   [][]Sample
+	emit      func(*Sample) error
+	maxTs     uint64
+	lastSweep uint64
+	Stats     JoinStats
+}
+
+// NewJoiner returns a joiner for ncpu CPUs and horizon H; emit receives each labelled sample
+// (the pointer is valid only during the call).
+func NewJoiner(ncpu int, horizonNs uint64, emit func(*Sample) error) *Joiner {
+	return &Joiner{
+		horizonNs: horizonNs,
+		slackNs:   DefaultSlackNs,
+		pending:   make([][]Sample, ncpu),
+		emit:      emit,
+	}
+}
+
+// Pending returns the number of samples waiting for an outcome.
+func (j *Joiner) Pending() int {
+	n := 0
+	for _, p := range j.pending {
+		n += len(p)
+	}
+	return n
+}
+
+// Wake adds a sample point.
+func (j *Joiner) Wake(e *WakeEvent) error {
+	if int(e.PrevCPU) >= len(j.pending) {
+		j.Stats.BadCPU++
+		return nil
+	}
+	p := &j.pending[e.PrevCPU]
+	*p = append(*p, Sample{
+		TsNs: e.TsNs, PrevCPU: e.PrevCPU, WakerCPU: e.WakerCPU, WTid: e.WTid, RTid: e.RTid,
+		ROnCPUNs: e.ROnCPUNs, Feats: e.Feats,
+	})
+	return j.advance(e.TsNs)
+}
+
+// Switch resolves every sample pending on the event's CPU.
+func (j *Joiner) Switch(e *SwitchEvent) error {
+	if int(e.CPU) >= len(j.pending) {
+		j.Stats.BadCPU++
+		return nil
+	}
+	p := j.pending[e.CPU]
+	for i := range p {
+		s := &p[i]
+		if e.PrevTid != s.RTid {
+			j.Stats.LostSwitch++
+			continue
+		}
+		var d uint64
+		if e.TsNs > s.TsNs {
+			d = e.TsNs - s.TsNs
+		}
+		switch {
+		case d > j.horizonNs:
+			s.Outcome = OutcomeTimeout
+		case e.Voluntary:
+			s.Outcome, s.Label, s.LeaveNs = OutcomeVoluntary, 1, d
+		default:
+			s.Outcome, s.LeaveNs = OutcomePreempted, d
+		}
+		if err := j.output(s); err != nil {
+			return err
+		}
+	}
+	j.pending[e.CPU] = p[:0]
+	return j.advance(e.TsNs)
+}
+
+// Advance tells the joiner that every event stamped before now has been delivered (less the
+// slack): samples older than the horizon with no switch-out are labelled 0, still running.
+func (j *Joiner) Advance(now uint64) error {
+	if now > j.maxTs {
+		j.maxTs = now
+	}
+	if j.maxTs < j.slackNs+j.horizonNs {
+		return nil
+	}
+	return j.timeout(j.maxTs - j.slackNs)
+}
+
+// advance runs the timeout sweep at most every quarter horizon of event time.
+func (j *Joiner) advance(ts uint64) error {
+	if ts > j.maxTs {
+		j.maxTs = ts
+	}
+	if j.maxTs-j.lastSweep < j.horizonNs/4+1 {
+		return nil
+	}
+	j.lastSweep = j.maxTs
+	return j.Advance(j.maxTs)
+}
+
+// timeout labels samples whose horizon ended before 'complete', the time up to which all
+// switch events are known to have been delivered.
+func (j *Joiner) timeout(complete uint64) error {
+	for c, p := range j.pending {
+		keep := p[:0]
+		for i := range p {
+			s := &p[i]
+			if s.TsNs+j.horizonNs <= complete {
+				s.Outcome = OutcomeTimeout
+				if err := j.output(s); err != nil {
+					return err
+				}
+				continue
+			}
+			keep = append(keep, *s)
+		}
+		j.pending[c] = keep
+	}
+	return nil
+}
+
+// Finish resolves what can be resolved at the end of the stream: every switch event up to
+// endNs has been delivered. The rest is counted as Unresolved and dropped.
+func (j *Joiner) Finish(endNs uint64) error {
+	if err := j.timeout(endNs); err != nil {
+		return err
+	}
+	for c, p := range j.pending {
+		j.Stats.Unresolved += uint64(len(p))
+		j.pending[c] = p[:0]
+	}
+	return nil
+}
+
+func (j *Joiner) output(s *Sample) error {
+	j.Stats.Samples++
+	j.Stats.Positives += uint64(s.Label)
+	return j.emit(s)
+}
