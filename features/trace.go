@@ -1,0 +1,446 @@
+package features
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/bits"
+)
+
+// The trace file format (docs/TRACE_FORMAT.md): a header, blocks of samples each with a
+// CRC32C, and a trailer with the capture's accounting. Written and read as a stream.
+const (
+	TraceMagic   = "MLSTRACE"
+	TraceVersion = 1
+
+	maxHeaderBody  = 64 << 10
+	maxString      = 4 << 10
+	MaxBlockBytes  = 1 << 20 // a block's payload; the reader refuses larger ones
+	flushBytes     = 64 << 10
+	minRecordBytes = 8 + 8 // bitmap plus at least eight one-byte fields
+	blockTag       = 0x4b434c42 // "BLCK"
+	trailerTag     = 0x444e4554 // "TEND"
+	maxTrailer     = 256
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors a trace reader returns, wrapped in a *TraceError naming the offset.
+var (
+	ErrBadMagic       = errors.New("not an mlsched trace (bad magic)")
+	ErrVersion        = errors.New("unsupported trace version")
+	ErrSchemaMismatch = errors.New("trace feature schema differs from this mlsched's")
+	ErrChecksum       = errors.New("checksum mismatch")
+	ErrTruncated      = errors.New("file truncated")
+	ErrCorrupt        = errors.New("corrupt data")
+	ErrTrailingData   = errors.New("data after the trailer")
+)
+
+// TraceError is a reader error at a byte offset of the file.
+type TraceError struct {
+	Offset int64
+	Err    error
+	Detail string
+}
+
+func (e *TraceError) Error() string {
+	if e.Detail != "" {
+		return fmt.Sprintf("trace offset %d: %v: %s", e.Offset, e.Err, e.Detail)
+	}
+	return fmt.Sprintf("trace offset %d: %v", e.Offset, e.Err)
+}
+
+func (e *TraceError) Unwrap() error { return e.Err }
+
+// TraceHeader describes a capture.
+type TraceHeader struct {
+	Version       uint16
+	SchemaID      uint64
+	HorizonNs     uint64
+	StartUnixNs   int64
+	StartKtimeNs  uint64 // monotonic clock at the start; sample times are relative to it
+	NumCPU        uint32
+	KernelRelease string
+	Hostname      string
+	Command       string
+}
+
+// TraceSummary is the trailer: the capture's accounting, so that no loss is silent.
+// The writer fills Samples and Positives itself.
+type TraceSummary struct {
+	Samples      uint64 // samples in the file
+	Positives    uint64
+	DurationNs   uint64
+	WakeTotal    uint64 // wakeups seen by the probes
+	WakeIdle     uint64 // previous CPU idle: nothing to decide
+	WakeSkipped  uint64 // same task, mlsched's own, or outside --only-command
+	RingDrops    uint64 // wake events lost to a full ring buffer
+	SwitchDrops  uint64 // switch events lost to a full ring buffer
+	LostSwitch   uint64 // samples dropped: R's switch-out was not seen
+	Unresolved   uint64 // samples dropped: outcome unknown when the capture ended
+	FeatMapFull  uint64 // syscalls not counted: the per-task map was full
+	DecodeErrors uint64 // ring-buffer records that could not be decoded
+}
+
+func (s *TraceSummary) fields() []*uint64 {
+	return []*uint64{&s.Samples, &s.Positives, &s.DurationNs, &s.WakeTotal, &s.WakeIdle,
+		&s.WakeSkipped, &s.RingDrops, &s.SwitchDrops, &s.LostSwitch, &s.Unresolved,
+		&s.FeatMapFull, &s.DecodeErrors}
+}
+
+// TraceWriter writes a trace as a stream, a checksummed block at a time.
+type TraceWriter struct {
+	w       io.Writer
+	hdr     TraceHeader
+	buf     []byte // block under construction: 16-byte block header + payload
+	nrec    uint32
+	summary TraceSummary
+	err     error
+}
+
+// NewTraceWriter writes the header and returns a writer for the samples.
+func NewTraceWriter(w io.Writer, h TraceHeader) (*TraceWriter, error) {
+	h.Version = TraceVersion
+	if len(h.KernelRelease) > maxString || len(h.Hostname) > maxString || len(h.Command) > maxString {
+		return nil, fmt.Errorf("trace header: string longer than %d bytes", maxString)
+	}
+	body := binary.LittleEndian.AppendUint64(nil, h.SchemaID)
+	body = binary.LittleEndian.AppendUint64(body, h.HorizonNs)
+	body = binary.LittleEndian.AppendUint64(body, uint64(h.StartUnixNs))
+	body = binary.LittleEndian.AppendUint64(body, h.StartKtimeNs)
+	body = binary.LittleEndian.AppendUint32(body, h.NumCPU)
+	for _, s := range []string{h.KernelRelease, h.Hostname, h.Command} {
+		body = binary.LittleEndian.AppendUint16(body, uint16(len(s)))
+		body = append(body, s...)
+	}
+	out := append([]byte(TraceMagic), 0, 0, 0, 0, 0, 0, 0, 0)
+	binary.LittleEndian.PutUint16(out[8:], h.Version)
+	binary.LittleEndian.PutUint32(out[12:], uint32(len(body)))
+	out = append(out, body...)
+	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+	if _, err := w.Write(out); err != nil {
+		return nil, fmt.Errorf("write trace header: %w", err)
+	}
+	tw := &TraceWriter{w: w, hdr: h, buf: make([]byte, 16, flushBytes+1024)}
+	return tw, nil
+}
+
+// Write appends a sample; its TsNs is stored relative to the header's StartKtimeNs.
+func (t *TraceWriter) Write(s *Sample) error {
+	if t.err != nil {
+		return t.err
+	}
+	t.buf = appendSample(t.buf, s, t.hdr.StartKtimeNs)
+	t.nrec++
+	t.summary.Samples++
+	t.summary.Positives += uint64(s.Label & 1)
+	if len(t.buf)-16 >= flushBytes {
+		return t.Flush()
+	}
+	return nil
+}
+
+// Samples returns the number of samples written so far, and how many are positive.
+func (t *TraceWriter) Samples() (n, positives uint64) { return t.summary.Samples, t.summary.Positives }
+
+// Flush writes the current block, if it has samples.
+func (t *TraceWriter) Flush() error {
+	if t.err != nil || t.nrec == 0 {
+		return t.err
+	}
+	payload := len(t.buf) - 16
+	binary.LittleEndian.PutUint32(t.buf[0:], blockTag)
+	binary.LittleEndian.PutUint32(t.buf[4:], t.nrec)
+	binary.LittleEndian.PutUint32(t.buf[8:], uint32(payload))
+	c := crc32.Update(crc32.Checksum(t.buf[4:12], castagnoli), castagnoli, t.buf[16:])
+	binary.LittleEndian.PutUint32(t.buf[12:], c)
+	if _, err := t.w.Write(t.buf); err != nil {
+		t.err = fmt.Errorf("write trace block: %w", err)
+		return t.err
+	}
+	t.buf = t.buf[:16]
+	t.nrec = 0
+	return nil
+}
+
+// Close flushes the last block and writes the trailer with s (whose Samples and Positives are
+// replaced by the writer's own count). It does not close the underlying writer.
+func (t *TraceWriter) Close(s TraceSummary) error {
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	s.Samples, s.Positives = t.summary.Samples, t.summary.Positives
+	f := s.fields()
+	out := make([]byte, 16, 16+8*len(f))
+	for _, p := range f {
+		out = binary.LittleEndian.AppendUint64(out, *p)
+	}
+	binary.LittleEndian.PutUint32(out[0:], trailerTag)
+	binary.LittleEndian.PutUint32(out[4:], uint32(len(f)))
+	binary.LittleEndian.PutUint32(out[8:], uint32(8*len(f)))
+	c := crc32.Checksum(out[4:12], castagnoli)
+	binary.LittleEndian.PutUint32(out[12:], crc32.Update(c, castagnoli, out[16:]))
+	if _, err := t.w.Write(out); err != nil {
+		t.err = fmt.Errorf("write trace trailer: %w", err)
+		return t.err
+	}
+	t.err = errors.New("trace writer closed")
+	return nil
+}
+
+func appendSample(b []byte, s *Sample, base uint64) []byte {
+	var ts uint64
+	if s.TsNs > base {
+		ts = s.TsNs - base
+	}
+	b = binary.AppendUvarint(b, ts)
+	b = append(b, s.Label&1|uint8(s.Outcome&3)<<1)
+	b = binary.AppendUvarint(b, s.LeaveNs)
+	b = binary.AppendUvarint(b, uint64(s.PrevCPU))
+	b = binary.AppendUvarint(b, uint64(s.WakerCPU))
+	b = binary.AppendUvarint(b, uint64(s.WTid))
+	b = binary.AppendUvarint(b, uint64(s.RTid))
+	b = binary.AppendUvarint(b, s.ROnCPUNs)
+	var bitmap uint64
+	for i, v := range s.Feats {
+		if v != 0 {
+			bitmap |= 1 << i
+		}
+	}
+	b = binary.LittleEndian.AppendUint64(b, bitmap)
+	for _, v := range s.Feats {
+		if v != 0 {
+			b = binary.AppendUvarint(b, uint64(v))
+		}
+	}
+	return b
+}
+
+// TraceReader reads a trace as a stream in constant memory. It never panics on bad input and
+// never allocates more than one maximum-size block.
+type TraceReader struct {
+	r       *bufio.Reader
+	off     int64 // offset of the next unread byte
+	hdr     TraceHeader
+	block   []byte
+	pos     int   // next record in block
+	left    uint32 // records left in block
+	blkOff  int64  // file offset of the block's payload
+	summary *TraceSummary
+	done    bool
+}
+
+// NewTraceReader reads and checks the header. A trace of another feature schema is refused
+// with ErrSchemaMismatch; use NewTraceReaderAnySchema to look at it anyway.
+func NewTraceReader(r io.Reader) (*TraceReader, error) {
+	t, err := NewTraceReaderAnySchema(r)
+	if err != nil {
+		return nil, err
+	}
+	if t.hdr.SchemaID != SchemaID() {
+		return nil, &TraceError{Offset: 16, Err: ErrSchemaMismatch, Detail: fmt.Sprintf(
+			"trace has %s, this mlsched has %s: capture it again with this version",
+			FormatSchemaID(t.hdr.SchemaID), FormatSchemaID(SchemaID()))}
+	}
+	return t, nil
+}
+
+// NewTraceReaderAnySchema reads and checks the header, accepting any feature schema.
+func NewTraceReaderAnySchema(r io.Reader) (*TraceReader, error) {
+	t := &TraceReader{r: bufio.NewReaderSize(r, 64<<10)}
+	var fixed [16]byte
+	if err := t.readFull(fixed[:]); err != nil {
+		if errors.Is(err, ErrTruncated) && t.off == 0 {
+			return nil, &TraceError{Offset: 0, Err: ErrTruncated, Detail: "empty file"}
+		}
+		return nil, err
+	}
+	if string(fixed[:8]) != TraceMagic {
+		return nil, &TraceError{Offset: 0, Err: ErrBadMagic}
+	}
+	le := binary.LittleEndian
+	t.hdr.Version = le.Uint16(fixed[8:])
+	if t.hdr.Version != TraceVersion {
+		return nil, &TraceError{Offset: 8, Err: ErrVersion, Detail: fmt.Sprintf(
+			"version %d, this mlsched reads version %d", t.hdr.Version, TraceVersion)}
+	}
+	n := le.Uint32(fixed[12:])
+	if n < 36 || n > maxHeaderBody {
+		return nil, &TraceError{Offset: 12, Err: ErrCorrupt, Detail: fmt.Sprintf("header length %d", n)}
+	}
+	body := make([]byte, n+4)
+	if err := t.readFull(body); err != nil {
+		return nil, err
+	}
+	crc := crc32.Update(crc32.Checksum(fixed[:], castagnoli), castagnoli, body[:n])
+	if crc != le.Uint32(body[n:]) {
+		return nil, &TraceError{Offset: 16 + int64(n), Err: ErrChecksum, Detail: "header"}
+	}
+	h := &t.hdr
+	h.SchemaID = le.Uint64(body[0:])
+	h.HorizonNs = le.Uint64(body[8:])
+	h.StartUnixNs = int64(le.Uint64(body[16:]))
+	h.StartKtimeNs = le.Uint64(body[24:])
+	h.NumCPU = le.Uint32(body[32:])
+	rest := body[36:n]
+	for _, dst := range []*string{&h.KernelRelease, &h.Hostname, &h.Command} {
+		if len(rest) < 2 || int(le.Uint16(rest)) > len(rest)-2 {
+			return nil, &TraceError{Offset: 16 + int64(n) - int64(len(rest)), Err: ErrCorrupt, Detail: "header string"}
+		}
+		l := int(le.Uint16(rest))
+		*dst = string(rest[2 : 2+l])
+		rest = rest[2+l:]
+	}
+	return t, nil
+}
+
+// Header returns the trace's header.
+func (t *TraceReader) Header() TraceHeader { return t.hdr }
+
+// Summary returns the trailer; nil until Next has returned io.EOF.
+func (t *TraceReader) Summary() *TraceSummary { return t.summary }
+
+// Offset is the number of bytes consumed so far.
+func (t *TraceReader) Offset() int64 { return t.off }
+
+func (t *TraceReader) readFull(b []byte) error {
+	n, err := io.ReadFull(t.r, b)
+	t.off += int64(n)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return &TraceError{Offset: t.off, Err: ErrTruncated, Detail: "no trailer: the capture did not finish (samples before this point are intact)"}
+	}
+	if err != nil {
+		return fmt.Errorf("read trace at offset %d: %w", t.off, err)
+	}
+	return nil
+}
+
+// Next reads the next sample into s. It returns io.EOF after the trailer, and a *TraceError
+// for any damage; the samples returned before an error are intact (each block is checked
+// before any of its samples is returned).
+func (t *TraceReader) Next(s *Sample) error {
+	for t.left == 0 {
+		if t.done {
+			return io.EOF
+		}
+		if err := t.nextBlock(); err != nil {
+			return err
+		}
+	}
+	n, err := decodeSample(t.block[t.pos:], s, t.hdr.StartKtimeNs)
+	if err != nil {
+		return &TraceError{Offset: t.blkOff + int64(t.pos), Err: ErrCorrupt, Detail: err.Error()}
+	}
+	t.pos += n
+	t.left--
+	if t.left == 0 && t.pos != len(t.block) {
+		return &TraceError{Offset: t.blkOff + int64(t.pos), Err: ErrCorrupt, Detail: "bytes left over in block"}
+	}
+	return nil
+}
+
+func (t *TraceReader) nextBlock() error {
+	start := t.off
+	var bh [16]byte
+	if err := t.readFull(bh[:]); err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	tag, count, size := le.Uint32(bh[0:]), le.Uint32(bh[4:]), le.Uint32(bh[8:])
+	switch tag {
+	case blockTag:
+		if size > MaxBlockBytes || count == 0 || uint64(count)*minRecordBytes > uint64(size) {
+			return &TraceError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("block of %d records in %d bytes", count, size)}
+		}
+	case trailerTag:
+		if size > maxTrailer || size != 8*count {
+			return &TraceError{Offset: start, Err: ErrCorrupt, Detail: "trailer size"}
+		}
+	default:
+		return &TraceError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("unknown block tag %#x", tag)}
+	}
+	if cap(t.block) < int(size) {
+		t.block = make([]byte, size, max(size, flushBytes+1024))
+	}
+	t.block = t.block[:size]
+	if err := t.readFull(t.block); err != nil {
+		return err
+	}
+	crc := crc32.Update(crc32.Checksum(bh[4:12], castagnoli), castagnoli, t.block)
+	if crc != le.Uint32(bh[12:]) {
+		return &TraceError{Offset: start, Err: ErrChecksum, Detail: "block"}
+	}
+	if tag == trailerTag {
+		var sum TraceSummary
+		f := sum.fields()
+		for i := 0; i < int(count) && i < len(f); i++ { // newer writers may add fields
+			*f[i] = le.Uint64(t.block[8*i:])
+		}
+		// The trailer is the end: anything after it is an error, not silently ignored.
+		if _, err := t.r.ReadByte(); err == nil {
+			return &TraceError{Offset: t.off, Err: ErrTrailingData}
+		}
+		t.summary = &sum
+		t.done = true
+		return nil
+	}
+	t.blkOff = start + 16
+	t.pos = 0
+	t.left = count
+	return nil
+}
+
+func decodeSample(b []byte, s *Sample, base uint64) (int, error) {
+	p := 0
+	uv := func() (uint64, bool) {
+		v, n := binary.Uvarint(b[p:])
+		if n <= 0 {
+			return 0, false
+		}
+		p += n
+		return v, true
+	}
+	ts, ok := uv()
+	if !ok {
+		return 0, errors.New("bad timestamp")
+	}
+	s.TsNs = ts + base
+	if p >= len(b) {
+		return 0, errors.New("short record")
+	}
+	lb := b[p]
+	p++
+	s.Label, s.Outcome = lb&1, Outcome(lb>>1&3)
+	if lb>>3 != 0 || s.Outcome == 0 || (s.Label == 1) != (s.Outcome == OutcomeVoluntary) {
+		return 0, fmt.Errorf("bad label byte %#x", lb)
+	}
+	var v [6]uint64
+	for i := range v {
+		if v[i], ok = uv(); !ok {
+			return 0, errors.New("bad varint")
+		}
+	}
+	if v[1] > 0xffff || v[2] > 0xffff || v[3] > 0xffffffff || v[4] > 0xffffffff {
+		return 0, errors.New("field out of range")
+	}
+	s.LeaveNs, s.PrevCPU, s.WakerCPU, s.WTid, s.RTid, s.ROnCPUNs =
+		v[0], uint16(v[1]), uint16(v[2]), uint32(v[3]), uint32(v[4]), v[5]
+	if len(b)-p < 8 {
+		return 0, errors.New("short record")
+	}
+	bitmap := binary.LittleEndian.Uint64(b[p:])
+	p += 8
+	s.Feats = [NumBuckets]uint32{}
+	for bm := bitmap; bm != 0; bm &= bm - 1 {
+		i := bits.TrailingZeros64(bm)
+		f, ok := uv()
+		if !ok || f == 0 || f > MaxCount {
+			return 0, fmt.Errorf("bad feature %d", i)
+		}
+		s.Feats[i] = uint32(f)
+	}
+	return p, nil
+}
