@@ -20,7 +20,7 @@ const (
 	maxString      = 4 << 10
 	MaxBlockBytes  = 1 << 20 // a block's payload; the reader refuses larger ones
 	flushBytes     = 64 << 10
-	minRecordBytes = 8 + 8 // bitmap plus at least eight one-byte fields
+	minRecordBytes = 8 + 8      // bitmap plus at least eight one-byte fields
 	blockTag       = 0x4b434c42 // "BLCK"
 	trailerTag     = 0x444e4554 // "TEND"
 	maxTrailer     = 256
@@ -226,7 +226,7 @@ type TraceReader struct {
 	off     int64 // offset of the next unread byte
 	hdr     TraceHeader
 	block   []byte
-	pos     int   // next record in block
+	pos     int    // next record in block
 	left    uint32 // records left in block
 	blkOff  int64  // file offset of the block's payload
 	summary *TraceSummary

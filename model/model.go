@@ -11,9 +11,9 @@ import (
 
 // Dimension limits. Inputs is fixed by the feature schema; Hidden is stored in the file.
 const (
-	NumInputs    = features.NumBuckets
-	NumOutputs   = 1
-	MaxHidden    = 1024
+	NumInputs     = features.NumBuckets
+	NumOutputs    = 1
+	MaxHidden     = 1024
 	DefaultHidden = 16
 )
 
