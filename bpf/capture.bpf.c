@@ -34,7 +34,7 @@ struct cpu_cur {
 	__u32 tgid;
 	__u64 start_ns; // when it was switched in
 	__u32 pending;  // a sample names this CPU's current task: report its switch-out
-	__u32 _pad;
+	__u32 yielding; // the current task called sched_yield
 };
 
 struct {
@@ -83,6 +83,29 @@ static __always_inline __u32 task_cpu(struct task_struct *p)
 	return BPF_CORE_READ((struct task_struct___old *)p, cpu);
 }
 
+// The state field of task_struct: __state since 5.14, state before.
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 task_state(struct task_struct *p)
+{
+	if (bpf_core_field_exists(p->__state))
+		return BPF_CORE_READ(p, __state);
+	return BPF_CORE_READ((struct task_struct___pre514 *)p, state);
+}
+
+// Did prev leave its CPU voluntarily? Not if preempted in the kernel (preempt), nor if it is
+// still runnable (TASK_RUNNING): a task preempted while in user mode is switched out through
+// a plain schedule() on its way back to user space, with preempt false. A sched_yield leaves
+// the task runnable too, so the syscall hook marks the CPU when the running task yields.
+static __always_inline bool left_voluntarily(bool preempt, struct task_struct *prev, struct cpu_cur *c)
+{
+	if (preempt)
+		return false;
+	return task_state(prev) != 0 || c->yielding;
+}
+
 SEC("raw_tp/sys_enter")
 int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 {
@@ -108,6 +131,13 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 	}
 	mls_feat_syscall(f, id);
+	if (id == MLS_NR_SCHED_YIELD) {
+		__u32 cpu = bpf_get_smp_processor_id();
+		struct cpu_cur *c = bpf_map_lookup_elem(&cpu_cur, &cpu);
+
+		if (c)
+			c->yielding = 1;
+	}
 	return 0;
 }
 
@@ -129,7 +159,7 @@ int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct ta
 			count(MLS_CNT_SWITCH_DROP);
 		} else {
 			e->type = MLS_EV_SWITCH;
-			e->voluntary = !preempt;
+			e->voluntary = left_voluntarily(preempt, prev, c);
 			e->cpu = cpu;
 			e->prev_tid = BPF_CORE_READ(prev, pid);
 			e->next_tid = BPF_CORE_READ(next, pid);
@@ -138,6 +168,7 @@ int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct ta
 			count(MLS_CNT_SWITCH_EMITTED);
 		}
 	}
+	c->yielding = 0;
 	c->tid = BPF_CORE_READ(next, pid);
 	c->tgid = BPF_CORE_READ(next, tgid);
 	c->start_ns = now;

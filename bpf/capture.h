@@ -4,6 +4,7 @@
 #pragma once
 
 #define MLS_MAX_CPUS 4096
+#define MLS_NR_SCHED_YIELD 24 // x86_64
 
 enum mls_event_type {
 	MLS_EV_WAKE = 1,

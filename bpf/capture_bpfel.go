@@ -14,12 +14,12 @@ import (
 )
 
 type captureCpuCur struct {
-	_       structs.HostLayout
-	Tid     uint32
-	Tgid    uint32
-	StartNs uint64
-	Pending uint32
-	Pad     uint32
+	_        structs.HostLayout
+	Tid      uint32
+	Tgid     uint32
+	StartNs  uint64
+	Pending  uint32
+	Yielding uint32
 }
 
 type captureMlsSwitchEvent struct {

@@ -42,14 +42,27 @@ func setVars(spec *ebpf.CollectionSpec, vars map[string]any) error {
 	return nil
 }
 
-// describeLoadError wraps a load error; with verbose it includes the whole verifier log.
+// LoadError is a program the verifier rejected. Unwrap gives the *ebpf.VerifierError.
+type LoadError struct {
+	What    string
+	Log     *ebpf.VerifierError
+	Verbose bool // print the whole verifier log
+}
+
+func (e *LoadError) Error() string {
+	if e.Verbose {
+		return fmt.Sprintf("%s: verifier rejected the program:\n%+v", e.What, e.Log)
+	}
+	return fmt.Sprintf("%s: verifier rejected the program (run with -v for the full log): %v", e.What, e.Log)
+}
+
+func (e *LoadError) Unwrap() error { return e.Log }
+
+// describeLoadError wraps a load error; with verbose a verifier error shows its whole log.
 func describeLoadError(what string, err error, verbose bool) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		if verbose {
-			return fmt.Errorf("%s: verifier rejected the program:\n%+v", what, ve)
-		}
-		return fmt.Errorf("%s: verifier rejected the program (run with -v for the full log): %v", what, ve)
+		return &LoadError{What: what, Log: ve, Verbose: verbose}
 	}
 	if errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("%s: %w (run as root or with CAP_BPF and CAP_PERFMON)", what, err)
