@@ -144,7 +144,7 @@ func (m *Model) Validate() error {
 		return fmt.Errorf("schema id %s, this binary has %s: %w",
 			features.FormatSchemaID(m.SchemaID), features.FormatSchemaID(features.SchemaID()), ErrSchemaMismatch)
 	}
-	return m.validateValues()
+	return m.validateValues(false)
 }
 
 func (m *Model) validateShape() error {
@@ -172,43 +172,89 @@ func (m *Model) validateShape() error {
 	return nil
 }
 
-func (m *Model) validateValues() error {
-	if m.NormKind != NormLog1pStandardize {
-		return fmt.Errorf("normalisation kind %d, want %d (log1p-standardise): %w", m.NormKind, NormLog1pStandardize, ErrNorm)
+// validateValues checks the values of a model of valid shape. With offsets, errors in the
+// fixed-layout part name the field's byte offset in the file.
+func (m *Model) validateValues(offsets bool) error {
+	// at names element i of a field (i < 0: a scalar) and, with offsets, where it is in the file.
+	at := func(field string, i int) string {
+		name := field
+		if i >= 0 {
+			name = fmt.Sprintf("%s[%d]", field, i)
+		}
+		if off := m.fieldOffset(field); offsets && off >= 0 {
+			name = fmt.Sprintf("%s at offset %d", name, off+4*max(i, 0))
+		}
+		return name
 	}
-	if err := checkFloats("mean", m.Mean, MaxAbsMean); err != nil {
+	if m.NormKind != NormLog1pStandardize {
+		return fmt.Errorf("%s = %d, want %d (log1p-standardise): %w", at("normalisation kind", -1), m.NormKind, NormLog1pStandardize, ErrNorm)
+	}
+	if err := checkFloats(at, "mean", m.Mean, MaxAbsMean); err != nil {
 		return err
 	}
 	for i, s := range m.Std {
 		if !finite32(s) {
-			return fmt.Errorf("std[%d] = %v: %w", i, s, ErrNonFinite)
+			return fmt.Errorf("%s = %v: %w", at("std", i), s, ErrNonFinite)
 		}
 		if s < MinStd || s > MaxStd {
-			return fmt.Errorf("std[%d] = %v, want %g..%g: %w", i, s, MinStd, MaxStd, ErrNorm)
+			return fmt.Errorf("%s = %v, want %g..%g: %w", at("std", i), s, MinStd, MaxStd, ErrNorm)
 		}
 	}
-	if err := checkFloats("w1", m.W1, MaxAbsWeight); err != nil {
+	if err := checkFloats(at, "w1", m.W1, MaxAbsWeight); err != nil {
 		return err
 	}
-	if err := checkFloats("b1", m.B1, MaxAbsWeight); err != nil {
+	if err := checkFloats(at, "b1", m.B1, MaxAbsWeight); err != nil {
 		return err
 	}
-	if err := checkFloats("w2", m.W2, MaxAbsWeight); err != nil {
+	if err := checkFloats(at, "w2", m.W2, MaxAbsWeight); err != nil {
 		return err
 	}
-	if err := checkFloats("b2", []float32{m.B2}, MaxAbsWeight); err != nil {
+	if err := checkFloats(at, "b2", []float32{m.B2}, MaxAbsWeight); err != nil {
 		return err
 	}
 	if !finite32(m.Threshold) {
-		return fmt.Errorf("threshold %v: %w", m.Threshold, ErrNonFinite)
+		return fmt.Errorf("%s = %v: %w", at("threshold", -1), m.Threshold, ErrNonFinite)
 	}
 	if !(m.Threshold > 0 && m.Threshold < 1) {
-		return fmt.Errorf("threshold %v: %w", m.Threshold, ErrThreshold)
+		return fmt.Errorf("%s = %v: %w", at("threshold", -1), m.Threshold, ErrThreshold)
 	}
 	if m.HorizonNs == 0 {
-		return fmt.Errorf("horizon 0: %w", ErrHorizon)
+		return fmt.Errorf("%s = 0: %w", at("horizon", -1), ErrHorizon)
 	}
 	return m.Meta.validate()
+}
+
+// fieldOffset is the byte offset of a fixed-layout field in the file, or -1.
+func (m *Model) fieldOffset(field string) int {
+	mean := headerSize
+	std := mean + 4*m.Inputs
+	w1 := std + 4*m.Inputs
+	b1 := w1 + 4*m.Hidden*m.Inputs
+	w2 := b1 + 4*m.Hidden
+	b2 := w2 + 4*m.Hidden
+	switch field {
+	case "normalisation kind":
+		return 12
+	case "schema id":
+		return 16
+	case "threshold":
+		return 36
+	case "horizon":
+		return 40
+	case "mean":
+		return mean
+	case "std":
+		return std
+	case "w1":
+		return w1
+	case "b1":
+		return b1
+	case "w2":
+		return w2
+	case "b2":
+		return b2
+	}
+	return -1
 }
 
 func (md *Meta) validate() error {
@@ -282,13 +328,13 @@ func checkString(name, s string, emptyOK bool) error {
 	return nil
 }
 
-func checkFloats(name string, xs []float32, maxAbs float32) error {
+func checkFloats(at func(string, int) string, name string, xs []float32, maxAbs float32) error {
 	for i, x := range xs {
 		if !finite32(x) {
-			return fmt.Errorf("%s[%d] = %v: %w", name, i, x, ErrNonFinite)
+			return fmt.Errorf("%s = %v: %w", at(name, i), x, ErrNonFinite)
 		}
 		if x > maxAbs || x < -maxAbs {
-			return fmt.Errorf("%s[%d] = %v, max magnitude %g: %w", name, i, x, maxAbs, ErrRange)
+			return fmt.Errorf("%s = %v, max magnitude %g: %w", at(name, i), x, maxAbs, ErrRange)
 		}
 	}
 	return nil

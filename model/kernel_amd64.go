@@ -1,0 +1,42 @@
+package model
+
+import "github.com/mlsched/mlsched/features"
+
+// useAVX512 selects the AVX-512 kernel. Tests switch it off to cover the portable path.
+var useAVX512 = hasAVX512F()
+
+// log1pPoly approximates log1p(f)/f on [0, 1) (degree 6, fitted at Chebyshev nodes; with the
+// kernel's exponent split, log1p of every count is within 1.5e-6 relative). The kernel
+// reads it by name.
+var log1pPoly = [7]float32{0.99999857, -0.499859, 0.33097526, -0.2345452, 0.14829414, -0.06559031, 0.013874484}
+
+// logit16AVX512 is Predictor.Logit for Hidden == 16: log1p of all 64 counts in four 16-lane
+// vectors, then one fused multiply-add of a 16-weight column per nonzero count.
+//
+//go:noescape
+func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
+
+func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+func xgetbv() (eax, edx uint32)
+
+// hasAVX512F reports whether the CPU has AVX-512F and the OS saves the ZMM and mask
+// registers. (The standard library has no public CPU feature API, and this package stays
+// standard library only.)
+func hasAVX512F() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, ecx1, _ := cpuid(1, 0)
+	const osxsave, avx = 1 << 27, 1 << 28
+	if ecx1&osxsave == 0 || ecx1&avx == 0 {
+		return false
+	}
+	// XCR0: SSE and AVX state (bits 1, 2), opmask, ZMM_Hi256, Hi16_ZMM (bits 5, 6, 7).
+	if xcr0, _ := xgetbv(); xcr0&0xe6 != 0xe6 {
+		return false
+	}
+	_, ebx7, _, _ := cpuid(7, 0)
+	const avx512f = 1 << 16
+	return ebx7&avx512f != 0
+}

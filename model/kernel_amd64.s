@@ -1,0 +1,127 @@
+#include "textflag.h"
+
+// func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL eaxArg+0(FP), AX
+	MOVL ecxArg+4(FP), CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
+	RET
+
+// func xgetbv() (eax, edx uint32)
+TEXT ·xgetbv(SB), NOSPLIT, $0-8
+	MOVL $0, CX
+	XGETBV
+	MOVL AX, eax+0(FP)
+	MOVL DX, edx+4(FP)
+	RET
+
+// LOG1P16 loads 16 counts from off(SI), sets mask to their nonzero lanes, and stores
+// log1p(min(v, MaxCount) / 65536) to off(SP).
+// u = (v + 65536) * 2^-16 is exact in float32 (v + 65536 < 2^23), u = 2^e * m with m in [1, 2),
+// and log1p = e*ln2 + f*g(f) with f = m - 1 exact and g the polynomial log1pPoly.
+#define LOG1P16(off, mask) \
+	VMOVDQU32 off(SI), Z0; \
+	VPTESTMD Z0, Z0, mask; \
+	VPMINUD Z31, Z0, Z0; \
+	VPADDD Z30, Z0, Z0; \
+	VCVTDQ2PS Z0, Z0; \
+	VMULPS Z29, Z0, Z0; \
+	VGETEXPPS Z0, Z1; \
+	VGETMANTPS $0, Z0, Z2; \
+	VSUBPS Z28, Z2, Z2; \
+	VMOVAPS Z26, Z3; \
+	VFMADD213PS Z25, Z2, Z3; \
+	VFMADD213PS Z24, Z2, Z3; \
+	VFMADD213PS Z23, Z2, Z3; \
+	VFMADD213PS Z22, Z2, Z3; \
+	VFMADD213PS Z21, Z2, Z3; \
+	VFMADD213PS Z20, Z2, Z3; \
+	VMULPS Z2, Z3, Z3; \
+	VFMADD231PS Z27, Z1, Z3; \
+	VMOVUPS Z3, off(SP)
+
+// One nonzero count: CX = lowest set bit of AX (its index), clear it, and add the count's
+// log1p times column CX of the folded first layer to acc.
+#define COLUMN(tmp, acc) \
+	BSFQ AX, CX; \
+	LEAQ -1(AX), DX; \
+	ANDQ DX, AX; \
+	VBROADCASTSS (SP)(CX*4), tmp; \
+	SHLQ $6, CX; \
+	VFMADD231PS (DI)(CX*1), tmp, acc
+
+// func logit16AVX512(in *[64]uint32, k *kernel16) float32
+// Requires AVX-512F. k: w1t [64][16]float32 at 0, b1 at 4096, w2 at 4160, b2 at 4224.
+TEXT ·logit16AVX512(SB), NOSPLIT, $256-20
+	MOVQ in+0(FP), SI
+	MOVQ k+8(FP), DI
+
+	MOVL $0x400000, AX // features.MaxCount
+	VPBROADCASTD AX, Z31
+	MOVL $0x10000, AX // features.FixedOne
+	VPBROADCASTD AX, Z30
+	MOVL $0x37800000, AX // float32 2^-16
+	VPBROADCASTD AX, Z29
+	MOVL $0x3f800000, AX // float32 1
+	VPBROADCASTD AX, Z28
+	MOVL $0x3f317218, AX // float32 ln 2
+	VPBROADCASTD AX, Z27
+	VBROADCASTSS ·log1pPoly+0(SB), Z20
+	VBROADCASTSS ·log1pPoly+4(SB), Z21
+	VBROADCASTSS ·log1pPoly+8(SB), Z22
+	VBROADCASTSS ·log1pPoly+12(SB), Z23
+	VBROADCASTSS ·log1pPoly+16(SB), Z24
+	VBROADCASTSS ·log1pPoly+20(SB), Z25
+	VBROADCASTSS ·log1pPoly+24(SB), Z26
+
+	LOG1P16(0, K1)
+	LOG1P16(64, K2)
+	LOG1P16(128, K3)
+	LOG1P16(192, K4)
+
+	// AX = 64-bit mask of the nonzero counts.
+	KMOVW K1, AX
+	KMOVW K2, BX
+	SHLQ $16, BX
+	ORQ BX, AX
+	KMOVW K3, BX
+	SHLQ $32, BX
+	ORQ BX, AX
+	KMOVW K4, BX
+	SHLQ $48, BX
+	ORQ BX, AX
+
+	// Two accumulators, alternating, to halve the FMA latency chain.
+	VMOVUPS 4096(DI), Z4
+	VPXORD Z5, Z5, Z5
+
+loop:
+	TESTQ AX, AX
+	JZ done
+	COLUMN(Z6, Z4)
+	TESTQ AX, AX
+	JZ done
+	COLUMN(Z7, Z5)
+	JMP loop
+
+done:
+	VADDPS Z5, Z4, Z4
+	VPXORD Z6, Z6, Z6
+	VMAXPS Z6, Z4, Z4 // ReLU
+	VMULPS 4160(DI), Z4, Z4
+	VEXTRACTF64X4 $1, Z4, Y5
+	VADDPS Y5, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	VPERMILPS $0x4e, X4, X5
+	VADDPS X5, X4, X4
+	VPERMILPS $0xb1, X4, X5
+	VADDPS X5, X4, X4
+	VADDSS 4224(DI), X4, X4
+	VMOVSS X4, ret+16(FP)
+	VZEROUPPER
+	RET

@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package model
+
+import "github.com/mlsched/mlsched/features"
+
+var useAVX512 = false
+
+func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32 { panic("unreachable") }

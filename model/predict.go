@@ -1,0 +1,197 @@
+package model
+
+import (
+	"math"
+	"math/bits"
+
+	"github.com/mlsched/mlsched/features"
+)
+
+// Predictor is a Model prepared for fast, allocation-free inference.
+//
+// NewPredictor folds the input standardisation into the first layer,
+//
+//	W1[k][j] * (log1p(v_j) - mean_j) / std_j  =  (W1[k][j]/std_j) * log1p(v_j)  -  W1[k][j]*mean_j/std_j
+//
+// so that a zero count (log1p(0) = 0) contributes nothing and only the nonzero counts of a task
+// (typically 5-15 of 64) cost work, and KeepLocal compares the logit with logit(Threshold)
+// so that deciding needs no exp.
+//
+// A Predictor holds scratch space: use it from one goroutine at a time (one per dispatch
+// loop). It is immutable otherwise; build another for another model.
+type Predictor struct {
+	hidden int
+	// Folded first layer, input-major: w1t[j*hidden+k] = W1[k][j] / Std[j].
+	w1t []float32
+	// b1[k] = B1[k] - sum_j W1[k][j]*Mean[j]/Std[j].
+	b1             []float32
+	w2             []float32
+	b2             float32
+	logitThreshold float32
+	h              []float32 // scratch for the generic path
+	k16            *kernel16 // the Hidden == 16 fast path, 64-byte aligned
+}
+
+// kernel16 is the parameter block of the Hidden == 16 kernels (assembly reads it by offset).
+type kernel16 struct {
+	w1t [features.NumBuckets][16]float32 // offset 0
+	b1  [16]float32                      // offset 4096
+	w2  [16]float32                      // offset 4160
+	b2  float32                          // offset 4224
+}
+
+// NewPredictor prepares m, which must be valid (see Validate), for inference.
+func NewPredictor(m *Model) *Predictor {
+	n, h := m.Inputs, m.Hidden
+	p := &Predictor{
+		hidden:         h,
+		w1t:            make([]float32, n*h),
+		b1:             make([]float32, h),
+		w2:             append([]float32(nil), m.W2...),
+		b2:             m.B2,
+		logitThreshold: float32(math.Log(float64(m.Threshold) / (1 - float64(m.Threshold)))),
+		h:              make([]float32, h),
+	}
+	for k := range h {
+		b := float64(m.B1[k])
+		for j := range n {
+			w := float64(m.W1[k*n+j]) / float64(m.Std[j])
+			p.w1t[j*h+k] = float32(w)
+			b -= w * float64(m.Mean[j])
+		}
+		p.b1[k] = float32(b)
+	}
+	if h == 16 {
+		p.k16 = newKernel16()
+		for j := range n {
+			copy(p.k16.w1t[j][:], p.w1t[j*16:])
+		}
+		copy(p.k16.b1[:], p.b1)
+		copy(p.k16.w2[:], p.w2)
+		p.k16.b2 = p.b2
+	}
+	return p
+}
+
+// Logit returns the model's logit for the fixed-point counts in: log(p / (1-p)).
+func (p *Predictor) Logit(in *[features.NumBuckets]uint32) float32 {
+	if p.k16 != nil {
+		if useAVX512 {
+			return logit16AVX512(in, p.k16)
+		}
+		return p.k16.logitGo(in)
+	}
+	return p.logitGeneric(in)
+}
+
+// Predict returns the probability that the running task yields its CPU within the horizon.
+func (p *Predictor) Predict(in *[features.NumBuckets]uint32) float32 {
+	return sigmoid32(p.Logit(in))
+}
+
+// KeepLocal reports whether Predict(in) >= Threshold, decided on the logit without exp.
+// (Within float32 rounding of the threshold's logit, the two may disagree at the boundary.)
+func (p *Predictor) KeepLocal(in *[features.NumBuckets]uint32) bool {
+	return p.Logit(in) >= p.logitThreshold
+}
+
+func sigmoid32(z float32) float32 { return float32(1 / (1 + math.Exp(-float64(z)))) }
+
+// logitGeneric is the portable path for any hidden width: sparse over nonzero inputs.
+func (p *Predictor) logitGeneric(in *[features.NumBuckets]uint32) float32 {
+	hidden := p.hidden
+	h := p.h[:hidden]
+	copy(h, p.b1)
+	for j, v := range in {
+		if v == 0 {
+			continue
+		}
+		x := log1pFixed(v)
+		col := p.w1t[j*hidden : j*hidden+hidden]
+		for k, w := range col {
+			h[k] += w * x
+		}
+	}
+	out := p.b2
+	w2 := p.w2[:hidden]
+	for k, x := range h {
+		if x > 0 {
+			out += w2[k] * x
+		}
+	}
+	return out
+}
+
+// logitGo is the portable Hidden == 16 path: sparse over nonzero inputs, 16 accumulators in
+// registers, one column of 16 weights per nonzero input.
+func (k *kernel16) logitGo(in *[features.NumBuckets]uint32) float32 {
+	a0, a1, a2, a3 := k.b1[0], k.b1[1], k.b1[2], k.b1[3]
+	a4, a5, a6, a7 := k.b1[4], k.b1[5], k.b1[6], k.b1[7]
+	a8, a9, a10, a11 := k.b1[8], k.b1[9], k.b1[10], k.b1[11]
+	a12, a13, a14, a15 := k.b1[12], k.b1[13], k.b1[14], k.b1[15]
+	for j, v := range in {
+		if v == 0 {
+			continue
+		}
+		x := log1pFixed(v)
+		c := &k.w1t[j]
+		a0 += c[0] * x
+		a1 += c[1] * x
+		a2 += c[2] * x
+		a3 += c[3] * x
+		a4 += c[4] * x
+		a5 += c[5] * x
+		a6 += c[6] * x
+		a7 += c[7] * x
+		a8 += c[8] * x
+		a9 += c[9] * x
+		a10 += c[10] * x
+		a11 += c[11] * x
+		a12 += c[12] * x
+		a13 += c[13] * x
+		a14 += c[14] * x
+		a15 += c[15] * x
+	}
+	w := &k.w2
+	return k.b2 +
+		w[0]*max(a0, 0) + w[1]*max(a1, 0) + w[2]*max(a2, 0) + w[3]*max(a3, 0) +
+		w[4]*max(a4, 0) + w[5]*max(a5, 0) + w[6]*max(a6, 0) + w[7]*max(a7, 0) +
+		w[8]*max(a8, 0) + w[9]*max(a9, 0) + w[10]*max(a10, 0) + w[11]*max(a11, 0) +
+		w[12]*max(a12, 0) + w[13]*max(a13, 0) + w[14]*max(a14, 0) + w[15]*max(a15, 0)
+}
+
+// log1p of a fixed-point count by table: the count's top tableMant+1 significant bits pick a
+// segment, and linear interpolation inside it gives at most 3.1e-6 relative error (exact below
+// 2^(tableMant+1) units, where the table has every value). See docs/MODEL_FORMAT.md.
+const tableMant = 7
+
+type log1pEntry struct{ base, slope float32 }
+
+// Segments: shift s in 0..maxShift, top bits in [0, 2^(tableMant+1)).
+const maxShift = 23 - (tableMant + 1) // bits.Len32(features.MaxCount) == 23
+
+var log1pTab [(maxShift + 2) << tableMant]log1pEntry
+
+func init() {
+	for s := 0; s <= maxShift; s++ {
+		for top := 0; top < 2<<tableMant; top++ {
+			if s > 0 && top < 1<<tableMant {
+				continue // those counts use a smaller shift
+			}
+			lo, hi := float64(top<<s), float64((top+1)<<s)
+			base := math.Log1p(lo / features.FixedOne)
+			log1pTab[s<<tableMant+top] = log1pEntry{
+				base:  float32(base),
+				slope: float32((math.Log1p(hi/features.FixedOne) - base) / float64(int(1)<<s)),
+			}
+		}
+	}
+}
+
+// log1pFixed returns log1p(v / 2^FixedShift) for v clamped to features.MaxCount.
+func log1pFixed(v uint32) float32 {
+	v = min(v, features.MaxCount)
+	s := uint(max(bits.Len32(v)-(tableMant+1), 0))
+	e := &log1pTab[(s<<tableMant+uint(v>>s))%uint(len(log1pTab))]
+	return e.base + float32(v&(1<<s-1))*e.slope
+}

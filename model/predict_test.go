@@ -1,0 +1,236 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/mlsched/mlsched/features"
+)
+
+// randomInput returns counts with nonzero nonzero buckets, spread over the whole range
+// (small counts near one unit, large ones near MaxCount).
+func randomInput(rng *rand.Rand, nonzero int) *[features.NumBuckets]uint32 {
+	var in [features.NumBuckets]uint32
+	for _, j := range rng.Perm(features.NumBuckets)[:nonzero] {
+		// log-uniform in [1, MaxCount]
+		in[j] = uint32(math.Exp(rng.Float64() * math.Log(features.MaxCount)))
+	}
+	return &in
+}
+
+// refLogit is the reference: Normalize, then the float64 forward pass.
+func refLogit(m *Model, in *[features.NumBuckets]uint32) float64 {
+	x := make([]float64, m.Inputs)
+	m.Normalize(in, x)
+	return m.forwardLogit(x)
+}
+
+// paths runs f once per inference path available on this machine.
+func paths(t *testing.T, f func(t *testing.T)) {
+	t.Run("go", func(t *testing.T) {
+		defer func(v bool) { useAVX512 = v }(useAVX512)
+		useAVX512 = false
+		f(t)
+	})
+	if useAVX512 {
+		t.Run("avx512", f)
+	} else {
+		t.Log("no AVX-512 on this machine: assembly path not tested")
+	}
+}
+
+func TestPredictMatchesReference(t *testing.T) {
+	paths(t, func(t *testing.T) {
+		for _, hidden := range []int{16, 1, 5, 32} {
+			rng := rand.New(rand.NewPCG(11, uint64(hidden)))
+			m := testModel(rng, hidden)
+			p := NewPredictor(m)
+			for i := range 3000 {
+				nz := []int{0, 1, 3, 12, 40, 64}[i%6]
+				in := randomInput(rng, nz)
+				if i%7 == 0 { // past MaxCount: clamped on every path
+					in[rng.IntN(64)] = math.MaxUint32 - uint32(rng.IntN(1000))
+				}
+				want := refLogit(m, in)
+				got := float64(p.Logit(in))
+				if d := math.Abs(got - want); d > 1e-4*math.Max(1, math.Abs(want)) {
+					t.Fatalf("hidden %d nonzero %d: logit %v, reference %v (diff %g)\nin %v", hidden, nz, got, want, d, in)
+				}
+				x := make([]float64, 64)
+				m.Normalize(in, x)
+				wantP := m.Forward(x)
+				if d := math.Abs(float64(p.Predict(in)) - wantP); d > 1e-4 {
+					t.Fatalf("probability %v, reference %v", p.Predict(in), wantP)
+				}
+				if p.KeepLocal(in) != (want >= math.Log(float64(m.Threshold)/(1-float64(m.Threshold)))) &&
+					math.Abs(wantP-float64(m.Threshold)) > 1e-4 {
+					t.Fatalf("KeepLocal %v at probability %v, threshold %v", p.KeepLocal(in), wantP, m.Threshold)
+				}
+			}
+		}
+	})
+}
+
+// The extreme model that Validate allows must not overflow float32 anywhere.
+func TestPredictExtremeModelFinite(t *testing.T) {
+	paths(t, func(t *testing.T) {
+		for _, hidden := range []int{16, MaxHidden} {
+			m := New(hidden, 1)
+			for i := range m.Std {
+				m.Mean[i] = -MaxAbsMean
+				m.Std[i] = MinStd
+			}
+			for _, xs := range [][]float32{m.W1, m.B1, m.W2} {
+				for i := range xs {
+					xs[i] = MaxAbsWeight
+				}
+			}
+			m.B2 = MaxAbsWeight
+			if err := m.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			p := NewPredictor(m)
+			var in [features.NumBuckets]uint32
+			for i := range in {
+				in[i] = features.MaxCount
+			}
+			if l := p.Logit(&in); math.IsInf(float64(l), 0) || math.IsNaN(float64(l)) {
+				t.Fatalf("hidden %d: logit %v", hidden, l)
+			}
+		}
+	})
+}
+
+func TestKeepLocalThreshold(t *testing.T) {
+	paths(t, func(t *testing.T) {
+		m := New(DefaultHidden, 1)
+		var in [features.NumBuckets]uint32
+		for _, c := range []struct {
+			b2, thr float32
+			keep    bool
+		}{{0, 0.5, true}, {0.1, 0.5, true}, {-0.1, 0.5, false}, {2, 0.9, false}, {2.2, 0.9, true}} {
+			m.B2, m.Threshold = c.b2, c.thr
+			p := NewPredictor(m)
+			if got := p.KeepLocal(&in); got != c.keep {
+				t.Errorf("b2 %v threshold %v: KeepLocal %v, probability %v", c.b2, c.thr, got, p.Predict(&in))
+			}
+		}
+	})
+}
+
+// TestLog1pFixed checks the table against math.Log1p for every count up to MaxCount.
+func TestLog1pFixed(t *testing.T) {
+	worst := 0.0
+	for v := uint32(0); v <= features.MaxCount; v++ {
+		want := math.Log1p(float64(v) / features.FixedOne)
+		got := float64(log1pFixed(v))
+		if v == 0 {
+			if got != 0 {
+				t.Fatalf("log1pFixed(0) = %v", got)
+			}
+			continue
+		}
+		worst = max(worst, math.Abs(got-want)/want)
+	}
+	t.Logf("worst relative error %.3g", worst)
+	if worst > 1e-4 {
+		t.Fatalf("worst relative error %g", worst)
+	}
+	if got, want := log1pFixed(math.MaxUint32), log1pFixed(features.MaxCount); got != want {
+		t.Fatalf("not clamped: %v vs %v", got, want)
+	}
+}
+
+// TestLog1pPoly checks the assembly's log1p polynomial, emulated in Go, for every count.
+func TestLog1pPoly(t *testing.T) {
+	worst := 0.0
+	for v := 1; v <= features.MaxCount; v++ {
+		u := float32(v+features.FixedOne) * (1.0 / features.FixedOne)
+		fr, e := math.Frexp(float64(u))
+		f := float32(fr*2) - 1
+		p := log1pPoly[len(log1pPoly)-1]
+		for j := len(log1pPoly) - 2; j >= 0; j-- {
+			p = float32(math.FMA(float64(p), float64(f), float64(log1pPoly[j])))
+		}
+		got := float64(float32(math.FMA(float64(e-1), float64(float32(math.Ln2)), float64(p*f))))
+		want := math.Log1p(float64(v) / features.FixedOne)
+		worst = max(worst, math.Abs(got-want)/want)
+	}
+	t.Logf("worst relative error %.3g", worst)
+	if worst > 1e-5 {
+		t.Fatalf("worst relative error %g", worst)
+	}
+}
+
+func TestPredictAllocs(t *testing.T) {
+	paths(t, func(t *testing.T) {
+		for _, hidden := range []int{16, 7} {
+			p := NewPredictor(testModel(rand.New(rand.NewPCG(1, 2)), hidden))
+			in := randomInput(rand.New(rand.NewPCG(3, 4)), 12)
+			var sink float32
+			var keep bool
+			if n := testing.AllocsPerRun(100, func() {
+				sink += p.Predict(in) + p.Logit(in)
+				keep = p.KeepLocal(in)
+			}); n != 0 {
+				t.Fatalf("hidden %d: %v allocations per call", hidden, n)
+			}
+			_, _ = sink, keep
+		}
+	})
+}
+
+func benchPredict(b *testing.B, nonzero int) {
+	p := NewPredictor(testModel(rand.New(rand.NewPCG(1, 2)), DefaultHidden))
+	rng := rand.New(rand.NewPCG(5, 6))
+	// A few inputs, cycled, so that branch predictors cannot learn one.
+	var ins [64]*[features.NumBuckets]uint32
+	for i := range ins {
+		ins[i] = randomInput(rng, nonzero)
+	}
+	b.ReportAllocs()
+	var sink float32
+	i := 0
+	for b.Loop() {
+		sink += p.Predict(ins[i%len(ins)])
+		i++
+	}
+	_ = sink
+}
+
+// BenchmarkPredict: a realistic task, 12 of 64 buckets nonzero; input normalisation included.
+func BenchmarkPredict(b *testing.B) { benchPredict(b, 12) }
+
+// BenchmarkPredictDense: every bucket nonzero.
+func BenchmarkPredictDense(b *testing.B) { benchPredict(b, 64) }
+
+func BenchmarkKeepLocal(b *testing.B) {
+	p := NewPredictor(testModel(rand.New(rand.NewPCG(1, 2)), DefaultHidden))
+	in := randomInput(rand.New(rand.NewPCG(5, 6)), 12)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if p.KeepLocal(in) {
+			n++
+		}
+	}
+}
+
+func BenchmarkPredictGo(b *testing.B) {
+	defer func(v bool) { useAVX512 = v }(useAVX512)
+	useAVX512 = false
+	b.Run("sparse", func(b *testing.B) { benchPredict(b, 12) })
+	b.Run("dense", func(b *testing.B) { benchPredict(b, 64) })
+}
+
+func BenchmarkReference(b *testing.B) {
+	m := testModel(rand.New(rand.NewPCG(1, 2)), DefaultHidden)
+	in := randomInput(rand.New(rand.NewPCG(5, 6)), 12)
+	x := make([]float64, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Normalize(in, x)
+		m.Forward(x)
+	}
+}
