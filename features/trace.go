@@ -71,24 +71,37 @@ type TraceHeader struct {
 // TraceSummary is the trailer: the capture's accounting, so that no loss is silent.
 // The writer fills Samples and Positives itself.
 type TraceSummary struct {
-	Samples      uint64 // samples in the file
-	Positives    uint64
-	DurationNs   uint64
-	WakeTotal    uint64 // wakeups seen by the probes
-	WakeIdle     uint64 // previous CPU idle: nothing to decide
-	WakeSkipped  uint64 // same task, mlsched's own, or outside --only-command
-	RingDrops    uint64 // wake events lost to a full ring buffer
-	SwitchDrops  uint64 // switch events lost to a full ring buffer
-	LostSwitch   uint64 // samples dropped: R's switch-out was not seen
-	Unresolved   uint64 // samples dropped: outcome unknown when the capture ended
-	FeatMapFull  uint64 // syscalls not counted: the per-task map was full
-	DecodeErrors uint64 // ring-buffer records that could not be decoded
+	Samples      uint64 `json:"samples"` // samples in the file
+	Positives    uint64 `json:"positives"`
+	DurationNs   uint64 `json:"duration_ns"`
+	WakeTotal    uint64 `json:"wake_total"`    // wakeups seen by the probes
+	WakeIdle     uint64 `json:"wake_idle"`     // previous CPU idle: nothing to decide
+	WakeSkipped  uint64 `json:"wake_skipped"`  // same task, mlsched's own, or outside --only-command
+	RingDrops    uint64 `json:"ring_drops"`    // wake events lost to a full ring buffer
+	SwitchDrops  uint64 `json:"switch_drops"`  // switch events lost to a full ring buffer
+	LostSwitch   uint64 `json:"lost_switch"`   // samples dropped: R's switch-out was not seen
+	Unresolved   uint64 `json:"unresolved"`    // samples dropped: outcome unknown when the capture ended
+	FeatMapFull  uint64 `json:"feat_map_full"` // syscalls not counted: the per-task map was full
+	DecodeErrors uint64 `json:"decode_errors"` // ring-buffer records that could not be decoded
+	WakeEmitted  uint64 `json:"wake_emitted"`  // wake events the probes sent to user space
+}
+
+// Accounted reports whether every wakeup the probes saw is accounted for: sent, dropped or
+// skipped, and every sent one either a sample or a counted loss.
+func (s *TraceSummary) Accounted() error {
+	if got := s.WakeIdle + s.WakeSkipped + s.RingDrops + s.WakeEmitted; got != s.WakeTotal {
+		return fmt.Errorf("%d wakeups seen, %d accounted (idle+skipped+dropped+emitted)", s.WakeTotal, got)
+	}
+	if got := s.Samples + s.LostSwitch + s.Unresolved + s.DecodeErrors; got != s.WakeEmitted {
+		return fmt.Errorf("%d wake events emitted, %d accounted (samples+lost+unresolved+undecodable)", s.WakeEmitted, got)
+	}
+	return nil
 }
 
 func (s *TraceSummary) fields() []*uint64 {
 	return []*uint64{&s.Samples, &s.Positives, &s.DurationNs, &s.WakeTotal, &s.WakeIdle,
 		&s.WakeSkipped, &s.RingDrops, &s.SwitchDrops, &s.LostSwitch, &s.Unresolved,
-		&s.FeatMapFull, &s.DecodeErrors}
+		&s.FeatMapFull, &s.DecodeErrors, &s.WakeEmitted}
 }
 
 // TraceWriter writes a trace as a stream, a checksummed block at a time.

@@ -341,6 +341,7 @@ func (st *captureState) finish() (features.TraceSummary, error) {
 		Unresolved:   js.Unresolved + js.BadCPU,
 		FeatMapFull:  cnt[bpf.CntFeatFull],
 		DecodeErrors: st.decodeErrors,
+		WakeEmitted:  cnt[bpf.CntWakeEmitted],
 	}
 	if st.showProgress {
 		st.printProgress()

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mlsched/mlsched/features"
+)
+
+func init() {
+	register(&command{
+		name:    "inspect",
+		summary: "summarise a trace or a model file",
+		usage:   "FILE [--json]",
+		help: `Reads a trace (from 'mlsched capture') or a model (from 'mlsched train') and prints a summary.
+
+For a trace: the capture's header (schema id, horizon, kernel, host, command), samples, label
+balance, per-bucket means, every drop counted during capture, and the duration. A damaged or
+truncated trace is read up to the damage, then the error names the byte offset.
+
+--json prints one JSON object; for a trace it has at least samples, positives, drops,
+schema_id and horizon_ns.`,
+		flags: func(fs *flag.FlagSet) func([]string) error {
+			jsonOut := fs.Bool("json", false, "print one JSON object")
+			return func(args []string) error {
+				args, jsonFlag := splitTrailingFlag(args, "--json")
+				if len(args) != 1 {
+					return errorf(exitUsage, "want exactly one FILE")
+				}
+				return inspectFile(args[0], *jsonOut || jsonFlag, os.Stdout)
+			}
+		},
+	})
+}
+
+// splitTrailingFlag lets a boolean flag follow the positional argument ("inspect FILE --json").
+func splitTrailingFlag(args []string, name string) ([]string, bool) {
+	out := args[:0:0]
+	found := false
+	for _, a := range args {
+		if a == name || a == "-"+name[2:] {
+			found = true
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, found
+}
+
+func inspectFile(path string, jsonOut bool, w io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return errorf(exitUsage, "%v", err)
+	}
+	defer f.Close()
+	var magic [8]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if string(magic[:n]) == features.TraceMagic {
+		f.Seek(0, io.SeekStart)
+		return inspectTrace(f, jsonOut, w)
+	}
+	f.Close()
+	return inspectModel(path, jsonOut, w)
+}
+
+// TraceReport is what `inspect --json` prints for a trace.
+type TraceReport struct {
+	File          string                 `json:"file"`
+	SchemaID      string                 `json:"schema_id"`
+	SchemaMatches bool                   `json:"schema_matches"`
+	HorizonNs     uint64                 `json:"horizon_ns"`
+	Kernel        string                 `json:"kernel"`
+	Host          string                 `json:"host"`
+	NumCPU        uint32                 `json:"cpus"`
+	Command       string                 `json:"command"`
+	Start         time.Time              `json:"start"`
+	DurationNs    uint64                 `json:"duration_ns"`
+	Samples       uint64                 `json:"samples"`
+	Positives     uint64                 `json:"positives"`
+	PositiveRatio float64                `json:"positive_ratio"`
+	Drops         uint64                 `json:"drops"`
+	Complete      bool                   `json:"complete"`
+	Error         string                 `json:"error,omitempty"`
+	Summary       *features.TraceSummary `json:"trailer,omitempty"`
+	Outcomes      map[string]uint64      `json:"outcomes"`
+	BucketMeans   []BucketMean           `json:"bucket_means"`
+}
+
+// BucketMean is one feature's mean value over the trace, in decayed-count units.
+type BucketMean struct {
+	Bucket  int     `json:"bucket"`
+	Syscall string  `json:"syscall"`
+	Mean    float64 `json:"mean"`
+}
+
+func inspectTrace(r io.Reader, jsonOut bool, w io.Writer) error {
+	tr, err := features.NewTraceReaderAnySchema(r)
+	if err != nil {
+		return withCode(exitBadInput, err)
+	}
+	h := tr.Header()
+	rep := TraceReport{
+		File: "", SchemaID: features.FormatSchemaID(h.SchemaID), SchemaMatches: h.SchemaID == features.SchemaID(),
+		HorizonNs: h.HorizonNs, Kernel: h.KernelRelease, Host: h.Hostname, NumCPU: h.NumCPU,
+		Command: h.Command, Start: time.Unix(0, h.StartUnixNs).UTC(),
+		Outcomes: map[string]uint64{},
+	}
+	var sums [features.NumBuckets]float64
+	var s features.Sample
+	var lastTs uint64
+	var readErr error
+	for {
+		err := tr.Next(&s)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			readErr = err
+			break
+		}
+		rep.Samples++
+		rep.Positives += uint64(s.Label)
+		rep.Outcomes[s.Outcome.String()]++
+		for i, v := range s.Feats {
+			sums[i] += float64(v)
+		}
+		if s.TsNs > lastTs {
+			lastTs = s.TsNs
+		}
+	}
+	if rep.Samples > 0 {
+		rep.PositiveRatio = float64(rep.Positives) / float64(rep.Samples)
+	}
+	for i, v := range sums {
+		m := 0.0
+		if rep.Samples > 0 {
+			m = v / float64(rep.Samples) / features.FixedOne
+		}
+		rep.BucketMeans = append(rep.BucketMeans, BucketMean{Bucket: i, Syscall: features.BucketName(i), Mean: m})
+	}
+	if sum := tr.Summary(); sum != nil {
+		rep.Complete = true
+		rep.Summary = sum
+		rep.DurationNs = sum.DurationNs
+		rep.Drops = sum.RingDrops + sum.SwitchDrops + sum.LostSwitch + sum.Unresolved
+		if sum.Samples != rep.Samples {
+			readErr = fmt.Errorf("trailer counts %d samples, the file holds %d", sum.Samples, rep.Samples)
+		}
+	} else if lastTs > h.StartKtimeNs {
+		rep.DurationNs = lastTs - h.StartKtimeNs
+	}
+	if readErr != nil {
+		rep.Error = readErr.Error()
+	}
+	if jsonOut {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printTraceReport(w, &rep)
+	}
+	if readErr != nil {
+		var te *features.TraceError
+		if errors.As(readErr, &te) {
+			return withCode(exitBadInput, fmt.Errorf("%w (%d samples before it are intact)", readErr, rep.Samples))
+		}
+		return withCode(exitBadInput, readErr)
+	}
+	return nil
+}
+
+func printTraceReport(w io.Writer, r *TraceReport) {
+	match := "matches this mlsched"
+	if !r.SchemaMatches {
+		match = "DIFFERS from this mlsched's " + features.FormatSchemaID(features.SchemaID())
+	}
+	fmt.Fprintf(w, "trace     schema %s (%s)\n", r.SchemaID, match)
+	fmt.Fprintf(w, "captured  %s on %s, kernel %s, %d CPUs, for %.1fs\n",
+		r.Start.Format(time.RFC3339), r.Host, r.Kernel, r.NumCPU, float64(r.DurationNs)/1e9)
+	if r.Command != "" {
+		fmt.Fprintf(w, "command   %s\n", r.Command)
+	}
+	fmt.Fprintf(w, "horizon   %v\n", time.Duration(r.HorizonNs))
+	fmt.Fprintf(w, "samples   %d: %d positive (%s), %d negative; outcomes voluntary %d, preempted %d, timeout %d\n",
+		r.Samples, r.Positives, pct(r.Positives, r.Samples), r.Samples-r.Positives,
+		r.Outcomes["voluntary"], r.Outcomes["preempted"], r.Outcomes["timeout"])
+	if s := r.Summary; s != nil {
+		fmt.Fprintf(w, "wakeups   %d seen, %d to an idle CPU, %d skipped\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
+		fmt.Fprintf(w, "drops     %d total: ring buffer %d wake + %d switch, switch-out missed %d, unresolved %d\n",
+			r.Drops, s.RingDrops, s.SwitchDrops, s.LostSwitch, s.Unresolved)
+	} else {
+		fmt.Fprintf(w, "drops     unknown: the trace has no trailer\n")
+	}
+	fmt.Fprintf(w, "bucket means (decayed counts, top 12):\n")
+	top := append([]BucketMean(nil), r.BucketMeans...)
+	for i := 0; i < len(top); i++ {
+		for j := i + 1; j < len(top); j++ {
+			if top[j].Mean > top[i].Mean {
+				top[i], top[j] = top[j], top[i]
+			}
+		}
+	}
+	for _, b := range top[:min(12, len(top))] {
+		if b.Mean == 0 {
+			break
+		}
+		fmt.Fprintf(w, "  %2d %-16s %6.2f\n", b.Bucket, b.Syscall, b.Mean)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "error     %s\n", r.Error)
+	}
+}
