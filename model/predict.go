@@ -95,7 +95,24 @@ func (p *Predictor) KeepLocal(in *[features.NumBuckets]uint32) bool {
 	return p.Logit(in) >= p.logitThreshold
 }
 
-func sigmoid32(z float32) float32 { return float32(1 / (1 + math.Exp(-float64(z)))) }
+// sigmoid32 is 1/(1+exp(-z)) in float32, within 4e-6 relative of the float64 value (about
+// ten times faster than through math.Exp). exp(-z) = 2^t, t = -z*log2(e), split into an
+// integer part (the float32 exponent) and a fraction f in [0, 1) (a polynomial).
+func sigmoid32(z float32) float32 {
+	z = min(max(z, -87), 87) // keeps 2^i a normal float32; sigmoid(+-87) is 1 or 1.6e-38
+	t := -z * math.Log2E
+	i := int32(t)
+	if float32(i) > t {
+		i-- // floor for negative t
+	}
+	f := t - float32(i)
+	c := &exp2Poly
+	p := c[0] + f*(c[1]+f*(c[2]+f*(c[3]+f*(c[4]+f*c[5]))))
+	return 1 / (1 + p*math.Float32frombits(uint32(i+127)<<23))
+}
+
+// exp2Poly approximates 2^f on [0, 1) within 1.8e-7 relative (degree 5, Chebyshev nodes).
+var exp2Poly = [6]float32{0.9999999, 0.6931545, 0.24014182, 0.055860337, 0.008949591, 0.001893754}
 
 // logitGeneric is the portable path for any hidden width: sparse over nonzero inputs.
 func (p *Predictor) logitGeneric(in *[features.NumBuckets]uint32) float32 {

@@ -234,3 +234,24 @@ func BenchmarkReference(b *testing.B) {
 		m.Forward(x)
 	}
 }
+
+func TestSigmoid32(t *testing.T) {
+	worst := 0.0
+	for z := -100.0; z <= 100; z += 1.0 / 1024 {
+		want := 1 / (1 + math.Exp(-float64(float32(z))))
+		got := float64(sigmoid32(float32(z)))
+		if math.IsNaN(got) || got < 0 || got > 1 {
+			t.Fatalf("sigmoid32(%v) = %v", z, got)
+		}
+		if want > 1e-37 {
+			worst = max(worst, math.Abs(got-want)/want)
+		}
+	}
+	t.Logf("worst relative error %.3g", worst)
+	if worst > 1e-5 {
+		t.Fatalf("worst relative error %g", worst)
+	}
+	if sigmoid32(float32(math.Inf(1))) != 1 || sigmoid32(float32(math.Inf(-1))) > 1e-37 {
+		t.Fatal("sigmoid32 at infinities")
+	}
+}
