@@ -51,6 +51,8 @@ struct {
 	__type(value, __u8);
 } tree_tgids SEC(".maps");
 
+// Events are submitted with BPF_RB_NO_WAKEUP: user space polls on a timer, so no event costs
+// a wakeup of the reader (which would be a context switch per sample on a busy machine).
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20); // resized by the loader
@@ -164,7 +166,7 @@ int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct ta
 			e->prev_tid = BPF_CORE_READ(prev, pid);
 			e->next_tid = BPF_CORE_READ(next, pid);
 			e->ts_ns = now;
-			bpf_ringbuf_submit(e, 0);
+			bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 			count(MLS_CNT_SWITCH_EMITTED);
 		}
 	}
@@ -231,7 +233,7 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 			e->feats[b] = 0;
 	}
 	c->pending = 1;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	count(MLS_CNT_WAKE_EMITTED);
 	return 0;
 }

@@ -1,0 +1,120 @@
+package bpf
+
+import (
+	"runtime"
+	"time"
+	"testing"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Capture overhead per syscall: a getppid() loop bare, with an empty raw_tp sys_enter program
+// (the cost of enabling the tracepoint at all), with the naive hook (task storage + counter),
+// and with the capture probes. Run with -count to compare side by side:
+//
+//	go test -run '^$' -bench 'Overhead' -count 5 ./bpf
+func BenchmarkSyscallOverhead(b *testing.B) {
+	requireRoot(b)
+	for _, mode := range []string{"bare", "empty", "naive", "capture"} {
+		b.Run(mode, func(b *testing.B) {
+			detach := attachMode(b, mode)
+			defer detach()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			b.ReportAllocs()
+			for b.Loop() {
+				unix.Getppid()
+			}
+		})
+	}
+}
+
+// Pipe ping-pong between two threads: every round trip is two writes, two reads, two
+// wakeups and context switches, so every capture hook runs.
+func BenchmarkPipePingPong(b *testing.B) {
+	requireRoot(b)
+	for _, mode := range []string{"bare", "capture"} {
+		b.Run(mode, func(b *testing.B) {
+			detach := attachMode(b, mode)
+			defer detach()
+			var p1, p2 [2]int
+			if err := unix.Pipe(p1[:]); err != nil {
+				b.Fatal(err)
+			}
+			if err := unix.Pipe(p2[:]); err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				for _, fd := range []int{p1[0], p1[1], p2[0], p2[1]} {
+					unix.Close(fd)
+				}
+			}()
+			done := make(chan struct{})
+			go func() {
+				runtime.LockOSThread()
+				buf := make([]byte, 1)
+				for {
+					if n, _ := unix.Read(p1[0], buf); n != 1 || buf[0] == 0 {
+						close(done)
+						return
+					}
+					unix.Write(p2[1], buf)
+				}
+			}()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			buf := []byte{1}
+			for b.Loop() {
+				unix.Write(p1[1], buf)
+				unix.Read(p2[0], buf)
+			}
+			unix.Write(p1[1], []byte{0})
+			<-done
+		})
+	}
+}
+
+func attachMode(b *testing.B, mode string) func() {
+	switch mode {
+	case "bare":
+		return func() {}
+	case "capture":
+		c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 64 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Drain events so the ring never fills and drops change the work done.
+		stop := make(chan struct{})
+		go func() {
+			var rec ringbuf.Record
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.Events.SetDeadline(time.Now().Add(50 * time.Millisecond))
+				for c.Events.ReadInto(&rec) == nil {
+				}
+			}
+		}()
+		return func() { close(stop); c.Close() }
+	}
+	var objs testprogsObjects
+	if err := loadTestprogsObjects(&objs, nil); err != nil {
+		b.Fatal(err)
+	}
+	prog := objs.MlsBenchEmpty
+	if mode == "naive" {
+		prog = objs.MlsBenchNaive
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+	if err != nil {
+		objs.Close()
+		b.Fatal(err)
+	}
+	return func() { l.Close(); objs.Close() }
+}
+
