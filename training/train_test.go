@@ -1,0 +1,117 @@
+package training
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
+)
+
+func TestTrainLearnsKnownRule(t *testing.T) {
+	dir := t.TempDir()
+	p := synthTraceFile(t, dir, "a.trace", 12000, 1, 1_000_000)
+	ds, err := LoadTraces([]string{p}, 0.25, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.Val) != 3000 || len(ds.Train) != 9000 {
+		t.Fatalf("split %d/%d, want 9000/3000", len(ds.Train), len(ds.Val))
+	}
+	// The split is by time: every validation sample is later than every training sample.
+	var lastTrain uint64
+	for _, r := range ds.Train {
+		lastTrain = max(lastTrain, ds.TsNs[r])
+	}
+	for _, r := range ds.Val {
+		if ds.TsNs[r] <= lastTrain {
+			t.Fatalf("validation sample at %d not after the training data (%d)", ds.TsNs[r], lastTrain)
+		}
+	}
+	var epochs int
+	res, err := Train(ds, Config{Epochs: 8, Seed: 7, Progress: func(EpochStats) { epochs++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if epochs != 8 || len(res.History) != 8 {
+		t.Errorf("progress called %d times, history %d, want 8", epochs, len(res.History))
+	}
+	r := res.Report
+	t.Logf("net %+v threshold %.3f", r.Net, r.Threshold)
+	t.Logf("majority acc %.3f heuristic acc %.3f (t=%d)", r.Majority.Accuracy, r.Heuristic.Accuracy, r.HeuristicNs)
+	if r.Net.Accuracy < 0.95 {
+		t.Errorf("validation accuracy %.3f, want >= 0.95", r.Net.Accuracy)
+	}
+	if r.Net.N != 3000 {
+		t.Errorf("report on %d samples, want the 3000 validation samples", r.Net.N)
+	}
+	m := res.Model
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if m.HorizonNs != 1_000_000 || m.Hidden != model.DefaultHidden {
+		t.Errorf("horizon %d hidden %d", m.HorizonNs, m.Hidden)
+	}
+	if m.Meta.Data.Samples != 12000 || len(m.Meta.Data.Traces) != 1 {
+		t.Errorf("data summary %+v", m.Meta.Data)
+	}
+	if len(m.Meta.Metrics.Baselines) != 2 {
+		t.Errorf("baselines %+v", m.Meta.Metrics.Baselines)
+	}
+
+	// The exported model, evaluated through model/'s own inference on the raw trace, agrees.
+	ev, err := EvaluateFiles(m, []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Net.N != 12000 || ev.Net.Accuracy < 0.95 {
+		t.Errorf("eval on the whole trace: %+v", ev.Net)
+	}
+}
+
+func TestTrainDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	p := synthTraceFile(t, dir, "a.trace", 3000, 2, 1_000_000)
+	var out [2][]byte
+	for i := range out {
+		ds, err := LoadTraces([]string{p}, 0.2, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Train(ds, Config{Epochs: 2, Seed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Model.Meta.CreatedUnixNs = 0
+		if out[i], err = res.Model.MarshalBinary(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(out[0], out[1]) {
+		t.Error("two runs with the same seed and data gave different models")
+	}
+}
+
+func TestLoadRefusesMismatchAndLimit(t *testing.T) {
+	dir := t.TempDir()
+	a := synthTraceFile(t, dir, "a.trace", 100, 1, 1_000_000)
+	b := synthTraceFile(t, dir, "b.trace", 100, 2, 2_000_000)
+	if _, err := LoadTraces([]string{a, b}, 0.2, 0); !errors.Is(err, ErrHorizonMismatch) {
+		t.Errorf("two horizons: %v, want ErrHorizonMismatch", err)
+	}
+	if _, err := LoadTraces([]string{a}, 0.2, 50); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("over the limit: %v, want ErrTooLarge", err)
+	}
+	// A trace of another feature schema.
+	var buf bytes.Buffer
+	w, err := features.NewTraceWriter(&buf, features.TraceHeader{SchemaID: features.SchemaID() + 1, HorizonNs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close(features.TraceSummary{})
+	ds, _ := NewDataset(0.2, 0)
+	if err := ds.Add("other", &buf); !errors.Is(err, features.ErrSchemaMismatch) {
+		t.Errorf("other schema: %v, want features.ErrSchemaMismatch", err)
+	}
+}
