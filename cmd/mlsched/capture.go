@@ -224,9 +224,9 @@ func runCapture(o captureOpts, args []string) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close trace: %w", err)
 	}
-	printCaptureSummary(os.Stdout, o.out, reason, sum, cw.n)
+	printCaptureSummary(stdout, o.out, reason, sum, cw.n)
 	if cmdErr != nil {
-		fmt.Fprintf(os.Stderr, "mlsched capture: command: %v\n", cmdErr)
+		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
 	}
 	return nil
 }
@@ -350,7 +350,7 @@ func (st *captureState) finish() (features.TraceSummary, error) {
 	}
 	if st.showProgress {
 		st.printProgress()
-		fmt.Fprintln(os.Stderr)
+		fmt.Fprintln(stderr)
 	}
 	if err := st.tw.Close(sum); err != nil {
 		return sum, err
@@ -362,7 +362,7 @@ func (st *captureState) finish() (features.TraceSummary, error) {
 func (st *captureState) printProgress() {
 	n, pos := st.tw.Samples()
 	cnt, _ := st.capt.Counters()
-	fmt.Fprintf(os.Stderr, "\r%7.1fs  samples %d  positives %s  ring drops %d  written %.1f MB   ",
+	fmt.Fprintf(stderr, "\r%7.1fs  samples %d  positives %s  ring drops %d  written %.1f MB   ",
 		time.Since(st.start).Seconds(), n, pct(pos, n), cnt[bpf.CntWakeDrop]+cnt[bpf.CntSwitchDrop],
 		float64(st.cw.n)/1e6)
 }
@@ -431,7 +431,7 @@ const gateCommand = "__exec-gate"
 
 func execGate(args []string) int {
 	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "mlsched: exec gate: missing command")
+		fmt.Fprintln(stderr, "mlsched: exec gate: missing command")
 		return exitUsage
 	}
 	gate := os.NewFile(3, "gate")
@@ -441,7 +441,7 @@ func execGate(args []string) int {
 	}
 	gate.Close()
 	err := syscall.Exec(args[0], args[1:], os.Environ())
-	fmt.Fprintf(os.Stderr, "mlsched: exec %s: %v\n", args[0], err)
+	fmt.Fprintf(stderr, "mlsched: exec %s: %v\n", args[0], err)
 	return 127
 }
 

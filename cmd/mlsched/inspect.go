@@ -32,7 +32,7 @@ schema_id and horizon_ns.`,
 				if len(args) != 1 {
 					return errorf(exitUsage, "want exactly one FILE")
 				}
-				return inspectFile(args[0], *jsonOut || jsonFlag, os.Stdout)
+				return inspectFile(args[0], *jsonOut || jsonFlag, stdout)
 			}
 		},
 	})

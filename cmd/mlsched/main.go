@@ -57,13 +57,20 @@ type command struct {
 
 var commands = map[string]*command{}
 
+// stdout and stderr are where commands print; run sets them (tests pass buffers).
+var (
+	stdout io.Writer = os.Stdout
+	stderr io.Writer = os.Stderr
+)
+
 func register(c *command) { commands[c.name] = c }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, outW, errW io.Writer) int {
+	stdout, stderr = outW, errW
 	if len(args) > 0 && args[0] == gateCommand {
 		return execGate(args[1:])
 	}

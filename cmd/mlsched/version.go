@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
 	"runtime"
 	"runtime/debug"
 
@@ -24,7 +23,7 @@ func init() {
 		help:    "Prints mlsched's version, the git commit it was built from, the Go version, and the id of\nthe feature schema that its traces and models must match.",
 		flags: func(fs *flag.FlagSet) func([]string) error {
 			return func([]string) error {
-				fmt.Fprintf(os.Stdout, "mlsched %s\ncommit %s\nschema %s\ngo %s %s/%s\n",
+				fmt.Fprintf(stdout, "mlsched %s\ncommit %s\nschema %s\ngo %s %s/%s\n",
 					version, commit(), features.FormatSchemaID(features.SchemaID()),
 					runtime.Version(), runtime.GOOS, runtime.GOARCH)
 				return nil

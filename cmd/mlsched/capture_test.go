@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mlsched/mlsched/features"
+)
+
+// Capture 3 s of a workload that both sleeps and spins, on the host kernel: both labels occur,
+// the sleeping threads' nanosleep dominates their features, every wakeup is accounted for,
+// nothing is lost to the ring buffer, and the file reads back.
+func TestCaptureIntegration(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	trace := filepath.Join(dir, "t.trace")
+	tids := filepath.Join(dir, "tids")
+	t.Setenv("MLSCHED_TEST_WORKLOAD", tids)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"capture", "-o", trace, "--duration", "3s", "--only-command", "--progress", "never",
+		"--", os.Args[0]}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("capture exited %d: %s", code, stderr.String())
+	}
+	spin, sleep := readTids(t, tids)
+	if len(spin) != 2 || len(sleep) != 2 {
+		t.Fatalf("workload tids: spin %v sleep %v", spin, sleep)
+	}
+
+	f, err := os.Open(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := features.NewTraceReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s features.Sample
+	var n, pos, nSleep, nSpin uint64
+	var sleepMeans [features.NumBuckets]float64
+	for {
+		err := r.Next(&s)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		pos += uint64(s.Label)
+		switch {
+		case sleep[s.RTid]:
+			nSleep++
+			for i, v := range s.Feats {
+				sleepMeans[i] += float64(v)
+			}
+		case spin[s.RTid]:
+			nSpin++
+		}
+	}
+	sum := r.Summary()
+	t.Logf("samples %d positives %d (R sleeper %d, R spinner %d); summary %+v", n, pos, nSleep, nSpin, *sum)
+	if pos == 0 || pos == n {
+		t.Fatalf("want both labels: %d positives of %d", pos, n)
+	}
+	if nSleep == 0 || nSpin == 0 {
+		t.Fatalf("want samples with a sleeping and with a spinning R: %d, %d", nSleep, nSpin)
+	}
+	top := 0
+	for i, v := range sleepMeans {
+		if v > sleepMeans[top] {
+			top = i
+		}
+	}
+	if features.BucketName(top) != "nanosleep" {
+		t.Errorf("sleeping threads' top bucket is %s, want nanosleep", features.BucketName(top))
+	}
+	if err := sum.Accounted(); err != nil {
+		t.Error(err)
+	}
+	if sum.RingDrops+sum.SwitchDrops+sum.DecodeErrors != 0 {
+		t.Errorf("unexplained loss: %+v", *sum)
+	}
+	if sum.Samples != n {
+		t.Errorf("trailer says %d samples, file has %d", sum.Samples, n)
+	}
+	if !strings.Contains(stdout.String(), "samples") {
+		t.Errorf("no summary printed: %q", stdout.String())
+	}
+}
+
+func TestCaptureRejectsBadInvocations(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"capture"}, exitUsage, "-o FILE is required"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--only-command"}, exitUsage, "needs a command"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--horizon", "-1s"}, exitUsage, "--horizon"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--ringbuf-mb", "3"}, exitUsage, "power of two"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--", "/no/such/cmd"}, exitUsage, "no/such/cmd"},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := run(c.args, &out, &errb)
+		if code != c.code || !strings.Contains(errb.String(), c.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", c.args, code, errb.String(), c.code, c.msg)
+		}
+	}
+	if os.Geteuid() == 0 {
+		// An unwritable output path is refused before anything is attached.
+		var out, errb bytes.Buffer
+		code := run([]string{"capture", "-o", "/proc/nope/x.trace", "--duration", "1s"}, &out, &errb)
+		if code == 0 || !strings.Contains(errb.String(), "cannot write the trace") {
+			t.Errorf("unwritable output: exit %d, %q", code, errb.String())
+		}
+	}
+}
+
+func TestInspectTruncatedTrace(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := features.NewTraceWriter(&buf, features.TraceHeader{SchemaID: features.SchemaID(), HorizonNs: 1e6})
+	s := features.Sample{Label: 1, Outcome: features.OutcomeVoluntary}
+	s.Feats[0] = features.FixedOne
+	for i := 0; i < 100000; i++ {
+		w.Write(&s)
+	}
+	w.Close(features.TraceSummary{})
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full.trace")
+	cut := filepath.Join(dir, "cut.trace")
+	os.WriteFile(full, buf.Bytes(), 0o644)
+	os.WriteFile(cut, buf.Bytes()[:buf.Len()/2], 0o644)
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"inspect", full, "--json"}, &out, &errb); code != 0 {
+		t.Fatalf("inspect: %d %s", code, errb.String())
+	}
+	for _, key := range []string{`"samples": 100000`, `"positives": 100000`, `"drops": 0`, `"schema_id"`, `"horizon_ns": 1000000`} {
+		if !strings.Contains(out.String(), key) {
+			t.Errorf("inspect --json lacks %s", key)
+		}
+	}
+	out.Reset()
+	errb.Reset()
+	code := run([]string{"inspect", cut}, &out, &errb)
+	if code != exitBadInput || !strings.Contains(errb.String(), "truncated") || !strings.Contains(errb.String(), "offset") {
+		t.Fatalf("truncated trace: exit %d, %q", code, errb.String())
+	}
+}
