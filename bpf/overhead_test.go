@@ -2,8 +2,8 @@ package bpf
 
 import (
 	"runtime"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -117,4 +117,3 @@ func attachMode(b *testing.B, mode string) func() {
 	}
 	return func() { l.Close(); objs.Close() }
 }
-
