@@ -20,7 +20,7 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	RET
 
 // LOG1P16 loads 16 counts from off(SI), sets mask to their nonzero lanes, and stores
-// log1p(min(v, MaxCount) / 65536) to off(SP).
+// log1p(min(v, MaxCount) / 65536) to off(R8), the 64-byte aligned scratch.
 // u = (v + 65536) * 2^-16 is exact in float32 (v + 65536 < 2^23), u = 2^e * m with m in [1, 2),
 // and log1p = e*ln2 + f*g(f) with f = m - 1 exact and g the polynomial log1pPoly.
 #define LOG1P16(off, mask) \
@@ -42,7 +42,7 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	VFMADD213PS Z20, Z2, Z3; \
 	VMULPS Z2, Z3, Z3; \
 	VFMADD231PS Z27, Z1, Z3; \
-	VMOVUPS Z3, off(SP)
+	VMOVAPS Z3, off(R8)
 
 // One nonzero count: CX = lowest set bit of AX (its index), clear it, and add the count's
 // log1p times column CX of the folded first layer to acc.
@@ -50,15 +50,19 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	BSFQ AX, CX; \
 	LEAQ -1(AX), DX; \
 	ANDQ DX, AX; \
-	VBROADCASTSS (SP)(CX*4), tmp; \
+	VBROADCASTSS (R8)(CX*4), tmp; \
 	SHLQ $6, CX; \
 	VFMADD231PS (DI)(CX*1), tmp, acc
 
 // func logit16AVX512(in *[64]uint32, k *kernel16) float32
 // Requires AVX-512F. k: w1t [64][16]float32 at 0, b1 at 4096, w2 at 4160, b2 at 4224.
-TEXT ·logit16AVX512(SB), NOSPLIT, $256-20
+TEXT ·logit16AVX512(SB), NOSPLIT, $320-20
 	MOVQ in+0(FP), SI
 	MOVQ k+8(FP), DI
+	// R8: 256 bytes of scratch for the 64 log1p values, on a cache line boundary so that
+	// each 16-lane store is one line and store-to-load forwarding works.
+	LEAQ 63(SP), R8
+	ANDQ $~63, R8
 
 	MOVL $0x400000, AX // features.MaxCount
 	VPBROADCASTD AX, Z31

@@ -119,11 +119,9 @@ func (p *Predictor) logitGeneric(in *[features.NumBuckets]uint32) float32 {
 	hidden := p.hidden
 	h := p.h[:hidden]
 	copy(h, p.b1)
-	for j, v := range in {
-		if v == 0 {
-			continue
-		}
-		x := log1pFixed(v)
+	for nz := nonzeroMask(in); nz != 0; nz &= nz - 1 {
+		j := bits.TrailingZeros64(nz)
+		x := log1pFixed(in[j])
 		col := p.w1t[j*hidden : j*hidden+hidden]
 		for k, w := range col {
 			h[k] += w * x
@@ -139,6 +137,16 @@ func (p *Predictor) logitGeneric(in *[features.NumBuckets]uint32) float32 {
 	return out
 }
 
+// nonzeroMask has bit j set when in[j] != 0. It is branch-free: which of a task's buckets are
+// nonzero is close to random, and a branch per bucket would mispredict often.
+func nonzeroMask(in *[features.NumBuckets]uint32) uint64 {
+	var m uint64
+	for j, v := range in {
+		m |= uint64((v|-v)>>31) << j
+	}
+	return m
+}
+
 // logitGo is the portable Hidden == 16 path: sparse over nonzero inputs, 16 accumulators in
 // registers, one column of 16 weights per nonzero input.
 func (k *kernel16) logitGo(in *[features.NumBuckets]uint32) float32 {
@@ -146,11 +154,9 @@ func (k *kernel16) logitGo(in *[features.NumBuckets]uint32) float32 {
 	a4, a5, a6, a7 := k.b1[4], k.b1[5], k.b1[6], k.b1[7]
 	a8, a9, a10, a11 := k.b1[8], k.b1[9], k.b1[10], k.b1[11]
 	a12, a13, a14, a15 := k.b1[12], k.b1[13], k.b1[14], k.b1[15]
-	for j, v := range in {
-		if v == 0 {
-			continue
-		}
-		x := log1pFixed(v)
+	for nz := nonzeroMask(in); nz != 0; nz &= nz - 1 {
+		j := bits.TrailingZeros64(nz) % features.NumBuckets
+		x := log1pFixed(in[j])
 		c := &k.w1t[j]
 		a0 += c[0] * x
 		a1 += c[1] * x
