@@ -1,0 +1,227 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
+	"github.com/mlsched/mlsched/training"
+)
+
+func init() {
+	register(&command{
+		name:    "train",
+		summary: "train the yield predictor on captured traces and write a model file",
+		usage:   "-o MODEL [--hidden 16] [--epochs N] [--seed N] [--val-frac F] [--plot FILE] TRACE...",
+		help: `Trains the 64 -> hidden (ReLU) -> 1 (sigmoid) net that predicts whether the running task R
+leaves its CPU voluntarily within the traces' horizon, and writes it to MODEL.
+
+Inputs are log1p of the decayed syscall counts, standardised with the training data's mean
+and standard deviation (stored in the model). The last --val-frac of each trace, by time, is
+held out for validation: the reported figures are about the future of each workload, not a
+random shuffle of its past. The loss weighs both classes equally; the epoch with the lowest
+validation loss is kept, and the decision threshold is the one that maximises balanced
+accuracy on the validation data. Same traces, same flags, same --seed: same model.
+
+It prints a line per epoch, then the validation metrics of the net next to two baselines:
+the majority class (of the validation data) and "R yields if it has been on the CPU for less
+than t", with t chosen on the training data.
+
+All traces must have this binary's feature schema and the same horizon. Samples are held in
+memory (about 280 bytes each); more than --max-samples (default 20,000,000, ~5.6 GB) is
+refused.
+
+Examples:
+  mlsched train -o m.bin nginx.trace build.trace
+  mlsched train -o m.bin --epochs 40 --plot curves.svg t.trace
+  mlsched eval --model m.bin new.trace`,
+		flags: trainFlags,
+	})
+}
+
+type trainOpts struct {
+	out        string
+	plot       string
+	hidden     int
+	epochs     int
+	batch      int
+	lr         float64
+	seed       uint64
+	valFrac    float64
+	maxSamples int
+}
+
+func trainFlags(fs *flag.FlagSet) func([]string) error {
+	var o trainOpts
+	fs.StringVar(&o.out, "o", "", "write the model to `MODEL` (required)")
+	fs.StringVar(&o.plot, "plot", "", "write the training curves to `FILE` (SVG)")
+	fs.IntVar(&o.hidden, "hidden", model.DefaultHidden, "hidden units")
+	fs.IntVar(&o.epochs, "epochs", 20, "training epochs")
+	fs.IntVar(&o.batch, "batch", 256, "minibatch size")
+	fs.Float64Var(&o.lr, "lr", 0.003, "Adam learning rate")
+	fs.Uint64Var(&o.seed, "seed", 1, "random seed (initial weights, minibatch order)")
+	fs.Float64Var(&o.valFrac, "val-frac", 0.2, "fraction of each trace, at its end, held out for validation")
+	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
+	return func(args []string) error { return runTrain(o, args, os.Stdout) }
+}
+
+func runTrain(o trainOpts, traces []string, w io.Writer) error {
+	switch {
+	case o.out == "":
+		return errorf(exitUsage, "-o MODEL is required")
+	case len(traces) == 0:
+		return errorf(exitUsage, "no traces: give at least one TRACE (see mlsched capture)")
+	case o.hidden < 1 || o.hidden > model.MaxHidden:
+		return errorf(exitUsage, "--hidden %d: want 1..%d", o.hidden, model.MaxHidden)
+	case o.epochs < 1 || o.batch < 1 || !(o.lr > 0):
+		return errorf(exitUsage, "--epochs, --batch and --lr must be positive")
+	case !(o.valFrac >= 0 && o.valFrac < 1):
+		return errorf(exitUsage, "--val-frac %v: want 0 <= F < 1", o.valFrac)
+	}
+	// Find out now, not after an hour of training, that the results cannot be written.
+	if err := checkWritable(o.out); err != nil {
+		return err
+	}
+	if o.plot != "" {
+		if err := checkWritable(o.plot); err != nil {
+			return err
+		}
+	}
+
+	start := time.Now()
+	ds, err := training.LoadTraces(traces, o.valFrac, o.maxSamples)
+	if err != nil {
+		return traceErr(err)
+	}
+	pos := ds.Positives(nil)
+	fmt.Fprintf(w, "loaded %d samples from %d trace(s) in %.1fs: %.1f%% positive (R yields within %v), schema %s\n",
+		ds.Len(), len(traces), time.Since(start).Seconds(), percent(pos, ds.Len()),
+		time.Duration(ds.HorizonNs), features.FormatSchemaID(features.SchemaID()))
+	fmt.Fprintf(w, "split by time: %d training, %d validation (the last %g%% of each trace)\n",
+		len(ds.Train), len(ds.Val), 100*o.valFrac)
+
+	cfg := training.Config{
+		Hidden: o.hidden, Epochs: o.epochs, BatchSize: o.batch, LearnRate: o.lr, Seed: o.seed,
+		Progress: func(s training.EpochStats) {
+			fmt.Fprintf(w, "epoch %3d/%d  loss %.4f  val loss %.4f  val acc %.4f  bal %.4f  auc %.4f  %6.0f samples/s\n",
+				s.Epoch, o.epochs, s.TrainLoss, s.ValLoss, s.ValAccuracy, s.ValBalancedAccuracy, s.ValAUC, s.SamplesPerSec)
+		},
+	}
+	res, err := training.Train(ds, cfg)
+	if err != nil {
+		return withCode(exitBadInput, err)
+	}
+	where := "validation"
+	if res.OnTraining {
+		where = "training data (--val-frac 0: no held-out data, figures are optimistic)"
+	}
+	fmt.Fprintf(w, "kept epoch %d (lowest validation loss); threshold %.4f (max balanced accuracy on %s)\n",
+		res.BestEpoch, res.Report.Threshold, where)
+	fmt.Fprintf(w, "training throughput: %.0f samples/s (%d hidden, batch %d)\n\n", res.SamplesPerSec, o.hidden, o.batch)
+	r := res.Report
+	fmt.Fprintf(w, "%s: %d samples, %.1f%% positive\n", where, r.Net.N, percent(r.Net.Positives, r.Net.N))
+	printMetricsTable(w, []metricsRow{
+		{"net", r.Net},
+		{"majority class", r.Majority},
+		{fmt.Sprintf("on-CPU < %v", time.Duration(r.HeuristicNs)), r.Heuristic},
+	})
+	printGoal(w, r.Net, r.Majority)
+
+	if err := res.Model.Save(o.out); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nwrote %s\n", o.out)
+	if o.plot != "" {
+		title := fmt.Sprintf("mlsched train: %d samples, hidden %d, seed %d", ds.Len(), o.hidden, o.seed)
+		if err := writePlot(o.plot, title, res); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "wrote %s\n", o.plot)
+	}
+	return nil
+}
+
+func writePlot(path, title string, res *training.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write plot: %w", err)
+	}
+	if err := training.WriteSVG(f, title, res.History, res.BestEpoch); err != nil {
+		f.Close()
+		return fmt.Errorf("write plot: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write plot: %w", err)
+	}
+	return nil
+}
+
+// checkWritable fails unless a file can be created at path: its directory exists and is
+// writable, and path is not a directory. It leaves nothing behind.
+func checkWritable(path string) error {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return errorf(exitUsage, "output %s is a directory", path)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".mlsched-write-check-*")
+	if err != nil {
+		return errorf(exitFailure, "cannot write %s: %w", path, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+// traceErr gives bad or mismatched input traces the bad-input exit code.
+func traceErr(err error) error {
+	var te *features.TraceError
+	if errors.As(err, &te) || errors.Is(err, training.ErrHorizonMismatch) || errors.Is(err, training.ErrTooLarge) {
+		return withCode(exitBadInput, err)
+	}
+	return err
+}
+
+type metricsRow struct {
+	name string
+	m    training.Metrics
+}
+
+func printMetricsTable(w io.Writer, rows []metricsRow) {
+	fmt.Fprintf(w, "%-22s %9s %9s %9s %9s %9s\n", "", "accuracy", "balanced", "precision", "recall", "ROC AUC")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-22s %9s %9s %9s %9s %9s\n", r.name,
+			f4(r.m.Accuracy), f4(r.m.BalancedAccuracy), f4(r.m.Precision), f4(r.m.Recall), f4(r.m.AUC))
+	}
+}
+
+// printGoal states whether the project's quality goal is met on these figures.
+func printGoal(w io.Writer, net, majority training.Metrics) {
+	lift := 100 * (net.Accuracy - majority.Accuracy)
+	ok := net.Accuracy >= 0.87 && lift >= 5 && net.BalancedAccuracy >= 0.80
+	verdict := "met"
+	if !ok {
+		verdict = "NOT met"
+	}
+	fmt.Fprintf(w, "goal (accuracy >= 0.87, >= 5 points above majority, balanced >= 0.80): %s (%.1f points above majority)\n",
+		verdict, lift)
+}
+
+func f4(x float64) string {
+	if x != x {
+		return "-"
+	}
+	return fmt.Sprintf("%.4f", x)
+}
+
+func percent(a, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return 100 * float64(a) / float64(n)
+}
