@@ -64,3 +64,43 @@ int mls_bench_naive(void *ctx)
 		*v += 1;
 	return 0;
 }
+
+// Experiments: the cost of finding a task's state by tid.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} exp_hash SEC(".maps");
+
+SEC("raw_tp/sys_enter")
+int mls_bench_hash(void *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *v = bpf_map_lookup_elem(&exp_hash, &tid);
+	__u64 one = 1;
+
+	if (v)
+		*v += 1;
+	else
+		bpf_map_update_elem(&exp_hash, &tid, &one, BPF_NOEXIST);
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} exp_array SEC(".maps");
+
+SEC("raw_tp/sys_enter")
+int mls_bench_array(void *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid() & 0xffff;
+	__u64 *v = bpf_map_lookup_elem(&exp_array, &tid);
+
+	if (v)
+		*v += 1;
+	return 0;
+}

@@ -25,9 +25,13 @@ type testprogsTaskFeat struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	testprogsMapExpArray       = "exp_array"
+	testprogsMapExpHash        = "exp_hash"
 	testprogsMapNaiveStore     = "naive_store"
 	testprogsMapTaskFeats      = "task_feats"
+	testprogsProgMlsBenchArray = "mls_bench_array"
 	testprogsProgMlsBenchEmpty = "mls_bench_empty"
+	testprogsProgMlsBenchHash  = "mls_bench_hash"
 	testprogsProgMlsBenchNaive = "mls_bench_naive"
 	testprogsProgMlsTestDecay  = "mls_test_decay"
 	testprogsVarTestCount      = "test_count"
@@ -78,7 +82,9 @@ type testprogsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsProgramSpecs struct {
+	MlsBenchArray *ebpf.ProgramSpec `ebpf:"mls_bench_array"`
 	MlsBenchEmpty *ebpf.ProgramSpec `ebpf:"mls_bench_empty"`
+	MlsBenchHash  *ebpf.ProgramSpec `ebpf:"mls_bench_hash"`
 	MlsBenchNaive *ebpf.ProgramSpec `ebpf:"mls_bench_naive"`
 	MlsTestDecay  *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
 }
@@ -87,6 +93,8 @@ type testprogsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsMapSpecs struct {
+	ExpArray   *ebpf.MapSpec `ebpf:"exp_array"`
+	ExpHash    *ebpf.MapSpec `ebpf:"exp_hash"`
 	NaiveStore *ebpf.MapSpec `ebpf:"naive_store"`
 	TaskFeats  *ebpf.MapSpec `ebpf:"task_feats"`
 }
@@ -121,12 +129,16 @@ func (o *testprogsObjects) Close() error {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsMaps struct {
+	ExpArray   *ebpf.Map `ebpf:"exp_array"`
+	ExpHash    *ebpf.Map `ebpf:"exp_hash"`
 	NaiveStore *ebpf.Map `ebpf:"naive_store"`
 	TaskFeats  *ebpf.Map `ebpf:"task_feats"`
 }
 
 func (m *testprogsMaps) Close() error {
 	return _TestprogsClose(
+		m.ExpArray,
+		m.ExpHash,
 		m.NaiveStore,
 		m.TaskFeats,
 	)
@@ -146,14 +158,18 @@ type testprogsVariables struct {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsPrograms struct {
+	MlsBenchArray *ebpf.Program `ebpf:"mls_bench_array"`
 	MlsBenchEmpty *ebpf.Program `ebpf:"mls_bench_empty"`
+	MlsBenchHash  *ebpf.Program `ebpf:"mls_bench_hash"`
 	MlsBenchNaive *ebpf.Program `ebpf:"mls_bench_naive"`
 	MlsTestDecay  *ebpf.Program `ebpf:"mls_test_decay"`
 }
 
 func (p *testprogsPrograms) Close() error {
 	return _TestprogsClose(
+		p.MlsBenchArray,
 		p.MlsBenchEmpty,
+		p.MlsBenchHash,
 		p.MlsBenchNaive,
 		p.MlsTestDecay,
 	)
