@@ -5,11 +5,6 @@ import "github.com/mlsched/mlsched/features"
 // useAVX512 selects the AVX-512 kernel. Tests switch it off to cover the portable path.
 var useAVX512 = hasAVX512F()
 
-// log1pPoly approximates log1p(f)/f on [0, 1) (degree 6, fitted at Chebyshev nodes; with the
-// kernel's exponent split, log1p of every count is within 1.5e-6 relative). The kernel
-// reads it by name.
-var log1pPoly = [7]float32{0.99999857, -0.499859, 0.33097526, -0.2345452, 0.14829414, -0.06559031, 0.013874484}
-
 // logit16AVX512 is Predictor.Logit for Hidden == 16: log1p of all 64 counts in four 16-lane
 // vectors, then one fused multiply-add of a 16-weight column per nonzero count.
 //
