@@ -108,6 +108,26 @@ static __always_inline bool left_voluntarily(bool preempt, struct task_struct *p
 	return task_state(prev) != 0 || c->yielding;
 }
 
+// A task's pid and tgid with one probe read: they are adjacent in task_struct on every kernel
+// (checked through CO-RE: otherwise two reads), and probe reads dominate the switch hook.
+struct pid_pair {
+	__u32 pid;
+	__u32 tgid;
+};
+
+static __always_inline struct pid_pair task_ids(struct task_struct *p)
+{
+	struct pid_pair ids = {};
+
+	if (bpf_core_field_offset(p->tgid) == bpf_core_field_offset(p->pid) + 4) {
+		bpf_core_read(&ids, sizeof(ids), &p->pid);
+	} else {
+		ids.pid = BPF_CORE_READ(p, pid);
+		ids.tgid = BPF_CORE_READ(p, tgid);
+	}
+	return ids;
+}
+
 SEC("raw_tp/sys_enter")
 int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 {
@@ -149,6 +169,7 @@ int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct ta
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct cpu_cur *c = bpf_map_lookup_elem(&cpu_cur, &cpu);
 	__u64 now = bpf_ktime_get_ns();
+	struct pid_pair ids;
 
 	if (!c)
 		return 0;
@@ -164,15 +185,16 @@ int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct ta
 			e->voluntary = left_voluntarily(preempt, prev, c);
 			e->cpu = cpu;
 			e->prev_tid = BPF_CORE_READ(prev, pid);
-			e->next_tid = BPF_CORE_READ(next, pid);
+			e->next_tid = 0;
 			e->ts_ns = now;
 			bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 			count(MLS_CNT_SWITCH_EMITTED);
 		}
 	}
 	c->yielding = 0;
-	c->tid = BPF_CORE_READ(next, pid);
-	c->tgid = BPF_CORE_READ(next, tgid);
+	ids = task_ids(next);
+	c->tid = ids.pid;
+	c->tgid = ids.tgid;
 	c->start_ns = now;
 	return 0;
 }
@@ -185,6 +207,7 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 	struct task_feat *f;
 	struct cpu_cur *c;
 	__u32 r_tid, r_tgid, w_tid;
+	struct pid_pair ids;
 	__u64 start;
 
 	count(MLS_CNT_WAKE_TOTAL);
@@ -198,12 +221,13 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 		count(MLS_CNT_WAKE_IDLE);
 		return 0;
 	}
-	w_tid = BPF_CORE_READ(p, pid);
+	ids = task_ids(p);
+	w_tid = ids.pid;
 	if (w_tid == r_tid) {
 		count(MLS_CNT_WAKE_SELF);
 		return 0;
 	}
-	if (r_tgid == self_tgid || BPF_CORE_READ(p, tgid) == self_tgid) {
+	if (r_tgid == self_tgid || ids.tgid == self_tgid) {
 		count(MLS_CNT_WAKE_OURS);
 		return 0;
 	}

@@ -56,6 +56,10 @@ static __always_inline void mls_feat_snapshot(const struct task_feat *f, __u32 *
 {
 	__u32 n = f->n;
 
-	for (int b = 0; b < MLS_NUM_BUCKETS; b++)
-		out[b] = mls_decay(f->val[b], f->last[b], n);
+	// Most buckets of a task are zero: skip their multiply and table load.
+	for (int b = 0; b < MLS_NUM_BUCKETS; b++) {
+		__u32 v = f->val[b];
+
+		out[b] = v ? mls_decay(v, f->last[b], n) : 0;
+	}
 }

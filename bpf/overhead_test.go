@@ -40,39 +40,7 @@ func BenchmarkPipePingPong(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			detach := attachMode(b, mode)
 			defer detach()
-			var p1, p2 [2]int
-			if err := unix.Pipe(p1[:]); err != nil {
-				b.Fatal(err)
-			}
-			if err := unix.Pipe(p2[:]); err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				for _, fd := range []int{p1[0], p1[1], p2[0], p2[1]} {
-					unix.Close(fd)
-				}
-			}()
-			done := make(chan struct{})
-			go func() {
-				runtime.LockOSThread()
-				buf := make([]byte, 1)
-				for {
-					if n, _ := unix.Read(p1[0], buf); n != 1 || buf[0] == 0 {
-						close(done)
-						return
-					}
-					unix.Write(p2[1], buf)
-				}
-			}()
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			buf := []byte{1}
-			for b.Loop() {
-				unix.Write(p1[1], buf)
-				unix.Read(p2[0], buf)
-			}
-			unix.Write(p1[1], []byte{0})
-			<-done
+			pingPong(b)
 		})
 	}
 }
@@ -165,4 +133,69 @@ func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 		b.Fatal(err)
 	}
 	return func() { l.Close(); objs.Close() }
+}
+
+// Where the capture's cost goes in a pipe ping-pong: each hook's own run time per call.
+func BenchmarkPipePingPongHooks(b *testing.B) {
+	requireRoot(b)
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		b.Skipf("BPF run-time statistics unavailable: %v", err)
+	}
+	defer stats.Close()
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	progs := map[string]*ebpf.Program{"sys_enter": c.objs.MlsSysEnter, "sched_switch": c.objs.MlsSchedSwitch, "sched_waking": c.objs.MlsSchedWaking}
+	before := map[string]*ebpf.ProgramStats{}
+	for n, p := range progs {
+		before[n], _ = p.Stats()
+	}
+	pingPong(b)
+	for n, p := range progs {
+		after, _ := p.Stats()
+		if d := after.RunCount - before[n].RunCount; d > 0 {
+			b.ReportMetric(float64(after.Runtime-before[n].Runtime)/float64(d), n+"-ns/call")
+			b.ReportMetric(float64(d)/float64(b.N), n+"-calls/op")
+		}
+	}
+}
+
+// pingPong bounces a byte between two threads through two pipes, b.N round trips.
+func pingPong(b *testing.B) {
+	var p1, p2 [2]int
+	if err := unix.Pipe(p1[:]); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Pipe(p2[:]); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		for _, fd := range []int{p1[0], p1[1], p2[0], p2[1]} {
+			unix.Close(fd)
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		buf := make([]byte, 1)
+		for {
+			if n, _ := unix.Read(p1[0], buf); n != 1 || buf[0] == 0 {
+				close(done)
+				return
+			}
+			unix.Write(p2[1], buf)
+		}
+	}()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	buf := []byte{1}
+	for b.Loop() {
+		unix.Write(p1[1], buf)
+		unix.Read(p2[0], buf)
+	}
+	unix.Write(p1[1], []byte{0})
+	<-done
 }
