@@ -19,7 +19,7 @@ type series struct {
 // accuracy, balanced accuracy and AUC per epoch, with the kept epoch marked. title goes on top.
 func WriteSVG(w io.Writer, title string, hist []EpochStats, bestEpoch int) error {
 	const (
-		width, height = 960, 420
+		width, height = 1000, 430
 		panelW        = 400
 		panelH        = 300
 		top           = 60
@@ -41,7 +41,7 @@ func WriteSVG(w io.Writer, title string, hist []EpochStats, bestEpoch int) error
 		{"training", "#1f77b4", trainLoss},
 		{"validation", "#d62728", loss},
 	})
-	panel(&b, 70+panelW+90, top, panelW, panelH, "validation (threshold 0.5)", hist, bestEpoch, true, []series{
+	panel(&b, 70+panelW+90, top, panelW, panelH, "validation (at the best-balanced threshold)", hist, bestEpoch, true, []series{
 		{"accuracy", "#2ca02c", acc},
 		{"balanced accuracy", "#9467bd", bal},
 		{"ROC AUC", "#ff7f0e", auc},
@@ -101,7 +101,7 @@ func panel(b *strings.Builder, x0, y0, w, h int, title string, hist []EpochStats
 	if best >= 1 && best <= n {
 		x := xOf(best)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#888" stroke-dasharray="4 3"/>`+"\n", x, y0, x, y0+h)
-		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">kept</text>`+"\n", x, y0+12)
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="end" fill="#555">kept </text>`+"\n", x, y0+12)
 	}
 	for i, s := range ss {
 		var pts []string
@@ -117,8 +117,8 @@ func panel(b *strings.Builder, x0, y0, w, h int, title string, hist []EpochStats
 			fmt.Sscanf(p, "%f,%f", &px, &py)
 			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>`+"\n", px, py, s.color)
 		}
-		ly := y0 + h + 56 + 0*i
-		lx := x0 + i*(w/len(ss))
+		ly := y0 + h + 56
+		lx := x0 + i*150
 		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", lx, ly, lx+20, ly, s.color)
 		fmt.Fprintf(b, `<text x="%d" y="%d" dominant-baseline="middle">%s</text>`+"\n", lx+26, ly, html.EscapeString(s.name))
 	}

@@ -41,7 +41,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// EpochStats reports one epoch. Validation figures use the threshold 0.5.
+// EpochStats reports one epoch. Validation accuracies use the threshold that maximises
+// balanced accuracy on the validation data at that epoch, as the final model does.
 type EpochStats struct {
 	Epoch               int     `json:"epoch"`
 	TrainLoss           float64 `json:"train_loss"`
@@ -169,7 +170,8 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 		if math.IsNaN(st.TrainLoss) || math.IsNaN(st.ValLoss) {
 			return nil, fmt.Errorf("epoch %d: loss is NaN (try a smaller --lr)", epoch)
 		}
-		m := Score(evalLabels, threshold(probs, 0.5), probs)
+		t, _ := BestThreshold(evalLabels, probs)
+		m := Score(evalLabels, threshold(probs, t), probs)
 		st.ValAccuracy, st.ValBalancedAccuracy, st.ValAUC = m.Accuracy, m.BalancedAccuracy, m.AUC
 		res.History = append(res.History, st)
 		if st.ValLoss < bestLoss {
