@@ -6,7 +6,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commitID=$(COMMIT)
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate deps test unit-test root-test fuzz-seeds bench clean
+.PHONY: all build generate check-generate deps-build deps-test test test-extra demo bench clean
 
 all: build
 
@@ -42,11 +42,25 @@ test: deps-test check-generate
 
 test-extra::
 
+# The main loop on this machine, no sched_ext needed: capture a mixed workload twice, train
+# on the first capture, evaluate on the second (a different run: an honest test), inspect.
+DEMO_DIR ?= demo-out
+DEMO_WORKLOAD ?= stress-ng --pipe 1 --futex 1 --cpu 1 --sleep 1 --timeout 8 -q
+demo: build deps-test
+	@mkdir -p $(DEMO_DIR)
+	./mlsched capture -o $(DEMO_DIR)/train.trace --duration 10s -- $(DEMO_WORKLOAD)
+	./mlsched capture -o $(DEMO_DIR)/test.trace --duration 10s -- $(DEMO_WORKLOAD)
+	./mlsched inspect $(DEMO_DIR)/train.trace
+	./mlsched train -o $(DEMO_DIR)/model.bin --plot $(DEMO_DIR)/training.svg $(DEMO_DIR)/train.trace
+	./mlsched eval --model $(DEMO_DIR)/model.bin $(DEMO_DIR)/test.trace
+	./mlsched inspect $(DEMO_DIR)/model.bin
+	@echo "demo: traces, model and training curves in $(DEMO_DIR)/"
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:
-	rm -f mlsched
+	rm -rf mlsched $(DEMO_DIR)
 
 -include vmtest/vmtest.mk
 -include training/training.mk
