@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mlsched/mlsched/features"
 )
@@ -154,5 +157,47 @@ func TestInspectTruncatedTrace(t *testing.T) {
 	code := run([]string{"inspect", cut}, &out, &errb)
 	if code != exitBadInput || !strings.Contains(errb.String(), "truncated") || !strings.Contains(errb.String(), "offset") {
 		t.Fatalf("truncated trace: exit %d, %q", code, errb.String())
+	}
+}
+
+// Ctrl-C or SIGTERM in the middle of a capture: mlsched exits 0 and the trace is complete.
+func TestCaptureSignalLeavesValidTrace(t *testing.T) {
+	requireRoot(t)
+	bin := filepath.Join(t.TempDir(), "mlsched")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		trace := filepath.Join(t.TempDir(), "sig.trace")
+		cmd := exec.Command(bin, "capture", "-o", trace, "--duration", "60s", "--progress", "never")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		cmd.Process.Signal(sig)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%v: mlsched capture: %v\n%s", sig, err, out.String())
+		}
+		if !strings.Contains(out.String(), "signal") {
+			t.Errorf("%v: summary does not give the reason: %s", sig, out.String())
+		}
+		f, err := os.Open(trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := features.NewTraceReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s features.Sample
+		for err == nil {
+			err = r.Next(&s)
+		}
+		f.Close()
+		if err != io.EOF || r.Summary() == nil {
+			t.Fatalf("%v: trace not complete: %v", sig, err)
+		}
 	}
 }
