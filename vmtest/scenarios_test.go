@@ -1,0 +1,143 @@
+package vmtest
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// workloadArgs is the guest's mixed workload for d: spinners, 1 ms sleepers and pipe
+// ping-pong pairs, more threads than the VM's 2 CPUs.
+func workloadArgs(d time.Duration) []string {
+	return []string{"/init", "workload", "-duration", d.String(), "-spin", "4", "-sleep", "4", "-pipes", "2"}
+}
+
+// decodeWorkload parses the workload's report and checks that every kind of thread made
+// progress: a starved thread means the scheduler lost a task.
+func decodeWorkload(t *testing.T, what, stdout string) workloadReport {
+	t.Helper()
+	var w workloadReport
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &w); err != nil {
+		t.Fatalf("%s: workload report %q: %v", what, stdout, err)
+	}
+	if w.SpinIters == 0 || w.SleepWakeups == 0 || w.PipeRoundTrips == 0 || w.MinThreadProgress == 0 {
+		t.Errorf("%s: some workload thread made no progress: %+v", what, w)
+	}
+	return w
+}
+
+// workloadReport mirrors vmtest/guest's WorkloadReport.
+type workloadReport struct {
+	Threads           int     `json:"threads"`
+	SpinIters         uint64  `json:"spin_iters"`
+	SleepWakeups      uint64  `json:"sleep_wakeups"`
+	PipeRoundTrips    uint64  `json:"pipe_round_trips"`
+	ElapsedS          float64 `json:"elapsed_s"`
+	MinThreadProgress uint64  `json:"min_thread_progress"`
+}
+
+// TestVMBoot: the harness itself. The sid kernel boots, offers sched_ext (idle), the agent
+// reports, and the static mlsched binary runs in the guest. Also a baseline for the
+// workload under the kernel's default scheduler.
+func TestVMBoot(t *testing.T) {
+	e := Setup(t)
+	s := NewScenario("boot")
+	state := s.Read(SCXState, "/sys/kernel/sched_ext/switch_all")
+	version := s.Exec(10*time.Second, "/mlsched", "version")
+	wl := s.Exec(30*time.Second, workloadArgs(2*time.Second)...)
+	r := e.Boot(t, s)
+
+	if !strings.HasPrefix(r.Hello.Kernel, "7.") && !strings.Contains(r.Hello.Kernel, e.Kernel) {
+		t.Errorf("guest kernel %q, want the fetched %q", r.Hello.Kernel, e.Kernel)
+	}
+	if r.Hello.CPUs != 2 {
+		t.Errorf("guest has %d CPUs, want 2", r.Hello.CPUs)
+	}
+	if r.Hello.Values["btf"] != "present" {
+		t.Errorf("guest kernel has no /sys/kernel/btf/vmlinux")
+	}
+	if got := r.Step(state).Values[SCXState]; got != "disabled" {
+		t.Errorf("%s = %q before any scheduler, want disabled", SCXState, got)
+	}
+	v := r.Step(version)
+	if v.ExitCode != 0 || !strings.HasPrefix(v.Stdout, "mlsched ") || !strings.Contains(v.Stdout, "schema ") {
+		t.Errorf("mlsched version in the guest: exit %d, stdout %q, stderr %q", v.ExitCode, v.Stdout, v.Stderr)
+	}
+	// Only a sanity check: the baseline's fairness is the kernel's business.
+	var w workloadReport
+	if err := json.Unmarshal([]byte(r.Step(wl).Stdout), &w); err != nil || r.Step(wl).ExitCode != 0 || w.SpinIters == 0 {
+		t.Errorf("workload under the default scheduler: exit %d, report %q (%v), stderr %q", r.Step(wl).ExitCode, r.Step(wl).Stdout, err, r.Step(wl).Stderr)
+	}
+	t.Logf("boot-to-agent %.2fs (guest uptime), VM wall %v; workload under the default scheduler: %+v",
+		r.Hello.UptimeS, r.Wall.Round(10*time.Millisecond), w)
+}
+
+// TestVMCapture: `mlsched capture` loads and attaches its raw_tp probes on the 7.2 kernel
+// (a second kernel besides the host's) and records samples of a running workload; `inspect`
+// reads them back.
+func TestVMCapture(t *testing.T) {
+	e := Setup(t)
+	if !e.HasCommand("capture", "-duration") {
+		t.Skip("waiting for `mlsched capture`")
+	}
+	if !e.HasCommand("inspect", "-json") {
+		t.Skip("waiting for `mlsched inspect --json`")
+	}
+	s := NewScenario("capture")
+	s.Start("load", workloadArgs(6*time.Second)...)
+	s.Sleep(500 * time.Millisecond)
+	capture := s.Exec(30*time.Second, "/mlsched", "capture", "-o", "/tmp/t.trace", "--duration", "3s", "--progress", "never")
+	wl := s.Wait("load", 30*time.Second)
+	inspect := s.Exec(30*time.Second, "/mlsched", "inspect", "/tmp/t.trace", "--json")
+	r := e.Boot(t, s)
+
+	c := r.Step(capture)
+	if c.ExitCode != 0 {
+		t.Fatalf("mlsched capture in the VM: exit %d\nstdout:\n%s\nstderr:\n%s", c.ExitCode, c.Stdout, c.Stderr)
+	}
+	decodeWorkload(t, "during capture", r.Step(wl).Stdout)
+	in := r.Step(inspect)
+	if in.ExitCode != 0 {
+		t.Fatalf("mlsched inspect: exit %d\nstdout:\n%s\nstderr:\n%s", in.ExitCode, in.Stdout, in.Stderr)
+	}
+	var report map[string]any
+	if err := json.Unmarshal([]byte(in.Stdout), &report); err != nil {
+		t.Fatalf("mlsched inspect --json: %v\n%s", err, in.Stdout)
+	}
+	samples, ok := findNumber(report, "samples")
+	if !ok {
+		t.Fatalf("mlsched inspect --json has no \"samples\" count:\n%s", in.Stdout)
+	}
+	if samples <= 0 {
+		t.Errorf("capture on kernel %s recorded %v samples, want > 0\ncapture stderr:\n%s\ninspect:\n%s", r.Hello.Kernel, samples, c.Stderr, in.Stdout)
+	}
+	t.Logf("capture on %s: %v samples in 3s (capture took %v)", r.Hello.Kernel, samples, c.Elapsed.Round(time.Millisecond))
+}
+
+// findNumber looks for key in a JSON object, at the top level or one level down.
+func findNumber(m map[string]any, key string) (float64, bool) {
+	if v, ok := m[key]; ok {
+		return toFloat(v)
+	}
+	for _, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			if x, ok := sub[key]; ok {
+				return toFloat(x)
+			}
+		}
+	}
+	return 0, false
+}
+
+func toFloat(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case string:
+		f, err := strconv.ParseFloat(x, 64)
+		return f, err == nil
+	}
+	return 0, false
+}

@@ -1,0 +1,19 @@
+# VM scenarios (vmtest/): boot Debian sid's sched_ext kernel under qemu (TCG) and run the
+# mlsched binary in it. The Go harness installs qemu if missing (as root), fetches and caches
+# the kernel (~/.cache/mlsched, or $MLSCHED_CACHE), builds the static binaries and the
+# initramfs. Without qemu or the kernel it skips with the reason; under CI=true it fails.
+#   make vmtest                      all scenarios
+#   make vmtest VMTEST_RUN=VMFifo    one of them
+#   make vmtest-smoke                just boot the kernel (vmtest/smoke.sh)
+# Logs of every VM (console, results) stay in vmtest/out/<test>/.
+.PHONY: vmtest vmtest-smoke
+VMTEST_RUN ?= VM
+VMTEST_TIMEOUT ?= 20m
+
+vmtest:
+	MLSCHED_VMTEST=1 $(GO) test -count=1 -v -timeout $(VMTEST_TIMEOUT) -run '$(VMTEST_RUN)' ./vmtest
+
+vmtest-smoke:
+	vmtest/smoke.sh
+
+test-extra:: vmtest
