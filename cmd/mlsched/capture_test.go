@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -199,5 +200,31 @@ func TestCaptureSignalLeavesValidTrace(t *testing.T) {
 		if err != io.EOF || r.Summary() == nil {
 			t.Fatalf("%v: trace not complete: %v", sig, err)
 		}
+	}
+}
+
+// Without root (or CAP_BPF+CAP_PERFMON), capture refuses before touching anything.
+func TestCaptureNotRoot(t *testing.T) {
+	requireRoot(t) // root is needed to switch to an unprivileged user
+	dir, err := os.MkdirTemp("", "mlsched-nonroot-") // t.TempDir's parent is private to root
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	bin := filepath.Join(dir, "mlsched")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	trace := filepath.Join(dir, "x.trace")
+	cmd := exec.Command(bin, "capture", "-o", trace, "--duration", "1s")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitNotRoot || !strings.Contains(string(out), "needs root") {
+		t.Fatalf("exit %v, output %q; want exit %d saying it needs root", err, out, exitNotRoot)
+	}
+	if _, err := os.Stat(trace); !os.IsNotExist(err) {
+		t.Errorf("output file created by a refused capture")
 	}
 }
