@@ -115,11 +115,28 @@ func runCapture(o captureOpts, args []string) error {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return withCode(exitNoKernel, bpf.ErrNoBTF)
 	}
-	f, err := os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// The trace is written next to its destination and renamed into place when complete: an
+	// existing file of that name survives a failed capture, and a capture killed outright
+	// leaves a ".partial" file whose blocks are still readable.
+	if fi, err := os.Stat(o.out); err == nil && fi.IsDir() {
+		return errorf(exitUsage, "cannot write the trace: %s is a directory", o.out)
+	}
+	partial := o.out + ".partial"
+	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return errorf(exitFailure, "cannot write the trace: %v", err)
 	}
 	defer f.Close()
+	committed, started := false, false
+	defer func() {
+		switch {
+		case committed:
+		case started:
+			fmt.Fprintf(stderr, "mlsched capture: the samples written so far are in %s\n", partial)
+		default:
+			os.Remove(partial)
+		}
+	}()
 
 	capt, err := bpf.LoadCapture(bpf.CaptureConfig{
 		SelfTgid:    uint32(os.Getpid()),
@@ -129,7 +146,6 @@ func runCapture(o captureOpts, args []string) error {
 		LogVerifier: o.verbose,
 	})
 	if err != nil {
-		os.Remove(o.out)
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return withCode(exitVerifier, err)
@@ -155,6 +171,7 @@ func runCapture(o captureOpts, args []string) error {
 	if err != nil {
 		return err
 	}
+	started = true
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -224,6 +241,10 @@ func runCapture(o captureOpts, args []string) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close trace: %w", err)
 	}
+	if err := os.Rename(partial, o.out); err != nil {
+		return fmt.Errorf("move the trace into place: %w", err)
+	}
+	committed = true
 	printCaptureSummary(stdout, o.out, reason, sum, cw.n)
 	if cmdErr != nil {
 		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
