@@ -1,0 +1,509 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+// The mlsched sched_ext scheduler: a shared FIFO, plus, under the model policy, a round trip
+// to user space for every wakeup whose previous CPU is busy.
+//
+//   enqueue(W), prev_cpu runs R -> event {W, prev_cpu, R, R's features, seq} on `events`,
+//                                  W waits in PENDING_DSQ
+//   dispatch(cpu)               -> drain decisions from `decisions` (user ring buffer) into the
+//                                  pending tasks' storage, then move decided (and overdue)
+//                                  tasks out of PENDING_DSQ: KEEP_LOCAL -> prev_cpu's local DSQ,
+//                                  MIGRATE_IDLE -> an idle allowed CPU, FIFO -> SHARED_DSQ
+//   stopping(R)                 -> outcome {seq, voluntary, leave_ns}: the live label
+//
+// Waiting tasks always sit in a DSQ, never in BPF custody: if user space stalls, dispatch
+// moves them to the FIFO after pending_timeout_ns and a timer kicks idle CPUs to do it; if
+// the machine stalls anyway the kernel's watchdog (timeout_ms) ejects the scheduler.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "features.h"
+#include "sched.h"
+#include "compat.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define SHARED_DSQ 0
+#define PENDING_DSQ 1
+#define SCAN_MAX 64   // pending tasks looked at per dispatch
+#define DRAIN_MAX 128 // decisions read per dispatch
+#define NR_SCHED_YIELD 24
+
+// Set by the loader before load.
+const volatile u32 self_tgid = 0;
+const volatile u64 slice_ns = 5000000;
+const volatile u8 use_model = 0;                   // 0: --policy fifo, no events
+const volatile u64 pending_timeout_ns = 20000000;  // then FIFO without a decision
+const volatile u64 timer_period_ns = 2000000;      // stall timer
+const volatile u32 nr_cpus = 1;
+
+struct mls_exit_info exit_info;
+u64 mls_seq;
+struct task_feat mls_zero_feat;
+
+// Keep the shared types in BTF for the layout test.
+const struct mls_sched_wake *unused_wake __attribute__((unused));
+const struct mls_sched_outcome *unused_outcome __attribute__((unused));
+const struct mls_decision *unused_decision __attribute__((unused));
+
+enum task_state {
+	TS_NONE = 0,
+	TS_PENDING = 1, // in PENDING_DSQ, waiting for a decision
+	TS_DECIDED = 2, // decision stored, to be applied at the next dispatch
+};
+
+struct task_ctx {
+	u64 seq;
+	u64 enq_ns;
+	u32 state;
+	u16 cpu;
+	u8 action;
+	u8 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+// What runs on each CPU, and the sample that names it.
+struct cpu_state {
+	u32 tid; // 0: idle or not a sched_ext task
+	u32 tgid;
+	u64 start_ns;
+	u64 sample_seq; // a wake event named this CPU's current task: report how it leaves
+	u64 sample_ns;
+	u32 sample_tid;
+	u32 yielding;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MLS_SCHED_MAX_CPUS); // resized by the loader
+	__type(key, u32);
+	__type(value, struct cpu_state);
+} cpu_states SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); // resized by the loader
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, 1 << 20); // resized by the loader
+} decisions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MLS_SC_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} sched_counters SEC(".maps");
+
+struct stall_timer {
+	struct bpf_timer t;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct stall_timer);
+} stall_timer SEC(".maps");
+
+static __always_inline void count(u32 idx)
+{
+	u64 *c = bpf_map_lookup_elem(&sched_counters, &idx);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline struct cpu_state *cpu_state(s32 cpu)
+{
+	u32 key = cpu;
+
+	return bpf_map_lookup_elem(&cpu_states, &key);
+}
+
+static __always_inline bool is_ours(const struct task_struct *p)
+{
+	return p->tgid == self_tgid;
+}
+
+// Shared FIFO; wake an idle CPU to pull from it.
+static __always_inline void enqueue_fifo(struct task_struct *p, u64 enq_flags)
+{
+	s32 cpu;
+
+	mls_dsq_insert(p, SHARED_DSQ, slice_ns, enq_flags);
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+}
+
+SEC("struct_ops/mls_select_cpu")
+s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu;
+
+	if (is_ours(p) || !use_model) {
+		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+		if (is_idle) {
+			mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+			count(MLS_SC_SELECT_DIRECT);
+		}
+		return cpu;
+	}
+	// The model's question only exists when prev_cpu is busy.
+	if (scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
+		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		count(MLS_SC_SELECT_DIRECT);
+	}
+	return prev_cpu;
+}
+
+SEC("struct_ops/mls_enqueue")
+void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct mls_sched_wake *e;
+	struct task_feat *f;
+	struct cpu_state *cs;
+	struct task_ctx *tctx;
+	u32 r_tid;
+	u64 now, seq;
+	s32 prev;
+
+	count(MLS_SC_ENQUEUE);
+	// mlsched never waits behind the tasks it schedules: first, and preempting.
+	if (is_ours(p)) {
+		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
+		count(MLS_SC_OURS);
+		return;
+	}
+	if ((p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1) {
+		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		count(MLS_SC_KTHREAD);
+		return;
+	}
+	if (!use_model) {
+		enqueue_fifo(p, enq_flags);
+		count(MLS_SC_FIFO_POLICY);
+		return;
+	}
+	if (!(enq_flags & SCX_ENQ_WAKEUP)) {
+		enqueue_fifo(p, enq_flags);
+		count(MLS_SC_REENQ);
+		return;
+	}
+	prev = scx_bpf_task_cpu(p);
+	cs = cpu_state(prev);
+	if (!cs || !cs->tid || cs->tgid == self_tgid || cs->tid == p->pid) {
+		enqueue_fifo(p, enq_flags);
+		count(MLS_SC_NO_RUNNING);
+		return;
+	}
+	r_tid = cs->tid;
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx) {
+		enqueue_fifo(p, enq_flags);
+		count(MLS_SC_NO_CTX);
+		return;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		enqueue_fifo(p, enq_flags);
+		count(MLS_SC_RING_FULL);
+		return;
+	}
+	now = bpf_ktime_get_ns();
+	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
+	tctx->seq = seq;
+	tctx->enq_ns = now;
+	tctx->state = TS_PENDING;
+
+	e->type = MLS_EV_SCHED_WAKE;
+	e->_pad = 0;
+	e->prev_cpu = prev;
+	e->waker_cpu = bpf_get_smp_processor_id();
+	e->nr_allowed = p->nr_cpus_allowed;
+	e->w_tid = p->pid;
+	e->r_tid = r_tid;
+	e->ts_ns = now;
+	e->r_oncpu_ns = now > cs->start_ns ? now - cs->start_ns : 0;
+	e->seq = seq;
+	f = bpf_map_lookup_elem(&task_feats, &r_tid);
+	if (f) {
+		mls_feat_snapshot(f, e->feats);
+	} else {
+		for (int b = 0; b < MLS_NUM_BUCKETS; b++)
+			e->feats[b] = 0;
+	}
+	cs->sample_seq = seq;
+	cs->sample_ns = now;
+	cs->sample_tid = r_tid;
+
+	mls_dsq_insert(p, PENDING_DSQ, slice_ns, enq_flags);
+	bpf_ringbuf_submit(e, 0);
+	count(MLS_SC_EVENT);
+}
+
+struct drain_ctx {
+	int n;
+};
+
+// One decision from user space: store it in the task's context if it still applies.
+static long store_decision(struct bpf_dynptr *dp, void *data)
+{
+	struct drain_ctx *dc = data;
+	struct mls_decision d;
+	struct task_struct *p;
+	struct task_ctx *tctx;
+
+	dc->n++;
+	if (bpf_dynptr_read(&d, sizeof(d), dp, 0, 0)) {
+		count(MLS_SC_DEC_BAD);
+		return 0;
+	}
+	count(MLS_SC_DEC_RX);
+	p = bpf_task_from_pid(d.w_tid);
+	if (!p) {
+		count(MLS_SC_DEC_GONE);
+		return dc->n >= DRAIN_MAX;
+	}
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (tctx && tctx->seq == d.seq && tctx->state == TS_PENDING) {
+		tctx->action = d.action;
+		tctx->cpu = d.cpu;
+		tctx->state = TS_DECIDED;
+	} else {
+		count(MLS_SC_DEC_STALE);
+	}
+	bpf_task_release(p);
+	return dc->n >= DRAIN_MAX;
+}
+
+// Move one pending task where its decision says; false if it stays pending.
+static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struct *p, u64 now)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	u64 dsq = SHARED_DSQ;
+	u32 cnt = MLS_SC_FIFO;
+	s32 kick = -1;
+
+	if (!tctx) {
+		cnt = MLS_SC_NO_CTX;
+	} else if (tctx->state == TS_DECIDED) {
+		if (tctx->action == MLS_ACT_KEEP_LOCAL) {
+			if (tctx->cpu < nr_cpus && bpf_cpumask_test_cpu(tctx->cpu, p->cpus_ptr)) {
+				dsq = SCX_DSQ_LOCAL_ON | tctx->cpu;
+				cnt = MLS_SC_KEEP;
+			} else {
+				cnt = MLS_SC_BAD_CPU;
+			}
+		} else if (tctx->action == MLS_ACT_MIGRATE_IDLE) {
+			kick = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+			if (kick >= 0) {
+				dsq = SCX_DSQ_LOCAL_ON | kick;
+				cnt = MLS_SC_MIGRATE;
+			} else {
+				cnt = MLS_SC_NO_IDLE;
+			}
+		}
+	} else if (tctx->state == TS_PENDING && now - tctx->enq_ns >= pending_timeout_ns) {
+		cnt = MLS_SC_TIMEOUT;
+	} else {
+		return false;
+	}
+	if (tctx)
+		tctx->state = TS_NONE;
+	if (!mls_dsq_move(it, p, dsq, 0)) {
+		count(MLS_SC_MOVE_FAIL);
+		return true;
+	}
+	if (kick >= 0)
+		scx_bpf_kick_cpu(kick, SCX_KICK_IDLE);
+	count(cnt);
+	return true;
+}
+
+SEC("struct_ops/mls_dispatch")
+void BPF_PROG(mls_dispatch, s32 cpu, struct task_struct *prev)
+{
+	count(MLS_SC_DISPATCH);
+	if (use_model) {
+		struct drain_ctx dc = {};
+		struct bpf_iter_scx_dsq it;
+		struct task_struct *p;
+		u64 now = bpf_ktime_get_ns();
+		long n;
+
+		n = bpf_user_ringbuf_drain(&decisions, store_decision, &dc, 0);
+		if (n < 0)
+			count(MLS_SC_DRAIN_ERR);
+		if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
+			bpf_iter_scx_dsq_new(&it, PENDING_DSQ, 0);
+			for (int i = 0; i < SCAN_MAX; i++) {
+				p = bpf_iter_scx_dsq_next(&it);
+				if (!p)
+					break;
+				apply(&it, p, now);
+			}
+			bpf_iter_scx_dsq_destroy(&it);
+		}
+	}
+	mls_dsq_move_to_local(SHARED_DSQ);
+}
+
+SEC("struct_ops/mls_running")
+void BPF_PROG(mls_running, struct task_struct *p)
+{
+	struct cpu_state *cs = cpu_state(bpf_get_smp_processor_id());
+
+	if (!cs)
+		return;
+	cs->tid = p->pid;
+	cs->tgid = p->tgid;
+	cs->start_ns = bpf_ktime_get_ns();
+	cs->yielding = 0;
+}
+
+SEC("struct_ops/mls_stopping")
+void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
+{
+	struct cpu_state *cs = cpu_state(bpf_get_smp_processor_id());
+	struct mls_sched_outcome *o;
+	u64 now;
+
+	if (!cs)
+		return;
+	cs->tid = 0;
+	if (!cs->sample_seq || cs->sample_tid != p->pid)
+		return;
+	now = bpf_ktime_get_ns();
+	o = bpf_ringbuf_reserve(&events, sizeof(*o), 0);
+	if (!o) {
+		count(MLS_SC_OUTCOME_DROP);
+	} else {
+		o->type = MLS_EV_SCHED_OUTCOME;
+		// The label of features/label.go: left without being preempted (blocked, slept,
+		// exited) or yielded.
+		o->voluntary = !runnable || cs->yielding;
+		o->cpu = bpf_get_smp_processor_id();
+		o->r_tid = p->pid;
+		o->seq = cs->sample_seq;
+		o->leave_ns = now > cs->sample_ns ? now - cs->sample_ns : 0;
+		o->ts_ns = now;
+		bpf_ringbuf_submit(o, 0);
+		count(MLS_SC_OUTCOME);
+	}
+	cs->sample_seq = 0;
+}
+
+SEC("struct_ops/mls_exit_task")
+void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	u32 tid = p->pid;
+
+	bpf_map_delete_elem(&task_feats, &tid);
+}
+
+// Kicks idle CPUs while tasks wait for decisions, so that a stalled user space still ends in
+// the FIFO (idle CPUs call dispatch only when kicked).
+static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
+{
+	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
+		for (u32 cpu = 0; cpu < MLS_SCHED_MAX_CPUS; cpu++) {
+			if (cpu >= nr_cpus)
+				break;
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		}
+		count(MLS_SC_TIMER_KICK);
+	}
+	bpf_timer_start(timer, timer_period_ns, 0);
+	return 0;
+}
+
+SEC("struct_ops.s/mls_init")
+s32 BPF_PROG(mls_init)
+{
+	struct stall_timer *st;
+	u32 key = 0;
+	s32 err;
+
+	err = scx_bpf_create_dsq(SHARED_DSQ, -1);
+	if (err)
+		return err;
+	if (!use_model)
+		return 0;
+	err = scx_bpf_create_dsq(PENDING_DSQ, -1);
+	if (err)
+		return err;
+	st = bpf_map_lookup_elem(&stall_timer, &key);
+	if (!st)
+		return -2;
+	bpf_timer_init(&st->t, &stall_timer, 1 /* CLOCK_MONOTONIC */);
+	bpf_timer_set_callback(&st->t, stall_timer_fn);
+	return bpf_timer_start(&st->t, timer_period_ns, 0);
+}
+
+SEC("struct_ops/mls_exit")
+void BPF_PROG(mls_exit, struct scx_exit_info *ei)
+{
+	bpf_probe_read_kernel_str(exit_info.reason, sizeof(exit_info.reason), ei->reason);
+	bpf_probe_read_kernel_str(exit_info.msg, sizeof(exit_info.msg), ei->msg);
+	exit_info.exit_code = ei->exit_code;
+	exit_info.exit_cpu = ei->exit_cpu;
+	asm volatile("" ::: "memory"); // kind last: stores are ordered on x86; a reader sees kind != 0 only after the rest
+	exit_info.kind = ei->kind;
+}
+
+// Features of every task but ours, as in the capture probes; marks a CPU whose task yields.
+SEC("raw_tp/sys_enter")
+int BPF_PROG(mls_sched_sys_enter, struct pt_regs *regs, long id)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
+	struct task_feat *f;
+
+	if ((pid_tgid >> 32) == self_tgid)
+		return 0;
+	if (id == NR_SCHED_YIELD) {
+		struct cpu_state *cs = cpu_state(bpf_get_smp_processor_id());
+
+		if (cs)
+			cs->yielding = 1;
+	}
+	f = bpf_map_lookup_elem(&task_feats, &tid);
+	if (!f) {
+		if (bpf_map_update_elem(&task_feats, &tid, &mls_zero_feat, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&task_feats, &tid))
+			return 0;
+		f = bpf_map_lookup_elem(&task_feats, &tid);
+		if (!f)
+			return 0;
+	}
+	mls_feat_syscall(f, id);
+	return 0;
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops mlsched_ops = {
+	.select_cpu = (void *)mls_select_cpu,
+	.enqueue = (void *)mls_enqueue,
+	.dispatch = (void *)mls_dispatch,
+	.running = (void *)mls_running,
+	.stopping = (void *)mls_stopping,
+	.exit_task = (void *)mls_exit_task,
+	.init = (void *)mls_init,
+	.exit = (void *)mls_exit,
+	.timeout_ms = 5000, // set by the loader
+	.name = "mlsched",
+};

@@ -1,0 +1,428 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// SchedConfig sets up the scheduler before it is loaded.
+type SchedConfig struct {
+	// SelfTgid is mlsched's own process: every one of its threads is dispatched directly.
+	SelfTgid uint32
+	// UseModel sends wakeups with a busy previous CPU to user space for a decision; without
+	// it the scheduler is a plain shared FIFO in BPF.
+	UseModel bool
+	// Slice is the time slice given to every task.
+	Slice time.Duration
+	// PendingTimeout is how long a task waits for a decision before BPF puts it on the FIFO.
+	PendingTimeout time.Duration
+	// TimerPeriod is the period of the timer that kicks idle CPUs while tasks wait.
+	TimerPeriod time.Duration
+	// Watchdog is the kernel's timeout_ms: a runnable task not scheduled for this long
+	// ejects the scheduler. 0 keeps the kernel default (30 s).
+	Watchdog time.Duration
+	// EventRingBytes and DecisionRingBytes size the two ring buffers (powers of two, at
+	// least one page); 0 keeps the defaults.
+	EventRingBytes    uint32
+	DecisionRingBytes uint32
+	// MaxTasks bounds the number of threads that have feature state at once.
+	MaxTasks uint32
+	// LogVerifier puts the whole verifier log in a load error.
+	LogVerifier bool
+}
+
+// SchedCounter indexes the scheduler's per-CPU counters (enum mls_sched_counter in sched.h).
+type SchedCounter int
+
+const (
+	SCEnqueue SchedCounter = iota
+	SCSelectDirect
+	SCOurs
+	SCKthread
+	SCFIFOPolicy
+	SCReenq
+	SCNoRunning
+	SCEvent
+	SCRingFull
+	SCNoCtx
+	SCDecRx
+	SCDecStale
+	SCDecGone
+	SCDecBad
+	SCKeep
+	SCMigrate
+	SCFIFO
+	SCBadCPU
+	SCNoIdle
+	SCTimeout
+	SCMoveFail
+	SCOutcome
+	SCOutcomeDrop
+	SCDispatch
+	SCTimerKick
+	SCDrainErr
+	NumSchedCounters
+)
+
+var schedCounterNames = [NumSchedCounters]string{
+	"enqueue", "select_direct", "ours", "kthread", "fifo_policy", "reenqueue", "no_running",
+	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
+	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
+	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error",
+}
+
+// String names a counter in snake case (metric labels, --stats).
+func (c SchedCounter) String() string {
+	if c < 0 || c >= NumSchedCounters {
+		return fmt.Sprintf("counter%d", int(c))
+	}
+	return schedCounterNames[c]
+}
+
+// SchedCounters are the scheduler's counters summed over CPUs.
+type SchedCounters [NumSchedCounters]uint64
+
+// Layouts shared with sched.h.
+const (
+	EventSchedWake    = 3
+	EventSchedOutcome = 4
+	SchedWakeSize     = 32 + 4*64 + 8
+	SchedOutcomeSize  = 32
+	DecisionSize      = 16
+	ExitInfoSize      = 16 + 128 + 1024
+
+	ActFIFO        = 0
+	ActKeepLocal   = 1
+	ActMigrateIdle = 2
+)
+
+// ExitInfo is what the kernel said when it disabled the scheduler (struct mls_exit_info).
+type ExitInfo struct {
+	Kind     int32
+	ExitCPU  int32
+	ExitCode int64
+	Reason   [128]byte
+	Msg      [1024]byte
+}
+
+// Exit kinds (enum scx_exit_kind) and exit code bits (enum scx_exit_code).
+const (
+	ExitNone       = 0
+	ExitDone       = 1
+	ExitUnreg      = 64
+	ExitUnregBPF   = 65
+	ExitUnregKern  = 66
+	ExitSysRq      = 67
+	ExitParent     = 68
+	ExitError      = 1024
+	ExitErrorBPF   = 1025
+	ExitErrorStall = 1026
+
+	ExitCodeActRestart = 1 << 48
+)
+
+// KindName names an exit kind as the kernel's enum does, lower case.
+func (e *ExitInfo) KindName() string {
+	switch e.Kind {
+	case ExitNone:
+		return "none"
+	case ExitDone:
+		return "done"
+	case ExitUnreg:
+		return "unreg"
+	case ExitUnregBPF:
+		return "unreg_bpf"
+	case ExitUnregKern:
+		return "unreg_kern"
+	case ExitSysRq:
+		return "sysrq"
+	case ExitParent:
+		return "parent"
+	case ExitError:
+		return "error"
+	case ExitErrorBPF:
+		return "error_bpf"
+	case ExitErrorStall:
+		return "error_stall"
+	}
+	return fmt.Sprintf("kind%d", e.Kind)
+}
+
+// ReasonString and MsgString return the C strings.
+func (e *ExitInfo) ReasonString() string { return cstr(e.Reason[:]) }
+func (e *ExitInfo) MsgString() string    { return cstr(e.Msg[:]) }
+
+// Restart reports whether the kernel asks the scheduler to restart (e.g. CPU hotplug).
+func (e *ExitInfo) Restart() bool { return e.ExitCode&ExitCodeActRestart != 0 }
+
+func cstr(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// schedObjs names what the loader uses in either scheduler object (sched, schedcompat).
+type schedObjs struct {
+	Ops        *ebpf.Map      `ebpf:"mlsched_ops"`
+	Events     *ebpf.Map      `ebpf:"events"`
+	Decisions  *ebpf.Map      `ebpf:"decisions"`
+	Counters   *ebpf.Map      `ebpf:"sched_counters"`
+	TaskFeats  *ebpf.Map      `ebpf:"task_feats"`
+	SysEnter   *ebpf.Program  `ebpf:"mls_sched_sys_enter"`
+	ExitInfo   *ebpf.Variable `ebpf:"exit_info"`
+	SeqCounter *ebpf.Variable `ebpf:"mls_seq"`
+}
+
+// Sched is the loaded and attached scheduler.
+type Sched struct {
+	coll      *ebpf.Collection
+	objs      schedObjs
+	ops       link.Link
+	sysEnter  link.Link
+	Variant   string // which object loaded: "sched (___v2 kfuncs)", ...
+	Events    *ringbuf.Reader
+	Decisions *UserRingbuf
+}
+
+// Errors of LoadSched that callers map to exit codes.
+var (
+	ErrNoSchedExt = errors.New("kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT): needs Linux >= 6.12 built with it, e.g. Debian sid's 7.x, Ubuntu 25.04+, Fedora 42+, Arch")
+	ErrVerifier   = errors.New("verifier rejected the scheduler")
+)
+
+// kfuncVariant says which scheduler object fits the running kernel, from its BTF.
+type kfuncVariant struct {
+	v2     bool // scx_bpf_dsq_insert___v2 exists: load `sched`
+	legacy bool // only scx_bpf_dispatch exists (6.12): schedcompat with kf_legacy_names
+}
+
+func probeKernel() (kfuncVariant, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return kfuncVariant{}, fmt.Errorf("load kernel BTF: %w", err)
+	}
+	has := func(name string) bool {
+		// AnyTypesByName may return extra flavours in v0.22: check every name.
+		types, err := spec.AnyTypesByName(name)
+		if err != nil {
+			return false
+		}
+		for _, t := range types {
+			if _, ok := t.(*btf.Func); ok && t.TypeName() == name {
+				return true
+			}
+		}
+		return false
+	}
+	var st *btf.Struct
+	if err := spec.TypeByName("sched_ext_ops", &st); err != nil {
+		return kfuncVariant{}, ErrNoSchedExt
+	}
+	v := kfuncVariant{v2: has("scx_bpf_dsq_insert___v2")}
+	if !v.v2 && !has("scx_bpf_dsq_insert") {
+		v.legacy = has("scx_bpf_dispatch")
+		if !v.legacy {
+			return v, fmt.Errorf("%w: no known dispatch kfunc in kernel BTF", ErrNoSchedExt)
+		}
+	}
+	return v, nil
+}
+
+// LoadSched loads the scheduler and attaches it: from here on, sched_ext schedules every
+// task with it until Close, the process's exit, or the kernel ejects it.
+func LoadSched(cfg SchedConfig) (*Sched, error) {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, ErrNoBTF
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	kv, err := probeKernel()
+	if err != nil {
+		return nil, err
+	}
+	load, variant := loadSched, "sched (___v2 kfuncs)"
+	if !kv.v2 {
+		load, variant = loadSchedcompat, "schedcompat (plain kfuncs)"
+		if kv.legacy {
+			variant = "schedcompat (6.12 kfuncs)"
+		}
+	}
+	spec, err := load()
+	if err != nil {
+		return nil, fmt.Errorf("load scheduler spec: %w", err)
+	}
+	ncpu := uint32(mustPossibleCPUs())
+	vars := map[string]any{
+		"self_tgid":       cfg.SelfTgid,
+		"use_model":       boolU8(cfg.UseModel),
+		"nr_cpus":         ncpu,
+		"kf_legacy_names": boolU8(kv.legacy),
+	}
+	if cfg.Slice > 0 {
+		vars["slice_ns"] = uint64(cfg.Slice)
+	}
+	if cfg.PendingTimeout > 0 {
+		vars["pending_timeout_ns"] = uint64(cfg.PendingTimeout)
+	}
+	if cfg.TimerPeriod > 0 {
+		vars["timer_period_ns"] = uint64(cfg.TimerPeriod)
+	}
+	if err := setVars(spec, vars); err != nil {
+		return nil, err
+	}
+	if err := setOpsField(spec.Maps["mlsched_ops"], "timeout_ms", uint32(cfg.Watchdog/time.Millisecond)); err != nil {
+		return nil, err
+	}
+	if cfg.EventRingBytes != 0 {
+		spec.Maps["events"].MaxEntries = cfg.EventRingBytes
+	}
+	if cfg.DecisionRingBytes != 0 {
+		spec.Maps["decisions"].MaxEntries = cfg.DecisionRingBytes
+	}
+	if cfg.MaxTasks != 0 {
+		spec.Maps["task_feats"].MaxEntries = cfg.MaxTasks
+	}
+	spec.Maps["cpu_states"].MaxEntries = ncpu
+	if !cfg.UseModel {
+		// No events under FIFO: keep the unused maps small.
+		spec.Maps["task_feats"].MaxEntries = 1
+		spec.Maps["events"].MaxEntries = uint32(os.Getpagesize())
+		spec.Maps["decisions"].MaxEntries = uint32(os.Getpagesize())
+	}
+
+	s := &Sched{Variant: variant}
+	spec.Maps["task_feats"].Flags |= noPrealloc
+	// The whole collection, not LoadAndAssign: cilium/ebpf v0.22 fills the struct_ops value
+	// only when every program it names was loaded.
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		if ve := (*ebpf.VerifierError)(nil); errors.As(err, &ve) {
+			return nil, fmt.Errorf("%w: %w", ErrVerifier, describeLoadError("load scheduler "+variant, err, cfg.LogVerifier))
+		}
+		return nil, describeLoadError("load scheduler "+variant, err, cfg.LogVerifier)
+	}
+	s.coll = coll
+	s.objs = schedObjs{
+		Ops: coll.Maps["mlsched_ops"], Events: coll.Maps["events"], Decisions: coll.Maps["decisions"],
+		Counters: coll.Maps["sched_counters"], TaskFeats: coll.Maps["task_feats"],
+		SysEnter: coll.Programs["mls_sched_sys_enter"], ExitInfo: coll.Variables["exit_info"],
+		SeqCounter: coll.Variables["mls_seq"],
+	}
+	if s.objs.Ops == nil || s.objs.Events == nil || s.objs.Decisions == nil || s.objs.Counters == nil ||
+		s.objs.SysEnter == nil || s.objs.ExitInfo == nil {
+		coll.Close()
+		return nil, errors.New("load scheduler: object lacks an expected map, program or variable")
+	}
+	if s.Events, err = ringbuf.NewReader(s.objs.Events); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	if s.Decisions, err = NewUserRingbuf(s.objs.Decisions); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open decision ring buffer: %w", err)
+	}
+	if cfg.UseModel {
+		s.sysEnter, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: s.objs.SysEnter})
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("attach raw tracepoint sys_enter: %w", err)
+		}
+	}
+	s.ops, err = link.AttachStructOps(link.StructOpsOptions{Map: s.objs.Ops})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("attach struct_ops mlsched_ops: %w", err)
+	}
+	return s, nil
+}
+
+// setOpsField patches a scalar member of the struct_ops value before load: the ELF's initial
+// value is all cilium/ebpf passes on for non-program members.
+func setOpsField(ms *ebpf.MapSpec, name string, v uint32) error {
+	st, ok := ms.Value.(*btf.Struct)
+	if !ok || len(ms.Contents) != 1 {
+		return fmt.Errorf("struct_ops map %s: unexpected spec", ms.Name)
+	}
+	data, ok := ms.Contents[0].Value.([]byte)
+	if !ok {
+		return fmt.Errorf("struct_ops map %s: contents are %T", ms.Name, ms.Contents[0].Value)
+	}
+	for _, m := range st.Members {
+		if m.Name != name {
+			continue
+		}
+		off := int(m.Offset.Bytes())
+		if off+4 > len(data) {
+			return fmt.Errorf("struct_ops %s.%s: offset out of range", ms.Name, name)
+		}
+		binary.LittleEndian.PutUint32(data[off:], v)
+		return nil
+	}
+	return fmt.Errorf("struct_ops %s: no member %s", ms.Name, name)
+}
+
+// ExitInfo reads what ops.exit recorded; Kind is ExitNone while the scheduler runs.
+func (s *Sched) ExitInfo() (ExitInfo, error) {
+	var e ExitInfo
+	if err := s.objs.ExitInfo.Get(&e); err != nil {
+		return e, fmt.Errorf("read exit info: %w", err)
+	}
+	return e, nil
+}
+
+// Counters reads the scheduler's counters, summed over CPUs.
+func (s *Sched) Counters() (SchedCounters, error) {
+	var out SchedCounters
+	var per []uint64
+	for i := range out {
+		if err := s.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read counter %s: %w", SchedCounter(i), err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Detach unregisters the scheduler: the kernel moves every task back to the fair class and
+// records the exit (kind unreg) before this returns.
+func (s *Sched) Detach() error {
+	var err error
+	if s.ops != nil {
+		err = s.ops.Close()
+		s.ops = nil
+	}
+	if s.sysEnter != nil {
+		s.sysEnter.Close()
+		s.sysEnter = nil
+	}
+	return err
+}
+
+// Close detaches and frees everything.
+func (s *Sched) Close() error {
+	err := s.Detach()
+	if s.Events != nil {
+		s.Events.Close()
+	}
+	if s.Decisions != nil {
+		s.Decisions.Close()
+	}
+	if s.coll != nil {
+		s.coll.Close()
+	}
+	return err
+}

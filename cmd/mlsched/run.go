@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/mlsched/mlsched/bpf"
+	"github.com/mlsched/mlsched/model"
+	"github.com/mlsched/mlsched/sched"
+)
+
+func init() {
+	register(&command{
+		name:    "run",
+		summary: "run the scheduler (sched_ext; needs root)",
+		usage:   "[--model MODEL | --policy fifo] [--metrics-addr ADDR] [--stats D] [--slice D] [-v]",
+		help: `
+Attach mlsched as the machine's sched_ext scheduler until SIGINT or SIGTERM, then detach and
+print the exit report. With the model policy, a wakeup whose previous CPU is busy goes to user
+space: the model predicts from the running task's recent syscalls whether it will leave the CPU
+soon; if so the waking task stays on its cache-warm CPU (keep_local), otherwise it moves to an
+idle CPU (migrate_idle). --policy fifo is a plain shared FIFO in BPF, no prediction.
+
+If mlsched dies, however it dies, the kernel puts every task back on the default scheduler.
+Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT, Linux >= 6.12) and BTF.
+
+Exit codes: 3 not root, 4 no sched_ext, 5 another scheduler is enabled, 6 bad model,
+7 verifier rejected the scheduler (-v prints its log), 1 the kernel ejected the scheduler.`,
+		flags: runFlags,
+	})
+}
+
+type runOpts struct {
+	modelPath      string
+	policy         string
+	metricsAddr    string
+	stats          time.Duration
+	slice          time.Duration
+	watchdog       time.Duration
+	pendingTimeout time.Duration
+	guardWindow    int
+	verbose        bool
+}
+
+func runFlags(fs *flag.FlagSet) func([]string) error {
+	o := &runOpts{}
+	fs.StringVar(&o.modelPath, "model", "", "model file `MODEL` (default: the model embedded in the binary)")
+	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model or fifo")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
+	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
+	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
+	fs.DurationVar(&o.watchdog, "watchdog", 5*time.Second, "kernel watchdog `D`: a runnable task not run for D ejects the scheduler")
+	fs.DurationVar(&o.pendingTimeout, "pending-timeout", 20*time.Millisecond, "a task waits at most `D` for a decision, then FIFO")
+	fs.IntVar(&o.guardWindow, "guard-window", 2000, "model guard: sliding window of `N` observed outcomes")
+	fs.BoolVar(&o.verbose, "v", false, "verbose: variant loaded, full verifier log on load errors")
+	return func(args []string) error { return runScheduler(o, args) }
+}
+
+func runScheduler(o *runOpts, args []string) error {
+	if len(args) > 0 {
+		return errorf(exitUsage, "unexpected arguments %q", args)
+	}
+	var m *model.Model
+	switch o.policy {
+	case sched.PolicyFIFO:
+		if o.modelPath != "" {
+			return errorf(exitUsage, "--model and --policy fifo exclude each other")
+		}
+	case sched.PolicyModel:
+		if o.modelPath == "" {
+			m = defaultModel()
+			if m == nil {
+				return errorf(exitUsage, "this build embeds no default model: pass --model FILE or --policy fifo")
+			}
+		} else {
+			var err error
+			if m, err = model.Load(o.modelPath); err != nil {
+				return errorf(exitBadInput, "model %s: %v", o.modelPath, err)
+			}
+		}
+	default:
+		return errorf(exitUsage, "unknown policy %q (model or fifo)", o.policy)
+	}
+	if os.Geteuid() != 0 {
+		return errorf(exitNotRoot, "attaching a sched_ext scheduler needs root (CAP_SYS_ADMIN, CAP_BPF): run with sudo")
+	}
+	if err := sched.Preflight(); err != nil {
+		return schedError(err)
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := sched.Run(ctx, sched.Config{
+		Policy:         o.policy,
+		Model:          m,
+		Slice:          o.slice,
+		Watchdog:       o.watchdog,
+		PendingTimeout: o.pendingTimeout,
+		GuardWindow:    o.guardWindow,
+		Stats:          o.stats,
+		MetricsAddr:    o.metricsAddr,
+		Verbose:        o.verbose,
+		Out:            os.Stdout,
+		Log:            os.Stderr,
+	})
+	if err != nil {
+		return schedError(err)
+	}
+	if o.verbose && rep != nil {
+		fmt.Fprintf(os.Stderr, "ran %s with %s\n", rep.Duration.Round(time.Millisecond), rep.Variant)
+	}
+	return nil
+}
+
+// schedError maps scheduler errors to exit codes.
+func schedError(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.Is(err, bpf.ErrNoSchedExt), errors.Is(err, bpf.ErrNoBTF):
+		return withCode(exitNoKernel, err)
+	case errors.Is(err, sched.ErrBusy):
+		return withCode(exitBusy, err)
+	case errors.Is(err, bpf.ErrVerifier), errors.As(err, &ve):
+		return withCode(exitVerifier, err)
+	}
+	return withCode(exitFailure, err)
+}

@@ -1,0 +1,165 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/mlsched/mlsched/bpf"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultMetricsAddr listens on loopback only: metrics reveal workload behaviour.
+const DefaultMetricsAddr = "127.0.0.1:9617"
+
+// Metric names, linted in metrics_test.go.
+const (
+	metricDecisions    = "mlsched_decisions_total"
+	metricFallbacks    = "mlsched_fallbacks_total"
+	metricInference    = "mlsched_inference_duration_seconds"
+	metricLiveAccuracy = "mlsched_live_accuracy_ratio"
+	metricRingDrops    = "mlsched_ringbuf_drops_total"
+	metricBPFEvents    = "mlsched_bpf_events_total"
+	metricGuardActive  = "mlsched_guard_fifo_active"
+	metricGuardTrips   = "mlsched_guard_trips_total"
+	metricOutcomes     = "mlsched_outcomes_total"
+)
+
+// fallbackReasons maps fallback label values to the BPF counters behind them.
+var fallbackReasons = []struct {
+	reason string
+	c      bpf.SchedCounter
+}{
+	{"ring_full", bpf.SCRingFull},
+	{"timeout", bpf.SCTimeout},
+	{"no_idle", bpf.SCNoIdle},
+	{"bad_cpu", bpf.SCBadCPU},
+	{"stale", bpf.SCDecStale},
+	{"task_gone", bpf.SCDecGone},
+	{"no_ctx", bpf.SCNoCtx},
+	{"move_fail", bpf.SCMoveFail},
+	{"reenqueue", bpf.SCReenq},
+	{"no_running", bpf.SCNoRunning},
+	{"kthread", bpf.SCKthread},
+	{"own_tgid", bpf.SCOurs},
+}
+
+// collector reads BPF counters at scrape time and the loop's Stats.
+type collector struct {
+	mu    sync.Mutex
+	sched *bpf.Sched
+	st    *Stats
+
+	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes *prometheus.Desc
+}
+
+func newCollector(st *Stats) *collector {
+	return &collector{
+		st:          st,
+		decisions:   prometheus.NewDesc(metricDecisions, "Decisions applied by the BPF scheduler, by decision.", []string{"decision"}, nil),
+		fallbacks:   prometheus.NewDesc(metricFallbacks, "Wakeups handled without a model decision, by reason.", []string{"reason"}, nil),
+		inference:   prometheus.NewDesc(metricInference, "Model inference time per decision (sampled).", nil, nil),
+		accuracy:    prometheus.NewDesc(metricLiveAccuracy, "Model accuracy over the guard's sliding window of observed outcomes.", nil, nil),
+		drops:       prometheus.NewDesc(metricRingDrops, "Records lost to full ring buffers, by ring.", []string{"ring"}, nil),
+		bpfEvents:   prometheus.NewDesc(metricBPFEvents, "Raw BPF scheduler counters, by counter.", []string{"counter"}, nil),
+		guardActive: prometheus.NewDesc(metricGuardActive, "1 while the model guard holds the policy at FIFO.", nil, nil),
+		guardTrips:  prometheus.NewDesc(metricGuardTrips, "Times the model guard switched to FIFO.", nil, nil),
+		outcomes:    prometheus.NewDesc(metricOutcomes, "Outcomes observed for model decisions, by label.", []string{"label"}, nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	s := c.sched
+	c.mu.Unlock()
+	var cnt bpf.SchedCounters
+	if s != nil {
+		if v, err := s.Counters(); err == nil {
+			cnt = v
+		}
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.decisions, cnt[bpf.SCKeep], "keep_local")
+	counter(c.decisions, cnt[bpf.SCMigrate], "migrate_idle")
+	counter(c.decisions, cnt[bpf.SCFIFO], "fifo")
+	for _, f := range fallbackReasons {
+		counter(c.fallbacks, cnt[f.c], f.reason)
+	}
+	counter(c.fallbacks, c.st.RingFull.Load(), "user_ring_full")
+	for i, v := range cnt {
+		counter(c.bpfEvents, v, bpf.SchedCounter(i).String())
+	}
+	counter(c.drops, cnt[bpf.SCRingFull]+cnt[bpf.SCOutcomeDrop], "events")
+	counter(c.drops, c.st.RingFull.Load(), "decisions")
+	buckets, n, sum := c.st.Inference.Snapshot()
+	ch <- prometheus.MustNewConstHistogram(c.inference, n, sum, buckets)
+	ch <- prometheus.MustNewConstMetric(c.accuracy, prometheus.GaugeValue, c.st.LiveAccuracy())
+	active := 0.0
+	if c.st.GuardActive.Load() {
+		active = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.guardActive, prometheus.GaugeValue, active)
+	counter(c.guardTrips, c.st.GuardTrips.Load())
+	pos := c.st.Positives.Load()
+	scored := c.st.Outcomes.Load() - c.st.Unmatched.Load()
+	if scored < pos {
+		scored = pos
+	}
+	counter(c.outcomes, pos, "1")
+	counter(c.outcomes, scored-pos, "0")
+}
+
+// newRegistry returns a registry with mlsched's collector and the Go runtime's metrics.
+func newRegistry(c *collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+type metricsServer struct {
+	c   *collector
+	srv *http.Server
+}
+
+func startMetrics(addr string, st *Stats) (*metricsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen %s: %w", addr, err)
+	}
+	c := newCollector(st)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(newRegistry(c), promhttp.HandlerOpts{}))
+	m := &metricsServer{c: c, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	go func() {
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the scheduler keeps running without metrics
+		}
+	}()
+	return m, nil
+}
+
+func (m *metricsServer) setSched(s *bpf.Sched) {
+	m.c.mu.Lock()
+	m.c.sched = s
+	m.c.mu.Unlock()
+}
+
+func (m *metricsServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = m.srv.Shutdown(ctx)
+}

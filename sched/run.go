@@ -1,0 +1,221 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mlsched/mlsched/bpf"
+	"github.com/mlsched/mlsched/model"
+	"golang.org/x/sys/unix"
+)
+
+// Policy names.
+const (
+	PolicyModel = "model"
+	PolicyFIFO  = "fifo"
+)
+
+// Config is everything `mlsched run` passes on.
+type Config struct {
+	Policy         string
+	Model          *model.Model // required for PolicyModel
+	Slice          time.Duration
+	Watchdog       time.Duration
+	PendingTimeout time.Duration
+	GuardWindow    int
+	Stats          time.Duration // 0: no --stats lines
+	MetricsAddr    string        // "": no metrics server
+	Verbose        bool
+	Out            io.Writer // --stats lines and the exit report
+	Log            io.Writer // messages
+}
+
+// Report is what a run ends with.
+type Report struct {
+	Exit     bpf.ExitInfo
+	Counters bpf.SchedCounters
+	Variant  string
+	Duration time.Duration
+	Restarts int
+}
+
+// ExitLine formats the exit as `EXIT: <kind> <reason> (<msg>)`.
+func (r *Report) ExitLine() string {
+	return fmt.Sprintf("EXIT: %s %s (%s)", r.Exit.KindName(), r.Exit.ReasonString(), r.Exit.MsgString())
+}
+
+// Errors of Run that `mlsched run` maps to exit codes.
+var (
+	ErrBusy    = errors.New("another sched_ext scheduler is enabled")
+	ErrEjected = errors.New("the kernel disabled the scheduler")
+)
+
+// Preflight checks what can be checked before loading: sched_ext exists and is free.
+func Preflight() error {
+	if _, err := os.Stat("/sys/kernel/sched_ext"); err != nil {
+		return bpf.ErrNoSchedExt
+	}
+	state, _ := os.ReadFile("/sys/kernel/sched_ext/state")
+	if s := strings.TrimSpace(string(state)); s != "" && s != "disabled" {
+		ops, _ := os.ReadFile("/sys/kernel/sched_ext/root/ops")
+		name := strings.TrimSpace(string(ops))
+		if name == "" {
+			name = "unknown"
+		}
+		return fmt.Errorf("%w: %q (state %s); stop it first", ErrBusy, name, s)
+	}
+	return nil
+}
+
+// Run loads and attaches the scheduler and runs it until ctx ends (clean detach) or the kernel
+// disables it. An exit that asks for a restart (CPU hotplug) restarts in place.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	if cfg.Policy == PolicyModel && cfg.Model == nil {
+		return nil, errors.New("policy model needs a model")
+	}
+	// A page fault in the scheduler while it schedules itself can deadlock: lock everything.
+	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
+		fmt.Fprintf(cfg.Log, "warning: mlockall: %v\n", err)
+	}
+	st := &Stats{}
+	var mt *metricsServer
+	start := time.Now()
+	rep := &Report{}
+	for {
+		if err := Preflight(); err != nil {
+			return rep, err
+		}
+		r, err := runOnce(ctx, cfg, st, &mt)
+		rep.Exit, rep.Counters, rep.Variant = r.Exit, r.Counters, r.Variant
+		rep.Duration = time.Since(start)
+		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
+			if mt != nil {
+				mt.Close()
+			}
+			return rep, err
+		}
+		rep.Restarts++
+		fmt.Fprintf(cfg.Log, "%s: restarting in place\n", r.ExitLine())
+	}
+}
+
+func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*Report, error) {
+	rep := &Report{}
+	useModel := cfg.Policy == PolicyModel
+	s, err := bpf.LoadSched(bpf.SchedConfig{
+		SelfTgid:       uint32(os.Getpid()),
+		UseModel:       useModel,
+		Slice:          cfg.Slice,
+		PendingTimeout: cfg.PendingTimeout,
+		Watchdog:       cfg.Watchdog,
+		LogVerifier:    cfg.Verbose,
+	})
+	if err != nil {
+		return rep, err
+	}
+	defer s.Close()
+	rep.Variant = s.Variant
+	if cfg.Verbose {
+		fmt.Fprintf(cfg.Log, "attached %s, policy %s\n", s.Variant, cfg.Policy)
+	}
+
+	loopDone := make(chan error, 1)
+	if useModel {
+		guard := NewGuard(cfg.GuardWindow, st)
+		guard.OnChange = func(tripped bool, acc, maj float64) {
+			if tripped {
+				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f < majority rate %.3f: switching to FIFO\n", acc, maj)
+			} else {
+				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f >= majority rate %.3f: back to the model\n", acc, maj)
+			}
+		}
+		d := NewDecider(cfg.Model, guard, st)
+		go func() { loopDone <- loop(s.Events, d, s.Decisions) }()
+	}
+	if cfg.MetricsAddr != "" && *mt == nil {
+		m, err := startMetrics(cfg.MetricsAddr, st)
+		if err != nil {
+			return rep, err
+		}
+		*mt = m
+	}
+	if *mt != nil {
+		(*mt).setSched(s)
+		defer (*mt).setSched(nil)
+	}
+
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	var statsC <-chan time.Time
+	if cfg.Stats > 0 {
+		t := time.NewTicker(cfg.Stats)
+		defer t.Stop()
+		statsC = t.C
+	}
+	var prev bpf.SchedCounters
+	prevEvents := st.Events.Load()
+	last := time.Now()
+	var runErr error
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-loopDone:
+			runErr = fmt.Errorf("dispatch loop: %w", err)
+			break wait
+		case <-poll.C:
+			if e, err := s.ExitInfo(); err == nil && e.Kind != bpf.ExitNone {
+				runErr = ErrEjected
+				break wait
+			}
+		case now := <-statsC:
+			cur, err := s.Counters()
+			if err != nil {
+				fmt.Fprintf(cfg.Log, "stats: %v\n", err)
+				continue
+			}
+			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/bpf.SchedWakeSize))
+			prev, prevEvents, last = cur, st.Events.Load(), now
+		}
+	}
+	if err := s.Detach(); err != nil {
+		fmt.Fprintf(cfg.Log, "detach: %v\n", err)
+	}
+	rep.Exit, _ = s.ExitInfo()
+	rep.Counters, _ = s.Counters()
+	fmt.Fprintln(cfg.Out, rep.ExitLine())
+	fmt.Fprintln(cfg.Out, totalsLine(&rep.Counters, st))
+	if errors.Is(runErr, ErrEjected) && rep.Exit.Restart() {
+		runErr = nil
+	}
+	if errors.Is(runErr, ErrEjected) {
+		runErr = fmt.Errorf("%w: %s", ErrEjected, rep.ExitLine())
+	}
+	return rep, runErr
+}
+
+func totalsLine(c *bpf.SchedCounters, st *Stats) string {
+	var b strings.Builder
+	b.WriteString("TOTALS:")
+	for i, v := range c {
+		if v != 0 {
+			fmt.Fprintf(&b, " %s=%d", bpf.SchedCounter(i), v)
+		}
+	}
+	fmt.Fprintf(&b, " | events=%d outcomes=%d keep=%d migrate=%d fifo=%d urb_full=%d unmatched=%d guard_trips=%d",
+		st.Events.Load(), st.Outcomes.Load(), st.Keep.Load(), st.Migrate.Load(), st.FIFO.Load(),
+		st.RingFull.Load(), st.Unmatched.Load(), st.GuardTrips.Load())
+	return b.String()
+}

@@ -1,0 +1,107 @@
+package sched
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mlsched/mlsched/bpf"
+)
+
+// Stats are the dispatch loop's counters. Written by the loop with atomics, read by --stats and
+// the metrics collector at any time.
+type Stats struct {
+	Events       atomic.Uint64 // wake events read
+	Outcomes     atomic.Uint64 // outcome events read
+	Keep         atomic.Uint64 // decisions sent, by action
+	Migrate      atomic.Uint64
+	FIFO         atomic.Uint64
+	RingFull     atomic.Uint64 // decisions lost: the user ring buffer was full
+	DecodeErrors atomic.Uint64
+	Unmatched    atomic.Uint64 // outcomes whose prediction was no longer remembered
+	Positives    atomic.Uint64 // scored outcomes with label 1
+	Correct      atomic.Uint64 // scored outcomes the model predicted right
+	GuardTrips   atomic.Uint64 // switches to FIFO by the model guard
+	GuardActive  atomic.Bool   // the guard holds the policy at FIFO now
+	liveAccBits  atomic.Uint64 // float64 bits: the guard's window accuracy
+	Inference    Histogram     // sampled Predict durations, ns
+}
+
+// LiveAccuracy is the model's accuracy over the guard's window (NaN before the first outcome).
+func (s *Stats) LiveAccuracy() float64 {
+	b := s.liveAccBits.Load()
+	if b == 0 {
+		return math.NaN()
+	}
+	return math.Float64frombits(b)
+}
+
+func (s *Stats) setLiveAccuracy(v float64) { s.liveAccBits.Store(math.Float64bits(v)) }
+
+// Histogram is a fixed-bucket histogram of nanosecond durations, cheap enough for the hot path
+// (one atomic add per bucket and per sum); the metrics collector exports it.
+type Histogram struct {
+	counts [len(histBounds) + 1]atomic.Uint64
+	sum    atomic.Uint64
+}
+
+// histBounds are the bucket upper bounds in ns (inference is ~10-100 ns).
+var histBounds = [...]uint64{10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 102400}
+
+// Observe adds one duration in ns.
+func (h *Histogram) Observe(ns uint64) {
+	i := 0
+	for i < len(histBounds) && ns > histBounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(ns)
+}
+
+// Snapshot returns the cumulative counts per bound (seconds), the total count and the sum
+// (seconds), in the shape Prometheus wants.
+func (h *Histogram) Snapshot() (buckets map[float64]uint64, count uint64, sumSec float64) {
+	buckets = make(map[float64]uint64, len(histBounds))
+	for i, b := range histBounds {
+		count += h.counts[i].Load()
+		buckets[float64(b)/1e9] = count
+	}
+	count += h.counts[len(histBounds)].Load()
+	return buckets, count, float64(h.sum.Load()) / 1e9
+}
+
+// Mean returns the mean observation in ns (0 with none).
+func (h *Histogram) Mean() float64 {
+	_, n, s := h.Snapshot()
+	if n == 0 {
+		return 0
+	}
+	return s * 1e9 / float64(n)
+}
+
+// statsLine formats one --stats line from deltas over d.
+func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEvents uint64, qdepth int) string {
+	delta := func(c bpf.SchedCounter) uint64 { return cur[c] - prev[c] }
+	var b strings.Builder
+	sec := d.Seconds()
+	fmt.Fprintf(&b, "enq/s=%.0f ev/s=%.0f", float64(delta(bpf.SCEnqueue))/sec, float64(s.Events.Load()-prevEvents)/sec)
+	fmt.Fprintf(&b, " dec keep=%d migrate=%d fifo=%d", cur[bpf.SCKeep], cur[bpf.SCMigrate], cur[bpf.SCFIFO])
+	fmt.Fprintf(&b, " direct sel=%d ours=%d kthr=%d", cur[bpf.SCSelectDirect], cur[bpf.SCOurs], cur[bpf.SCKthread])
+	fmt.Fprintf(&b, " fb ring=%d timeout=%d noidle=%d badcpu=%d stale=%d gone=%d reenq=%d norun=%d urbfull=%d",
+		cur[bpf.SCRingFull], cur[bpf.SCTimeout], cur[bpf.SCNoIdle], cur[bpf.SCBadCPU], cur[bpf.SCDecStale],
+		cur[bpf.SCDecGone], cur[bpf.SCReenq], cur[bpf.SCNoRunning], s.RingFull.Load())
+	fmt.Fprintf(&b, " q=%d", qdepth)
+	acc := s.LiveAccuracy()
+	if math.IsNaN(acc) {
+		b.WriteString(" acc=-")
+	} else {
+		fmt.Fprintf(&b, " acc=%.3f", acc)
+	}
+	if s.GuardActive.Load() {
+		b.WriteString("(guard:FIFO)")
+	}
+	fmt.Fprintf(&b, " inf=%.0fns drops=%d", s.Inference.Mean(), cur[bpf.SCRingFull]+cur[bpf.SCOutcomeDrop]+s.RingFull.Load())
+	return b.String()
+}
