@@ -35,7 +35,7 @@ struct cpu_cur {
 	__u64 start_ns; // when it was switched in
 	__u32 pending;  // a sample names this CPU's current task: report its switch-out
 	__u32 yielding; // the current task called sched_yield
-};
+} __attribute__((aligned(64))); // one cache line per CPU: no false sharing between switches
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

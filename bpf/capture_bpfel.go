@@ -20,6 +20,7 @@ type captureCpuCur struct {
 	StartNs  uint64
 	Pending  uint32
 	Yielding uint32
+	_        [40]byte
 }
 
 type captureMlsSwitchEvent struct {
