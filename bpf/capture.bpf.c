@@ -23,8 +23,6 @@ const volatile __u32 self_tgid = 0;   // mlsched's own process: never sampled
 const volatile __u8 filter_tree = 0;  // only tasks whose tgid is in tree_tgids
 const volatile __u32 nr_cpus = 1;
 
-struct task_feat mls_zero_feat SEC(".bss");
-
 // Keep the event types in BTF for bpf2go.
 const struct mls_wake_event *unused_wake __attribute__((unused));
 const struct mls_switch_event *unused_switch __attribute__((unused));
@@ -133,6 +131,7 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
+	enum mls_feat_claim claim;
 	struct task_feat *f;
 
 	if (filter_tree) {
@@ -141,17 +140,11 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 		if (!bpf_map_lookup_elem(&tree_tgids, &tgid))
 			return 0;
 	}
-	f = bpf_map_lookup_elem(&task_feats, &tid);
-	if (!f) {
-		if (bpf_map_update_elem(&task_feats, &tid, &mls_zero_feat, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&task_feats, &tid)) {
-			count(MLS_CNT_FEAT_FULL);
-			return 0;
-		}
-		f = bpf_map_lookup_elem(&task_feats, &tid);
-		if (!f)
-			return 0;
-	}
+	f = mls_feat_own(tid, &claim);
+	if (!f)
+		return 0;
+	if (claim == MLS_FEAT_TAKEOVER)
+		count(MLS_CNT_FEAT_TAKEOVER);
 	mls_feat_syscall(f, id);
 	if (id == MLS_NR_SCHED_YIELD) {
 		__u32 cpu = bpf_get_smp_processor_id();
@@ -249,7 +242,7 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 	e->r_tid = r_tid;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->r_oncpu_ns = e->ts_ns > start ? e->ts_ns - start : 0;
-	f = bpf_map_lookup_elem(&task_feats, &r_tid);
+	f = mls_feat_peek(r_tid);
 	if (f) {
 		mls_feat_snapshot(f, e->feats);
 	} else {
@@ -283,6 +276,6 @@ int BPF_PROG(mls_process_exit)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	bpf_map_delete_elem(&task_feats, &tid);
+	mls_feat_forget(tid);
 	return 0;
 }

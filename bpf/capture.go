@@ -20,7 +20,7 @@ type CaptureConfig struct {
 	FilterTree bool
 	// RingBytes is the event ring buffer's size: a power of two, at least one page.
 	RingBytes uint32
-	// MaxTasks bounds the number of threads that have feature state at once.
+	// MaxTasks is the number of feature slots, a power of two; 0 sizes them from pid_max.
 	MaxTasks uint32
 	// LogVerifier prints the verifier log of a program that fails to load in full.
 	LogVerifier bool
@@ -39,7 +39,7 @@ const (
 	CntWakeDrop
 	CntSwitchEmitted
 	CntSwitchDrop
-	CntFeatFull
+	CntFeatTakeover
 	NumCounters
 )
 
@@ -78,22 +78,20 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if cfg.RingBytes != 0 {
 		spec.Maps["events"].MaxEntries = cfg.RingBytes
 	}
-	if cfg.MaxTasks != 0 {
-		spec.Maps["task_feats"].MaxEntries = cfg.MaxTasks
+	slots, err := featSlots(cfg.MaxTasks)
+	if err != nil {
+		return nil, err
 	}
+	spec.Maps["task_feat_slots"].MaxEntries = slots
+	if err := setVars(spec, map[string]any{"mls_feat_mask": slots - 1}); err != nil {
+		return nil, err
+	}
+	spec.Maps["task_feats"].MaxEntries = 1 // the scheduler's legacy hash: unused here
 	spec.Maps["cpu_cur"].MaxEntries = uint32(mustPossibleCPUs())
 
 	c := &Capture{}
 	opts := &ebpf.CollectionOptions{}
-	// Allocate feature state on demand where the kernel allows it for tracing programs
-	// (6.0+); older kernels need the map preallocated.
-	spec.Maps["task_feats"].Flags |= noPrealloc
-	err = spec.LoadAndAssign(&c.objs, opts)
-	if err != nil {
-		spec.Maps["task_feats"].Flags &^= noPrealloc
-		err = spec.LoadAndAssign(&c.objs, opts)
-	}
-	if err != nil {
+	if err := spec.LoadAndAssign(&c.objs, opts); err != nil {
 		return nil, describeLoadError("load capture probes", err, cfg.LogVerifier)
 	}
 	for _, a := range []struct {

@@ -51,7 +51,7 @@ type captureMlsWakeEvent struct {
 type captureTaskFeat struct {
 	_    structs.HostLayout
 	N    uint32
-	Pad  uint32
+	Tid  uint32
 	Val  [64]uint32
 	Last [64]uint32
 }
@@ -63,6 +63,7 @@ const (
 	captureMapCounters        = "counters"
 	captureMapCpuCur          = "cpu_cur"
 	captureMapEvents          = "events"
+	captureMapTaskFeatSlots   = "task_feat_slots"
 	captureMapTaskFeats       = "task_feats"
 	captureMapTreeTgids       = "tree_tgids"
 	captureProgMlsProcessExit = "mls_process_exit"
@@ -71,7 +72,7 @@ const (
 	captureProgMlsSchedWaking = "mls_sched_waking"
 	captureProgMlsSysEnter    = "mls_sys_enter"
 	captureVarFilterTree      = "filter_tree"
-	captureVarMlsZeroFeat     = "mls_zero_feat"
+	captureVarMlsFeatMask     = "mls_feat_mask"
 	captureVarNrCpus          = "nr_cpus"
 	captureVarSelfTgid        = "self_tgid"
 	captureVarUnusedSwitch    = "unused_switch"
@@ -131,11 +132,12 @@ type captureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureMapSpecs struct {
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	CpuCur    *ebpf.MapSpec `ebpf:"cpu_cur"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	TaskFeats *ebpf.MapSpec `ebpf:"task_feats"`
-	TreeTgids *ebpf.MapSpec `ebpf:"tree_tgids"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	CpuCur        *ebpf.MapSpec `ebpf:"cpu_cur"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
+	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
+	TreeTgids     *ebpf.MapSpec `ebpf:"tree_tgids"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -143,7 +145,7 @@ type captureMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
 	FilterTree   *ebpf.VariableSpec `ebpf:"filter_tree"`
-	MlsZeroFeat  *ebpf.VariableSpec `ebpf:"mls_zero_feat"`
+	MlsFeatMask  *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	NrCpus       *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	SelfTgid     *ebpf.VariableSpec `ebpf:"self_tgid"`
 	UnusedSwitch *ebpf.VariableSpec `ebpf:"unused_switch"`
@@ -170,11 +172,12 @@ func (o *captureObjects) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureMaps struct {
-	Counters  *ebpf.Map `ebpf:"counters"`
-	CpuCur    *ebpf.Map `ebpf:"cpu_cur"`
-	Events    *ebpf.Map `ebpf:"events"`
-	TaskFeats *ebpf.Map `ebpf:"task_feats"`
-	TreeTgids *ebpf.Map `ebpf:"tree_tgids"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	CpuCur        *ebpf.Map `ebpf:"cpu_cur"`
+	Events        *ebpf.Map `ebpf:"events"`
+	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
+	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
+	TreeTgids     *ebpf.Map `ebpf:"tree_tgids"`
 }
 
 func (m *captureMaps) Close() error {
@@ -182,6 +185,7 @@ func (m *captureMaps) Close() error {
 		m.Counters,
 		m.CpuCur,
 		m.Events,
+		m.TaskFeatSlots,
 		m.TaskFeats,
 		m.TreeTgids,
 	)
@@ -192,7 +196,7 @@ func (m *captureMaps) Close() error {
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
 	FilterTree   *ebpf.Variable `ebpf:"filter_tree"`
-	MlsZeroFeat  *ebpf.Variable `ebpf:"mls_zero_feat"`
+	MlsFeatMask  *ebpf.Variable `ebpf:"mls_feat_mask"`
 	NrCpus       *ebpf.Variable `ebpf:"nr_cpus"`
 	SelfTgid     *ebpf.Variable `ebpf:"self_tgid"`
 	UnusedSwitch *ebpf.Variable `ebpf:"unused_switch"`

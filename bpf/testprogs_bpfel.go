@@ -16,7 +16,7 @@ import (
 type testprogsTaskFeat struct {
 	_    structs.HostLayout
 	N    uint32
-	Pad  uint32
+	Tid  uint32
 	Val  [64]uint32
 	Last [64]uint32
 }
@@ -28,12 +28,14 @@ const (
 	testprogsMapExpArray       = "exp_array"
 	testprogsMapExpHash        = "exp_hash"
 	testprogsMapNaiveStore     = "naive_store"
+	testprogsMapTaskFeatSlots  = "task_feat_slots"
 	testprogsMapTaskFeats      = "task_feats"
 	testprogsProgMlsBenchArray = "mls_bench_array"
 	testprogsProgMlsBenchEmpty = "mls_bench_empty"
 	testprogsProgMlsBenchHash  = "mls_bench_hash"
 	testprogsProgMlsBenchNaive = "mls_bench_naive"
 	testprogsProgMlsTestDecay  = "mls_test_decay"
+	testprogsVarMlsFeatMask    = "mls_feat_mask"
 	testprogsVarTestCount      = "test_count"
 	testprogsVarTestNrs        = "test_nrs"
 	testprogsVarTestOut        = "test_out"
@@ -93,20 +95,22 @@ type testprogsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsMapSpecs struct {
-	ExpArray   *ebpf.MapSpec `ebpf:"exp_array"`
-	ExpHash    *ebpf.MapSpec `ebpf:"exp_hash"`
-	NaiveStore *ebpf.MapSpec `ebpf:"naive_store"`
-	TaskFeats  *ebpf.MapSpec `ebpf:"task_feats"`
+	ExpArray      *ebpf.MapSpec `ebpf:"exp_array"`
+	ExpHash       *ebpf.MapSpec `ebpf:"exp_hash"`
+	NaiveStore    *ebpf.MapSpec `ebpf:"naive_store"`
+	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
+	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
 }
 
 // testprogsVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsVariableSpecs struct {
-	TestCount *ebpf.VariableSpec `ebpf:"test_count"`
-	TestNrs   *ebpf.VariableSpec `ebpf:"test_nrs"`
-	TestOut   *ebpf.VariableSpec `ebpf:"test_out"`
-	TestState *ebpf.VariableSpec `ebpf:"test_state"`
+	MlsFeatMask *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
+	TestCount   *ebpf.VariableSpec `ebpf:"test_count"`
+	TestNrs     *ebpf.VariableSpec `ebpf:"test_nrs"`
+	TestOut     *ebpf.VariableSpec `ebpf:"test_out"`
+	TestState   *ebpf.VariableSpec `ebpf:"test_state"`
 }
 
 // testprogsObjects contains all objects after they have been loaded into the kernel.
@@ -129,10 +133,11 @@ func (o *testprogsObjects) Close() error {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsMaps struct {
-	ExpArray   *ebpf.Map `ebpf:"exp_array"`
-	ExpHash    *ebpf.Map `ebpf:"exp_hash"`
-	NaiveStore *ebpf.Map `ebpf:"naive_store"`
-	TaskFeats  *ebpf.Map `ebpf:"task_feats"`
+	ExpArray      *ebpf.Map `ebpf:"exp_array"`
+	ExpHash       *ebpf.Map `ebpf:"exp_hash"`
+	NaiveStore    *ebpf.Map `ebpf:"naive_store"`
+	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
+	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
 }
 
 func (m *testprogsMaps) Close() error {
@@ -140,6 +145,7 @@ func (m *testprogsMaps) Close() error {
 		m.ExpArray,
 		m.ExpHash,
 		m.NaiveStore,
+		m.TaskFeatSlots,
 		m.TaskFeats,
 	)
 }
@@ -148,10 +154,11 @@ func (m *testprogsMaps) Close() error {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsVariables struct {
-	TestCount *ebpf.Variable `ebpf:"test_count"`
-	TestNrs   *ebpf.Variable `ebpf:"test_nrs"`
-	TestOut   *ebpf.Variable `ebpf:"test_out"`
-	TestState *ebpf.Variable `ebpf:"test_state"`
+	MlsFeatMask *ebpf.Variable `ebpf:"mls_feat_mask"`
+	TestCount   *ebpf.Variable `ebpf:"test_count"`
+	TestNrs     *ebpf.Variable `ebpf:"test_nrs"`
+	TestOut     *ebpf.Variable `ebpf:"test_out"`
+	TestState   *ebpf.Variable `ebpf:"test_state"`
 }
 
 // testprogsPrograms contains all programs after they have been loaded into the kernel.

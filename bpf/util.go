@@ -3,6 +3,9 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -26,6 +29,30 @@ func mustPossibleCPUs() int {
 		return 1
 	}
 	return n
+}
+
+// featSlots returns the number of feature slots: want if set (a power of two), else the
+// smallest power of two >= pid_max, capped at 65536 (34 MiB of state; on machines with a
+// larger pid_max, a thread can lose its features to another live thread with the same low
+// tid bits, and the probes count it).
+func featSlots(want uint32) (uint32, error) {
+	if want != 0 {
+		if want&(want-1) != 0 || want < 1024 || want > 1<<22 {
+			return 0, fmt.Errorf("feature slots %d: want a power of two in [1024, 4194304]", want)
+		}
+		return want, nil
+	}
+	pidMax := uint64(1 << 16)
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
+			pidMax = v
+		}
+	}
+	slots := uint32(1024)
+	for uint64(slots) < pidMax && slots < 1<<16 {
+		slots <<= 1
+	}
+	return slots, nil
 }
 
 // setVars sets constants in a spec's .rodata/.data before load.

@@ -81,7 +81,7 @@ type TraceSummary struct {
 	SwitchDrops  uint64 `json:"switch_drops"`  // switch events lost to a full ring buffer
 	LostSwitch   uint64 `json:"lost_switch"`   // samples dropped: R's switch-out was not seen
 	Unresolved   uint64 `json:"unresolved"`    // samples dropped: outcome unknown when the capture ended
-	FeatMapFull  uint64 `json:"feat_map_full"` // syscalls not counted: the per-task map was full
+	FeatTakeover uint64 `json:"feat_takeovers"` // feature slots taken over from a live thread (state lost)
 	DecodeErrors uint64 `json:"decode_errors"` // ring-buffer records that could not be decoded
 	WakeEmitted  uint64 `json:"wake_emitted"`  // wake events the probes sent to user space
 }
@@ -101,7 +101,7 @@ func (s *TraceSummary) Accounted() error {
 func (s *TraceSummary) fields() []*uint64 {
 	return []*uint64{&s.Samples, &s.Positives, &s.DurationNs, &s.WakeTotal, &s.WakeIdle,
 		&s.WakeSkipped, &s.RingDrops, &s.SwitchDrops, &s.LostSwitch, &s.Unresolved,
-		&s.FeatMapFull, &s.DecodeErrors, &s.WakeEmitted}
+		&s.FeatTakeover, &s.DecodeErrors, &s.WakeEmitted}
 }
 
 // TraceWriter writes a trace as a stream, a checksummed block at a time.

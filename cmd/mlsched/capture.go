@@ -75,7 +75,7 @@ func captureFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.horizon, "horizon", DefaultHorizon, "label horizon `H`: 1 if R yields within H")
 	fs.BoolVar(&o.onlyCommand, "only-command", false, "sample only COMMAND's process tree")
 	fs.UintVar(&o.ringMB, "ringbuf-mb", 16, "event ring buffer size in MiB (a power of two)")
-	fs.UintVar(&o.maxTasks, "max-tasks", 65536, "threads with feature state at once")
+	fs.UintVar(&o.maxTasks, "max-tasks", 0, "feature slots (a power of two; default: enough for pid_max, at most 65536)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress line: auto (on a terminal), always, never")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: full verifier log on load errors")
 	return func(args []string) error { return runCapture(o, args) }
@@ -365,7 +365,7 @@ func (st *captureState) finish() (features.TraceSummary, error) {
 		SwitchDrops:  cnt[bpf.CntSwitchDrop],
 		LostSwitch:   js.LostSwitch,
 		Unresolved:   js.Unresolved + js.BadCPU,
-		FeatMapFull:  cnt[bpf.CntFeatFull],
+		FeatTakeover: cnt[bpf.CntFeatTakeover],
 		DecodeErrors: st.decodeErrors,
 		WakeEmitted:  cnt[bpf.CntWakeEmitted],
 	}
@@ -394,8 +394,8 @@ func printCaptureSummary(w io.Writer, path, reason string, s features.TraceSumma
 	fmt.Fprintf(w, "  wakeups    %d seen, %d to an idle CPU, %d skipped (own/self/filtered)\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
 	fmt.Fprintf(w, "  dropped    %d ring-buffer (wake) + %d ring-buffer (switch), %d switch-out missed, %d unresolved at end\n",
 		s.RingDrops, s.SwitchDrops, s.LostSwitch, s.Unresolved)
-	if s.FeatMapFull > 0 || s.DecodeErrors > 0 {
-		fmt.Fprintf(w, "  warnings   %d syscalls uncounted (task map full: raise --max-tasks), %d undecodable events\n", s.FeatMapFull, s.DecodeErrors)
+	if s.FeatTakeover > 0 || s.DecodeErrors > 0 {
+		fmt.Fprintf(w, "  warnings   %d feature slots shared by two live threads (raise --max-tasks), %d undecodable events\n", s.FeatTakeover, s.DecodeErrors)
 	}
 	if s.RingDrops+s.SwitchDrops > 0 {
 		fmt.Fprintf(w, "  hint       ring buffer overflowed: raise --ringbuf-mb\n")
