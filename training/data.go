@@ -40,6 +40,9 @@ type Dataset struct {
 	// Train and Val index rows. Each trace contributes its last ValFrac (by time) to Val.
 	Train, Val []int32
 
+	// HorizonNs is the label's horizon. When it is set before the first trace is added, the
+	// traces may have been captured with any horizon at least as long and are relabelled
+	// (see Relabel); otherwise it is the first trace's and every trace must have the same.
 	HorizonNs uint64
 	Traces    []string
 	ValFrac   float64
@@ -49,6 +52,29 @@ type Dataset struct {
 
 	maxSamples int
 	standard   bool
+	relabel    bool
+}
+
+// SetHorizon makes the data set label every sample for horizon h (> 0), which must not be
+// longer than any trace's capture horizon. Call it before adding traces.
+func (ds *Dataset) SetHorizon(h uint64) error {
+	if len(ds.Traces) > 0 {
+		return errors.New("set horizon: traces already added")
+	}
+	if h == 0 {
+		return errors.New("set horizon: must be > 0")
+	}
+	ds.HorizonNs, ds.relabel = h, true
+	return nil
+}
+
+// Relabel turns a sample labelled for a horizon H into one labelled for h <= H: R yields
+// within h if it yielded within H and its switch-out came at most h after the wakeup (the
+// same rule as the capture's, which stores that delay in LeaveNs).
+func Relabel(s *features.Sample, h uint64) {
+	if s.Label == 1 && s.LeaveNs > h {
+		s.Label, s.Outcome, s.LeaveNs = 0, features.OutcomeTimeout, 0
+	}
 }
 
 // NewDataset returns an empty data set that puts the last valFrac (0 <= valFrac < 1) of each
@@ -63,11 +89,17 @@ func NewDataset(valFrac float64, maxSamples int) (*Dataset, error) {
 	return &Dataset{ValFrac: valFrac, maxSamples: maxSamples}, nil
 }
 
-// LoadTraces reads trace files into a new data set.
-func LoadTraces(paths []string, valFrac float64, maxSamples int) (*Dataset, error) {
+// LoadTraces reads trace files into a new data set. horizonNs, if not 0, relabels the
+// samples for that horizon (see SetHorizon).
+func LoadTraces(paths []string, valFrac float64, maxSamples int, horizonNs uint64) (*Dataset, error) {
 	ds, err := NewDataset(valFrac, maxSamples)
 	if err != nil {
 		return nil, err
+	}
+	if horizonNs != 0 {
+		if err := ds.SetHorizon(horizonNs); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range paths {
 		if err := ds.AddFile(p); err != nil {
@@ -102,10 +134,15 @@ func (ds *Dataset) Add(name string, r io.Reader) error {
 	if h.HorizonNs == 0 {
 		return fmt.Errorf("trace %s: horizon is 0", name)
 	}
-	if ds.HorizonNs == 0 {
+	switch {
+	case ds.HorizonNs == 0:
 		ds.HorizonNs = h.HorizonNs
-	} else if h.HorizonNs != ds.HorizonNs {
-		return fmt.Errorf("trace %s: horizon %s, but %s has %s: %w (train one model per horizon)",
+	case ds.relabel && h.HorizonNs < ds.HorizonNs:
+		return fmt.Errorf("trace %s: captured with horizon %s, cannot label it for the longer %s: %w",
+			name, fmtNs(h.HorizonNs), fmtNs(ds.HorizonNs), ErrHorizonMismatch)
+	case !ds.relabel && h.HorizonNs != ds.HorizonNs:
+		return fmt.Errorf("trace %s: horizon %s, but %s has %s: %w (train one model per horizon, "+
+			"or relabel both for a common shorter one with --horizon)",
 			name, fmtNs(h.HorizonNs), ds.Traces[0], fmtNs(ds.HorizonNs), ErrHorizonMismatch)
 	}
 	first := len(ds.Y)
@@ -122,6 +159,9 @@ func (ds *Dataset) Add(name string, r io.Reader) error {
 			return fmt.Errorf("trace %s: more than %d samples (%d bytes each, %.1f GB): %w; "+
 				"train on fewer or shorter traces, or raise --max-samples if the machine has the memory",
 				name, ds.maxSamples, BytesPerSample, float64(ds.maxSamples)*BytesPerSample/1e9, ErrTooLarge)
+		}
+		if ds.relabel {
+			Relabel(&s, ds.HorizonNs)
 		}
 		ds.appendSample(&s)
 	}

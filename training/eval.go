@@ -26,7 +26,8 @@ type Evaluation struct {
 
 // EvaluateFiles runs m over every sample of the trace files, as the scheduler would (model's
 // Predictor: its decision and its logit as the score), and scores it. The traces must have
-// the model's feature schema and horizon. Memory: 17 bytes per sample.
+// the model's feature schema and a horizon at least the model's (longer ones are relabelled,
+// see Relabel). Memory: 19 bytes per sample.
 func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 	ev := &Evaluation{Threshold: float64(m.Threshold)}
 	if s, ok := m.Meta.Notes[NoteHeuristicNs]; ok {
@@ -50,8 +51,9 @@ func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 			if err != nil {
 				return fmt.Errorf("trace %s: %w", path, err)
 			}
-			if h := tr.Header().HorizonNs; h != m.HorizonNs {
-				return fmt.Errorf("trace %s: horizon %s, the model predicts for %s: %w",
+			// A trace captured with a longer horizon is relabelled for the model's.
+			if h := tr.Header().HorizonNs; h < m.HorizonNs {
+				return fmt.Errorf("trace %s: captured with horizon %s, the model predicts for the longer %s: %w",
 					path, fmtNs(h), fmtNs(m.HorizonNs), ErrHorizonMismatch)
 			}
 			var s features.Sample
@@ -63,6 +65,7 @@ func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 				if err != nil {
 					return fmt.Errorf("trace %s: %w", path, err)
 				}
+				Relabel(&s, m.HorizonNs)
 				labels = append(labels, s.Label&1)
 				decisions = append(decisions, pred.KeepLocal(&s.Feats))
 				scores = append(scores, float64(pred.Logit(&s.Feats)))

@@ -12,7 +12,7 @@ import (
 func TestTrainLearnsKnownRule(t *testing.T) {
 	dir := t.TempDir()
 	p := synthTraceFile(t, dir, "a.trace", 12000, 1, 1_000_000)
-	ds, err := LoadTraces([]string{p}, 0.25, 0)
+	ds, err := LoadTraces([]string{p}, 0.25, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestTrainDeterministic(t *testing.T) {
 	p := synthTraceFile(t, dir, "a.trace", 3000, 2, 1_000_000)
 	var out [2][]byte
 	for i := range out {
-		ds, err := LoadTraces([]string{p}, 0.2, 0)
+		ds, err := LoadTraces([]string{p}, 0.2, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,21 +97,52 @@ func TestLoadRefusesMismatchAndLimit(t *testing.T) {
 	dir := t.TempDir()
 	a := synthTraceFile(t, dir, "a.trace", 100, 1, 1_000_000)
 	b := synthTraceFile(t, dir, "b.trace", 100, 2, 2_000_000)
-	if _, err := LoadTraces([]string{a, b}, 0.2, 0); !errors.Is(err, ErrHorizonMismatch) {
+	if _, err := LoadTraces([]string{a, b}, 0.2, 0, 0); !errors.Is(err, ErrHorizonMismatch) {
 		t.Errorf("two horizons: %v, want ErrHorizonMismatch", err)
 	}
-	if _, err := LoadTraces([]string{a}, 0.2, 50); !errors.Is(err, ErrTooLarge) {
+	// Relabelled for a horizon no longer than either capture's, they mix.
+	ds, err := LoadTraces([]string{a, b}, 0.2, 0, 500_000)
+	if err != nil {
+		t.Fatalf("relabel for 500µs: %v", err)
+	}
+	if ds.HorizonNs != 500_000 || ds.Len() != 200 {
+		t.Errorf("relabelled data set: horizon %d, %d samples", ds.HorizonNs, ds.Len())
+	}
+	if _, err := LoadTraces([]string{a, b}, 0.2, 0, 1_500_000); !errors.Is(err, ErrHorizonMismatch) {
+		t.Errorf("horizon longer than a capture's: %v, want ErrHorizonMismatch", err)
+	}
+	if _, err := LoadTraces([]string{a}, 0.2, 50, 0); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("over the limit: %v, want ErrTooLarge", err)
 	}
 	// A trace of another feature schema.
+	ds, _ = NewDataset(0.2, 0)
 	var buf bytes.Buffer
 	w, err := features.NewTraceWriter(&buf, features.TraceHeader{SchemaID: features.SchemaID() + 1, HorizonNs: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Close(features.TraceSummary{})
-	ds, _ := NewDataset(0.2, 0)
 	if err := ds.Add("other", &buf); !errors.Is(err, features.ErrSchemaMismatch) {
 		t.Errorf("other schema: %v, want features.ErrSchemaMismatch", err)
+	}
+}
+
+func TestRelabel(t *testing.T) {
+	for _, c := range []struct {
+		label   uint8
+		leaveNs uint64
+		h       uint64
+		want    uint8
+	}{
+		{1, 300, 500, 1}, {1, 500, 500, 1}, {1, 501, 500, 0}, {0, 100, 500, 0},
+	} {
+		s := features.Sample{Label: c.label, LeaveNs: c.leaveNs, Outcome: features.OutcomeVoluntary}
+		if c.label == 0 {
+			s.Outcome = features.OutcomePreempted
+		}
+		Relabel(&s, c.h)
+		if s.Label != c.want || (s.Label == 1) != (s.Outcome == features.OutcomeVoluntary) {
+			t.Errorf("label %d leave %d for h %d: got label %d outcome %v, want %d", c.label, c.leaveNs, c.h, s.Label, s.Outcome, c.want)
+		}
 	}
 }

@@ -33,7 +33,9 @@ It prints a line per epoch, then the validation metrics of the net next to two b
 the majority class (of the validation data) and "R yields if it has been on the CPU for less
 than t", with t chosen on the training data.
 
-All traces must have this binary's feature schema and the same horizon. Samples are held in
+All traces must have this binary's feature schema and the same horizon; --horizon H relabels
+them for a shorter common H (a trace stores when R left the CPU, so "yields within H" can be
+recomputed for any H up to the capture's). Samples are held in
 memory (about 280 bytes each); more than --max-samples (default 20,000,000, ~5.6 GB) is
 refused.
 
@@ -55,6 +57,7 @@ type trainOpts struct {
 	seed       uint64
 	valFrac    float64
 	maxSamples int
+	horizon    time.Duration
 }
 
 func trainFlags(fs *flag.FlagSet) func([]string) error {
@@ -67,6 +70,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	fs.Float64Var(&o.lr, "lr", 0.003, "Adam learning rate")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed (initial weights, minibatch order)")
 	fs.Float64Var(&o.valFrac, "val-frac", 0.2, "fraction of each trace, at its end, held out for validation")
+	fs.DurationVar(&o.horizon, "horizon", 0, "label for horizon `H` instead of the traces' own (relabels traces captured with H or longer)")
 	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
 	return func(args []string) error { return runTrain(o, args, os.Stdout) }
 }
@@ -81,6 +85,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--hidden %d: want 1..%d", o.hidden, model.MaxHidden)
 	case o.epochs < 1 || o.batch < 1 || !(o.lr > 0):
 		return errorf(exitUsage, "--epochs, --batch and --lr must be positive")
+	case o.horizon < 0:
+		return errorf(exitUsage, "--horizon %v: must be positive", o.horizon)
 	case !(o.valFrac >= 0 && o.valFrac < 1):
 		return errorf(exitUsage, "--val-frac %v: want 0 <= F < 1", o.valFrac)
 	}
@@ -95,7 +101,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 	}
 
 	start := time.Now()
-	ds, err := training.LoadTraces(traces, o.valFrac, o.maxSamples)
+	ds, err := training.LoadTraces(traces, o.valFrac, o.maxSamples, uint64(o.horizon))
 	if err != nil {
 		return traceErr(err)
 	}
