@@ -141,3 +141,7 @@ func toFloat(v any) (float64, bool) {
 	}
 	return 0, false
 }
+
+func decodeJSON(s string, v any) bool {
+	return json.Unmarshal([]byte(strings.TrimSpace(s)), v) == nil
+}

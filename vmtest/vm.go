@@ -181,6 +181,21 @@ func (e *Env) HasCommand(name string, flags ...string) bool {
 	return true
 }
 
+// Probe runs the mlsched under test on the host and returns its exit code and output: how a
+// scenario learns, before booting, whether a feature is in (e.g. an embedded default model).
+func (e *Env) Probe(args ...string) (int, string) {
+	cmd := exec.Command(filepath.Join(e.BinDir, "mlsched"), args...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		return -1, err.Error()
+	}
+	return 0, string(out)
+}
+
 func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
