@@ -22,6 +22,7 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 self_tgid = 0;   // mlsched's own process: never sampled
 const volatile __u8 filter_tree = 0;  // only tasks whose tgid is in tree_tgids
 const volatile __u32 nr_cpus = 1;
+const volatile __u32 sample_every = 1; // keep one wakeup in this many, at random
 
 // Keep the event types in BTF for bpf2go.
 const struct mls_wake_event *unused_wake __attribute__((unused));
@@ -226,6 +227,10 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 	}
 	if (filter_tree && !bpf_map_lookup_elem(&tree_tgids, &r_tgid)) {
 		count(MLS_CNT_WAKE_FILTERED);
+		return 0;
+	}
+	if (sample_every > 1 && bpf_get_prandom_u32() % sample_every) {
+		count(MLS_CNT_WAKE_SAMPLED_OUT);
 		return 0;
 	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

@@ -22,6 +22,8 @@ type CaptureConfig struct {
 	RingBytes uint32
 	// MaxTasks is the number of feature slots, a power of two; 0 sizes them from pid_max.
 	MaxTasks uint32
+	// SampleEvery keeps one wakeup in this many (chosen at random); 0 or 1 keeps all.
+	SampleEvery uint32
 	// LogVerifier prints the verifier log of a program that fails to load in full.
 	LogVerifier bool
 }
@@ -40,6 +42,7 @@ const (
 	CntSwitchEmitted
 	CntSwitchDrop
 	CntFeatTakeover
+	CntWakeSampledOut
 	NumCounters
 )
 
@@ -69,9 +72,10 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 		return nil, fmt.Errorf("load capture spec: %w", err)
 	}
 	if err := setVars(spec, map[string]any{
-		"self_tgid":   cfg.SelfTgid,
-		"filter_tree": boolU8(cfg.FilterTree),
-		"nr_cpus":     uint32(mustPossibleCPUs()),
+		"self_tgid":    cfg.SelfTgid,
+		"filter_tree":  boolU8(cfg.FilterTree),
+		"nr_cpus":      uint32(mustPossibleCPUs()),
+		"sample_every": max(cfg.SampleEvery, 1),
 	}); err != nil {
 		return nil, err
 	}

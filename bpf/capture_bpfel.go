@@ -74,6 +74,7 @@ const (
 	captureVarFilterTree      = "filter_tree"
 	captureVarMlsFeatMask     = "mls_feat_mask"
 	captureVarNrCpus          = "nr_cpus"
+	captureVarSampleEvery     = "sample_every"
 	captureVarSelfTgid        = "self_tgid"
 	captureVarUnusedSwitch    = "unused_switch"
 	captureVarUnusedWake      = "unused_wake"
@@ -147,6 +148,7 @@ type captureVariableSpecs struct {
 	FilterTree   *ebpf.VariableSpec `ebpf:"filter_tree"`
 	MlsFeatMask  *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	NrCpus       *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	SampleEvery  *ebpf.VariableSpec `ebpf:"sample_every"`
 	SelfTgid     *ebpf.VariableSpec `ebpf:"self_tgid"`
 	UnusedSwitch *ebpf.VariableSpec `ebpf:"unused_switch"`
 	UnusedWake   *ebpf.VariableSpec `ebpf:"unused_wake"`
@@ -198,6 +200,7 @@ type captureVariables struct {
 	FilterTree   *ebpf.Variable `ebpf:"filter_tree"`
 	MlsFeatMask  *ebpf.Variable `ebpf:"mls_feat_mask"`
 	NrCpus       *ebpf.Variable `ebpf:"nr_cpus"`
+	SampleEvery  *ebpf.Variable `ebpf:"sample_every"`
 	SelfTgid     *ebpf.Variable `ebpf:"self_tgid"`
 	UnusedSwitch *ebpf.Variable `ebpf:"unused_switch"`
 	UnusedWake   *ebpf.Variable `ebpf:"unused_wake"`

@@ -36,7 +36,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 // wakeups and context switches, so every capture hook runs.
 func BenchmarkPipePingPong(b *testing.B) {
 	requireRoot(b)
-	for _, mode := range []string{"bare", "capture"} {
+	for _, mode := range []string{"bare", "capture", "capture-sample8"} {
 		b.Run(mode, func(b *testing.B) {
 			detach := attachMode(b, mode)
 			defer detach()
@@ -91,8 +91,12 @@ func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 	switch mode {
 	case "bare":
 		return func() {}
-	case "capture":
-		c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 64 << 20})
+	case "capture", "capture-sample8":
+		cfg := CaptureConfig{SelfTgid: 1, RingBytes: 64 << 20}
+		if mode == "capture-sample8" {
+			cfg.SampleEvery = 8
+		}
+		c, err := LoadCapture(cfg)
 		if err != nil {
 			b.Fatal(err)
 		}

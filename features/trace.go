@@ -74,16 +74,16 @@ type TraceSummary struct {
 	Samples      uint64 `json:"samples"` // samples in the file
 	Positives    uint64 `json:"positives"`
 	DurationNs   uint64 `json:"duration_ns"`
-	WakeTotal    uint64 `json:"wake_total"`    // wakeups seen by the probes
-	WakeIdle     uint64 `json:"wake_idle"`     // previous CPU idle: nothing to decide
-	WakeSkipped  uint64 `json:"wake_skipped"`  // same task, mlsched's own, or outside --only-command
-	RingDrops    uint64 `json:"ring_drops"`    // wake events lost to a full ring buffer
-	SwitchDrops  uint64 `json:"switch_drops"`  // switch events lost to a full ring buffer
-	LostSwitch   uint64 `json:"lost_switch"`   // samples dropped: R's switch-out was not seen
-	Unresolved   uint64 `json:"unresolved"`    // samples dropped: outcome unknown when the capture ended
+	WakeTotal    uint64 `json:"wake_total"`     // wakeups seen by the probes
+	WakeIdle     uint64 `json:"wake_idle"`      // previous CPU idle: nothing to decide
+	WakeSkipped  uint64 `json:"wake_skipped"`   // same task, mlsched's own, outside --only-command, or sampled out
+	RingDrops    uint64 `json:"ring_drops"`     // wake events lost to a full ring buffer
+	SwitchDrops  uint64 `json:"switch_drops"`   // switch events lost to a full ring buffer
+	LostSwitch   uint64 `json:"lost_switch"`    // samples dropped: R's switch-out was not seen
+	Unresolved   uint64 `json:"unresolved"`     // samples dropped: outcome unknown when the capture ended
 	FeatTakeover uint64 `json:"feat_takeovers"` // feature slots taken over from a live thread (state lost)
-	DecodeErrors uint64 `json:"decode_errors"` // ring-buffer records that could not be decoded
-	WakeEmitted  uint64 `json:"wake_emitted"`  // wake events the probes sent to user space
+	DecodeErrors uint64 `json:"decode_errors"`  // ring-buffer records that could not be decoded
+	WakeEmitted  uint64 `json:"wake_emitted"`   // wake events the probes sent to user space
 }
 
 // Accounted reports whether every wakeup the probes saw is accounted for: sent, dropped or

@@ -64,6 +64,7 @@ type captureOpts struct {
 	onlyCommand bool
 	ringMB      uint
 	maxTasks    uint
+	sampleEvery uint
 	progress    string
 	verbose     bool
 }
@@ -76,6 +77,7 @@ func captureFlags(fs *flag.FlagSet) func([]string) error {
 	fs.BoolVar(&o.onlyCommand, "only-command", false, "sample only COMMAND's process tree")
 	fs.UintVar(&o.ringMB, "ringbuf-mb", 16, "event ring buffer size in MiB (a power of two)")
 	fs.UintVar(&o.maxTasks, "max-tasks", 0, "feature slots (a power of two; default: enough for pid_max, at most 65536)")
+	fs.UintVar(&o.sampleEvery, "sample-every", 1, "keep one wakeup in `N`, at random (less overhead and smaller traces on wakeup-heavy machines)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress line: auto (on a terminal), always, never")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: full verifier log on load errors")
 	return func(args []string) error { return runCapture(o, args) }
@@ -94,6 +96,9 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	if o.onlyCommand && len(args) == 0 {
 		return errorf(exitUsage, "--only-command needs a command after '--'")
+	}
+	if o.sampleEvery == 0 || o.sampleEvery > 1<<20 {
+		return errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
 	}
 	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
 		return errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
@@ -143,6 +148,7 @@ func runCapture(o captureOpts, args []string) error {
 		FilterTree:  o.onlyCommand,
 		RingBytes:   uint32(o.ringMB) << 20,
 		MaxTasks:    uint32(o.maxTasks),
+		SampleEvery: uint32(o.sampleEvery),
 		LogVerifier: o.verbose,
 	})
 	if err != nil {
@@ -360,7 +366,7 @@ func (st *captureState) finish() (features.TraceSummary, error) {
 		DurationNs:   end - st.hdr.StartKtimeNs,
 		WakeTotal:    cnt[bpf.CntWakeTotal],
 		WakeIdle:     cnt[bpf.CntWakeIdle],
-		WakeSkipped:  cnt[bpf.CntWakeSelf] + cnt[bpf.CntWakeOurs] + cnt[bpf.CntWakeFiltered],
+		WakeSkipped:  cnt[bpf.CntWakeSelf] + cnt[bpf.CntWakeOurs] + cnt[bpf.CntWakeFiltered] + cnt[bpf.CntWakeSampledOut],
 		RingDrops:    cnt[bpf.CntWakeDrop],
 		SwitchDrops:  cnt[bpf.CntSwitchDrop],
 		LostSwitch:   js.LostSwitch,
@@ -391,7 +397,7 @@ func (st *captureState) printProgress() {
 func printCaptureSummary(w io.Writer, path, reason string, s features.TraceSummary, bytes int64) {
 	fmt.Fprintf(w, "capture: %s (%s) after %.1fs, %.1f MB\n", path, reason, float64(s.DurationNs)/1e9, float64(bytes)/1e6)
 	fmt.Fprintf(w, "  samples    %d (positives %d, %s)\n", s.Samples, s.Positives, pct(s.Positives, s.Samples))
-	fmt.Fprintf(w, "  wakeups    %d seen, %d to an idle CPU, %d skipped (own/self/filtered)\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
+	fmt.Fprintf(w, "  wakeups    %d seen, %d to an idle CPU, %d skipped (self, own, filtered, sampled out)\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
 	fmt.Fprintf(w, "  dropped    %d ring-buffer (wake) + %d ring-buffer (switch), %d switch-out missed, %d unresolved at end\n",
 		s.RingDrops, s.SwitchDrops, s.LostSwitch, s.Unresolved)
 	if s.FeatTakeover > 0 || s.DecodeErrors > 0 {
