@@ -39,15 +39,20 @@ const volatile u8 use_model = 0;                   // 0: --policy fifo, no event
 const volatile u64 pending_timeout_ns = 20000000;  // then FIFO without a decision
 const volatile u64 timer_period_ns = 2000000;      // stall timer
 const volatile u32 nr_cpus = 1;
+const volatile u64 user_stall_ns = 0; // exit when tasks wait and no decision came for this long; 0: never
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
+u64 nr_rx;         // decisions read, for the stall timer
+u64 stall_rx_seen; // nr_rx at the stall timer's last tick
+u64 stall_since_ns; // since when events wait unread and no decision is read (0: not stalled)
 struct task_feat mls_zero_feat;
 
 // Keep the shared types in BTF for the layout test.
 const struct mls_sched_wake *unused_wake __attribute__((unused));
 const struct mls_sched_outcome *unused_outcome __attribute__((unused));
 const struct mls_decision *unused_decision __attribute__((unused));
+const enum mls_sched_counter *unused_counters __attribute__((unused));
 
 enum task_state {
 	TS_NONE = 0,
@@ -268,6 +273,7 @@ static long store_decision(struct bpf_dynptr *dp, void *data)
 	struct task_ctx *tctx;
 
 	dc->n++;
+	__sync_fetch_and_add(&nr_rx, 1);
 	if (bpf_dynptr_read(&d, sizeof(d), dp, 0, 0)) {
 		count(MLS_SC_DEC_BAD);
 		return 0;
@@ -346,7 +352,9 @@ void BPF_PROG(mls_dispatch, s32 cpu, struct task_struct *prev)
 		long n;
 
 		n = bpf_user_ringbuf_drain(&decisions, store_decision, &dc, 0);
-		if (n < 0)
+		if (n == -16 /* EBUSY */)
+			count(MLS_SC_DRAIN_BUSY);
+		else if (n < 0)
 			count(MLS_SC_DRAIN_ERR);
 		if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
 			bpf_iter_scx_dsq_new(&it, PENDING_DSQ, 0);
@@ -417,8 +425,26 @@ void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *a
 
 // Kicks idle CPUs while tasks wait for decisions, so that a stalled user space still ends in
 // the FIFO (idle CPUs call dispatch only when kicked).
+static char stall_fmt[] = "user space stalled: events unread and no decision for %llu ms";
+
 static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
+	u64 rx = nr_rx, now = bpf_ktime_get_ns();
+
+	// Stalled: events wait unread and no decision came since the last tick.
+	if (rx == stall_rx_seen && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 0) {
+		if (!stall_since_ns)
+			stall_since_ns = now;
+	} else {
+		stall_since_ns = 0;
+	}
+	stall_rx_seen = rx;
+	if (user_stall_ns && stall_since_ns && now - stall_since_ns >= user_stall_ns) {
+		u64 arg[1] = { (now - stall_since_ns) / 1000000 };
+
+		scx_bpf_exit_bstr(0, stall_fmt, arg, sizeof(arg));
+		return 0;
+	}
 	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
 		for (u32 cpu = 0; cpu < MLS_SCHED_MAX_CPUS; cpu++) {
 			if (cpu >= nr_cpus)

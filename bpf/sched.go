@@ -26,6 +26,9 @@ type SchedConfig struct {
 	Slice time.Duration
 	// PendingTimeout is how long a task waits for a decision before BPF puts it on the FIFO.
 	PendingTimeout time.Duration
+	// UserStall ends the scheduler from BPF (exit kind unreg_bpf) when tasks have waited for
+	// decisions and none was read for this long: user space is stopped or wedged. 0: never.
+	UserStall time.Duration
 	// TimerPeriod is the period of the timer that kicks idle CPUs while tasks wait.
 	TimerPeriod time.Duration
 	// Watchdog is the kernel's timeout_ms: a runnable task not scheduled for this long
@@ -71,6 +74,7 @@ const (
 	SCDispatch
 	SCTimerKick
 	SCDrainErr
+	SCDrainBusy
 	NumSchedCounters
 )
 
@@ -78,7 +82,7 @@ var schedCounterNames = [NumSchedCounters]string{
 	"enqueue", "select_direct", "ours", "kthread", "fifo_policy", "reenqueue", "no_running",
 	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
 	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
-	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error",
+	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy",
 }
 
 // String names a counter in snake case (metric labels, --stats).
@@ -275,6 +279,9 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	}
 	if cfg.PendingTimeout > 0 {
 		vars["pending_timeout_ns"] = uint64(cfg.PendingTimeout)
+	}
+	if cfg.UserStall > 0 {
+		vars["user_stall_ns"] = uint64(cfg.UserStall)
 	}
 	if cfg.TimerPeriod > 0 {
 		vars["timer_period_ns"] = uint64(cfg.TimerPeriod)

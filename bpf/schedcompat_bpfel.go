@@ -23,6 +23,7 @@ const (
 	schedcompatMapSchedCounters     = "sched_counters"
 	schedcompatMapStallTimer        = "stall_timer"
 	schedcompatMapTaskCtxs          = "task_ctxs"
+	schedcompatMapTaskFeatSlots     = "task_feat_slots"
 	schedcompatMapTaskFeats         = "task_feats"
 	schedcompatProgMlsDispatch      = "mls_dispatch"
 	schedcompatProgMlsEnqueue       = "mls_enqueue"
@@ -35,17 +36,23 @@ const (
 	schedcompatProgMlsStopping      = "mls_stopping"
 	schedcompatVarExitInfo          = "exit_info"
 	schedcompatVarKfLegacyNames     = "kf_legacy_names"
+	schedcompatVarMlsFeatMask       = "mls_feat_mask"
 	schedcompatVarMlsSeq            = "mls_seq"
 	schedcompatVarMlsZeroFeat       = "mls_zero_feat"
 	schedcompatVarNrCpus            = "nr_cpus"
+	schedcompatVarNrRx              = "nr_rx"
 	schedcompatVarPendingTimeoutNs  = "pending_timeout_ns"
 	schedcompatVarSelfTgid          = "self_tgid"
 	schedcompatVarSliceNs           = "slice_ns"
+	schedcompatVarStallRxSeen       = "stall_rx_seen"
+	schedcompatVarStallSinceNs      = "stall_since_ns"
 	schedcompatVarTimerPeriodNs     = "timer_period_ns"
+	schedcompatVarUnusedCounters    = "unused_counters"
 	schedcompatVarUnusedDecision    = "unused_decision"
 	schedcompatVarUnusedOutcome     = "unused_outcome"
 	schedcompatVarUnusedWake        = "unused_wake"
 	schedcompatVarUseModel          = "use_model"
+	schedcompatVarUserStallNs       = "user_stall_ns"
 )
 
 // loadSchedcompat returns the embedded CollectionSpec for schedcompat.
@@ -112,6 +119,7 @@ type schedcompatMapSpecs struct {
 	SchedCounters *ebpf.MapSpec `ebpf:"sched_counters"`
 	StallTimer    *ebpf.MapSpec `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.MapSpec `ebpf:"task_ctxs"`
+	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
 	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
 }
 
@@ -121,17 +129,23 @@ type schedcompatMapSpecs struct {
 type schedcompatVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
+	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
 	MlsZeroFeat      *ebpf.VariableSpec `ebpf:"mls_zero_feat"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
+	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
+	StallSinceNs     *ebpf.VariableSpec `ebpf:"stall_since_ns"`
 	TimerPeriodNs    *ebpf.VariableSpec `ebpf:"timer_period_ns"`
+	UnusedCounters   *ebpf.VariableSpec `ebpf:"unused_counters"`
 	UnusedDecision   *ebpf.VariableSpec `ebpf:"unused_decision"`
 	UnusedOutcome    *ebpf.VariableSpec `ebpf:"unused_outcome"`
 	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
+	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
 }
 
 // schedcompatObjects contains all objects after they have been loaded into the kernel.
@@ -161,6 +175,7 @@ type schedcompatMaps struct {
 	SchedCounters *ebpf.Map `ebpf:"sched_counters"`
 	StallTimer    *ebpf.Map `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.Map `ebpf:"task_ctxs"`
+	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
 	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
 }
 
@@ -173,6 +188,7 @@ func (m *schedcompatMaps) Close() error {
 		m.SchedCounters,
 		m.StallTimer,
 		m.TaskCtxs,
+		m.TaskFeatSlots,
 		m.TaskFeats,
 	)
 }
@@ -183,17 +199,23 @@ func (m *schedcompatMaps) Close() error {
 type schedcompatVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
+	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`
 	MlsZeroFeat      *ebpf.Variable `ebpf:"mls_zero_feat"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
+	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
+	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
+	StallSinceNs     *ebpf.Variable `ebpf:"stall_since_ns"`
 	TimerPeriodNs    *ebpf.Variable `ebpf:"timer_period_ns"`
+	UnusedCounters   *ebpf.Variable `ebpf:"unused_counters"`
 	UnusedDecision   *ebpf.Variable `ebpf:"unused_decision"`
 	UnusedOutcome    *ebpf.Variable `ebpf:"unused_outcome"`
 	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
+	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
 }
 
 // schedcompatPrograms contains all programs after they have been loaded into the kernel.

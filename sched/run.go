@@ -27,6 +27,7 @@ type Config struct {
 	Slice          time.Duration
 	Watchdog       time.Duration
 	PendingTimeout time.Duration
+	UserStall      time.Duration // BPF exits when no decision is read for this long while tasks wait
 	GuardWindow    int
 	Stats          time.Duration // 0: no --stats lines
 	MetricsAddr    string        // "": no metrics server
@@ -118,6 +119,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		UseModel:       useModel,
 		Slice:          cfg.Slice,
 		PendingTimeout: cfg.PendingTimeout,
+		UserStall:      cfg.UserStall,
 		Watchdog:       cfg.Watchdog,
 		LogVerifier:    cfg.Verbose,
 	})

@@ -45,6 +45,7 @@ type runOpts struct {
 	slice          time.Duration
 	watchdog       time.Duration
 	pendingTimeout time.Duration
+	userStall      time.Duration
 	guardWindow    int
 	verbose        bool
 }
@@ -58,6 +59,7 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
 	fs.DurationVar(&o.watchdog, "watchdog", 5*time.Second, "kernel watchdog `D`: a runnable task not run for D ejects the scheduler")
 	fs.DurationVar(&o.pendingTimeout, "pending-timeout", 20*time.Millisecond, "a task waits at most `D` for a decision, then FIFO")
+	fs.DurationVar(&o.userStall, "user-stall", 10*time.Second, "model policy: BPF ends the scheduler when tasks wait and no decision is read for `D` (0: never)")
 	fs.IntVar(&o.guardWindow, "guard-window", 2000, "model guard: sliding window of `N` observed outcomes")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: variant loaded, full verifier log on load errors")
 	return func(args []string) error { return runScheduler(o, args) }
@@ -103,6 +105,7 @@ func runScheduler(o *runOpts, args []string) error {
 		Slice:          o.slice,
 		Watchdog:       o.watchdog,
 		PendingTimeout: o.pendingTimeout,
+		UserStall:      o.userStall,
 		GuardWindow:    o.guardWindow,
 		Stats:          o.stats,
 		MetricsAddr:    o.metricsAddr,

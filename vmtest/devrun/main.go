@@ -73,12 +73,20 @@ func main() {
 	if dur == "" {
 		dur = "10s"
 	}
+	if cfg["SIGNAL"] == "STOP" {
+		_ = cmd.Process.Signal(syscall.SIGSTOP)
+		fmt.Fprintln(out, "sent SIGSTOP to mlsched")
+	}
 	w := exec.Command("/init", "work", dur)
 	w.Stdout, w.Stderr = out, out
 	wt := time.Now()
 	werr := w.Run()
 	fmt.Fprintf(out, "workload: err=%v wall=%s\n", werr, time.Since(wt).Round(time.Millisecond))
 	fmt.Fprintf(out, "state_after_work=%s ops=%s\n", read("/sys/kernel/sched_ext/state"), read("/sys/kernel/sched_ext/root/ops"))
+	if cfg["SIGNAL"] == "STOP" {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		time.Sleep(time.Second)
+	}
 	sig := syscall.SIGINT
 	if cfg["SIGNAL"] == "KILL" {
 		sig = syscall.SIGKILL
