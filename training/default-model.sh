@@ -87,7 +87,7 @@ capture nginx-wrk -- "$root/training/default-model.sh" nginx-wrk
 capture stress-ng -- stress-ng --pipe 1 --futex 1 --poll 1 --sock 1 --cpu 1 --timeout "${DURATION}s"
 # A Go build from an empty cache: the compiler, the linker and many short processes.
 gocache=$(mktemp -d)
-capture go-build --duration "$((DURATION * 2))s" -- env GOCACHE="$gocache" GOFLAGS=-buildvcs=false \
-	go build -o /dev/null ./cmd/mlsched
+capture go-build -- timeout --kill-after=5 "$((DURATION * 3))" env GOCACHE="$gocache" GOFLAGS=-buildvcs=false \
+	go build -o /dev/null ./features ./model ./bpf ./cmd/mlsched
 rm -rf "$gocache"
 train

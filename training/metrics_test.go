@@ -85,3 +85,14 @@ func TestHeuristic(t *testing.T) {
 		t.Errorf("heuristic AUC %v, want 0.75", m.AUC)
 	}
 }
+
+func TestBestAccuracyThreshold(t *testing.T) {
+	labels := []uint8{1, 1, 1, 0, 0, 0, 0, 0}
+	scores := []float64{0.9, 0.6, 0.3, 0.6, 0.2, 0.1, 0.3, 0.05}
+	// Accuracy of (predict >= t): none 5/8; >=0.9 6/8; >=0.6 6/8; >=0.3 6/8; >=0.2 5/8 ...
+	// The first best (highest threshold) wins: between 0.9 and 0.6.
+	tr, acc := BestAccuracyThreshold(labels, scores)
+	if !near(tr, 0.75) || !near(acc, 0.75) {
+		t.Errorf("threshold %v accuracy %v, want 0.75 and 0.75", tr, acc)
+	}
+}

@@ -22,6 +22,9 @@ type Config struct {
 	BatchSize int     // minibatch size (default 256)
 	LearnRate float64 // Adam's step size (default 0.003)
 	Seed      uint64  // weights and minibatch order; same seed, same data: same model
+	// ThresholdFor is what the decision threshold maximises on the validation data:
+	// "balanced" (balanced accuracy, the default) or "accuracy".
+	ThresholdFor string
 	// Progress, when set, is called after every epoch.
 	Progress func(EpochStats)
 }
@@ -39,10 +42,13 @@ func (c *Config) defaults() {
 	if c.LearnRate == 0 {
 		c.LearnRate = 0.003
 	}
+	if c.ThresholdFor == "" {
+		c.ThresholdFor = "balanced"
+	}
 }
 
-// EpochStats reports one epoch. Validation accuracies use the threshold that maximises
-// balanced accuracy on the validation data at that epoch, as the final model does.
+// EpochStats reports one epoch. Validation accuracies use the threshold chosen on the
+// validation data at that epoch (Config.ThresholdFor), as the final model does.
 type EpochStats struct {
 	Epoch               int     `json:"epoch"`
 	TrainLoss           float64 `json:"train_loss"`
@@ -92,6 +98,14 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 	}
 	if cfg.Epochs < 1 || cfg.BatchSize < 1 || !(cfg.LearnRate > 0) {
 		return nil, fmt.Errorf("epochs %d, batch %d, learning rate %v: each must be positive", cfg.Epochs, cfg.BatchSize, cfg.LearnRate)
+	}
+	choose := BestThreshold
+	switch cfg.ThresholdFor {
+	case "balanced":
+	case "accuracy":
+		choose = BestAccuracyThreshold
+	default:
+		return nil, fmt.Errorf("threshold objective %q: want balanced or accuracy", cfg.ThresholdFor)
 	}
 	nTrain := len(ds.Train)
 	if nTrain == 0 {
@@ -170,7 +184,7 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 		if math.IsNaN(st.TrainLoss) || math.IsNaN(st.ValLoss) {
 			return nil, fmt.Errorf("epoch %d: loss is NaN (try a smaller --lr)", epoch)
 		}
-		t, _ := BestThreshold(evalLabels, probs)
+		t, _ := choose(evalLabels, probs)
 		m := Score(evalLabels, threshold(probs, t), probs)
 		st.ValAccuracy, st.ValBalancedAccuracy, st.ValAUC = m.Accuracy, m.BalancedAccuracy, m.AUC
 		res.History = append(res.History, st)
@@ -185,7 +199,7 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 	res.Params = best
 
 	probs := best.predict(ds, evalRows)
-	thr, _ := BestThreshold(evalLabels, probs)
+	thr, _ := choose(evalLabels, probs)
 	thr32 := float32(min(max(thr, 1e-6), 1-1e-6))
 	res.Report.Threshold = float64(thr32)
 	res.Report.Net = Score(evalLabels, threshold(probs, float64(thr32)), probs)
@@ -244,7 +258,7 @@ func (res *Result) export(ds *Dataset, cfg Config, thr float32) *model.Model {
 			"metrics_on":                  map[bool]string{true: "training", false: "validation"}[res.OnTraining],
 			NoteHeuristicNs:               strconv.FormatUint(r.HeuristicNs, 10),
 			"heuristic_balanced_accuracy": strconv.FormatFloat(r.Heuristic.BalancedAccuracy, 'f', 4, 64),
-			"threshold_chosen_on":         "validation: max balanced accuracy",
+			"threshold_chosen_on":         "validation: max " + cfg.ThresholdFor,
 		},
 	}
 	return m

@@ -27,7 +27,7 @@ and standard deviation (stored in the model). The last --val-frac of each trace,
 held out for validation: the reported figures are about the future of each workload, not a
 random shuffle of its past. The loss weighs both classes equally; the epoch with the lowest
 validation loss is kept, and the decision threshold is the one that maximises balanced
-accuracy on the validation data. Same traces, same flags, same --seed: same model.
+accuracy (or, with --threshold-for accuracy, accuracy) on the validation data. Same traces, same flags, same --seed: same model.
 
 It prints a line per epoch, then the validation metrics of the net next to two baselines:
 the majority class (of the validation data) and "R yields if it has been on the CPU for less
@@ -58,6 +58,7 @@ type trainOpts struct {
 	valFrac    float64
 	maxSamples int
 	horizon    time.Duration
+	thrFor     string
 }
 
 func trainFlags(fs *flag.FlagSet) func([]string) error {
@@ -70,6 +71,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	fs.Float64Var(&o.lr, "lr", 0.003, "Adam learning rate")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed (initial weights, minibatch order)")
 	fs.Float64Var(&o.valFrac, "val-frac", 0.2, "fraction of each trace, at its end, held out for validation")
+	fs.StringVar(&o.thrFor, "threshold-for", "balanced", "the decision threshold maximises `balanced` accuracy or plain `accuracy` on validation")
 	fs.DurationVar(&o.horizon, "horizon", 0, "label for horizon `H` instead of the traces' own (relabels traces captured with H or longer)")
 	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
 	return func(args []string) error { return runTrain(o, args, os.Stdout) }
@@ -85,6 +87,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--hidden %d: want 1..%d", o.hidden, model.MaxHidden)
 	case o.epochs < 1 || o.batch < 1 || !(o.lr > 0):
 		return errorf(exitUsage, "--epochs, --batch and --lr must be positive")
+	case o.thrFor != "balanced" && o.thrFor != "accuracy":
+		return errorf(exitUsage, "--threshold-for %q: want balanced or accuracy", o.thrFor)
 	case o.horizon < 0:
 		return errorf(exitUsage, "--horizon %v: must be positive", o.horizon)
 	case !(o.valFrac >= 0 && o.valFrac < 1):
@@ -113,7 +117,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		len(ds.Train), len(ds.Val), 100*o.valFrac)
 
 	cfg := training.Config{
-		Hidden: o.hidden, Epochs: o.epochs, BatchSize: o.batch, LearnRate: o.lr, Seed: o.seed,
+		Hidden: o.hidden, Epochs: o.epochs, BatchSize: o.batch, LearnRate: o.lr, Seed: o.seed, ThresholdFor: o.thrFor,
 		Progress: func(s training.EpochStats) {
 			fmt.Fprintf(w, "epoch %3d/%d  loss %.4f  val loss %.4f  val acc %.4f  bal %.4f  auc %.4f  %6.0f samples/s\n",
 				s.Epoch, o.epochs, s.TrainLoss, s.ValLoss, s.ValAccuracy, s.ValBalancedAccuracy, s.ValAUC, s.SamplesPerSec)
@@ -127,8 +131,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 	if res.OnTraining {
 		where = "training data (--val-frac 0: no held-out data, figures are optimistic)"
 	}
-	fmt.Fprintf(w, "kept epoch %d (lowest validation loss); threshold %.4f (max balanced accuracy on %s)\n",
-		res.BestEpoch, res.Report.Threshold, where)
+	fmt.Fprintf(w, "kept epoch %d (lowest validation loss); threshold %.4f (max %s on %s)\n",
+		res.BestEpoch, res.Report.Threshold, o.thrFor, where)
 	fmt.Fprintf(w, "training throughput: %.0f samples/s (%d hidden, batch %d)\n\n", res.SamplesPerSec, o.hidden, o.batch)
 	r := res.Report
 	fmt.Fprintf(w, "%s: %d samples, %.1f%% positive\n", where, r.Net.N, percent(r.Net.Positives, r.Net.N))

@@ -63,7 +63,7 @@ func TestTrainEvalInspect(t *testing.T) {
 
 	// runTrain writes to os.Stdout; call it directly to capture the report.
 	var out bytes.Buffer
-	err := runTrain(trainOpts{out: m, plot: svg, hidden: 16, epochs: 6, batch: 256, lr: 0.003, seed: 1,
+	err := runTrain(trainOpts{out: m, plot: svg, hidden: 16, epochs: 6, batch: 256, lr: 0.003, seed: 1, thrFor: "balanced",
 		valFrac: 0.25, maxSamples: 1 << 20}, []string{tr}, &out)
 	if err != nil {
 		t.Fatalf("train: %v\n%s", err, out.String())
