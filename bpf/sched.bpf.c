@@ -122,12 +122,17 @@ struct {
 	__type(value, struct stall_timer);
 } stall_timer SEC(".maps");
 
-static __always_inline void count(u32 idx)
+static __always_inline void count_add(u32 idx, u64 v)
 {
 	u64 *c = bpf_map_lookup_elem(&sched_counters, &idx);
 
 	if (c)
-		*c += 1;
+		*c += v;
+}
+
+static __always_inline void count(u32 idx)
+{
+	count_add(idx, 1);
 }
 
 static __always_inline struct cpu_state *cpu_state(s32 cpu)
@@ -303,10 +308,12 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	u64 dsq = SHARED_DSQ;
 	u32 cnt = MLS_SC_FIFO;
 	s32 kick = -1;
+	u64 rtt = 0;
 
 	if (!tctx) {
 		cnt = MLS_SC_NO_CTX;
 	} else if (tctx->state == TS_DECIDED) {
+		rtt = now - tctx->enq_ns;
 		if (tctx->action == MLS_ACT_KEEP_LOCAL) {
 			if (tctx->cpu < nr_cpus && bpf_cpumask_test_cpu(tctx->cpu, p->cpus_ptr)) {
 				dsq = SCX_DSQ_LOCAL_ON | tctx->cpu;
@@ -337,6 +344,8 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	if (kick >= 0)
 		scx_bpf_kick_cpu(kick, SCX_KICK_IDLE);
 	count(cnt);
+	if (rtt)
+		count_add(MLS_SC_RTT_NS, rtt);
 	return true;
 }
 

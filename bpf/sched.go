@@ -75,6 +75,7 @@ const (
 	SCTimerKick
 	SCDrainErr
 	SCDrainBusy
+	SCRTTNs
 	NumSchedCounters
 )
 
@@ -82,7 +83,7 @@ var schedCounterNames = [NumSchedCounters]string{
 	"enqueue", "select_direct", "ours", "kthread", "fifo_policy", "reenqueue", "no_running",
 	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
 	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
-	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy",
+	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns",
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -94,5 +94,6 @@ enum mls_sched_counter {
 	MLS_SC_TIMER_KICK,    // the stall timer kicked idle CPUs for pending work
 	MLS_SC_DRAIN_ERR,     // bpf_user_ringbuf_drain failed
 	MLS_SC_DRAIN_BUSY,    // another CPU was draining the decisions
+	MLS_SC_RTT_NS,        // sum over applied decisions of enqueue -> applied, ns
 	MLS_SC_MAX,
 };

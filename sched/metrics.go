@@ -29,6 +29,7 @@ const (
 	metricGuardActive  = "mlsched_guard_fifo_active"
 	metricGuardTrips   = "mlsched_guard_trips_total"
 	metricOutcomes     = "mlsched_outcomes_total"
+	metricRoundTrip    = "mlsched_decision_roundtrip_seconds"
 )
 
 // fallbackReasons maps fallback label values to the BPF counters behind them.
@@ -56,7 +57,7 @@ type collector struct {
 	sched *bpf.Sched
 	st    *Stats
 
-	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes *prometheus.Desc
+	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip *prometheus.Desc
 }
 
 func newCollector(st *Stats) *collector {
@@ -71,11 +72,12 @@ func newCollector(st *Stats) *collector {
 		guardActive: prometheus.NewDesc(metricGuardActive, "1 while the model guard holds the policy at FIFO.", nil, nil),
 		guardTrips:  prometheus.NewDesc(metricGuardTrips, "Times the model guard switched to FIFO.", nil, nil),
 		outcomes:    prometheus.NewDesc(metricOutcomes, "Outcomes observed for model decisions, by label.", []string{"label"}, nil),
+		roundTrip:   prometheus.NewDesc(metricRoundTrip, "Time from enqueue to the decision being applied in BPF.", nil, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes} {
+	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip} {
 		ch <- d
 	}
 }
@@ -101,8 +103,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.fallbacks, c.st.RingFull.Load(), "user_ring_full")
 	for i, v := range cnt {
-		counter(c.bpfEvents, v, bpf.SchedCounter(i).String())
+		if bpf.SchedCounter(i) != bpf.SCRTTNs {
+			counter(c.bpfEvents, v, bpf.SchedCounter(i).String())
+		}
 	}
+	applied := cnt[bpf.SCKeep] + cnt[bpf.SCMigrate] + cnt[bpf.SCFIFO] + cnt[bpf.SCNoIdle] + cnt[bpf.SCBadCPU]
+	ch <- prometheus.MustNewConstSummary(c.roundTrip, applied, float64(cnt[bpf.SCRTTNs])/1e9, nil)
 	counter(c.drops, cnt[bpf.SCRingFull]+cnt[bpf.SCOutcomeDrop], "events")
 	counter(c.drops, c.st.RingFull.Load(), "decisions")
 	buckets, n, sum := c.st.Inference.Snapshot()
@@ -131,8 +137,9 @@ func newRegistry(c *collector) *prometheus.Registry {
 }
 
 type metricsServer struct {
-	c   *collector
-	srv *http.Server
+	c    *collector
+	srv  *http.Server
+	addr string
 }
 
 func startMetrics(addr string, st *Stats) (*metricsServer, error) {
@@ -143,7 +150,7 @@ func startMetrics(addr string, st *Stats) (*metricsServer, error) {
 	c := newCollector(st)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(newRegistry(c), promhttp.HandlerOpts{}))
-	m := &metricsServer{c: c, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	m := &metricsServer{c: c, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, addr: ln.Addr().String()}
 	go func() {
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = err // the scheduler keeps running without metrics

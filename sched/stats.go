@@ -93,6 +93,9 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 		cur[bpf.SCRingFull], cur[bpf.SCTimeout], cur[bpf.SCNoIdle], cur[bpf.SCBadCPU], cur[bpf.SCDecStale],
 		cur[bpf.SCDecGone], cur[bpf.SCReenq], cur[bpf.SCNoRunning], s.RingFull.Load())
 	fmt.Fprintf(&b, " q=%d", qdepth)
+	if n := delta(bpf.SCKeep) + delta(bpf.SCMigrate) + delta(bpf.SCFIFO) + delta(bpf.SCNoIdle) + delta(bpf.SCBadCPU); n > 0 {
+		fmt.Fprintf(&b, " rtt=%.0fus", float64(delta(bpf.SCRTTNs))/float64(n)/1e3)
+	}
 	acc := s.LiveAccuracy()
 	if math.IsNaN(acc) {
 		b.WriteString(" acc=-")

@@ -1,0 +1,69 @@
+package sched
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestMetricsLint(t *testing.T) {
+	st := &Stats{}
+	st.Inference.Observe(50)
+	st.setLiveAccuracy(0.9)
+	c := newCollector(st)
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint %s: %s", p.Metric, p.Text)
+	}
+	reg := newRegistry(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{metricDecisions, metricFallbacks, metricInference, metricLiveAccuracy, metricRingDrops,
+		metricBPFEvents, metricGuardActive, metricGuardTrips, metricOutcomes, metricRoundTrip, "go_goroutines", "process_resident_memory_bytes"} {
+		if !names[n] {
+			t.Errorf("metric %s missing", n)
+		}
+	}
+	if n := testutil.CollectAndCount(c, metricDecisions); n != 3 {
+		t.Errorf("%d decision series, want 3", n)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP mlsched_live_accuracy_ratio Model accuracy over the guard's sliding window of observed outcomes.
+# TYPE mlsched_live_accuracy_ratio gauge
+mlsched_live_accuracy_ratio 0.9
+`), metricLiveAccuracy); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsServer(t *testing.T) {
+	st := &Stats{}
+	m, err := startMetrics("127.0.0.1:0", st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	// The listener's port is chosen by the kernel: ask the server.
+	addr := m.addr
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), metricDecisions+`{decision="keep_local"} 0`) {
+		t.Fatalf("scrape lacks decisions:\n%.500s", body)
+	}
+}
