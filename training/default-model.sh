@@ -52,12 +52,14 @@ capture() {
 }
 
 train() {
-	local traces=("$OUT"/nginx-wrk.trace "$OUT"/stress-ng.trace "$OUT"/go-build.trace)
-	echo "== train on ${traces[*]}" >&2
+	# Relative names: the model records them, and they should not depend on where this ran.
+	cd "$OUT"
+	local traces=(nginx-wrk.trace stress-ng.trace go-build.trace)
+	echo "== train on ${traces[*]} in $OUT" >&2
 	"$MLSCHED" train -o "$MODEL" --epochs "$EPOCHS" --seed "$SEED" --plot "$OUT/curves.svg" "${traces[@]}" |
 		tee "$OUT/train.log"
 	for t in "${traces[@]}"; do
-		"$MLSCHED" eval --model "$MODEL" --json "$t" >"$OUT/$(basename "$t" .trace).eval.json"
+		"$MLSCHED" eval --model "$MODEL" --json "$t" >"$(basename "$t" .trace).eval.json"
 	done
 	echo "model: $MODEL; log, curves and per-workload evals: $OUT" >&2
 }
