@@ -27,7 +27,8 @@ and standard deviation (stored in the model). The last --val-frac of each trace,
 held out for validation: the reported figures are about the future of each workload, not a
 random shuffle of its past. The loss weighs both classes equally; the epoch with the lowest
 validation loss is kept, and the decision threshold is the one that maximises balanced
-accuracy (or, with --threshold-for accuracy, accuracy) on the validation data. Same traces, same flags, same --seed: same model.
+accuracy (or, with --threshold-for accuracy, accuracy) on the validation data. Same traces,
+same flags, same --seed: same model.
 
 It prints a line per epoch, then the validation metrics of the net next to two baselines:
 the majority class (of the validation data) and "R yields if it has been on the CPU for less
@@ -35,9 +36,10 @@ than t", with t chosen on the training data.
 
 All traces must have this binary's feature schema and the same horizon; --horizon H relabels
 them for a shorter common H (a trace stores when R left the CPU, so "yields within H" can be
-recomputed for any H up to the capture's). Samples are held in
-memory (about 280 bytes each); more than --max-samples (default 20,000,000, ~5.6 GB) is
-refused.
+recomputed for any H up to the capture's). Samples are held in memory (about 280 bytes
+each); more than --max-samples (default 20,000,000, ~5.6 GB) is refused.
+
+See docs/TRAINING.md.
 
 Examples:
   mlsched train -o m.bin nginx.trace build.trace
