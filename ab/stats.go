@@ -1,0 +1,259 @@
+package ab
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// Summary describes one arm's measurements.
+type Summary struct {
+	N      int     `json:"n"`
+	Mean   float64 `json:"mean"`
+	Median float64 `json:"median"`
+	Stdev  float64 `json:"stdev"` // sample standard deviation (n-1)
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	Q1     float64 `json:"q1"` // first and third quartiles (linear interpolation, as numpy's default)
+	Q3     float64 `json:"q3"`
+}
+
+// Summarize computes n, mean, median, stdev, min, max and quartiles of xs.
+func Summarize(xs []float64) Summary {
+	s := Summary{N: len(xs)}
+	if len(xs) == 0 {
+		nan := math.NaN()
+		s.Mean, s.Median, s.Stdev, s.Min, s.Max, s.Q1, s.Q3 = nan, nan, nan, nan, nan, nan, nan
+		return s
+	}
+	sorted := slices.Clone(xs)
+	slices.Sort(sorted)
+	s.Mean = Mean(xs)
+	s.Stdev = Stdev(xs)
+	s.Min, s.Max = sorted[0], sorted[len(sorted)-1]
+	s.Median = quantileSorted(sorted, 0.5)
+	s.Q1 = quantileSorted(sorted, 0.25)
+	s.Q3 = quantileSorted(sorted, 0.75)
+	return s
+}
+
+// Mean is the arithmetic mean (NaN for no values).
+func Mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
+}
+
+// Variance is the unbiased sample variance (NaN for fewer than two values). Two passes:
+// throughputs are large numbers with small differences, where the one-pass formula cancels.
+func Variance(xs []float64) float64 {
+	if len(xs) < 2 {
+		return math.NaN()
+	}
+	m := Mean(xs)
+	var ss float64
+	for _, x := range xs {
+		d := x - m
+		ss += d * d
+	}
+	return ss / float64(len(xs)-1)
+}
+
+// Stdev is the sample standard deviation.
+func Stdev(xs []float64) float64 { return math.Sqrt(Variance(xs)) }
+
+// Median is the middle value (the mean of the two middle values for an even count).
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	sorted := slices.Clone(xs)
+	slices.Sort(sorted)
+	return quantileSorted(sorted, 0.5)
+}
+
+// quantileSorted interpolates linearly between order statistics (type 7 of Hyndman & Fan).
+func quantileSorted(sorted []float64, q float64) float64 {
+	if len(sorted) == 1 {
+		return sorted[0]
+	}
+	h := q * float64(len(sorted)-1)
+	lo := int(math.Floor(h))
+	if lo >= len(sorted)-1 {
+		return sorted[len(sorted)-1]
+	}
+	return sorted[lo] + (h-float64(lo))*(sorted[lo+1]-sorted[lo])
+}
+
+// Welch is the result of Welch's unequal-variances t-test of b against a.
+type Welch struct {
+	T  float64 `json:"t"`  // (mean(b) - mean(a)) / standard error
+	DF float64 `json:"df"` // Welch-Satterthwaite degrees of freedom
+	P  float64 `json:"p"`  // two-sided p-value
+}
+
+// WelchTest compares the means of a and b without assuming equal variances. With fewer than two
+// values in either sample the result is NaN. When both samples have zero spread the test
+// degenerates: p is 1 if the means are equal and 0 if they differ.
+func WelchTest(a, b []float64) Welch {
+	if len(a) < 2 || len(b) < 2 {
+		return Welch{T: math.NaN(), DF: math.NaN(), P: math.NaN()}
+	}
+	va, vb := Variance(a)/float64(len(a)), Variance(b)/float64(len(b))
+	diff := Mean(b) - Mean(a)
+	se2 := va + vb
+	if se2 == 0 {
+		if diff == 0 {
+			return Welch{T: 0, DF: math.Inf(1), P: 1}
+		}
+		return Welch{T: math.Copysign(math.Inf(1), diff), DF: math.Inf(1), P: 0}
+	}
+	t := diff / math.Sqrt(se2)
+	df := se2 * se2 / (va*va/float64(len(a)-1) + vb*vb/float64(len(b)-1))
+	return Welch{T: t, DF: df, P: StudentTTwoSided(t, df)}
+}
+
+// StudentTCDF is P(T <= t) for Student's t distribution with df degrees of freedom.
+func StudentTCDF(t, df float64) float64 {
+	if math.IsNaN(t) || math.IsNaN(df) || df <= 0 {
+		return math.NaN()
+	}
+	if math.IsInf(df, 1) {
+		return 0.5 * math.Erfc(-t/math.Sqrt2)
+	}
+	if math.IsInf(t, 0) {
+		if t > 0 {
+			return 1
+		}
+		return 0
+	}
+	// P(|T| > |t|) = I_x(df/2, 1/2) with x = df/(df+t²).
+	tail := 0.5 * RegIncBeta(df/2, 0.5, df/(df+t*t))
+	if t > 0 {
+		return 1 - tail
+	}
+	return tail
+}
+
+// StudentTTwoSided is P(|T| >= |t|) with df degrees of freedom.
+func StudentTTwoSided(t, df float64) float64 {
+	if math.IsNaN(t) || math.IsNaN(df) || df <= 0 {
+		return math.NaN()
+	}
+	if math.IsInf(t, 0) {
+		return 0
+	}
+	if math.IsInf(df, 1) {
+		return math.Erfc(math.Abs(t) / math.Sqrt2)
+	}
+	return RegIncBeta(df/2, 0.5, df/(df+t*t))
+}
+
+// RegIncBeta is the regularized incomplete beta function I_x(a, b) for a, b > 0 and x in [0, 1],
+// by the continued fraction (modified Lentz), on the side of x where it converges fast.
+func RegIncBeta(a, b, x float64) float64 {
+	switch {
+	case math.IsNaN(x) || a <= 0 || b <= 0 || x < 0 || x > 1:
+		return math.NaN()
+	case x == 0:
+		return 0
+	case x == 1:
+		return 1
+	}
+	la, _ := math.Lgamma(a)
+	lb, _ := math.Lgamma(b)
+	lab, _ := math.Lgamma(a + b)
+	front := math.Exp(lab - la - lb + a*math.Log(x) + b*math.Log1p(-x))
+	if x < (a+1)/(a+b+2) {
+		return front * betaContinuedFraction(a, b, x) / a
+	}
+	return 1 - front*betaContinuedFraction(b, a, 1-x)/b
+}
+
+func betaContinuedFraction(a, b, x float64) float64 {
+	const (
+		maxIter = 300
+		eps     = 1e-15
+		tiny    = 1e-300
+	)
+	qab, qap, qam := a+b, a+1, a-1
+	c, d := 1.0, 1-qab*x/qap
+	if math.Abs(d) < tiny {
+		d = tiny
+	}
+	d = 1 / d
+	h := d
+	for m := 1; m <= maxIter; m++ {
+		fm := float64(m)
+		m2 := 2 * fm
+		// Even step.
+		aa := fm * (b - fm) * x / ((qam + m2) * (a + m2))
+		d = 1 + aa*d
+		if math.Abs(d) < tiny {
+			d = tiny
+		}
+		c = 1 + aa/c
+		if math.Abs(c) < tiny {
+			c = tiny
+		}
+		d = 1 / d
+		h *= d * c
+		// Odd step.
+		aa = -(a + fm) * (qab + fm) * x / ((a + m2) * (qap + m2))
+		d = 1 + aa*d
+		if math.Abs(d) < tiny {
+			d = tiny
+		}
+		c = 1 + aa/c
+		if math.Abs(c) < tiny {
+			c = tiny
+		}
+		d = 1 / d
+		del := d * c
+		h *= del
+		if math.Abs(del-1) < eps {
+			break
+		}
+	}
+	return h
+}
+
+// RatioCI is a bootstrap confidence interval for mean(b)/mean(a).
+type RatioCI struct {
+	Ratio float64 `json:"ratio"` // mean(b) / mean(a) of the data
+	Low   float64 `json:"low"`
+	High  float64 `json:"high"`
+	Level float64 `json:"level"` // e.g. 0.95
+}
+
+// BootstrapRatioCI resamples a and b independently with replacement and takes the percentile
+// interval of mean(b*)/mean(a*). The same seed gives the same interval.
+func BootstrapRatioCI(a, b []float64, level float64, resamples int, seed uint64) RatioCI {
+	ci := RatioCI{Ratio: Mean(b) / Mean(a), Level: level, Low: math.NaN(), High: math.NaN()}
+	if len(a) == 0 || len(b) == 0 || resamples < 1 {
+		return ci
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x6d6c7363686564)) // "mlsched"
+	ratios := make([]float64, resamples)
+	for i := range ratios {
+		ratios[i] = resampleMean(rng, b) / resampleMean(rng, a)
+	}
+	slices.Sort(ratios)
+	alpha := (1 - level) / 2
+	ci.Low = quantileSorted(ratios, alpha)
+	ci.High = quantileSorted(ratios, 1-alpha)
+	return ci
+}
+
+func resampleMean(rng *rand.Rand, xs []float64) float64 {
+	var sum float64
+	for range xs {
+		sum += xs[rng.IntN(len(xs))]
+	}
+	return sum / float64(len(xs))
+}
