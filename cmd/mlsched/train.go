@@ -134,7 +134,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		where = "training data (--val-frac 0: no held-out data, figures are optimistic)"
 	}
 	fmt.Fprintf(w, "kept epoch %d (lowest validation loss); threshold %.4f (max %s on %s)\n",
-		res.BestEpoch, res.Report.Threshold, o.thrFor, where)
+		res.BestEpoch, res.Report.Threshold, map[string]string{"balanced": "balanced accuracy", "accuracy": "accuracy"}[o.thrFor], where)
 	fmt.Fprintf(w, "training throughput: %.0f samples/s (%d hidden, batch %d)\n\n", res.SamplesPerSec, o.hidden, o.batch)
 	r := res.Report
 	fmt.Fprintf(w, "%s: %d samples, %.1f%% positive\n", where, r.Net.N, percent(r.Net.Positives, r.Net.N))
