@@ -77,3 +77,10 @@ func TestKernelLogCheck(t *testing.T) {
 		t.Errorf("allowed line flagged: %+v", f)
 	}
 }
+
+// The bad-input scenario's fixture is refused for its schema only (checked without a VM).
+func TestOtherSchemaFixture(t *testing.T) {
+	if len(otherSchemaModel(t)) < 48 {
+		t.Fatal("fixture too short")
+	}
+}

@@ -1,13 +1,18 @@
 package vmtest
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mlsched/mlsched/model"
 )
 
 // The scheduler scenarios (issue 4, "The VM harness"). Each boots its own VM and fails when
@@ -292,6 +297,9 @@ func TestVMBadInput(t *testing.T) {
 	seq0 := s.Read(SCXState, "/sys/kernel/sched_ext/enable_seq")
 	corrupt := s.Exec(60*time.Second, "/mlsched", "run", "--model", "/tmp/corrupt.model", "--metrics-addr", "")
 	seq1 := s.Read(SCXState, "/sys/kernel/sched_ext/enable_seq")
+	s.Files["/tmp/other-schema.model"] = otherSchemaModel(t)
+	other := s.Exec(60*time.Second, "/mlsched", "run", "--model", "/tmp/other-schema.model", "--metrics-addr", "")
+	otherState := s.Read(SCXState)
 	s.Start("first", policyArgs("fifo", "--metrics-addr", "")...)
 	enabled := s.MayFail(s.WaitFile(SCXState, "enabled", attachTimeout))
 	seq2 := s.Read(SCXOps, "/sys/kernel/sched_ext/enable_seq")
@@ -307,8 +315,17 @@ func TestVMBadInput(t *testing.T) {
 	if c.ExitCode != 6 || !strings.Contains(c.Stderr, "model") {
 		t.Errorf("corrupt model: exit %d, stderr %q; want exit 6 naming the model", c.ExitCode, c.Stderr)
 	}
+	// enable_seq moves a little after state reads "enabled", so it is only compared where
+	// nothing can be in flight: before and after a refused start.
 	if seq(seq0) != seq(seq1) || r.Step(seq1).Values[SCXState] != "disabled" {
 		t.Errorf("corrupt model attached something: enable_seq %s -> %s, state %q", seq(seq0), seq(seq1), r.Step(seq1).Values[SCXState])
+	}
+	o := r.Step(other)
+	if o.ExitCode != 6 || !strings.Contains(o.Stderr, "schema") {
+		t.Errorf("model with another schema: exit %d, stderr %q; want exit 6 naming the schema", o.ExitCode, o.Stderr)
+	}
+	if got := r.Step(otherState).Values[SCXState]; got != "disabled" {
+		t.Errorf("model with another schema: state %q afterwards, want disabled", got)
 	}
 	if !r.Step(enabled).OK {
 		t.Fatalf("the first mlsched run never enabled (state %q)", r.Step(enabled).Value)
@@ -317,9 +334,9 @@ func TestVMBadInput(t *testing.T) {
 	if sc.ExitCode != 5 || !strings.Contains(sc.Stderr, "mlsched") {
 		t.Errorf("second mlsched run: exit %d, stderr %q; want exit 5 naming the running scheduler", sc.ExitCode, sc.Stderr)
 	}
-	if seq(seq2) != seq(seq3) || r.Step(seq3).Values[SCXState] != "enabled" || r.Step(seq3).Values[SCXOps] != r.Step(seq2).Values[SCXOps] {
-		t.Errorf("the refused second run disturbed the first: enable_seq %s -> %s, state %q, ops %q -> %q",
-			seq(seq2), seq(seq3), r.Step(seq3).Values[SCXState], r.Step(seq2).Values[SCXOps], r.Step(seq3).Values[SCXOps])
+	if r.Step(seq3).Values[SCXState] != "enabled" || r.Step(seq3).Values[SCXOps] != r.Step(seq2).Values[SCXOps] {
+		t.Errorf("the refused second run disturbed the first: state %q, ops %q -> %q",
+			r.Step(seq3).Values[SCXState], r.Step(seq2).Values[SCXOps], r.Step(seq3).Values[SCXOps])
 	}
 	// enable_seq does not tell (7.2 reads 0 after an enable); the kernel's lines do.
 	if n := len(scxEnabled.FindAllString(r.Console, -1)); n != 1 {
@@ -328,10 +345,25 @@ func TestVMBadInput(t *testing.T) {
 	if !r.Step(firstAlive).Running {
 		t.Errorf("the first mlsched died when the second was refused")
 	}
-	t.Logf("corrupt model: %s; second run: %s", strings.TrimSpace(c.Stderr), strings.TrimSpace(sc.Stderr))
-	t.Run("OtherSchema", func(t *testing.T) {
-		t.Skip("waiting for a way to write a model with another schema id (mlsched train or a fixture)")
-	})
+	t.Logf("corrupt model: %s\nother schema: %s\nsecond run: %s", strings.TrimSpace(c.Stderr), strings.TrimSpace(o.Stderr), strings.TrimSpace(sc.Stderr))
+}
+
+// otherSchemaModel is a well-formed model file (valid checksum) whose schema id is not this
+// binary's: the file format's contract (docs/MODEL_FORMAT.md: schema id at offset 16, CRC32C
+// of everything before the last 4 bytes), so only the schema check can refuse it.
+func otherSchemaModel(t *testing.T) []byte {
+	t.Helper()
+	b, err := model.New(16, uint64(time.Millisecond)).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	le.PutUint64(b[16:], le.Uint64(b[16:])^0x5a5a5a5a5a5a5a5a)
+	le.PutUint32(b[len(b)-4:], crc32.Checksum(b[:len(b)-4], crc32.MakeTable(crc32.Castagnoli)))
+	if _, err := model.Unmarshal(b); !errors.Is(err, model.ErrSchemaMismatch) {
+		t.Fatalf("fixture: want a schema mismatch and nothing else, got %v", err)
+	}
+	return b
 }
 
 // TestVMFlood: claim 4. 2,000 short-lived threads: no stall, no task lost (every thread

@@ -8,7 +8,8 @@
 //
 // The VM tests are opt-in (MLSCHED_VMTEST=1, as `make vmtest` sets it) because each boots a
 // VM; `make test` runs them. Missing qemu or kernel skips with the reason on a dev box and
-// fails under CI=true. This package must not import the scheduler: it tests the binary.
+// fails under CI=true. This package must not import the scheduler: it tests the binary (the
+// tests use model/ only to write fixture files in the documented format).
 package vmtest
 
 import (

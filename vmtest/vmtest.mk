@@ -17,3 +17,9 @@ vmtest-smoke:
 	vmtest/smoke.sh
 
 test-extra:: vmtest
+
+# The VM measurement for docs/BENCHMARKS.md (## VM): default scheduler vs mlsched fifo vs the
+# model on a wakeup-heavy workload, one VM, TCG. Writes vmtest/out/bench.md.
+.PHONY: vmbench
+vmbench:
+	MLSCHED_VMTEST=1 MLSCHED_VMBENCH=1 $(GO) test -count=1 -v -timeout 20m -run 'TestVMBench' ./vmtest

@@ -42,11 +42,12 @@ func workload(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	// Locked threads block in the kernel; give the runtime room for all of them.
-	runtime.GOMAXPROCS(max(ncpu, 2))
+	n := *spin + *sleep + 2**pipes
+	// One P per thread: with fewer, Go parks the surplus locked threads on futexes and the
+	// kernel never sees more runnable threads than GOMAXPROCS.
+	runtime.GOMAXPROCS(n + 2)
 
 	var stop atomic.Bool
-	n := *spin + *sleep + 2**pipes
 	progress := make([]uint64, n) // each slot written by one thread only
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
