@@ -308,7 +308,7 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	u64 dsq = SHARED_DSQ;
 	u32 cnt = MLS_SC_FIFO;
 	s32 kick = -1;
-	u64 rtt = 0;
+	u64 rtt = 0, seq;
 
 	if (!tctx) {
 		cnt = MLS_SC_NO_CTX;
@@ -330,17 +330,25 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 				cnt = MLS_SC_NO_IDLE;
 			}
 		}
-	} else if (tctx->state == TS_PENDING && now - tctx->enq_ns >= pending_timeout_ns) {
+	} else if (tctx->state == TS_PENDING) {
+		if (now - tctx->enq_ns < pending_timeout_ns)
+			return false;
 		cnt = MLS_SC_TIMEOUT;
 	} else {
-		return false;
+		// In PENDING_DSQ without a pending state: a race with a concurrent apply cleared it.
+		// Never leave a task there: FIFO.
+		cnt = MLS_SC_ORPHAN;
 	}
-	if (tctx)
-		tctx->state = TS_NONE;
+	seq = tctx ? tctx->seq : 0;
+	// Fails when the task left PENDING_DSQ meanwhile (moved by another CPU, dequeued) or was
+	// enqueued again after the iteration started: then it is not ours to move now.
 	if (!mls_dsq_move(it, p, dsq, 0)) {
 		count(MLS_SC_MOVE_FAIL);
 		return true;
 	}
+	// Only the instance we moved: the task may already be queued again with a new seq.
+	if (tctx && tctx->seq == seq)
+		tctx->state = TS_NONE;
 	if (kick >= 0)
 		scx_bpf_kick_cpu(kick, SCX_KICK_IDLE);
 	count(cnt);
@@ -349,34 +357,54 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	return true;
 }
 
+// Read decisions, then move decided and overdue tasks out of PENDING_DSQ. A syscall program
+// must hold the RCU read lock to iterate a DSQ; ops.dispatch already runs under it.
+static __always_inline void apply_decisions(bool rcu)
+{
+	struct drain_ctx dc = {};
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *p;
+	u64 now = bpf_ktime_get_ns();
+	long n;
+
+	n = bpf_user_ringbuf_drain(&decisions, store_decision, &dc, 0);
+	if (n == -16 /* EBUSY */)
+		count(MLS_SC_DRAIN_BUSY);
+	else if (n < 0)
+		count(MLS_SC_DRAIN_ERR);
+	if (rcu)
+		bpf_rcu_read_lock();
+	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
+		bpf_iter_scx_dsq_new(&it, PENDING_DSQ, 0);
+		for (int i = 0; i < SCAN_MAX; i++) {
+			p = bpf_iter_scx_dsq_next(&it);
+			if (!p)
+				break;
+			apply(&it, p, now);
+		}
+		bpf_iter_scx_dsq_destroy(&it);
+	}
+	if (rcu)
+		bpf_rcu_read_unlock();
+}
+
 SEC("struct_ops/mls_dispatch")
 void BPF_PROG(mls_dispatch, s32 cpu, struct task_struct *prev)
 {
 	count(MLS_SC_DISPATCH);
-	if (use_model) {
-		struct drain_ctx dc = {};
-		struct bpf_iter_scx_dsq it;
-		struct task_struct *p;
-		u64 now = bpf_ktime_get_ns();
-		long n;
-
-		n = bpf_user_ringbuf_drain(&decisions, store_decision, &dc, 0);
-		if (n == -16 /* EBUSY */)
-			count(MLS_SC_DRAIN_BUSY);
-		else if (n < 0)
-			count(MLS_SC_DRAIN_ERR);
-		if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
-			bpf_iter_scx_dsq_new(&it, PENDING_DSQ, 0);
-			for (int i = 0; i < SCAN_MAX; i++) {
-				p = bpf_iter_scx_dsq_next(&it);
-				if (!p)
-					break;
-				apply(&it, p, now);
-			}
-			bpf_iter_scx_dsq_destroy(&it);
-		}
-	}
+	if (use_model)
+		apply_decisions(false);
 	mls_dsq_move_to_local(SHARED_DSQ);
+}
+
+// Run by user space (BPF_PROG_TEST_RUN) after it writes a batch of decisions: applies them
+// now instead of at the next ops.dispatch, which on busy CPUs can be a slice away.
+SEC("syscall")
+int mls_apply(void *ctx)
+{
+	count(MLS_SC_APPLY_RUN);
+	apply_decisions(true);
+	return 0;
 }
 
 SEC("struct_ops/mls_running")

@@ -76,6 +76,8 @@ const (
 	SCDrainErr
 	SCDrainBusy
 	SCRTTNs
+	SCApplyRun
+	SCOrphan
 	NumSchedCounters
 )
 
@@ -83,7 +85,7 @@ var schedCounterNames = [NumSchedCounters]string{
 	"enqueue", "select_direct", "ours", "kthread", "fifo_policy", "reenqueue", "no_running",
 	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
 	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
-	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns",
+	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns", "apply_run", "orphan",
 }
 
 // String names a counter in snake case (metric labels, --stats).
@@ -185,12 +187,14 @@ type schedObjs struct {
 	Counters   *ebpf.Map      `ebpf:"sched_counters"`
 	TaskFeats  *ebpf.Map      `ebpf:"task_feats"`
 	SysEnter   *ebpf.Program  `ebpf:"mls_sched_sys_enter"`
+	Apply      *ebpf.Program  `ebpf:"mls_apply"`
 	ExitInfo   *ebpf.Variable `ebpf:"exit_info"`
 	SeqCounter *ebpf.Variable `ebpf:"mls_seq"`
 }
 
 // Sched is the loaded and attached scheduler.
 type Sched struct {
+	applyOpts ebpf.RunOptions
 	coll      *ebpf.Collection
 	objs      schedObjs
 	ops       link.Link
@@ -325,7 +329,7 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	s.objs = schedObjs{
 		Ops: coll.Maps["mlsched_ops"], Events: coll.Maps["events"], Decisions: coll.Maps["decisions"],
 		Counters: coll.Maps["sched_counters"], TaskFeats: coll.Maps["task_feats"],
-		SysEnter: coll.Programs["mls_sched_sys_enter"], ExitInfo: coll.Variables["exit_info"],
+		SysEnter: coll.Programs["mls_sched_sys_enter"], Apply: coll.Programs["mls_apply"], ExitInfo: coll.Variables["exit_info"],
 		SeqCounter: coll.Variables["mls_seq"],
 	}
 	if s.objs.Ops == nil || s.objs.Events == nil || s.objs.Decisions == nil || s.objs.Counters == nil ||
@@ -379,6 +383,13 @@ func setOpsField(ms *ebpf.MapSpec, name string, v uint32) error {
 		return nil
 	}
 	return fmt.Errorf("struct_ops %s: no member %s", ms.Name, name)
+}
+
+// Apply makes BPF apply the decisions written so far, now (a BPF_PROG_TEST_RUN of mls_apply,
+// one syscall). It does not allocate.
+func (s *Sched) Apply() error {
+	_, err := s.objs.Apply.Run(&s.applyOpts)
+	return err
 }
 
 // ExitInfo reads what ops.exit recorded; Kind is ExitNone while the scheduler runs.

@@ -95,5 +95,7 @@ enum mls_sched_counter {
 	MLS_SC_DRAIN_ERR,     // bpf_user_ringbuf_drain failed
 	MLS_SC_DRAIN_BUSY,    // another CPU was draining the decisions
 	MLS_SC_RTT_NS,        // sum over applied decisions of enqueue -> applied, ns
+	MLS_SC_APPLY_RUN,     // user space ran mls_apply after a batch
+	MLS_SC_ORPHAN,        // found in the pending queue without a pending state: FIFO
 	MLS_SC_MAX,
 };

@@ -25,6 +25,7 @@ const (
 	schedMapTaskCtxs          = "task_ctxs"
 	schedMapTaskFeatSlots     = "task_feat_slots"
 	schedMapTaskFeats         = "task_feats"
+	schedProgMlsApply         = "mls_apply"
 	schedProgMlsDispatch      = "mls_dispatch"
 	schedProgMlsEnqueue       = "mls_enqueue"
 	schedProgMlsExit          = "mls_exit"
@@ -97,6 +98,7 @@ type schedSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedProgramSpecs struct {
+	MlsApply         *ebpf.ProgramSpec `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.ProgramSpec `ebpf:"mls_dispatch"`
 	MlsEnqueue       *ebpf.ProgramSpec `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.ProgramSpec `ebpf:"mls_exit"`
@@ -222,6 +224,7 @@ type schedVariables struct {
 //
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedPrograms struct {
+	MlsApply         *ebpf.Program `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.Program `ebpf:"mls_dispatch"`
 	MlsEnqueue       *ebpf.Program `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.Program `ebpf:"mls_exit"`
@@ -235,6 +238,7 @@ type schedPrograms struct {
 
 func (p *schedPrograms) Close() error {
 	return _SchedClose(
+		p.MlsApply,
 		p.MlsDispatch,
 		p.MlsEnqueue,
 		p.MlsExit,

@@ -25,6 +25,7 @@ const (
 	schedcompatMapTaskCtxs          = "task_ctxs"
 	schedcompatMapTaskFeatSlots     = "task_feat_slots"
 	schedcompatMapTaskFeats         = "task_feats"
+	schedcompatProgMlsApply         = "mls_apply"
 	schedcompatProgMlsDispatch      = "mls_dispatch"
 	schedcompatProgMlsEnqueue       = "mls_enqueue"
 	schedcompatProgMlsExit          = "mls_exit"
@@ -97,6 +98,7 @@ type schedcompatSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedcompatProgramSpecs struct {
+	MlsApply         *ebpf.ProgramSpec `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.ProgramSpec `ebpf:"mls_dispatch"`
 	MlsEnqueue       *ebpf.ProgramSpec `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.ProgramSpec `ebpf:"mls_exit"`
@@ -222,6 +224,7 @@ type schedcompatVariables struct {
 //
 // It can be passed to loadSchedcompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedcompatPrograms struct {
+	MlsApply         *ebpf.Program `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.Program `ebpf:"mls_dispatch"`
 	MlsEnqueue       *ebpf.Program `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.Program `ebpf:"mls_exit"`
@@ -235,6 +238,7 @@ type schedcompatPrograms struct {
 
 func (p *schedcompatPrograms) Close() error {
 	return _SchedcompatClose(
+		p.MlsApply,
 		p.MlsDispatch,
 		p.MlsEnqueue,
 		p.MlsExit,

@@ -15,12 +15,14 @@ type DecisionWriter interface {
 }
 
 // loop reads events until the reader is closed. It runs on a locked OS thread; per event it
-// copies the record into a reused buffer, decides and writes: no allocation.
-func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter) error {
+// copies the record into a reused buffer, decides and writes: no allocation. When the event
+// ring is empty and decisions were written, flush (if set) has BPF apply them at once.
+func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var rec ringbuf.Record
 	rec.RawSample = make([]byte, 0, 512)
+	unflushed := 0
 	for {
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
@@ -28,32 +30,46 @@ func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter) error {
 			}
 			return err
 		}
-		handle(rec.RawSample, d, w)
+		if handle(rec.RawSample, d, w) {
+			unflushed++
+		}
+		if unflushed > 0 && flush != nil && (rd.AvailableBytes() == 0 || unflushed >= flushMax) {
+			if flush() != nil {
+				d.Stats.FlushErrors.Add(1)
+			}
+			d.Stats.Flushes.Add(1)
+			unflushed = 0
+		}
 	}
 }
 
-// handle processes one raw event.
-func handle(raw []byte, d *Decider, w DecisionWriter) {
+// flushMax bounds the decisions written between two flushes under a steady stream.
+const flushMax = 64
+
+// handle processes one raw event; it reports whether it wrote a decision.
+func handle(raw []byte, d *Decider, w DecisionWriter) bool {
 	if len(raw) == 0 {
 		d.Stats.DecodeErrors.Add(1)
-		return
+		return false
 	}
 	switch raw[0] {
 	case bpf.EventSchedWake:
 		var dec Decision
 		if d.Wake(raw, &dec) != nil {
-			return
+			return false
 		}
 		s, err := w.Reserve(bpf.DecisionSize)
 		if err != nil {
 			d.Stats.RingFull.Add(1)
-			return
+			return false
 		}
 		EncodeDecision(s.Data, &dec)
 		w.Submit(s)
+		return true
 	case bpf.EventSchedOutcome:
 		_ = d.Outcome(raw)
 	default:
 		d.Stats.DecodeErrors.Add(1)
 	}
+	return false
 }

@@ -45,6 +45,7 @@ var fallbackReasons = []struct {
 	{"task_gone", bpf.SCDecGone},
 	{"no_ctx", bpf.SCNoCtx},
 	{"move_fail", bpf.SCMoveFail},
+	{"orphan", bpf.SCOrphan},
 	{"reenqueue", bpf.SCReenq},
 	{"no_running", bpf.SCNoRunning},
 	{"kthread", bpf.SCKthread},

@@ -29,6 +29,7 @@ type Config struct {
 	PendingTimeout time.Duration
 	UserStall      time.Duration // BPF exits when no decision is read for this long while tasks wait
 	GuardWindow    int
+	NoFlush        bool          // leave decisions to the next ops.dispatch (no apply syscall per batch)
 	Stats          time.Duration // 0: no --stats lines
 	MetricsAddr    string        // "": no metrics server
 	Verbose        bool
@@ -143,7 +144,11 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 			}
 		}
 		d := NewDecider(cfg.Model, guard, st)
-		go func() { loopDone <- loop(s.Events, d, s.Decisions) }()
+		var flush func() error
+		if !cfg.NoFlush {
+			flush = s.Apply
+		}
+		go func() { loopDone <- loop(s.Events, d, s.Decisions, flush) }()
 	}
 	if cfg.MetricsAddr != "" && *mt == nil {
 		m, err := startMetrics(cfg.MetricsAddr, st)
@@ -219,5 +224,6 @@ func totalsLine(c *bpf.SchedCounters, st *Stats) string {
 	fmt.Fprintf(&b, " | events=%d outcomes=%d keep=%d migrate=%d fifo=%d urb_full=%d unmatched=%d guard_trips=%d",
 		st.Events.Load(), st.Outcomes.Load(), st.Keep.Load(), st.Migrate.Load(), st.FIFO.Load(),
 		st.RingFull.Load(), st.Unmatched.Load(), st.GuardTrips.Load())
+	fmt.Fprintf(&b, " flushes=%d flush_errors=%d", st.Flushes.Load(), st.FlushErrors.Load())
 	return b.String()
 }

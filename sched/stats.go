@@ -20,6 +20,8 @@ type Stats struct {
 	FIFO         atomic.Uint64
 	RingFull     atomic.Uint64 // decisions lost: the user ring buffer was full
 	DecodeErrors atomic.Uint64
+	Flushes      atomic.Uint64 // runs of the BPF apply program after a batch
+	FlushErrors  atomic.Uint64
 	Unmatched    atomic.Uint64 // outcomes whose prediction was no longer remembered
 	Positives    atomic.Uint64 // scored outcomes with label 1
 	Correct      atomic.Uint64 // scored outcomes the model predicted right

@@ -47,6 +47,7 @@ type runOpts struct {
 	pendingTimeout time.Duration
 	userStall      time.Duration
 	guardWindow    int
+	noFlush        bool
 	verbose        bool
 }
 
@@ -61,6 +62,7 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.pendingTimeout, "pending-timeout", 20*time.Millisecond, "a task waits at most `D` for a decision, then FIFO")
 	fs.DurationVar(&o.userStall, "user-stall", 10*time.Second, "model policy: BPF ends the scheduler when tasks wait and no decision is read for `D` (0: never)")
 	fs.IntVar(&o.guardWindow, "guard-window", 2000, "model guard: sliding window of `N` observed outcomes")
+	fs.BoolVar(&o.noFlush, "no-flush", false, "apply decisions only at the next dispatch, not right after each batch (for comparison)")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: variant loaded, full verifier log on load errors")
 	return func(args []string) error { return runScheduler(o, args) }
 }
@@ -107,6 +109,7 @@ func runScheduler(o *runOpts, args []string) error {
 		PendingTimeout: o.pendingTimeout,
 		UserStall:      o.userStall,
 		GuardWindow:    o.guardWindow,
+		NoFlush:        o.noFlush,
 		Stats:          o.stats,
 		MetricsAddr:    o.metricsAddr,
 		Verbose:        o.verbose,

@@ -48,6 +48,13 @@ func main() {
 	}
 	fmt.Fprintf(out, "kernel=%s ncpu=%d\n", read("/proc/sys/kernel/osrelease"), runtime.NumCPU())
 	fmt.Fprintf(out, "state_before=%s\n", read("/sys/kernel/sched_ext/state"))
+	if cfg["BASELINE"] == "1" { // the default scheduler, for comparison
+		w := exec.Command("/init", "work", cfg["DURATION"], cfg["WORKLOAD"])
+		w.Stdout, w.Stderr = out, out
+		_ = w.Run()
+		fmt.Fprintln(out, "DEVRUN-DONE")
+		return
+	}
 	cmd := exec.Command("/mlsched", args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	t0 := time.Now()
@@ -77,7 +84,7 @@ func main() {
 		_ = cmd.Process.Signal(syscall.SIGSTOP)
 		fmt.Fprintln(out, "sent SIGSTOP to mlsched")
 	}
-	w := exec.Command("/init", "work", dur)
+	w := exec.Command("/init", "work", dur, cfg["WORKLOAD"])
 	w.Stdout, w.Stderr = out, out
 	wt := time.Now()
 	werr := w.Run()
@@ -108,6 +115,7 @@ func main() {
 // work runs spinning threads, pipe ping-pong pairs and sleepers, more threads than CPUs.
 func work(args []string) {
 	d, _ := time.ParseDuration(args[0])
+	pingpongOnly := len(args) > 1 && args[1] == "pingpong"
 	runtime.GOMAXPROCS(runtime.NumCPU() * 4)
 	var rounds, spins, sleeps atomic.Uint64
 	stop := time.Now().Add(d)
@@ -139,7 +147,7 @@ func work(args []string) {
 			syscall.Close(p1[1])
 		}()
 	}
-	for i := 0; i < 3; i++ { // spinners
+	for i := 0; i < 3 && !pingpongOnly; i++ { // spinners
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -154,7 +162,7 @@ func work(args []string) {
 			_ = x
 		}()
 	}
-	for i := 0; i < 4; i++ { // sleepers
+	for i := 0; i < 4 && !pingpongOnly; i++ { // sleepers
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
