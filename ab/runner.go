@@ -118,8 +118,11 @@ func (c *Config) Check() error {
 	if len(needing) > 0 {
 		fs := c.sysfs()
 		if !fs.present() {
-			return fmt.Errorf("arm %s needs a sched_ext scheduler, but %s is missing: %w",
-				strings.Join(needing, ", "), fs.root, ErrNoSchedExt)
+			who := "arm " + needing[0] + " needs"
+			if len(needing) > 1 {
+				who = "arms " + strings.Join(needing, ", ") + " need"
+			}
+			return fmt.Errorf("%s sched_ext, but %s is missing: %w", who, fs.root, ErrNoSchedExt)
 		}
 		if c.Sysfs == "" && os.Geteuid() != 0 {
 			return fmt.Errorf("arm %s: %w", strings.Join(needing, ", "), ErrNotRoot)
@@ -219,7 +222,7 @@ func Order(arms, warmup, runs int, seed uint64) []slot {
 // so far.
 func Execute(ctx context.Context, c Config) (*Result, error) {
 	if c.AttachTimeout <= 0 {
-		c.AttachTimeout = 10 * time.Second
+		c.AttachTimeout = 30 * time.Second
 	}
 	if c.DetachTimeout <= 0 {
 		c.DetachTimeout = 5 * time.Second

@@ -37,7 +37,8 @@ func writeFile(t *testing.T, path, s string) {
 
 // fakeScheduler is a script that acts like a sched_ext scheduler on a fake sysfs: after a short
 // load it shows itself enabled under $FAKE_OPS (default "fakesched"), and on SIGINT it
-// detaches. FAKE_MODE=never never attaches; FAKE_MODE=eject detaches itself after 0.2 s.
+// detaches; like the kernel, it bumps enable_seq (if present) a little after "enabled".
+// FAKE_MODE=never never attaches; eject detaches itself after 0.2 s; noseq leaves enable_seq.
 const fakeScheduler = `#!/bin/sh
 d=%SYSFS%
 trap 'echo disabled > $d/state; : > $d/root/ops; exit 0' INT TERM
@@ -45,6 +46,7 @@ sleep 0.05
 if [ "$FAKE_MODE" = never ]; then while :; do sleep 0.05; done; fi
 echo "${FAKE_OPS:-fakesched}" > $d/root/ops
 echo enabled > $d/state
+if [ -f $d/enable_seq ] && [ "$FAKE_MODE" != noseq ]; then sleep 0.1; echo $(( $(cat $d/enable_seq) + 1 )) > $d/enable_seq; fi
 if [ "$FAKE_MODE" = eject ]; then sleep 0.2; echo disabled > $d/state; : > $d/root/ops; exit 1; fi
 while :; do sleep 0.05; done
 `
@@ -180,6 +182,7 @@ func checkJSONAndSVG(t *testing.T, rep *Report) {
 // after each, its ops name recorded.
 func TestExecuteCmdArmFakeSysfs(t *testing.T) {
 	sys := fakeSysfs(t)
+	writeFile(t, filepath.Join(sys, "enable_seq"), "7\n")
 	script := fakeSchedulerScript(t, sys)
 	cfg := Config{
 		Arms:     []Arm{mustArm(t, "default"), mustArm(t, "fake=cmd:"+script)},
@@ -202,8 +205,8 @@ func TestExecuteCmdArmFakeSysfs(t *testing.T) {
 			t.Errorf("run %d (%s): workload saw throughput %v, want %v", r.Seq, r.Arm, r.Throughput, want)
 		}
 	}
-	if st := (sysfs{sys}).state(); st != "disabled" {
-		t.Errorf("state after the experiment: %q", st)
+	if st, seq := (sysfs{sys}).state(), (sysfs{sys}).enableSeq(); st != "disabled" || seq != 9 {
+		t.Errorf("after the experiment: state %q, enable_seq %d; want disabled, 9 (two attaches)", st, seq)
 	}
 	rep := Analyze(res, AnalyzeOptions{})
 	if rep.Arms[1].Ops != "fakesched" {
@@ -252,11 +255,16 @@ func TestAttachFailures(t *testing.T) {
 		{"never attaches", "x=cmd:" + script, "never", ErrAttach, `state "disabled" after 400ms`},
 		{"exits at once", "x=cmd:false", "", ErrAttach, "exited"},
 		{"ejected mid-run", "x=cmd:" + script, "eject", ErrDetached, "detached during the run"},
+		{"stale enable_seq", "x=cmd:" + script, "noseq", ErrAttach, "not a new attach"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("FAKE_MODE", c.mode)
 			cfg := base
 			cfg.Arms = []Arm{mustArm(t, c.arm), mustArm(t, "y=default")}
+			os.Remove(filepath.Join(sys, "enable_seq"))
+			if c.mode == "noseq" {
+				writeFile(t, filepath.Join(sys, "enable_seq"), "1\n")
+			}
 			if c.mode == "eject" {
 				cfg.Workload = stateWorkload(sys, "sleep 0.5; ")
 				cfg.Seed = 2 // x runs first

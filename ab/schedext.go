@@ -105,6 +105,10 @@ func startScheduler(ctx context.Context, fs sysfs, arm Arm, argv []string, attac
 	}
 	go func() { s.err = s.cmd.Wait(); close(s.done) }()
 
+	// enable_seq (if the kernel has it) proves the scheduler we see enabled is a new one; the
+	// kernel bumps it just after the state turns "enabled", so wait for both.
+	_, seqErr := os.Stat(filepath.Join(fs.root, "enable_seq"))
+	haveSeq := seqErr == nil
 	var exited bool
 	attached := waitFor(ctx, attach, func() bool {
 		select {
@@ -117,7 +121,7 @@ func startScheduler(ctx context.Context, fs sysfs, arm Arm, argv []string, attac
 			return false
 		}
 		ops := fs.ops()
-		return ops != "" && strings.HasPrefix(ops, arm.opsPrefix())
+		return ops != "" && strings.HasPrefix(ops, arm.opsPrefix()) && (!haveSeq || fs.enableSeq() != before)
 	})
 	switch {
 	case exited:
@@ -129,16 +133,14 @@ func startScheduler(ctx context.Context, fs sysfs, arm Arm, argv []string, attac
 		st, ops := fs.state(), fs.ops()
 		s.stop(fs, detach)
 		why := fmt.Sprintf("state %q after %v", st, attach)
-		if st == "enabled" {
+		if st == "enabled" && !strings.HasPrefix(ops, arm.opsPrefix()) {
 			why = fmt.Sprintf("the enabled scheduler is %q, want %s*", ops, arm.opsPrefix())
+		} else if st == "enabled" {
+			why = fmt.Sprintf("%q is enabled but sched_ext's enable_seq stayed %d: not a new attach", ops, before)
 		}
 		return nil, fmt.Errorf("arm %s: %w: %s%s", arm.Name, ErrAttach, why, s.out.indented())
 	}
 	s.ops, s.seq = fs.ops(), fs.enableSeq()
-	if s.seq != 0 && s.seq == before {
-		s.stop(fs, detach)
-		return nil, fmt.Errorf("arm %s: %w: sched_ext's enable_seq did not change: %q was already enabled", arm.Name, ErrAttach, s.ops)
-	}
 	return s, nil
 }
 
