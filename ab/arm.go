@@ -12,7 +12,7 @@ type Kind string
 const (
 	KindDefault Kind = "default" // no sched_ext scheduler: the kernel's own (EEVDF/CFS)
 	KindFIFO    Kind = "fifo"    // mlsched run --policy fifo
-	KindModel   Kind = "model"   // mlsched run --model PATH
+	KindModel   Kind = "model"   // mlsched run --model PATH (bare "model": the embedded default model)
 	KindCmd     Kind = "cmd"     // any external sched_ext scheduler command
 )
 
@@ -21,7 +21,7 @@ type Arm struct {
 	Name  string `json:"name"`
 	Spec  string `json:"spec"`
 	Kind  Kind   `json:"kind"`
-	Model string `json:"model,omitempty"` // KindModel: the model file
+	Model string `json:"model,omitempty"` // KindModel: the model file ("": the one built into mlsched)
 	// Command is the scheduler's argv for KindCmd; for fifo and model arms the runner builds it
 	// from its own binary.
 	Command []string `json:"command,omitempty"`
@@ -39,7 +39,7 @@ func (a Arm) opsPrefix() string {
 	return ""
 }
 
-// ParseArm parses NAME=SPEC, where SPEC is default, fifo, model:PATH or cmd:COMMAND. A bare
+// ParseArm parses NAME=SPEC, where SPEC is default, fifo, model, model:PATH or cmd:COMMAND. A bare
 // SPEC names the arm after its kind ("fifo", "model", ...). COMMAND is split into words like
 // a shell would (quotes, backslashes) but runs without one.
 func ParseArm(s string) (Arm, error) {
@@ -57,7 +57,7 @@ func ParseArm(s string) (Arm, error) {
 		}
 		a.Kind = Kind(kind)
 	case KindModel:
-		if arg == "" {
+		if hasArg && arg == "" {
 			return a, fmt.Errorf("arm %q: model:PATH needs a model file", s)
 		}
 		a.Kind, a.Model = KindModel, arg
@@ -71,7 +71,7 @@ func ParseArm(s string) (Arm, error) {
 		}
 		a.Kind, a.Command = KindCmd, words
 	default:
-		return a, fmt.Errorf("arm %q: unknown scheduler %q (want default, fifo, model:PATH or cmd:COMMAND)", s, spec)
+		return a, fmt.Errorf("arm %q: unknown scheduler %q (want default, fifo, model, model:PATH or cmd:COMMAND)", s, spec)
 	}
 	if a.Name == "" {
 		a.Name = string(a.Kind)

@@ -134,7 +134,7 @@ func (c *Config) Check() error {
 			if c.Self == "" {
 				return fmt.Errorf("arm %s: no mlsched binary to run the scheduler", a.Name)
 			}
-			if a.Kind == KindModel {
+			if a.Kind == KindModel && a.Model != "" {
 				f, err := os.Open(a.Model)
 				if err != nil {
 					return fmt.Errorf("arm %s: model: %w", a.Name, err)
@@ -160,7 +160,10 @@ func (c *Config) schedulerArgv(a Arm) []string {
 	case KindFIFO:
 		return []string{c.Self, "run", "--policy", "fifo", "--metrics-addr", ""}
 	case KindModel:
-		return []string{c.Self, "run", "--model", a.Model, "--metrics-addr", ""}
+		if a.Model == "" {
+			return []string{c.Self, "run", "--policy", "model", "--metrics-addr", ""}
+		}
+		return []string{c.Self, "run", "--policy", "model", "--model", a.Model, "--metrics-addr", ""}
 	}
 	return a.Command
 }

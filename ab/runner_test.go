@@ -392,6 +392,7 @@ func TestParseArm(t *testing.T) {
 		{in: "base=default", name: "base", kind: KindDefault},
 		{in: "fifo", name: "fifo", kind: KindFIFO},
 		{in: "m=model:out/model.bin", name: "m", kind: KindModel, model: "out/model.bin"},
+		{in: "model", name: "model", kind: KindModel},
 		{in: "model:/a=b.bin", name: "model", kind: KindModel, model: "/a=b.bin"},
 		{in: `rusty=cmd:scx_rusty --slice-us=2000 -v`, name: "rusty", kind: KindCmd, cmd: []string{"scx_rusty", "--slice-us=2000", "-v"}},
 		{in: `cmd:sh -c 'echo "a b"; exit 0'`, name: "cmd", kind: KindCmd, cmd: []string{"sh", "-c", `echo "a b"; exit 0`}},

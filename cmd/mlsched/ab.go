@@ -31,6 +31,7 @@ Arms (SPEC):
   default         no sched_ext scheduler: the kernel's own
   fifo            mlsched run --policy fifo (this binary)
   model:PATH      mlsched run --model PATH
+  model           mlsched run with the model built into the binary
   cmd:COMMAND     any sched_ext scheduler, e.g. cmd:"scx_simple" or cmd:"scx_rusty -v",
                   started before and stopped (SIGINT) after each of its runs
 
@@ -91,7 +92,7 @@ type abOpts struct {
 
 func abFlags(fs *flag.FlagSet) func([]string) error {
 	o := &abOpts{}
-	fs.Var(&o.arms, "arm", "`NAME=SPEC`: an arm (repeat; the first is the baseline); SPEC is default, fifo, model:PATH or cmd:COMMAND")
+	fs.Var(&o.arms, "arm", "`NAME=SPEC`: an arm (repeat; the first is the baseline); SPEC is default, fifo, model, model:PATH or cmd:COMMAND")
 	fs.IntVar(&o.runs, "runs", 10, "measured runs per arm `N`")
 	fs.IntVar(&o.warmup, "warmup", 1, "warm-up runs per arm `N`, discarded")
 	fs.DurationVar(&o.duration, "duration", 0, "length of each run `D` (see above; 0: the workload's own)")
