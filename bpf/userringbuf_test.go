@@ -156,3 +156,17 @@ func TestUserRingbufWriteAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per write", allocs)
 	}
 }
+
+// Sched.Apply runs a program once per batch of decisions; it must not allocate either.
+func TestProgramRunAllocs(t *testing.T) {
+	h := newURBHarness(t)
+	var opts ebpf.RunOptions
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := h.objs.MlsUrbDrain.Run(&opts); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per program run", allocs)
+	}
+}

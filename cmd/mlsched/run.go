@@ -79,9 +79,9 @@ func runScheduler(o *runOpts, args []string) error {
 		}
 	case sched.PolicyModel:
 		if o.modelPath == "" {
-			m = defaultModel()
-			if m == nil {
-				return errorf(exitUsage, "this build embeds no default model: pass --model FILE or --policy fifo")
+			var err error
+			if m, err = model.Default(); err != nil {
+				return errorf(exitBadInput, "%v (pass --model FILE or --policy fifo)", err)
 			}
 		} else {
 			var err error
