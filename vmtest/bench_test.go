@@ -31,7 +31,7 @@ func TestVMBench(t *testing.T) {
 		}
 	}
 	arms := []string{"default", "fifo"}
-	if hasDefaultModel(e) {
+	if hasModelPolicy(e) {
 		arms = append(arms, "model")
 	}
 	arms = append(arms, "default")
@@ -46,7 +46,7 @@ func TestVMBench(t *testing.T) {
 	for i, arm := range arms {
 		name := fmt.Sprintf("sched-%d", i)
 		if arm != "default" {
-			s.Start(name, policyArgs(arm, "--metrics-addr", "")...)
+			s.Start(name, policyArgs(e, arm, "--metrics-addr", "")...)
 			steps[i].enabled = s.MayFail(s.WaitFile(SCXState, "enabled", attachTimeout))
 			s.Sleep(time.Second)
 		}

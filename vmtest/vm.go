@@ -40,6 +40,7 @@ type Env struct {
 	Qemu       string
 	OutDir     string // per-scenario logs are kept here
 	BinDir     string // the static binaries that go into the initramfs
+	ModelFile  bool   // model/default.bin is in the initramfs as /default.bin
 	baseInitrd []byte
 }
 
@@ -146,6 +147,12 @@ func setup(t testing.TB) (*Env, error) {
 			return nil, err
 		}
 		files[b.out] = cpioData{perm: 0o755, data: data}
+	}
+	// The repository's default model, for the model policy before (or besides) the binary
+	// embedding it.
+	if data, err := os.ReadFile(filepath.Join(root, "model", "default.bin")); err == nil {
+		files["default.bin"] = cpioData{perm: 0o644, data: data}
+		e.ModelFile = true
 	}
 	var raw bytes.Buffer
 	cw := newCpioWriter(&raw)
