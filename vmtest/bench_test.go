@@ -60,8 +60,8 @@ func TestVMBench(t *testing.T) {
 	r := e.Boot(t, s)
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "| arm | pipe round trips/s | vs default | 1 ms sleeps/s | spin Miter/s | decisions keep / migrate / fifo | fallbacks ring_full / timeout |\n")
-	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | --- | --- |\n")
+	fmt.Fprintf(&b, "| arm | pipe round trips/s | vs default | 1 ms sleeps/s | spin Miter/s | decisions keep / migrate / fifo | fallbacks ring_full / timeout | round trip per decision |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |\n")
 	var base float64
 	for i, arm := range arms {
 		var w workloadReport
@@ -72,7 +72,7 @@ func TestVMBench(t *testing.T) {
 		if i == 0 {
 			base = rt
 		}
-		dec, fb := "-", "-"
+		dec, fb, rtt := "-", "-", "-"
 		if arm != "default" {
 			if !r.Step(steps[i].enabled).OK {
 				t.Fatalf("%s never enabled", arm)
@@ -83,6 +83,11 @@ func TestVMBench(t *testing.T) {
 			}
 			dec = fmt.Sprintf("%d / %d / %d", tot.BPF["keep"], tot.BPF["migrate"], tot.BPF["fifo"])
 			fb = fmt.Sprintf("%d / %d", tot.BPF["ring_full"], tot.BPF["timeout"])
+			// rtt_ns sums enqueue -> decision applied over the decisions that went
+			// through user space (the --stats rtt= figure, over the whole run).
+			if n := tot.BPF["keep"] + tot.BPF["migrate"] + tot.BPF["fifo"] + tot.BPF["no_idle"] + tot.BPF["bad_cpu"]; n > 0 && tot.BPF["rtt_ns"] > 0 {
+				rtt = fmt.Sprintf("%.0f us", float64(tot.BPF["rtt_ns"])/float64(n)/1e3)
+			}
 		}
 		label := arm
 		if arm == "default" && i > 0 {
@@ -90,8 +95,8 @@ func TestVMBench(t *testing.T) {
 		} else if arm != "default" {
 			label = "mlsched " + arm
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.0f | %.1f | %s | %s |\n", label, rt, rt/base,
-			float64(w.SleepWakeups)/w.ElapsedS, float64(w.SpinIters)*1000/w.ElapsedS/1e6, dec, fb)
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.0f | %.1f | %s | %s | %s |\n", label, rt, rt/base,
+			float64(w.SleepWakeups)/w.ElapsedS, float64(w.SpinIters)*1000/w.ElapsedS/1e6, dec, fb, rtt)
 	}
 	fmt.Fprintf(&b, "\nKernel %s, qemu TCG (-accel tcg,thread=multi -cpu max -smp 2 -m 1G), %v per arm, workload `%s`.\n",
 		r.Hello.Kernel, d, strings.Join(load[1:], " "))
