@@ -39,6 +39,9 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, `<text x="16" y="46" fill="#444">%d runs per arm%s, interleaved in random order (seed %d) · kernel %s · %d CPUs</text>`+"\n",
 		r.PerArm, warm, r.Seed, esc(orUnknown(r.Kernel)), r.CPUs)
+	if r.Note != "" {
+		fmt.Fprintf(&b, `<text x="%d" y="26" text-anchor="end" fill="#B03A2E" font-weight="bold">%s</text>`+"\n", width-16, esc(r.Note))
+	}
 
 	unit := r.Unit
 	if unit == "" {
@@ -106,16 +109,17 @@ func (r *Report) WriteSVG(w io.Writer) error {
 			}
 		}
 		span := math.Max(chi-clo, 1)
-		cticks, xlo, xhi := niceTicks(clo-0.05*span, chi+0.05*span, 5)
+		// A ratio cannot fall below -100%: keep the axis from inventing room for it.
+		cticks, xlo, xhi := niceTicks(math.Max(clo-0.05*span, -100), chi+0.05*span, 5)
 		xOf := func(v float64) float64 { return qx0 + (v-xlo)/(xhi-xlo)*(qx1-qx0) }
-		rowH := math.Min(60, (py1-py0-40)/float64(len(r.Comparisons)))
+		rowH := math.Min(70, (py1-py0-40)/float64(len(r.Comparisons)))
 		for _, t := range cticks {
 			x := xOf(t)
 			fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%g" y2="%g" stroke="#eee"/>`+"\n", x, x, py0, py1)
 			fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle" fill="#444" font-size="11">%s%%</text>`+"\n", x, py1+15, trimFloat(t))
 		}
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%g" y2="%g" stroke="#888" stroke-dasharray="4 3"/>`+"\n", xOf(0), xOf(0), py0, py1)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle" fill="#888" font-size="11">%s</text>`+"\n", xOf(0), py0-2+14, "no change")
+		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle" fill="#888" font-size="11">%s</text>`+"\n", xOf(0), py1+30, "no change")
 		for i, c := range r.Comparisons {
 			y := py0 + 40 + rowH*(float64(i)+0.5)
 			col := "#777"
@@ -135,7 +139,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="5" fill="%s"><title>%s</title></circle>`+"\n", xOf((c.CI.Ratio-1)*100), y, col, esc(c.Verdict))
 			}
 			fmt.Fprintf(&b, `<text x="%g" y="%.1f" font-weight="bold" fill="%s">%s</text>`+"\n", qx0, y-12, armColor(i+1), esc(c.Arm))
-			fmt.Fprintf(&b, `<text x="%g" y="%.1f" text-anchor="end" fill="%s" font-size="11">%s</text>`+"\n", qx1, y-12, col, esc(shortVerdict(c)))
+			fmt.Fprintf(&b, `<text x="%g" y="%.1f" fill="%s" font-size="11">%s</text>`+"\n", qx0, y+20, col, esc(shortVerdict(c)))
 		}
 	} else {
 		fmt.Fprintf(&b, `<text x="%g" y="%g" fill="#888">only one arm</text>`+"\n", qx0, py0+30)
@@ -175,7 +179,11 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		fmt.Fprintf(&b, `<text x="16" y="%g" fill="#222" font-size="11">%s</text>`+"\n", fy, esc(c.Verdict))
 		fy += 14
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" fill="#999" font-size="10">y axes do not start at 0 · Welch t-test · percentile bootstrap, %d resamples</text>`+"\n", width-12, height-8, r.Resamples)
+	note := ""
+	if ylo > 0 {
+		note = "y axes do not start at 0 · "
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" fill="#999" font-size="10">%sWelch t-test · percentile bootstrap, %d resamples</text>`+"\n", width-12, height-8, note, r.Resamples)
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -158,7 +158,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	if !r.HigherIsBetter {
 		better = "lower is better"
 	}
-	fmt.Fprintf(&b, "kernel %s, %d CPUs; %s, %s\n\n", orUnknown(r.Kernel), r.CPUs, unit, better)
+	fmt.Fprintf(&b, "kernel %s, %d CPUs; %s, %s\n", orUnknown(r.Kernel), r.CPUs, unit, better)
+	if r.Note != "" {
+		fmt.Fprintf(&b, "note: %s\n", r.Note)
+	}
+	b.WriteString("\n")
 
 	width := len("vs ") + len(firstName(r))
 	for _, a := range r.Arms {

@@ -38,6 +38,7 @@ type Config struct {
 	Self  string // the mlsched binary for fifo and model arms and built-in workloads
 	Sysfs string // sched_ext's sysfs directory ("" = DefaultSysfs)
 
+	Note    string    // a caveat printed with the report and on the plot (e.g. "qemu TCG")
 	Log     io.Writer // progress lines (nil: none)
 	Verbose bool      // also the workload's and the scheduler's output after each run
 }
@@ -67,6 +68,7 @@ type Result struct {
 	Kernel   string    `json:"kernel,omitempty"`
 	CPUs     int       `json:"cpus"`
 	Duration string    `json:"duration,omitempty"`
+	Note     string    `json:"note,omitempty"`
 }
 
 // Values returns the measured (non-warm-up) throughputs of an arm in run order.
@@ -234,7 +236,7 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 		c.Log = io.Discard
 	}
 	res := &Result{Arms: c.Arms, Workload: c.Workload, Seed: c.Seed, Warmup: c.Warmup, PerArm: c.Runs,
-		Started: time.Now(), Kernel: kernelRelease(), CPUs: runtime.NumCPU()}
+		Started: time.Now(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(), Note: c.Note}
 	if c.Duration > 0 {
 		res.Duration = c.Duration.String()
 	}

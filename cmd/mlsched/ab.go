@@ -88,6 +88,7 @@ type abOpts struct {
 	seed          uint64
 	resamples     int
 	verbose       bool
+	note          string
 }
 
 func abFlags(fs *flag.FlagSet) func([]string) error {
@@ -104,6 +105,7 @@ func abFlags(fs *flag.FlagSet) func([]string) error {
 	fs.BoolVar(&o.lowerIsBetter, "lower-is-better", false, "the metric is a time or a latency: lower wins")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed `N` for the run order and the bootstrap (0: from the clock; the report shows it)")
 	fs.IntVar(&o.resamples, "resamples", 10000, "bootstrap resamples `N`")
+	fs.StringVar(&o.note, "note", "", "a caveat `TEXT` shown with the report and on the plot, e.g. \"qemu TCG: overhead, not speedups\"")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: show the workload's and the schedulers' output")
 	return func(args []string) error { return runAB(o, args) }
 }
@@ -122,7 +124,7 @@ func runAB(o *abOpts, args []string) error {
 		return errorf(exitUsage, "no workload: give its command after --, e.g. -- mlsched workload hackbench")
 	}
 	cfg := ab.Config{Arms: o.arms, Workload: args, Runs: o.runs, Warmup: o.warmup, Duration: o.duration,
-		Timeout: o.timeout, Seed: o.seed, AttachTimeout: o.attachTimeout, Log: stderr, Verbose: o.verbose}
+		Timeout: o.timeout, Seed: o.seed, Note: o.note, AttachTimeout: o.attachTimeout, Log: stderr, Verbose: o.verbose}
 	if o.metricRegexp != "" {
 		re, err := regexp.Compile(o.metricRegexp)
 		if err != nil {
