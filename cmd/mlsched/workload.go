@@ -81,7 +81,7 @@ func runWorkload(o workload.Options, args []string) error {
 		if ctx.Err() != nil {
 			return errorf(exitFailure, "%s: interrupted", w.Name)
 		}
-		return withCode(exitUsage, err)
+		return withCode(exitFailure, err)
 	}
 	return r.WriteJSON(stdout)
 }
