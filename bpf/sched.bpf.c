@@ -192,9 +192,13 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	s32 prev;
 
 	count(MLS_SC_ENQUEUE);
-	// mlsched never waits behind the tasks it schedules: first, and preempting.
+	// mlsched never waits behind the tasks it schedules: a waking thread of ours goes first,
+	// preempting. One whose slice ran out queues behind the others, so that a busy thread of
+	// ours cannot starve its CPU.
 	if (is_ours(p)) {
-		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
+		if (enq_flags & SCX_ENQ_WAKEUP)
+			enq_flags |= SCX_ENQ_HEAD | SCX_ENQ_PREEMPT;
+		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		count(MLS_SC_OURS);
 		return;
 	}

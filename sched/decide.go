@@ -8,6 +8,7 @@ import (
 	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
+	"golang.org/x/sys/unix"
 )
 
 // Action is what BPF does with a waking task (enum mls_action in bpf/sched.h).
@@ -154,6 +155,13 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	}
 	var keep bool
 	if n&(d.timeEvery-1) == 0 {
+		// Event age: BPF stamped it with bpf_ktime_get_ns (CLOCK_MONOTONIC) at enqueue.
+		var ts unix.Timespec
+		if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil {
+			if now := uint64(ts.Nano()); now > w.TsNs {
+				d.Stats.EventAge.Observe(now - w.TsNs)
+			}
+		}
 		t0 := time.Now()
 		keep = d.pred.KeepLocal(&w.Feats)
 		d.Stats.Inference.Observe(uint64(time.Since(t0)))

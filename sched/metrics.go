@@ -30,6 +30,7 @@ const (
 	metricGuardTrips   = "mlsched_guard_trips_total"
 	metricOutcomes     = "mlsched_outcomes_total"
 	metricRoundTrip    = "mlsched_decision_roundtrip_seconds"
+	metricEventAge     = "mlsched_event_age_seconds"
 )
 
 // fallbackReasons maps fallback label values to the BPF counters behind them.
@@ -58,7 +59,7 @@ type collector struct {
 	sched *bpf.Sched
 	st    *Stats
 
-	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip *prometheus.Desc
+	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge *prometheus.Desc
 }
 
 func newCollector(st *Stats) *collector {
@@ -74,11 +75,12 @@ func newCollector(st *Stats) *collector {
 		guardTrips:  prometheus.NewDesc(metricGuardTrips, "Times the model guard switched to FIFO.", nil, nil),
 		outcomes:    prometheus.NewDesc(metricOutcomes, "Outcomes observed for model decisions, by label.", []string{"label"}, nil),
 		roundTrip:   prometheus.NewDesc(metricRoundTrip, "Time from enqueue to the decision being applied in BPF.", nil, nil),
+		eventAge:    prometheus.NewDesc(metricEventAge, "Time from enqueue in BPF to user space reading the wake event (sampled).", nil, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip} {
+	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge} {
 		ch <- d
 	}
 }
@@ -114,6 +116,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.drops, c.st.RingFull.Load(), "decisions")
 	buckets, n, sum := c.st.Inference.Snapshot()
 	ch <- prometheus.MustNewConstHistogram(c.inference, n, sum, buckets)
+	buckets, n, sum = c.st.EventAge.Snapshot()
+	ch <- prometheus.MustNewConstHistogram(c.eventAge, n, sum, buckets)
 	ch <- prometheus.MustNewConstMetric(c.accuracy, prometheus.GaugeValue, c.st.LiveAccuracy())
 	active := 0.0
 	if c.st.GuardActive.Load() {

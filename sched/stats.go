@@ -29,6 +29,7 @@ type Stats struct {
 	GuardActive  atomic.Bool   // the guard holds the policy at FIFO now
 	liveAccBits  atomic.Uint64 // float64 bits: the guard's window accuracy
 	Inference    Histogram     // sampled Predict durations, ns
+	EventAge     Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
 }
 
 // LiveAccuracy is the model's accuracy over the guard's window (NaN before the first outcome).
@@ -49,8 +50,9 @@ type Histogram struct {
 	sum    atomic.Uint64
 }
 
-// histBounds are the bucket upper bounds in ns (inference is ~10-100 ns).
-var histBounds = [...]uint64{10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 102400}
+// histBounds are the bucket upper bounds in ns
+// (inference is ~10-100 ns natively, event ages are µs to ms).
+var histBounds = [...]uint64{10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 102400, 1e6, 1e7, 1e8}
 
 // Observe adds one duration in ns.
 func (h *Histogram) Observe(ns uint64) {
@@ -107,6 +109,6 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 	if s.GuardActive.Load() {
 		b.WriteString("(guard:FIFO)")
 	}
-	fmt.Fprintf(&b, " inf=%.0fns drops=%d", s.Inference.Mean(), cur[bpf.SCRingFull]+cur[bpf.SCOutcomeDrop]+s.RingFull.Load())
+	fmt.Fprintf(&b, " age=%.0fus inf=%.0fns drops=%d", s.EventAge.Mean()/1e3, s.Inference.Mean(), cur[bpf.SCRingFull]+cur[bpf.SCOutcomeDrop]+s.RingFull.Load())
 	return b.String()
 }
