@@ -26,6 +26,9 @@ var normalExits = map[string]bool{
 // notAProblem: lines that match kernelProblem by accident.
 var notAProblem = regexp.MustCompile(`Command line:|Kernel command line:`)
 
+// int3Oops is the signature of TCG's cross-modifying-code race (see Env.Boot).
+var int3Oops = regexp.MustCompile(`Oops: int3: `)
+
 // finding is one suspicious console line and its neighbourhood.
 type finding struct {
 	line    int // 0-based
