@@ -235,7 +235,12 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
-	res := &Result{Arms: c.Arms, Workload: c.Workload, Seed: c.Seed, Warmup: c.Warmup, PerArm: c.Runs,
+	var shown []string // as run, with "mlsched" as the user wrote it
+	if len(c.Workload) > 0 {
+		shown = c.workloadArgv()
+		shown[0] = c.Workload[0]
+	}
+	res := &Result{Arms: c.Arms, Workload: shown, Seed: c.Seed, Warmup: c.Warmup, PerArm: c.Runs,
 		Started: time.Now(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(), Note: c.Note}
 	if c.Duration > 0 {
 		res.Duration = c.Duration.String()

@@ -174,11 +174,11 @@ func TestBootstrapCoversTrueRatio(t *testing.T) {
 	covered, significant := 0, 0
 	for i := range reps {
 		a, b := draw(1000), draw(1000*trueRate)
-		ci := BootstrapRatioCI(a, b, 0.95, 4000, uint64(i))
+		ci := BootstrapRatioCI(a, b, 0.95, 2000, uint64(i))
 		if ci.Low <= trueRate && trueRate <= ci.High {
 			covered++
 		}
-		if c := Compare("a", "b", a, b, true, 0.95, 4000, uint64(i)); c.Significant {
+		if c := Compare("a", "b", a, b, true, 0.95, 2000, uint64(i)); c.Significant {
 			significant++
 		}
 	}
