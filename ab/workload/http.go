@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -59,9 +61,16 @@ func httpLoad(ctx context.Context, o Options, h httpOpts) (Result, error) {
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
+	// A bare initramfs (the test VM) or a fresh network namespace has lo down: bring it up,
+	// as root can; otherwise listening works and every connection fails.
+	if lo, err := net.InterfaceByName("lo"); err == nil && lo.Flags&net.FlagUp == 0 {
+		if err := loopbackUp(); err != nil {
+			return Result{}, fmt.Errorf("http: the loopback interface is down and cannot be set up: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return Result{}, fmt.Errorf("http: listen: %w", err)
+		return Result{}, fmt.Errorf("http: listen: %w (is the loopback interface up?)", err)
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -161,4 +170,22 @@ func httpLoad(ctx context.Context, o Options, h httpOpts) (Result, error) {
 		Ops: total, ElapsedS: elapsed.Seconds(), Threads: h.conns,
 		Params: map[string]any{"conns": h.conns, "body": h.bodySize, "work": h.work,
 			"p50_us": pct(0.5), "p99_us": pct(0.99)}}, nil
+}
+
+// loopbackUp sets lo up (needs CAP_NET_ADMIN).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP | unix.IFF_RUNNING)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
