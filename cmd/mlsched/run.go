@@ -60,7 +60,7 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
 	fs.DurationVar(&o.watchdog, "watchdog", 5*time.Second, "kernel watchdog `D`: a runnable task not run for D ejects the scheduler")
 	fs.DurationVar(&o.pendingTimeout, "pending-timeout", 20*time.Millisecond, "a task waits at most `D` for a decision, then FIFO")
-	fs.DurationVar(&o.userStall, "user-stall", 10*time.Second, "model policy: BPF ends the scheduler when tasks wait and no decision is read for `D` (0: never)")
+	fs.DurationVar(&o.userStall, "user-stall", 10*time.Second, "model policy: BPF ends the scheduler when wake events sit unread and no decision comes for `D` (0: never)")
 	fs.IntVar(&o.guardWindow, "guard-window", 2000, "model guard: sliding window of `N` observed outcomes")
 	fs.BoolVar(&o.noFlush, "no-flush", false, "apply decisions only at the next dispatch, not right after each batch (for comparison)")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: variant loaded, full verifier log on load errors")
@@ -86,7 +86,7 @@ func runScheduler(o *runOpts, args []string) error {
 		} else {
 			var err error
 			if m, err = model.Load(o.modelPath); err != nil {
-				return errorf(exitBadInput, "model %s: %v", o.modelPath, err)
+				return errorf(exitBadInput, "%v", err)
 			}
 		}
 	default:
