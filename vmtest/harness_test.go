@@ -84,3 +84,22 @@ func TestOtherSchemaFixture(t *testing.T) {
 		t.Fatal("fixture too short")
 	}
 }
+
+// checkAccounting against totals seen in the VM (fifo and model runs of 7.2), and a lost task.
+func TestCheckAccounting(t *testing.T) {
+	_, _, fifo, _ := parseRunOutput("EXIT: unreg unregistered from user space ()\nTOTALS: enqueue=15381 select_direct=1003 ours=719 kthread=45 fifo_policy=14617 dispatch=15652 | events=0\n")
+	_, _, mdl, _ := parseRunOutput("EXIT: unreg x ()\nTOTALS: enqueue=21001 select_direct=86 ours=9424 kthread=98 reenqueue=6109 no_running=592 event=4778 decision_rx=4778 keep=1796 migrate=3 no_idle=2795 timeout=183 | events=4778\n")
+	for name, c := range map[string]map[string]uint64{"fifo": fifo.BPF, "model": mdl.BPF} {
+		if errs := accountingErrors(name, c); len(errs) > 0 {
+			t.Errorf("%s totals flagged: %v", name, errs)
+		}
+	}
+	lost := map[string]uint64{}
+	for k, v := range mdl.BPF {
+		lost[k] = v
+	}
+	lost["keep"] -= 500
+	if len(accountingErrors("lost", lost)) == 0 {
+		t.Errorf("500 tasks missing from the applied paths were not flagged")
+	}
+}
