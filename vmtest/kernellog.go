@@ -8,7 +8,7 @@ import (
 
 // kernelProblem matches console lines that mean the kernel (or sched_ext) is unhappy. A
 // scenario that provokes one on purpose (the watchdog) allows it explicitly.
-var kernelProblem = regexp.MustCompile(`BUG:|WARNING:|Oops|Kernel panic|\bpanic\b|[Ss]tall|soft lockup|hard LOCKUP|` +
+var kernelProblem = regexp.MustCompile(`BUG:|WARNING:|Oops|Kernel panic|\bpanic\b|\b[Ss]tall(s|ed|ing)?\b|soft lockup|hard LOCKUP|` +
 	`general protection fault|Initramfs unpacking failed|Kernel panic|Call Trace:|blocked for more than|hung_task|` +
 	`sched_ext:.*\b(error|errored|failed)\b`)
 
