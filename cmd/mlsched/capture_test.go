@@ -206,7 +206,9 @@ func TestCaptureSignalLeavesValidTrace(t *testing.T) {
 // Without root (or CAP_BPF+CAP_PERFMON), capture refuses before touching anything.
 func TestCaptureNotRoot(t *testing.T) {
 	requireRoot(t) // root is needed to switch to an unprivileged user
-	dir, err := os.MkdirTemp("", "mlsched-nonroot-") // t.TempDir's parent is private to root
+
+	// t.TempDir's parent is private to root: the unprivileged user could not run the binary.
+	dir, err := os.MkdirTemp("", "mlsched-nonroot-")
 	if err != nil {
 		t.Fatal(err)
 	}
