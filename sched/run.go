@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -58,13 +59,15 @@ var (
 )
 
 // Preflight checks what can be checked before loading: sched_ext exists and is free.
-func Preflight() error {
-	if _, err := os.Stat("/sys/kernel/sched_ext"); err != nil {
+func Preflight() error { return preflight("/sys/kernel/sched_ext") }
+
+func preflight(dir string) error {
+	if _, err := os.Stat(dir); err != nil {
 		return bpf.ErrNoSchedExt
 	}
-	state, _ := os.ReadFile("/sys/kernel/sched_ext/state")
+	state, _ := os.ReadFile(filepath.Join(dir, "state"))
 	if s := strings.TrimSpace(string(state)); s != "" && s != "disabled" {
-		ops, _ := os.ReadFile("/sys/kernel/sched_ext/root/ops")
+		ops, _ := os.ReadFile(filepath.Join(dir, "root", "ops"))
 		name := strings.TrimSpace(string(ops))
 		if name == "" {
 			name = "unknown"
