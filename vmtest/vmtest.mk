@@ -5,10 +5,11 @@
 #   make vmtest                      all scenarios
 #   make vmtest VMTEST_RUN=VMFifo    one of them
 #   make vmtest-smoke                just boot the kernel (vmtest/smoke.sh)
-# Logs of every VM (console, results) stay in vmtest/out/<test>/.
+# Logs of every VM (console, results) stay in vmtest/out/<test>/. A full run takes 6-8 min on
+# 2 cores; VMTEST_TIMEOUT only catches a harness hang (every VM has its own timeout).
 .PHONY: vmtest vmtest-smoke
 VMTEST_RUN ?= VM
-VMTEST_TIMEOUT ?= 20m
+VMTEST_TIMEOUT ?= 40m
 
 vmtest:
 	MLSCHED_VMTEST=1 $(GO) test -count=1 -v -timeout $(VMTEST_TIMEOUT) -run '$(VMTEST_RUN)' ./vmtest
