@@ -3,7 +3,8 @@
 # the kernel (~/.cache/mlsched, or $MLSCHED_CACHE), builds the static binaries and the
 # initramfs. Without qemu or the kernel it skips with the reason; under CI=true it fails.
 #   make vmtest                      all scenarios
-#   make vmtest VMTEST_RUN=VMFifo    one of them
+#   make vmtest VMTEST_RUN=VMKill9   one of them (VMBoot VMCapture VMAttachFIFO VMAttachModel
+#                                    VMKill9 VMStopWatchdog VMBadInput VMFlood VMMetrics)
 #   make vmtest-smoke                just boot the kernel (vmtest/smoke.sh)
 # Logs of every VM (console, results) stay in vmtest/out/<test>/. A full run takes 6-8 min on
 # 2 cores; VMTEST_TIMEOUT only catches a harness hang (every VM has its own timeout).
