@@ -112,6 +112,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		rep.Restarts++
 		fmt.Fprintf(cfg.Log, "%s: restarting in place\n", r.ExitLine())
+		// The kernel finishes disabling asynchronously: wait for it before attaching again.
+		for i := 0; i < 50; i++ {
+			b, _ := os.ReadFile("/sys/kernel/sched_ext/state")
+			if strings.TrimSpace(string(b)) == "disabled" {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }
 

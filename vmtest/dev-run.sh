@@ -16,7 +16,7 @@ mkdir -p "$work/rootfs"/{dev,proc,sys,tmp}
 (cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$work/rootfs/init" ./vmtest/devrun &&
 	CGO_ENABLED=0 go build -trimpath -o "$work/rootfs/mlsched" ./cmd/mlsched)
 printf '%s\n' run "$@" >"$work/rootfs/devrun.args"
-printf 'DURATION=%s\nSIGNAL=%s\nBASELINE=%s\nWORKLOAD=%s\n' "${DURATION:-10s}" "${SIGNAL:-INT}" "${BASELINE:-0}" "${WORKLOAD:-mixed}" >"$work/rootfs/devrun.env"
+printf 'DURATION=%s\nSIGNAL=%s\nBASELINE=%s\nWORKLOAD=%s\nHOTPLUG=%s\n' "${DURATION:-10s}" "${SIGNAL:-INT}" "${BASELINE:-0}" "${WORKLOAD:-mixed}" "${HOTPLUG:-0}" >"$work/rootfs/devrun.env"
 for f in ${DEVRUN_FILES:-}; do cp "${f%%:*}" "$work/rootfs/${f#*:}"; done
 (cd "$work/rootfs" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 >"$work/initrd.gz")
 timeout "${DEVRUN_TIMEOUT:-240}" qemu-system-x86_64 -nodefaults -no-user-config \

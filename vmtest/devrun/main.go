@@ -80,6 +80,17 @@ func main() {
 	if dur == "" {
 		dur = "10s"
 	}
+	if cfg["HOTPLUG"] == "1" { // CPU hotplug: the kernel asks the scheduler to restart
+		for _, v := range []string{"0", "1"} {
+			err := os.WriteFile("/sys/devices/system/cpu/cpu1/online", []byte(v), 0)
+			fmt.Fprintf(out, "cpu1 online=%s: err=%v\n", v, err)
+			time.Sleep(3 * time.Second)
+			for i := 0; i < 300 && read("/sys/kernel/sched_ext/state") != "enabled"; i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+			fmt.Fprintf(out, "state=%s ops=%s\n", read("/sys/kernel/sched_ext/state"), read("/sys/kernel/sched_ext/root/ops"))
+		}
+	}
 	if cfg["SIGNAL"] == "STOP" {
 		_ = cmd.Process.Signal(syscall.SIGSTOP)
 		fmt.Fprintln(out, "sent SIGSTOP to mlsched")
