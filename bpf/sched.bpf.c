@@ -43,6 +43,7 @@ const volatile u64 user_stall_ns = 0; // exit when tasks wait and no decision ca
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
+u8 guard_fifo; // set by user space while the model guard holds the policy at FIFO
 u64 nr_rx;         // decisions read, for the stall timer
 u64 stall_rx_seen; // nr_rx at the stall timer's last tick
 u64 stall_since_ns; // since when events wait unread and no decision is read (0: not stalled)
@@ -241,10 +242,10 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	tctx->seq = seq;
 	tctx->enq_ns = now;
-	tctx->state = TS_PENDING;
+	tctx->state = guard_fifo ? TS_NONE : TS_PENDING;
 
 	e->type = MLS_EV_SCHED_WAKE;
-	e->_pad = 0;
+	e->flags = guard_fifo ? MLS_WAKE_NO_DECISION : 0;
 	e->prev_cpu = prev;
 	e->waker_cpu = bpf_get_smp_processor_id();
 	e->nr_allowed = p->nr_cpus_allowed;
@@ -264,6 +265,14 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	cs->sample_ns = now;
 	cs->sample_tid = r_tid;
 
+	if (guard_fifo) {
+		// The model guard holds the policy at FIFO: no round trip, but the event still goes
+		// out so that user space keeps scoring the model and can switch back.
+		enqueue_fifo(p, enq_flags);
+		bpf_ringbuf_submit(e, 0);
+		count(MLS_SC_GUARD_FIFO);
+		return;
+	}
 	mls_dsq_insert(p, PENDING_DSQ, slice_ns, enq_flags);
 	bpf_ringbuf_submit(e, 0);
 	count(MLS_SC_EVENT);

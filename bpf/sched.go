@@ -78,6 +78,7 @@ const (
 	SCRTTNs
 	SCApplyRun
 	SCOrphan
+	SCGuardFIFO
 	NumSchedCounters
 )
 
@@ -85,7 +86,7 @@ var schedCounterNames = [NumSchedCounters]string{
 	"enqueue", "select_direct", "ours", "kthread", "fifo_policy", "reenqueue", "no_running",
 	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
 	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
-	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns", "apply_run", "orphan",
+	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns", "apply_run", "orphan", "guard_fifo",
 }
 
 // String names a counter in snake case (metric labels, --stats).
@@ -111,6 +112,8 @@ const (
 	ActFIFO        = 0
 	ActKeepLocal   = 1
 	ActMigrateIdle = 2
+
+	WakeNoDecision = 1 // mls_sched_wake.flags: informational, do not answer
 )
 
 // ExitInfo is what the kernel said when it disabled the scheduler (struct mls_exit_info).
@@ -190,6 +193,7 @@ type schedObjs struct {
 	Apply      *ebpf.Program  `ebpf:"mls_apply"`
 	ExitInfo   *ebpf.Variable `ebpf:"exit_info"`
 	SeqCounter *ebpf.Variable `ebpf:"mls_seq"`
+	GuardFIFO  *ebpf.Variable `ebpf:"guard_fifo"`
 }
 
 // Sched is the loaded and attached scheduler.
@@ -330,10 +334,10 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 		Ops: coll.Maps["mlsched_ops"], Events: coll.Maps["events"], Decisions: coll.Maps["decisions"],
 		Counters: coll.Maps["sched_counters"], TaskFeats: coll.Maps["task_feats"],
 		SysEnter: coll.Programs["mls_sched_sys_enter"], Apply: coll.Programs["mls_apply"], ExitInfo: coll.Variables["exit_info"],
-		SeqCounter: coll.Variables["mls_seq"],
+		SeqCounter: coll.Variables["mls_seq"], GuardFIFO: coll.Variables["guard_fifo"],
 	}
 	if s.objs.Ops == nil || s.objs.Events == nil || s.objs.Decisions == nil || s.objs.Counters == nil ||
-		s.objs.SysEnter == nil || s.objs.ExitInfo == nil {
+		s.objs.SysEnter == nil || s.objs.ExitInfo == nil || s.objs.GuardFIFO == nil {
 		coll.Close()
 		return nil, errors.New("load scheduler: object lacks an expected map, program or variable")
 	}
@@ -390,6 +394,12 @@ func setOpsField(ms *ebpf.MapSpec, name string, v uint32) error {
 func (s *Sched) Apply() error {
 	_, err := s.objs.Apply.Run(&s.applyOpts)
 	return err
+}
+
+// SetGuardFIFO tells BPF that the model guard holds the policy at FIFO: wakeups then go to
+// the FIFO in BPF at once, and their events are sent only for scoring.
+func (s *Sched) SetGuardFIFO(on bool) error {
+	return s.objs.GuardFIFO.Set(boolU8(on))
 }
 
 // ExitInfo reads what ops.exit recorded; Kind is ExitNone while the scheduler runs.

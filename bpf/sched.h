@@ -15,9 +15,11 @@ enum mls_sched_event_type {
 // W wakes while its previous CPU runs R: a decision is wanted. The first 32 + 4*64 bytes are
 // laid out as capture's mls_wake_event (features.DecodeWake reads them); nr_allowed sits in
 // capture's padding, seq follows the features.
+#define MLS_WAKE_NO_DECISION 1 // flags: informational (guard at FIFO), do not answer
+
 struct mls_sched_wake {
 	__u8 type;
-	__u8 _pad;
+	__u8 flags; // MLS_WAKE_*
 	__u16 prev_cpu;
 	__u16 waker_cpu;
 	__u16 nr_allowed; // CPUs W may run on
@@ -97,5 +99,6 @@ enum mls_sched_counter {
 	MLS_SC_RTT_NS,        // sum over applied decisions of enqueue -> applied, ns
 	MLS_SC_APPLY_RUN,     // user space ran mls_apply after a batch
 	MLS_SC_ORPHAN,        // found in the pending queue without a pending state: FIFO
+	MLS_SC_GUARD_FIFO,    // the model guard holds FIFO: FIFO in BPF, event sent for scoring
 	MLS_SC_MAX,
 };

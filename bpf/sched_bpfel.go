@@ -36,6 +36,7 @@ const (
 	schedProgMlsSelectCpu     = "mls_select_cpu"
 	schedProgMlsStopping      = "mls_stopping"
 	schedVarExitInfo          = "exit_info"
+	schedVarGuardFifo         = "guard_fifo"
 	schedVarKfLegacyNames     = "kf_legacy_names"
 	schedVarMlsFeatMask       = "mls_feat_mask"
 	schedVarMlsSeq            = "mls_seq"
@@ -130,6 +131,7 @@ type schedMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
+	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
@@ -200,6 +202,7 @@ func (m *schedMaps) Close() error {
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
+	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`

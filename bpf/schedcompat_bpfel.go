@@ -36,6 +36,7 @@ const (
 	schedcompatProgMlsSelectCpu     = "mls_select_cpu"
 	schedcompatProgMlsStopping      = "mls_stopping"
 	schedcompatVarExitInfo          = "exit_info"
+	schedcompatVarGuardFifo         = "guard_fifo"
 	schedcompatVarKfLegacyNames     = "kf_legacy_names"
 	schedcompatVarMlsFeatMask       = "mls_feat_mask"
 	schedcompatVarMlsSeq            = "mls_seq"
@@ -130,6 +131,7 @@ type schedcompatMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedcompatVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
+	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
@@ -200,6 +202,7 @@ func (m *schedcompatMaps) Close() error {
 // It can be passed to loadSchedcompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedcompatVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
+	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`

@@ -58,6 +58,10 @@ func handle(raw []byte, d *Decider, w DecisionWriter) bool {
 		if d.Wake(raw, &dec) != nil {
 			return false
 		}
+		if raw[1]&bpf.WakeNoDecision != 0 { // BPF already queued W (guard at FIFO)
+			d.Stats.Informational.Add(1)
+			return false
+		}
 		s, err := w.Reserve(bpf.DecisionSize)
 		if err != nil {
 			d.Stats.RingFull.Add(1)

@@ -47,6 +47,7 @@ var fallbackReasons = []struct {
 	{"no_ctx", bpf.SCNoCtx},
 	{"move_fail", bpf.SCMoveFail},
 	{"orphan", bpf.SCOrphan},
+	{"guard_fifo", bpf.SCGuardFIFO},
 	{"reenqueue", bpf.SCReenq},
 	{"no_running", bpf.SCNoRunning},
 	{"kthread", bpf.SCKthread},

@@ -148,6 +148,9 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	if useModel {
 		guard := NewGuard(cfg.GuardWindow, st)
 		guard.OnChange = func(tripped bool, acc, maj float64) {
+			if err := s.SetGuardFIFO(tripped); err != nil {
+				fmt.Fprintf(cfg.Log, "model guard: %v\n", err)
+			}
 			if tripped {
 				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f < majority rate %.3f: switching to FIFO\n", acc, maj)
 			} else {
@@ -235,6 +238,6 @@ func totalsLine(c *bpf.SchedCounters, st *Stats) string {
 	fmt.Fprintf(&b, " | events=%d outcomes=%d keep=%d migrate=%d fifo=%d urb_full=%d unmatched=%d guard_trips=%d",
 		st.Events.Load(), st.Outcomes.Load(), st.Keep.Load(), st.Migrate.Load(), st.FIFO.Load(),
 		st.RingFull.Load(), st.Unmatched.Load(), st.GuardTrips.Load())
-	fmt.Fprintf(&b, " flushes=%d flush_errors=%d", st.Flushes.Load(), st.FlushErrors.Load())
+	fmt.Fprintf(&b, " flushes=%d flush_errors=%d scored_only=%d", st.Flushes.Load(), st.FlushErrors.Load(), st.Informational.Load())
 	return b.String()
 }

@@ -155,6 +155,14 @@ func TestDeciderPolicies(t *testing.T) {
 	if st.RingFull.Load() != 1 {
 		t.Fatalf("ring full count %d", st.RingFull.Load())
 	}
+	// An informational event (guard at FIFO in BPF) is scored, not answered.
+	w.full = false
+	n := w.n
+	info := rawWake(503, 100, 3, 4, randFeats(rng))
+	info[1] = bpf.WakeNoDecision
+	if handle(info, d, w) || w.n != n || st.Informational.Load() != 1 {
+		t.Fatalf("informational event answered (writes %d -> %d)", n, w.n)
+	}
 	// Garbage is counted.
 	handle([]byte{bpf.EventSchedWake, 0, 0}, d, w)
 	handle([]byte{42}, d, w)

@@ -13,23 +13,24 @@ import (
 // Stats are the dispatch loop's counters. Written by the loop with atomics, read by --stats and
 // the metrics collector at any time.
 type Stats struct {
-	Events       atomic.Uint64 // wake events read
-	Outcomes     atomic.Uint64 // outcome events read
-	Keep         atomic.Uint64 // decisions sent, by action
-	Migrate      atomic.Uint64
-	FIFO         atomic.Uint64
-	RingFull     atomic.Uint64 // decisions lost: the user ring buffer was full
-	DecodeErrors atomic.Uint64
-	Flushes      atomic.Uint64 // runs of the BPF apply program after a batch
-	FlushErrors  atomic.Uint64
-	Unmatched    atomic.Uint64 // outcomes whose prediction was no longer remembered
-	Positives    atomic.Uint64 // scored outcomes with label 1
-	Correct      atomic.Uint64 // scored outcomes the model predicted right
-	GuardTrips   atomic.Uint64 // switches to FIFO by the model guard
-	GuardActive  atomic.Bool   // the guard holds the policy at FIFO now
-	liveAccBits  atomic.Uint64 // float64 bits: the guard's window accuracy
-	Inference    Histogram     // sampled Predict durations, ns
-	EventAge     Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
+	Events        atomic.Uint64 // wake events read
+	Outcomes      atomic.Uint64 // outcome events read
+	Informational atomic.Uint64 // wake events scored but not answered (guard at FIFO in BPF)
+	Keep          atomic.Uint64 // decisions sent, by action
+	Migrate       atomic.Uint64
+	FIFO          atomic.Uint64
+	RingFull      atomic.Uint64 // decisions lost: the user ring buffer was full
+	DecodeErrors  atomic.Uint64
+	Flushes       atomic.Uint64 // runs of the BPF apply program after a batch
+	FlushErrors   atomic.Uint64
+	Unmatched     atomic.Uint64 // outcomes whose prediction was no longer remembered
+	Positives     atomic.Uint64 // scored outcomes with label 1
+	Correct       atomic.Uint64 // scored outcomes the model predicted right
+	GuardTrips    atomic.Uint64 // switches to FIFO by the model guard
+	GuardActive   atomic.Bool   // the guard holds the policy at FIFO now
+	liveAccBits   atomic.Uint64 // float64 bits: the guard's window accuracy
+	Inference     Histogram     // sampled Predict durations, ns
+	EventAge      Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
 }
 
 // LiveAccuracy is the model's accuracy over the guard's window (NaN before the first outcome).
@@ -93,8 +94,8 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 	fmt.Fprintf(&b, "enq/s=%.0f ev/s=%.0f", float64(delta(bpf.SCEnqueue))/sec, float64(s.Events.Load()-prevEvents)/sec)
 	fmt.Fprintf(&b, " dec keep=%d migrate=%d fifo=%d", cur[bpf.SCKeep], cur[bpf.SCMigrate], cur[bpf.SCFIFO])
 	fmt.Fprintf(&b, " direct sel=%d ours=%d kthr=%d", cur[bpf.SCSelectDirect], cur[bpf.SCOurs], cur[bpf.SCKthread])
-	fmt.Fprintf(&b, " fb ring=%d timeout=%d noidle=%d badcpu=%d stale=%d gone=%d reenq=%d norun=%d urbfull=%d",
-		cur[bpf.SCRingFull], cur[bpf.SCTimeout], cur[bpf.SCNoIdle], cur[bpf.SCBadCPU], cur[bpf.SCDecStale],
+	fmt.Fprintf(&b, " fb guard=%d ring=%d timeout=%d noidle=%d badcpu=%d stale=%d gone=%d reenq=%d norun=%d urbfull=%d",
+		cur[bpf.SCGuardFIFO], cur[bpf.SCRingFull], cur[bpf.SCTimeout], cur[bpf.SCNoIdle], cur[bpf.SCBadCPU], cur[bpf.SCDecStale],
 		cur[bpf.SCDecGone], cur[bpf.SCReenq], cur[bpf.SCNoRunning], s.RingFull.Load())
 	fmt.Fprintf(&b, " q=%d", qdepth)
 	if n := delta(bpf.SCKeep) + delta(bpf.SCMigrate) + delta(bpf.SCFIFO) + delta(bpf.SCNoIdle) + delta(bpf.SCBadCPU); n > 0 {
