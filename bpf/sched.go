@@ -225,6 +225,10 @@ func probeKernel() (kfuncVariant, error) {
 	if err != nil {
 		return kfuncVariant{}, fmt.Errorf("load kernel BTF: %w", err)
 	}
+	return probeSpec(spec)
+}
+
+func probeSpec(spec *btf.Spec) (kfuncVariant, error) {
 	has := func(name string) bool {
 		// AnyTypesByName may return extra flavours in v0.22: check every name.
 		types, err := spec.AnyTypesByName(name)
