@@ -325,7 +325,7 @@ func TestVMStopWatchdog(t *testing.T) {
 		t.Errorf("after SIGCONT mlsched reported %q %q, want an EXIT line with an error kind or a BPF unregistration for the stall\nstdout:\n%s\nstderr:\n%s", kind, rest, sched.Stdout, sched.Stderr)
 	}
 	if sched.ExitCode != 1 {
-		t.Errorf("mlsched exit %d after being ejected, want 1", sched.ExitCode)
+		t.Errorf("mlsched exit %d after being ejected, want 1\nstderr:\n%s", sched.ExitCode, truncate(sched.Stderr, 2500))
 	}
 	t.Logf("%s: ejected %v after SIGSTOP (watchdog %v); EXIT: %s %s", policy, ej.Elapsed.Round(time.Millisecond), watchdog, kind, rest)
 }
