@@ -3,6 +3,7 @@ package sched
 import (
 	"errors"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/mlsched/mlsched/bpf"
@@ -17,7 +18,8 @@ type DecisionWriter interface {
 // loop reads events until the reader is closed. It runs on a locked OS thread; per event it
 // copies the record into a reused buffer, decides and writes: no allocation. When the event
 // ring is empty and decisions were written, flush (if set) has BPF apply them at once.
-func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error) error {
+// It returns when the reader is closed, or flushed (Reader.Flush) once stop is set.
+func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error, stop *atomic.Bool) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var rec ringbuf.Record
@@ -27,6 +29,12 @@ func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error) 
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return nil
+			}
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				if stop.Load() {
+					return nil
+				}
+				continue
 			}
 			return err
 		}

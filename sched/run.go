@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mlsched/mlsched/bpf"
@@ -145,6 +146,8 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	}
 
 	loopDone := make(chan error, 1)
+	var stopLoop atomic.Bool
+	loopRunning := false
 	if useModel {
 		guard := NewGuard(cfg.GuardWindow, st)
 		guard.OnChange = func(tripped bool, acc, maj float64) {
@@ -162,7 +165,8 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		if !cfg.NoFlush {
 			flush = s.Apply
 		}
-		go func() { loopDone <- loop(s.Events, d, s.Decisions, flush) }()
+		loopRunning = true
+		go func() { loopDone <- loop(s.Events, d, s.Decisions, flush, &stopLoop) }()
 	}
 	if cfg.MetricsAddr != "" && *mt == nil {
 		m, err := startMetrics(cfg.MetricsAddr, st)
@@ -194,6 +198,7 @@ wait:
 		case <-ctx.Done():
 			break wait
 		case err := <-loopDone:
+			loopRunning = false
 			runErr = fmt.Errorf("dispatch loop: %w", err)
 			break wait
 		case <-poll.C:
@@ -209,6 +214,17 @@ wait:
 			}
 			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/bpf.SchedWakeSize))
 			prev, prevEvents, last = cur, st.Events.Load(), now
+		}
+	}
+	// Stop the loop before anything is unmapped (s.Close): it reads the event ring and writes
+	// the decision ring and BPF variables. Flush wakes it; it reads what is left and returns.
+	if loopRunning {
+		stopLoop.Store(true)
+		if err := s.Events.Flush(); err != nil {
+			fmt.Fprintf(cfg.Log, "stop dispatch loop: %v\n", err)
+		}
+		if err := <-loopDone; err != nil && runErr == nil {
+			runErr = fmt.Errorf("dispatch loop: %w", err)
 		}
 	}
 	if err := s.Detach(); err != nil {
