@@ -90,7 +90,8 @@ func TestOtherSchemaFixture(t *testing.T) {
 func TestCheckAccounting(t *testing.T) {
 	_, _, fifo, _ := parseRunOutput("EXIT: unreg unregistered from user space ()\nTOTALS: enqueue=15381 select_direct=1003 ours=719 kthread=45 fifo_policy=14617 dispatch=15652 | events=0\n")
 	_, _, mdl, _ := parseRunOutput("EXIT: unreg x ()\nTOTALS: enqueue=21001 select_direct=86 ours=9424 kthread=98 reenqueue=6109 no_running=592 event=4778 decision_rx=4778 keep=1796 migrate=3 no_idle=2795 timeout=183 | events=4778\n")
-	for name, c := range map[string]map[string]uint64{"fifo": fifo.BPF, "model": mdl.BPF} {
+	_, _, guard, _ := parseRunOutput("EXIT: unreg x ()\nTOTALS: enqueue=62276 select_direct=172 ours=25051 kthread=269 reenqueue=18593 no_running=2185 event=14336 decision_rx=14336 decision_stale=176 keep=4992 migrate=8 no_idle=9160 timeout=176 move_fail=82 guard_fifo=1842 | events=1\n")
+	for name, c := range map[string]map[string]uint64{"fifo": fifo.BPF, "model": mdl.BPF, "guard": guard.BPF} {
 		if errs := accountingErrors(name, c); len(errs) > 0 {
 			t.Errorf("%s totals flagged: %v", name, errs)
 		}
