@@ -90,7 +90,6 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if err := setVars(spec, map[string]any{"mls_feat_mask": slots - 1}); err != nil {
 		return nil, err
 	}
-	spec.Maps["task_feats"].MaxEntries = 1 // the scheduler's legacy hash: unused here
 	spec.Maps["cpu_cur"].MaxEntries = uint32(mustPossibleCPUs())
 
 	c := &Capture{}

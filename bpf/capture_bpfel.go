@@ -64,7 +64,6 @@ const (
 	captureMapCpuCur          = "cpu_cur"
 	captureMapEvents          = "events"
 	captureMapTaskFeatSlots   = "task_feat_slots"
-	captureMapTaskFeats       = "task_feats"
 	captureMapTreeTgids       = "tree_tgids"
 	captureProgMlsProcessExit = "mls_process_exit"
 	captureProgMlsProcessFork = "mls_process_fork"
@@ -137,7 +136,6 @@ type captureMapSpecs struct {
 	CpuCur        *ebpf.MapSpec `ebpf:"cpu_cur"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
 	TreeTgids     *ebpf.MapSpec `ebpf:"tree_tgids"`
 }
 
@@ -178,7 +176,6 @@ type captureMaps struct {
 	CpuCur        *ebpf.Map `ebpf:"cpu_cur"`
 	Events        *ebpf.Map `ebpf:"events"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
 	TreeTgids     *ebpf.Map `ebpf:"tree_tgids"`
 }
 
@@ -188,7 +185,6 @@ func (m *captureMaps) Close() error {
 		m.CpuCur,
 		m.Events,
 		m.TaskFeatSlots,
-		m.TaskFeats,
 		m.TreeTgids,
 	)
 }

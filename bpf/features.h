@@ -30,14 +30,6 @@ struct {
 
 const volatile __u32 mls_feat_mask = 32767; // set by the loader: slots - 1
 
-// Legacy per-tid hash, still used by the scheduler until it moves to the slots.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); // resized by the loader
-	__type(key, __u32);
-	__type(value, struct task_feat);
-} task_feats SEC(".maps");
-
 enum mls_feat_claim {
 	MLS_FEAT_OWNED,    // the slot was already this task's
 	MLS_FEAT_NEW,      // a free slot (or a dead task's) was claimed

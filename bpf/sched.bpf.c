@@ -47,7 +47,6 @@ u8 guard_fifo; // set by user space while the model guard holds the policy at FI
 u64 nr_rx;         // decisions read, for the stall timer
 u64 stall_rx_seen; // nr_rx at the stall timer's last tick
 u64 stall_since_ns; // since when events wait unread and no decision is read (0: not stalled)
-struct task_feat mls_zero_feat;
 
 // Keep the shared types in BTF for the layout test.
 const struct mls_sched_wake *unused_wake __attribute__((unused));
@@ -254,7 +253,7 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	e->ts_ns = now;
 	e->r_oncpu_ns = now > cs->start_ns ? now - cs->start_ns : 0;
 	e->seq = seq;
-	f = bpf_map_lookup_elem(&task_feats, &r_tid);
+	f = mls_feat_peek(r_tid);
 	if (f) {
 		mls_feat_snapshot(f, e->feats);
 	} else {
@@ -470,7 +469,7 @@ void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *a
 {
 	u32 tid = p->pid;
 
-	bpf_map_delete_elem(&task_feats, &tid);
+	mls_feat_forget(tid);
 }
 
 // Kicks idle CPUs while tasks wait for decisions, so that a stalled user space still ends in
@@ -547,6 +546,7 @@ int BPF_PROG(mls_sched_sys_enter, struct pt_regs *regs, long id)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tid = (u32)pid_tgid;
+	enum mls_feat_claim claim;
 	struct task_feat *f;
 
 	if ((pid_tgid >> 32) == self_tgid)
@@ -557,15 +557,9 @@ int BPF_PROG(mls_sched_sys_enter, struct pt_regs *regs, long id)
 		if (cs)
 			cs->yielding = 1;
 	}
-	f = bpf_map_lookup_elem(&task_feats, &tid);
-	if (!f) {
-		if (bpf_map_update_elem(&task_feats, &tid, &mls_zero_feat, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&task_feats, &tid))
-			return 0;
-		f = bpf_map_lookup_elem(&task_feats, &tid);
-		if (!f)
-			return 0;
-	}
+	f = mls_feat_own(tid, &claim);
+	if (!f)
+		return 0;
 	mls_feat_syscall(f, id);
 	return 0;
 }

@@ -38,7 +38,7 @@ type SchedConfig struct {
 	// least one page); 0 keeps the defaults.
 	EventRingBytes    uint32
 	DecisionRingBytes uint32
-	// MaxTasks bounds the number of threads that have feature state at once.
+	// MaxTasks is the number of feature slots, a power of two; 0 sizes them from pid_max.
 	MaxTasks uint32
 	// LogVerifier puts the whole verifier log in a load error.
 	LogVerifier bool
@@ -188,7 +188,7 @@ type schedObjs struct {
 	Events     *ebpf.Map      `ebpf:"events"`
 	Decisions  *ebpf.Map      `ebpf:"decisions"`
 	Counters   *ebpf.Map      `ebpf:"sched_counters"`
-	TaskFeats  *ebpf.Map      `ebpf:"task_feats"`
+	TaskFeats  *ebpf.Map      `ebpf:"task_feat_slots"`
 	SysEnter   *ebpf.Program  `ebpf:"mls_sched_sys_enter"`
 	Apply      *ebpf.Program  `ebpf:"mls_apply"`
 	ExitInfo   *ebpf.Variable `ebpf:"exit_info"`
@@ -311,19 +311,24 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	if cfg.DecisionRingBytes != 0 {
 		spec.Maps["decisions"].MaxEntries = cfg.DecisionRingBytes
 	}
-	if cfg.MaxTasks != 0 {
-		spec.Maps["task_feats"].MaxEntries = cfg.MaxTasks
+	slots, err := featSlots(cfg.MaxTasks)
+	if err != nil {
+		return nil, err
 	}
 	spec.Maps["cpu_states"].MaxEntries = ncpu
 	if !cfg.UseModel {
 		// No events under FIFO: keep the unused maps small.
-		spec.Maps["task_feats"].MaxEntries = 1
+		slots = 1024
 		spec.Maps["events"].MaxEntries = uint32(os.Getpagesize())
 		spec.Maps["decisions"].MaxEntries = uint32(os.Getpagesize())
 	}
 
+	spec.Maps["task_feat_slots"].MaxEntries = slots
+	if err := setVars(spec, map[string]any{"mls_feat_mask": slots - 1}); err != nil {
+		return nil, err
+	}
+
 	s := &Sched{Variant: variant}
-	spec.Maps["task_feats"].Flags |= noPrealloc
 	// The whole collection, not LoadAndAssign: cilium/ebpf v0.22 fills the struct_ops value
 	// only when every program it names was loaded.
 	coll, err := ebpf.NewCollection(spec)
@@ -336,7 +341,7 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	s.coll = coll
 	s.objs = schedObjs{
 		Ops: coll.Maps["mlsched_ops"], Events: coll.Maps["events"], Decisions: coll.Maps["decisions"],
-		Counters: coll.Maps["sched_counters"], TaskFeats: coll.Maps["task_feats"],
+		Counters: coll.Maps["sched_counters"], TaskFeats: coll.Maps["task_feat_slots"],
 		SysEnter: coll.Programs["mls_sched_sys_enter"], Apply: coll.Programs["mls_apply"], ExitInfo: coll.Variables["exit_info"],
 		SeqCounter: coll.Variables["mls_seq"], GuardFIFO: coll.Variables["guard_fifo"],
 	}

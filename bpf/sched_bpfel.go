@@ -24,7 +24,6 @@ const (
 	schedMapStallTimer        = "stall_timer"
 	schedMapTaskCtxs          = "task_ctxs"
 	schedMapTaskFeatSlots     = "task_feat_slots"
-	schedMapTaskFeats         = "task_feats"
 	schedProgMlsApply         = "mls_apply"
 	schedProgMlsDispatch      = "mls_dispatch"
 	schedProgMlsEnqueue       = "mls_enqueue"
@@ -40,7 +39,6 @@ const (
 	schedVarKfLegacyNames     = "kf_legacy_names"
 	schedVarMlsFeatMask       = "mls_feat_mask"
 	schedVarMlsSeq            = "mls_seq"
-	schedVarMlsZeroFeat       = "mls_zero_feat"
 	schedVarNrCpus            = "nr_cpus"
 	schedVarNrRx              = "nr_rx"
 	schedVarPendingTimeoutNs  = "pending_timeout_ns"
@@ -123,7 +121,6 @@ type schedMapSpecs struct {
 	StallTimer    *ebpf.MapSpec `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.MapSpec `ebpf:"task_ctxs"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
 }
 
 // schedVariableSpecs contains global variables before they are loaded into the kernel.
@@ -135,7 +132,6 @@ type schedVariableSpecs struct {
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
-	MlsZeroFeat      *ebpf.VariableSpec `ebpf:"mls_zero_feat"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
@@ -180,7 +176,6 @@ type schedMaps struct {
 	StallTimer    *ebpf.Map `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.Map `ebpf:"task_ctxs"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
 }
 
 func (m *schedMaps) Close() error {
@@ -193,7 +188,6 @@ func (m *schedMaps) Close() error {
 		m.StallTimer,
 		m.TaskCtxs,
 		m.TaskFeatSlots,
-		m.TaskFeats,
 	)
 }
 
@@ -206,7 +200,6 @@ type schedVariables struct {
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`
-	MlsZeroFeat      *ebpf.Variable `ebpf:"mls_zero_feat"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`

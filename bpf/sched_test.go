@@ -49,12 +49,12 @@ func TestSchedLayouts(t *testing.T) {
 		if n := len(enum.Values) - 1; n != int(NumSchedCounters) {
 			t.Errorf("%s: %d counters in sched.h, %d in Go", name, n, NumSchedCounters)
 		}
-		for _, m := range []string{"mlsched_ops", "events", "decisions", "sched_counters", "task_feats", "cpu_states"} {
+		for _, m := range []string{"mlsched_ops", "events", "decisions", "sched_counters", "task_feat_slots", "cpu_states"} {
 			if spec.Maps[m] == nil {
 				t.Errorf("%s: no map %s", name, m)
 			}
 		}
-		for _, v := range []string{"self_tgid", "use_model", "nr_cpus", "kf_legacy_names", "slice_ns", "pending_timeout_ns", "timer_period_ns", "user_stall_ns", "exit_info"} {
+		for _, v := range []string{"self_tgid", "use_model", "nr_cpus", "kf_legacy_names", "slice_ns", "pending_timeout_ns", "timer_period_ns", "user_stall_ns", "exit_info", "mls_feat_mask"} {
 			if spec.Variables[v] == nil {
 				t.Errorf("%s: no variable %s", name, v)
 			}

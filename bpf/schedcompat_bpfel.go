@@ -24,7 +24,6 @@ const (
 	schedcompatMapStallTimer        = "stall_timer"
 	schedcompatMapTaskCtxs          = "task_ctxs"
 	schedcompatMapTaskFeatSlots     = "task_feat_slots"
-	schedcompatMapTaskFeats         = "task_feats"
 	schedcompatProgMlsApply         = "mls_apply"
 	schedcompatProgMlsDispatch      = "mls_dispatch"
 	schedcompatProgMlsEnqueue       = "mls_enqueue"
@@ -40,7 +39,6 @@ const (
 	schedcompatVarKfLegacyNames     = "kf_legacy_names"
 	schedcompatVarMlsFeatMask       = "mls_feat_mask"
 	schedcompatVarMlsSeq            = "mls_seq"
-	schedcompatVarMlsZeroFeat       = "mls_zero_feat"
 	schedcompatVarNrCpus            = "nr_cpus"
 	schedcompatVarNrRx              = "nr_rx"
 	schedcompatVarPendingTimeoutNs  = "pending_timeout_ns"
@@ -123,7 +121,6 @@ type schedcompatMapSpecs struct {
 	StallTimer    *ebpf.MapSpec `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.MapSpec `ebpf:"task_ctxs"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
 }
 
 // schedcompatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -135,7 +132,6 @@ type schedcompatVariableSpecs struct {
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
-	MlsZeroFeat      *ebpf.VariableSpec `ebpf:"mls_zero_feat"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
@@ -180,7 +176,6 @@ type schedcompatMaps struct {
 	StallTimer    *ebpf.Map `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.Map `ebpf:"task_ctxs"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
 }
 
 func (m *schedcompatMaps) Close() error {
@@ -193,7 +188,6 @@ func (m *schedcompatMaps) Close() error {
 		m.StallTimer,
 		m.TaskCtxs,
 		m.TaskFeatSlots,
-		m.TaskFeats,
 	)
 }
 
@@ -206,7 +200,6 @@ type schedcompatVariables struct {
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`
-	MlsZeroFeat      *ebpf.Variable `ebpf:"mls_zero_feat"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`

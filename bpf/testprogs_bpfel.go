@@ -29,7 +29,6 @@ const (
 	testprogsMapExpHash        = "exp_hash"
 	testprogsMapNaiveStore     = "naive_store"
 	testprogsMapTaskFeatSlots  = "task_feat_slots"
-	testprogsMapTaskFeats      = "task_feats"
 	testprogsProgMlsBenchArray = "mls_bench_array"
 	testprogsProgMlsBenchEmpty = "mls_bench_empty"
 	testprogsProgMlsBenchHash  = "mls_bench_hash"
@@ -99,7 +98,6 @@ type testprogsMapSpecs struct {
 	ExpHash       *ebpf.MapSpec `ebpf:"exp_hash"`
 	NaiveStore    *ebpf.MapSpec `ebpf:"naive_store"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.MapSpec `ebpf:"task_feats"`
 }
 
 // testprogsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -137,7 +135,6 @@ type testprogsMaps struct {
 	ExpHash       *ebpf.Map `ebpf:"exp_hash"`
 	NaiveStore    *ebpf.Map `ebpf:"naive_store"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
-	TaskFeats     *ebpf.Map `ebpf:"task_feats"`
 }
 
 func (m *testprogsMaps) Close() error {
@@ -146,7 +143,6 @@ func (m *testprogsMaps) Close() error {
 		m.ExpHash,
 		m.NaiveStore,
 		m.TaskFeatSlots,
-		m.TaskFeats,
 	)
 }
 
