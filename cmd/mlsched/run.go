@@ -31,6 +31,10 @@ idle CPU (migrate_idle). --policy fifo is a plain shared FIFO in BPF, no predict
 If mlsched dies, however it dies, the kernel puts every task back on the default scheduler.
 Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT, Linux >= 6.12) and BTF.
 
+Run as root, --model refuses a file that a non-root user could change (owned by another
+user, group- or world-writable, or in such a directory without the sticky bit): the model
+steers the scheduler of every task on the machine.
+
 Exit codes: 3 not root, 4 no sched_ext, 5 another scheduler is enabled, 6 bad model,
 7 verifier rejected the scheduler (-v prints its log), 1 the kernel ejected the scheduler.`,
 		flags: runFlags,
@@ -84,6 +88,12 @@ func runScheduler(o *runOpts, args []string) error {
 				return errorf(exitBadInput, "%v (pass --model FILE or --policy fifo)", err)
 			}
 		} else {
+			if os.Geteuid() == 0 {
+				// run_model.go: root runs only a model root alone can change.
+				if err := checkModelTrusted(o.modelPath, 0); err != nil {
+					return withCode(exitBadInput, err)
+				}
+			}
 			var err error
 			if m, err = model.Load(o.modelPath); err != nil {
 				return errorf(exitBadInput, "%v", err)
