@@ -22,6 +22,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			detach := attachMode(b, mode)
 			defer detach()
+			settle()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			b.ReportAllocs()
@@ -40,6 +41,7 @@ func BenchmarkPipePingPong(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			detach := attachMode(b, mode)
 			defer detach()
+			settle()
 			pingPong(b)
 		})
 	}
@@ -61,6 +63,7 @@ func BenchmarkSysEnterHookRuntime(b *testing.B) {
 			var prog *ebpf.Program
 			detach := attachModeProg(b, mode, &prog)
 			defer detach()
+			settle()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			before, err := prog.Stats()
@@ -86,13 +89,17 @@ func attachMode(b *testing.B, mode string) func() {
 	return attachModeProg(b, mode, &prog)
 }
 
+// settle lets the kernel finish freeing the previous sub-benchmark's maps (tens of MB, freed
+// by a deferred kernel worker that would otherwise compete with the next measurement).
+func settle() { time.Sleep(500 * time.Millisecond) }
+
 // attachModeProg attaches the sys_enter hook of a mode and sets *prog to it.
 func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 	switch mode {
 	case "bare":
 		return func() {}
 	case "capture", "capture-sample8":
-		cfg := CaptureConfig{SelfTgid: 1, RingBytes: 64 << 20}
+		cfg := CaptureConfig{SelfTgid: 1, RingBytes: 16 << 20}
 		if mode == "capture-sample8" {
 			cfg.SampleEvery = 8
 		}
