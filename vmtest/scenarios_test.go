@@ -86,6 +86,7 @@ func TestVMCapture(t *testing.T) {
 		t.Skip("waiting for `mlsched inspect --json`")
 	}
 	s := NewScenario("capture")
+	s.Timeout = 120 * time.Second
 	// Loading the probes takes many seconds under TCG (BTF, verifier), more with a busy
 	// guest: let capture start the workload once it is attached (system-wide, not
 	// --only-command), so the 3 s window sees it.

@@ -26,6 +26,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,6 +322,9 @@ const (
 	SCXOps   = "/sys/kernel/sched_ext/root/ops"
 )
 
+// bootTimeout bounds qemu start -> the agent's hello (normally 5-20 s under TCG).
+const bootTimeout = 75 * time.Second
+
 // kernelArgs: the console on ttyS0 with KERN_INFO (sched_ext's enable/disable lines) and
 // above; a panic powers off at once (with -no-reboot). Under TCG the crypto self-tests and
 // the speculation mitigations cost seconds of boot and a slower guest; neither is what these
@@ -352,9 +356,11 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script := proto.Script{Name: s.Name, Steps: s.steps, Deadline: s.Timeout - 15*time.Second}
-	if script.Deadline < s.Timeout/2 {
-		script.Deadline = s.Timeout / 2
+	// The agent's clock starts 5-20 s after qemu's (the boot), and it needs a moment to report
+	// and power off: its deadline leaves 35 s of the host's timeout for both.
+	script := proto.Script{Name: s.Name, Steps: s.steps, Deadline: s.Timeout - 35*time.Second}
+	if script.Deadline < s.Timeout/3 {
+		script.Deadline = s.Timeout / 3
 	}
 	js, err := json.MarshalIndent(script, "", "  ")
 	if err != nil {
@@ -402,6 +408,7 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	var qerr error
 	var qout bytes.Buffer
 	var timedOut bool
+	var bootHung atomic.Bool
 	for attempt := 1; ; attempt++ {
 		_ = os.Remove(consolePath)
 		_ = os.Remove(resultsPath)
@@ -410,8 +417,32 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 		qout.Reset()
 		cmd.Stdout, cmd.Stderr = &qout, &qout
 		start := time.Now()
+		// A boot that hangs (TCG sometimes stalls early, e.g. right after SMP bring-up) is
+		// cut short: the agent says hello within seconds of a good boot.
+		bootHung.Store(false)
+		stopWatch := make(chan struct{})
+		go func() {
+			deadline := time.After(bootTimeout)
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopWatch:
+					return
+				case <-tick.C:
+					if b, err := os.ReadFile(resultsPath); err == nil && bytes.Contains(b, []byte(`"kind":"hello"`)) {
+						return
+					}
+				case <-deadline:
+					bootHung.Store(true)
+					cancel()
+					return
+				}
+			}
+		}()
 		qerr = cmd.Run()
-		timedOut = ctx.Err() != nil
+		close(stopWatch)
+		timedOut = ctx.Err() != nil && !bootHung.Load()
 		cancel()
 		run = &Run{Wall: time.Since(start), Dir: dir, Steps: make([]proto.Result, len(s.steps)), Attempts: attempt}
 		con, _ := os.ReadFile(consolePath)
@@ -434,6 +465,9 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 		}
 		_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("console.attempt%d.log", attempt)), []byte(run.Console), 0o644)
 		why := "the kernel failed before the guest agent started"
+		if bootHung.Load() {
+			why = fmt.Sprintf("the boot hung: no hello from the guest agent within %v", bootTimeout)
+		}
 		if int3 {
 			why = "TCG int3 flake (Oops: int3 at a patched static key)"
 		}
@@ -443,7 +477,10 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	t.Logf("vmtest %s: %v wall, guest uptime %.1fs at agent start; logs in %s", s.Name, run.Wall.Round(10*time.Millisecond), run.Hello.UptimeS, dir)
 
 	fatal := false
-	if timedOut {
+	if bootHung.Load() {
+		t.Errorf("VM %s: the boot hung (no hello from the guest agent within %v; attempt %d). Console tail:\n%s", s.Name, bootTimeout, run.Attempts, tail(run.Console, 40))
+		fatal = true
+	} else if timedOut {
 		t.Errorf("VM %s timed out after %v (killed). Last results:\n%s\nConsole tail:\n%s", s.Name, s.Timeout, run.resultTail(), tail(run.Console, 40))
 		fatal = true
 	} else if qerr != nil {
