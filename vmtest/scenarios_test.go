@@ -2,6 +2,8 @@ package vmtest
 
 import (
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,7 +79,23 @@ func TestVMBoot(t *testing.T) {
 // TestVMCapture: `mlsched capture` loads and attaches its raw_tp probes on the 7.2 kernel
 // (a second kernel besides the host's) and records samples of a running workload; `inspect`
 // reads them back.
-func TestVMCapture(t *testing.T) {
+func TestVMCapture(t *testing.T) { captureScenario(t, "capture", "") }
+
+// Capture on Debian's release kernel (bookworm's 6.1: no sched_ext, BTF): the probes load and
+// sample on a kernel older than the host's 6.18 and the VM's 7.2 (CO-RE fallbacks included).
+func TestVMCaptureOldKernel(t *testing.T) {
+	e := Setup(t)
+	out, err := exec.Command(filepath.Join(e.Root, "vmtest", "fetch-old-kernel.sh")).Output()
+	if err != nil {
+		t.Fatalf("fetch-old-kernel.sh: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	captureScenario(t, "capture-old", lines[len(lines)-1])
+}
+
+// captureScenario captures 3 s of the workload in a VM booted on kernelDir ("" for the
+// sched_ext kernel) and checks that samples were recorded and read back.
+func captureScenario(t *testing.T, name, kernelDir string) {
 	e := Setup(t)
 	if !e.HasCommand("capture", "-duration") {
 		t.Skip("waiting for `mlsched capture`")
@@ -85,7 +103,8 @@ func TestVMCapture(t *testing.T) {
 	if !e.HasCommand("inspect", "-json") {
 		t.Skip("waiting for `mlsched inspect --json`")
 	}
-	s := NewScenario("capture")
+	s := NewScenario(name)
+	s.KernelDir = kernelDir
 	s.Timeout = 120 * time.Second
 	// Loading the probes takes many seconds under TCG (BTF, verifier), more with a busy
 	// guest: let capture start the workload once it is attached (system-wide, not

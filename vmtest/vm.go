@@ -15,6 +15,7 @@ package vmtest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -249,6 +250,8 @@ type Scenario struct {
 	ExpectKernelLog []*regexp.Regexp
 	// Files are added to the initramfs (absolute guest paths).
 	Files map[string][]byte
+	// KernelDir boots another kernel (a directory with vmlinuz) instead of the sched_ext one.
+	KernelDir string
 
 	steps   []proto.Step
 	mayFail map[int]bool
@@ -391,7 +394,7 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	// to probe. ttyS0 = console, ttyS1 = results. panic=-1 + -no-reboot: a panic ends qemu.
 	args := []string{"-nodefaults", "-no-user-config",
 		"-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1G", "-smp", "2",
-		"-kernel", filepath.Join(e.KernelDir, "vmlinuz"), "-initrd", initrd,
+		"-kernel", filepath.Join(cmp.Or(s.KernelDir, e.KernelDir), "vmlinuz"), "-initrd", initrd,
 		"-append", strings.TrimSpace(kernelArgs + " " + os.Getenv("MLSCHED_VMTEST_APPEND") + " mlsched.scenario=" + s.Name),
 		"-display", "none", "-monitor", "none", "-no-reboot",
 		"-serial", "file:" + consolePath, "-serial", "file:" + resultsPath,
