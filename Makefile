@@ -42,19 +42,11 @@ test: deps-test check-generate
 
 test-extra::
 
-# The main loop on this machine, no sched_ext needed: capture a mixed workload twice, train
-# on the first capture, evaluate on the second (a different run: an honest test), inspect.
+# The main loop, end to end, in a VM with a sched_ext kernel (vmtest/demo.mk): capture ->
+# train -> run -> A/B default vs fifo vs the model; report, JSON and plots in $(DEMO_DIR)/.
 DEMO_DIR ?= demo-out
-DEMO_WORKLOAD ?= stress-ng --pipe 1 --futex 1 --cpu 1 --sleep 1 --timeout 8 -q
 demo: build deps-test
-	@mkdir -p $(DEMO_DIR)
-	./mlsched capture -o $(DEMO_DIR)/train.trace --duration 10s -- $(DEMO_WORKLOAD)
-	./mlsched capture -o $(DEMO_DIR)/test.trace --duration 10s -- $(DEMO_WORKLOAD)
-	./mlsched inspect $(DEMO_DIR)/train.trace
-	./mlsched train -o $(DEMO_DIR)/model.bin --plot $(DEMO_DIR)/training.svg $(DEMO_DIR)/train.trace
-	./mlsched eval --model $(DEMO_DIR)/model.bin $(DEMO_DIR)/test.trace
-	./mlsched inspect $(DEMO_DIR)/model.bin
-	@echo "demo: traces, model and training curves in $(DEMO_DIR)/"
+	$(MAKE) --no-print-directory demo-vm
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -64,3 +56,4 @@ clean:
 
 -include vmtest/vmtest.mk
 -include training/training.mk
+-include vmtest/demo.mk
