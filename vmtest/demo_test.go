@@ -174,10 +174,10 @@ func (d *demo) follow(path string) func() {
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
 		begin := time.Now()
-		for {
+		for last := false; !last; {
 			select {
 			case <-done:
-				return
+				last = true // one more pass: the VM's last steps came just before it stopped
 			case <-tick.C:
 			}
 			b, err := os.ReadFile(path)
