@@ -88,7 +88,9 @@ func TestVMDemo(t *testing.T) {
 			"--plot", "/tmp/training.svg", "/tmp/train.trace"))
 		d.step("inspect the model", s.Exec(30*time.Second, "/mlsched", "inspect", "/tmp/model.bin"))
 		// 3. Run the scheduler with it, stats every second, while the workload runs.
-		d.step("start mlsched run", s.Start("run", "/mlsched", "run", "--model", "/tmp/model.bin", "--stats", "1s"))
+		// --watchdog 30s: single-threaded TCG can starve the kernel's own watchdog work for
+		// seconds ("watchdog failed to check in"), which is the emulator's, not mlsched's.
+		d.step("start mlsched run", s.Start("run", "/mlsched", "run", "--model", "/tmp/model.bin", "--stats", "1s", "--watchdog", "30s"))
 		d.step("scheduler enabled", s.WaitFile(SCXState, "enabled", 90*time.Second))
 		d.step("workload under the model", s.Exec(120*time.Second, append([]string{"/mlsched"}, append(demoWorkload[1:], "--duration", "8s")...)...))
 		d.step("scrape metrics", s.MayFail(s.HTTPGet("http://127.0.0.1:9617/metrics", 10*time.Second)))
