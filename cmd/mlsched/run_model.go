@@ -19,8 +19,8 @@ var errModelWritable = errors.New("a non-root user could change it")
 // (root, in production) could write the model file at path or replace it: the file is owned
 // by another user or is group- or other-writable, or a directory on the way to it (symbolic
 // links resolved, the directories holding the links too) is owned by another user or is
-// group- or other-writable without the sticky bit. Group write is accepted for group 0 (its
-// members are root's peers by convention). ACLs are not read. A path that does not resolve
+// group- or other-writable without the sticky bit. Group write is refused even for group 0:
+// a non-root user can be a member of it. ACLs are not read. A path that does not resolve
 // is left to the model loader, which gives the better error.
 func checkModelTrusted(path string, trusted uint32) error {
 	abs, err := filepath.Abs(path)
@@ -49,7 +49,7 @@ func checkModelTrusted(path string, trusted uint32) error {
 		return refuse("%s is owned by uid %d", real, st.Uid)
 	case fi.Mode().Perm()&0o002 != 0:
 		return refuse("%s is writable by every user (mode %04o)", real, fi.Mode().Perm())
-	case fi.Mode().Perm()&0o020 != 0 && st.Gid != 0:
+	case fi.Mode().Perm()&0o020 != 0:
 		return refuse("%s is writable by group %d (mode %04o)", real, st.Gid, fi.Mode().Perm())
 	}
 
@@ -78,7 +78,7 @@ func checkModelTrusted(path string, trusted uint32) error {
 			return refuse("directory %s is owned by uid %d (its owner can rename or replace the file)", d, st.Uid)
 		case perm&0o002 != 0 && !sticky:
 			return refuse("directory %s is writable by every user without the sticky bit (mode %04o: anyone can replace the file)", d, perm)
-		case perm&0o020 != 0 && st.Gid != 0 && !sticky:
+		case perm&0o020 != 0 && !sticky:
 			return refuse("directory %s is writable by group %d without the sticky bit (mode %04o: the group can replace the file)", d, st.Gid, perm)
 		}
 	}

@@ -64,7 +64,7 @@ func TestCheckModelTrusted(t *testing.T) {
 		{name: "0600", setup: func(t *testing.T, d string) string { return file(t, d, "m.bin", 0o600) }},
 		{name: "0444 in 0755 dir", setup: func(t *testing.T, d string) string { return file(t, subdir(t, d, 0o755), "m.bin", 0o444) }},
 		{name: "world-writable file", refused: "writable by every user", setup: func(t *testing.T, d string) string { return file(t, d, "m.bin", 0o646) }},
-		{name: "group-writable file, group root", root: true, setup: func(t *testing.T, d string) string {
+		{name: "group-writable file, group root", root: true, refused: "writable by group 0", setup: func(t *testing.T, d string) string {
 			p := file(t, d, "m.bin", 0o664)
 			chown(t, p, 0, 0)
 			return p
