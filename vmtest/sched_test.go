@@ -212,8 +212,14 @@ func attachScenario(t *testing.T, policy string) {
 	}
 	checkAccounting(t, policy, tot.BPF)
 	if policy == "model" {
-		if tot.BPF["keep"] == 0 || tot.BPF["migrate"] == 0 {
-			t.Errorf("under the model both keep-local and migrate-to-idle must happen: keep=%d migrate=%d (TOTALS %v)", tot.BPF["keep"], tot.BPF["migrate"], tot.BPF)
+		// Both decisions are made (user space's counts) and applied (BPF's): a keep-local lands
+		// on the previous CPU; a migrate-to-idle moves the task to a CPU that is still idle when
+		// BPF applies it (migrate) or, when none is left by then, to the shared FIFO (no_idle).
+		if tot.User["keep"] == 0 || tot.User["migrate"] == 0 {
+			t.Errorf("under the model both keep-local and migrate-to-idle decisions must happen: keep=%d migrate=%d (user TOTALS %v)", tot.User["keep"], tot.User["migrate"], tot.User)
+		}
+		if tot.BPF["keep"] == 0 || tot.BPF["migrate"]+tot.BPF["no_idle"] == 0 {
+			t.Errorf("BPF applied keep=%d, migrate=%d + no idle CPU left=%d: want both kinds applied (TOTALS %v)", tot.BPF["keep"], tot.BPF["migrate"], tot.BPF["no_idle"], tot.BPF)
 		}
 	}
 	t.Logf("%s: workload %+v\nEXIT: %s %s\nTOTALS bpf=%v user=%v", policy, w, kind, rest, tot.BPF, tot.User)
