@@ -98,8 +98,8 @@ func TestVMBench(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.0f | %.1f | %s | %s | %s |\n", label, rt, rt/base,
 			float64(w.SleepWakeups)/w.ElapsedS, float64(w.SpinIters)*1000/w.ElapsedS/1e6, dec, fb, rtt)
 	}
-	fmt.Fprintf(&b, "\nKernel %s, qemu TCG (-accel tcg,thread=multi -cpu max -smp 2 -m 1G), %v per arm, workload `%s`.\n",
-		r.Hello.Kernel, d, strings.Join(load[1:], " "))
+	fmt.Fprintf(&b, "\nKernel %s, qemu TCG (-accel %s -cpu max -smp 2 -m 1G), %v per arm, workload `%s`.\n",
+		r.Hello.Kernel, e.Accel, d, strings.Join(load[1:], " "))
 	t.Logf("\n%s", b.String())
 	if err := os.WriteFile(filepath.Join(e.OutDir, "bench.md"), []byte(b.String()), 0o644); err != nil {
 		t.Error(err)

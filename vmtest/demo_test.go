@@ -48,7 +48,7 @@ func demoAccel() string {
 	if v := os.Getenv("MLSCHED_DEMO_ACCEL"); v != "" {
 		return v
 	}
-	return "tcg,thread=single"
+	return defaultAccel
 }
 
 func TestVMDemo(t *testing.T) {
@@ -128,7 +128,7 @@ func TestVMDemo(t *testing.T) {
 	s.Timeout = budget + abTimeout + 3*time.Minute
 
 	de := *e
-	de.Qemu = qemuWithAccel(t, e, demoAccel())
+	de.Accel = demoAccel()
 	banner(fmt.Sprintf("mlsched demo (%s) in a sched_ext VM: Debian sid kernel %s under %s -smp 2 -m 1G", mode, e.Kernel, demoAccel()))
 	fmt.Printf("NOTE: %s.\n      The VM shows that the loop works and what it costs; measure speedups on real hardware with a\n      sched_ext kernel (docs/AB.md, docs/OPERATIONS.md).\n", tcgNote)
 	fmt.Printf("Booting the VM; each step is reported as it finishes (the whole demo takes a few minutes).\n\n")
@@ -342,28 +342,6 @@ func (d *demo) write(t *testing.T, name, content string) {
 		return
 	}
 	d.written = append(d.written, p)
-}
-
-// qemuWithAccel returns a qemu to boot with: the harness's own if accel is its default,
-// else a wrapper that swaps the -accel value (the harness passes a fixed one).
-func qemuWithAccel(t *testing.T, e *Env, accel string) string {
-	if accel == "tcg,thread=multi" {
-		return e.Qemu
-	}
-	p := filepath.Join(e.OutDir, "qemu-accel.sh")
-	script := fmt.Sprintf(`#!/bin/sh
-# Written by vmtest/demo_test.go: qemu with -accel %[1]s instead of the harness's.
-for a do
-	shift
-	[ "$a" = tcg,thread=multi ] && a=%[1]q
-	set -- "$@" "$a"
-done
-exec %[2]q "$@"
-`, accel, e.Qemu)
-	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func envInt(t *testing.T, name string, def int) int {

@@ -34,12 +34,22 @@ import (
 	"github.com/mlsched/mlsched/vmtest/internal/proto"
 )
 
+// defaultAccel runs both vCPUs on one emulator thread. With one thread per vCPU
+// (tcg,thread=multi, faster) a vCPU now and then runs a stale int3 right after the kernel
+// patched a static key (TCG's cross-modifying-code race) and the guest oopses: at boot, and
+// whenever a tracepoint or sched_ext is switched on or off, which every scenario does. On a
+// quiet host it hit three boots in a row of one scenario; with thread=single, none in dozens
+// of attach/detach cycles. MLSCHED_VMTEST_ACCEL overrides it; the harness still retries a VM
+// that oopses that way (up to three boots).
+const defaultAccel = "tcg,thread=single"
+
 // Env is what every VM shares: the kernel, qemu and the base initramfs with the binaries.
 type Env struct {
 	Root       string // the module root
 	KernelDir  string // vmlinuz, config, version
 	Kernel     string // kernel version
 	Qemu       string
+	Accel      string // qemu -accel: see defaultAccel
 	OutDir     string // per-scenario logs are kept here
 	BinDir     string // the static binaries that go into the initramfs
 	ModelFile  bool   // model/default.bin is in the initramfs as /default.bin
@@ -102,6 +112,7 @@ func setup(t testing.TB) (*Env, error) {
 	if out, err := runCmd(root, nil, filepath.Join(root, "vmtest", "deps.sh")); err != nil {
 		return nil, fmt.Errorf("vmtest/deps.sh: %v\n%s", err, out)
 	}
+	e.Accel = cmp.Or(os.Getenv("MLSCHED_VMTEST_ACCEL"), defaultAccel)
 	if e.Qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, fmt.Errorf("qemu-system-x86_64 not found (apt-get install qemu-system-x86): %w", err)
 	}
@@ -393,7 +404,7 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	// TCG only (ENVIRONMENT.md: /dev/kvm cannot run guests here). -nodefaults: no NIC or VGA
 	// to probe. ttyS0 = console, ttyS1 = results. panic=-1 + -no-reboot: a panic ends qemu.
 	args := []string{"-nodefaults", "-no-user-config",
-		"-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1G", "-smp", "2",
+		"-accel", e.Accel, "-cpu", "max", "-m", "1G", "-smp", "2",
 		"-kernel", filepath.Join(cmp.Or(s.KernelDir, e.KernelDir), "vmlinuz"), "-initrd", initrd,
 		"-append", strings.TrimSpace(kernelArgs + " " + os.Getenv("MLSCHED_VMTEST_APPEND") + " mlsched.scenario=" + s.Name),
 		"-display", "none", "-monitor", "none", "-no-reboot",
