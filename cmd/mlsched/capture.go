@@ -213,8 +213,9 @@ func runCapture(o captureOpts, args []string) error {
 			stop <- "duration elapsed"
 		case s := <-sigs:
 			stop <- "signal " + s.String()
-			if child != nil && child.Process != nil {
-				// The terminal sends Ctrl-C to the command too; pass on what only we received.
+			if child != nil && child.Process != nil && s == syscall.SIGTERM {
+				// A terminal's Ctrl-C reaches the command too (same process group): only
+				// SIGTERM, sent to mlsched alone, is passed on.
 				child.Process.Signal(s)
 			}
 		case err := <-childDone:
