@@ -64,7 +64,7 @@ func httpLoad(ctx context.Context, o Options, h httpOpts) (Result, error) {
 	// A bare initramfs (the test VM) or a fresh network namespace has lo down: bring it up,
 	// as root can; otherwise listening works and every connection fails.
 	if lo, err := net.InterfaceByName("lo"); err == nil && lo.Flags&net.FlagUp == 0 {
-		if err := loopbackUp(); err != nil {
+		if err := LoopbackUp(); err != nil {
 			return Result{}, fmt.Errorf("http: the loopback interface is down and cannot be set up: %w", err)
 		}
 	}
@@ -172,8 +172,9 @@ func httpLoad(ctx context.Context, o Options, h httpOpts) (Result, error) {
 			"p50_us": pct(0.5), "p99_us": pct(0.99)}}, nil
 }
 
-// loopbackUp sets lo up (needs CAP_NET_ADMIN).
-func loopbackUp() error {
+// LoopbackUp sets lo up (needs CAP_NET_ADMIN): a bare initramfs or a fresh network namespace
+// starts with it down.
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	abworkload "github.com/mlsched/mlsched/ab/workload"
 	"github.com/mlsched/mlsched/vmtest/internal/proto"
 )
 
@@ -42,7 +43,8 @@ func agent() {
 	} else {
 		out.w, out.tty = port, port
 	}
-	if err := loopbackUp(); err != nil {
+	// The scheduler's metrics server listens on 127.0.0.1.
+	if err := abworkload.LoopbackUp(); err != nil {
 		out.send(proto.Result{Kind: "error", Error: "bring up lo: " + err.Error()})
 	}
 	out.send(hello())
@@ -119,24 +121,6 @@ func openResultPort() (*os.File, error) {
 		_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
 	}
 	return f, nil
-}
-
-// loopbackUp brings up lo so that the scheduler's metrics server on 127.0.0.1 is reachable.
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP | unix.IFF_RUNNING)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 func hello() proto.Result {
