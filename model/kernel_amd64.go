@@ -11,6 +11,12 @@ var useAVX512 = hasAVX512F()
 //go:noescape
 func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
 
+// sigmoidAVX512 is sigmoid32 in VEX/EVEX scalar instructions (AVX-512F, FMA), for use right
+// after logit16AVX512.
+//
+//go:noescape
+func sigmoidAVX512(z float32) float32
+
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 

@@ -138,6 +138,50 @@ done:
 	VADDPS X5, X4, X4
 	VADDSS 4224(DI), X4, X4
 	VMOVSS X4, ret+16(FP)
+	// VZEROUPPER clears only Z0-Z15; the constants held in Z20-Z31 stay dirty otherwise.
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
 	VZEROUPPER
 	RET
 
+
+// func sigmoidAVX512(z float32) float32
+// sigmoid32 with VEX/EVEX scalar instructions: after the AVX-512 kernel, Go's SSE float code
+// ran several times slower than on its own. Same method: clamp, t = -z*log2(e),
+// 2^t = 2^floor(t) * poly(t - floor(t)) (VSCALEFSS), then 1/(1+2^t).
+TEXT ·sigmoidAVX512(SB), NOSPLIT, $0-12
+	VMOVSS z+0(FP), X0
+	MOVL $0x42ae0000, AX // 87
+	VMOVD AX, X1
+	VMINSS X1, X0, X0
+	MOVL $0xc2ae0000, AX // -87
+	VMOVD AX, X1
+	VMAXSS X1, X0, X0
+	MOVL $0xbfb8aa3b, AX // -log2(e)
+	VMOVD AX, X1
+	VMULSS X1, X0, X0 // t
+	VROUNDSS $9, X0, X0, X1 // floor(t)
+	VSUBSS X1, X0, X2 // f in [0, 1)
+	VMOVSS ·exp2Poly+20(SB), X3
+	VFMADD213SS ·exp2Poly+16(SB), X2, X3
+	VFMADD213SS ·exp2Poly+12(SB), X2, X3
+	VFMADD213SS ·exp2Poly+8(SB), X2, X3
+	VFMADD213SS ·exp2Poly+4(SB), X2, X3
+	VFMADD213SS ·exp2Poly+0(SB), X2, X3
+	VSCALEFSS X1, X3, X3 // 2^t
+	MOVL $0x3f800000, AX // 1
+	VMOVD AX, X4
+	VADDSS X4, X3, X3
+	VDIVSS X3, X4, X0
+	VMOVSS X0, ret+8(FP)
+	RET

@@ -236,22 +236,28 @@ func BenchmarkReference(b *testing.B) {
 }
 
 func TestSigmoid32(t *testing.T) {
-	worst := 0.0
-	for z := -100.0; z <= 100; z += 1.0 / 1024 {
-		want := 1 / (1 + math.Exp(-float64(float32(z))))
-		got := float64(sigmoid32(float32(z)))
-		if math.IsNaN(got) || got < 0 || got > 1 {
-			t.Fatalf("sigmoid32(%v) = %v", z, got)
-		}
-		if want > 1e-37 {
-			worst = max(worst, math.Abs(got-want)/want)
-		}
+	sigmoids := map[string]func(float32) float32{"sigmoid32": sigmoid32}
+	if useAVX512 {
+		sigmoids["sigmoidAVX512"] = sigmoidAVX512
 	}
-	t.Logf("worst relative error %.3g", worst)
-	if worst > 1e-5 {
-		t.Fatalf("worst relative error %g", worst)
-	}
-	if sigmoid32(float32(math.Inf(1))) != 1 || sigmoid32(float32(math.Inf(-1))) > 1e-37 {
-		t.Fatal("sigmoid32 at infinities")
+	for name, sigmoid := range sigmoids {
+		worst := 0.0
+		for z := -100.0; z <= 100; z += 1.0 / 1024 {
+			want := 1 / (1 + math.Exp(-float64(float32(z))))
+			got := float64(sigmoid(float32(z)))
+			if math.IsNaN(got) || got < 0 || got > 1 {
+				t.Fatalf("%s(%v) = %v", name, z, got)
+			}
+			if want > 1e-37 {
+				worst = max(worst, math.Abs(got-want)/want)
+			}
+		}
+		t.Logf("%s: worst relative error %.3g", name, worst)
+		if worst > 1e-5 {
+			t.Fatalf("%s: worst relative error %g", name, worst)
+		}
+		if sigmoid(float32(math.Inf(1))) != 1 || sigmoid(float32(math.Inf(-1))) > 1e-37 {
+			t.Fatalf("%s at infinities", name)
+		}
 	}
 }
