@@ -74,7 +74,7 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if err := setVars(spec, map[string]any{
 		"self_tgid":    cfg.SelfTgid,
 		"filter_tree":  boolU8(cfg.FilterTree),
-		"nr_cpus":      uint32(mustPossibleCPUs()),
+		"nr_cpus":      uint32(PossibleCPUs()),
 		"sample_every": max(cfg.SampleEvery, 1),
 	}); err != nil {
 		return nil, err
@@ -90,7 +90,7 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if err := setVars(spec, map[string]any{"mls_feat_mask": slots - 1}); err != nil {
 		return nil, err
 	}
-	spec.Maps["cpu_cur"].MaxEntries = uint32(mustPossibleCPUs())
+	spec.Maps["cpu_cur"].MaxEntries = uint32(PossibleCPUs())
 
 	c := &Capture{}
 	opts := &ebpf.CollectionOptions{}

@@ -280,7 +280,7 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load scheduler spec: %w", err)
 	}
-	ncpu := uint32(mustPossibleCPUs())
+	ncpu := uint32(PossibleCPUs())
 	vars := map[string]any{
 		"self_tgid":       cfg.SelfTgid,
 		"use_model":       boolU8(cfg.UseModel),

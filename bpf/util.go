@@ -23,7 +23,9 @@ func boolU8(b bool) uint8 {
 
 var possibleCPUs = sync.OnceValues(ebpf.PossibleCPU)
 
-func mustPossibleCPUs() int {
+// PossibleCPUs is the number of CPU ids the kernel may use: what the per-CPU maps are sized by,
+// and so the range of CPU numbers in every event (at least 1).
+func PossibleCPUs() int {
 	n, err := possibleCPUs()
 	if err != nil || n < 1 {
 		return 1

@@ -166,7 +166,7 @@ func runCapture(o captureOpts, args []string) error {
 		HorizonNs:     uint64(o.horizon),
 		StartUnixNs:   start.UnixNano(),
 		StartKtimeNs:  monotonicNs(),
-		NumCPU:        uint32(possibleCPUs()),
+		NumCPU:        uint32(bpf.PossibleCPUs()),
 		KernelRelease: kernelRelease(),
 		Hostname:      hostname(),
 		Command:       strings.Join(args, " "),
@@ -517,21 +517,6 @@ func kernelRelease() string {
 func hostname() string {
 	h, _ := os.Hostname()
 	return h
-}
-
-func possibleCPUs() int {
-	b, err := os.ReadFile("/sys/devices/system/cpu/possible")
-	if err == nil {
-		s := strings.TrimSpace(string(b))
-		if i := strings.LastIndexAny(s, "-,"); i >= 0 {
-			s = s[i+1:]
-		}
-		var n int
-		if _, err := fmt.Sscanf(s, "%d", &n); err == nil {
-			return n + 1
-		}
-	}
-	return 1
 }
 
 func isTerminal(f *os.File) bool {
