@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
@@ -62,7 +63,7 @@ func inspectFile(path string, jsonOut bool, w io.Writer) error {
 	n, _ := io.ReadFull(f, magic[:])
 	if string(magic[:n]) == features.TraceMagic {
 		f.Seek(0, io.SeekStart)
-		return inspectTrace(f, jsonOut, w)
+		return inspectTrace(f, path, jsonOut, w)
 	}
 	f.Close()
 	return inspectModel(path, jsonOut, w)
@@ -98,14 +99,14 @@ type BucketMean struct {
 	Mean    float64 `json:"mean"`
 }
 
-func inspectTrace(r io.Reader, jsonOut bool, w io.Writer) error {
+func inspectTrace(r io.Reader, path string, jsonOut bool, w io.Writer) error {
 	tr, err := features.NewTraceReaderAnySchema(r)
 	if err != nil {
 		return withCode(exitBadInput, err)
 	}
 	h := tr.Header()
 	rep := TraceReport{
-		File: "", SchemaID: features.FormatSchemaID(h.SchemaID), SchemaMatches: h.SchemaID == features.SchemaID(),
+		File: path, SchemaID: features.FormatSchemaID(h.SchemaID), SchemaMatches: h.SchemaID == features.SchemaID(),
 		HorizonNs: h.HorizonNs, Kernel: h.KernelRelease, Host: h.Hostname, NumCPU: h.NumCPU,
 		Command: h.Command, Start: time.Unix(0, h.StartUnixNs).UTC(),
 		Outcomes: map[string]uint64{},
@@ -200,13 +201,7 @@ func printTraceReport(w io.Writer, r *TraceReport) {
 	}
 	fmt.Fprintf(w, "bucket means (decayed counts, top 12):\n")
 	top := append([]BucketMean(nil), r.BucketMeans...)
-	for i := 0; i < len(top); i++ {
-		for j := i + 1; j < len(top); j++ {
-			if top[j].Mean > top[i].Mean {
-				top[i], top[j] = top[j], top[i]
-			}
-		}
-	}
+	sort.SliceStable(top, func(i, j int) bool { return top[i].Mean > top[j].Mean })
 	for _, b := range top[:min(12, len(top))] {
 		if b.Mean == 0 {
 			break
