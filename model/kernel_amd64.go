@@ -2,28 +2,30 @@ package model
 
 import "github.com/mlsched/mlsched/features"
 
-// useAVX512 selects the AVX-512 kernel. Tests switch it off to cover the portable path.
-var useAVX512 = hasAVX512F()
+// useAVX512 selects the AVX-512 kernels. Tests switch it off to cover the portable path.
+var useAVX512 = hasAVX512()
 
 // logit16AVX512 is Predictor.Logit for Hidden == 16: log1p of all 64 counts in four 16-lane
-// vectors, then one fused multiply-add of a 16-weight column per nonzero count.
+// vectors (a 32-entry table on the top mantissa bits and a short polynomial), then one fused
+// multiply-add of a 16-weight column per nonzero count.
 //
 //go:noescape
 func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
 
-// sigmoidAVX512 is sigmoid32 in VEX/EVEX scalar instructions (AVX-512F, FMA), for use right
-// after logit16AVX512.
+// prob16AVX512 is Predictor.Predict for Hidden == 16: the same network with the output layer
+// scaled by -log2(e), then 1/(1+2^t), all in one call (Go's SSE float code right after
+// AVX-512 code measured several times slower than on its own).
 //
 //go:noescape
-func sigmoidAVX512(z float32) float32
+func prob16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
 
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 
-// hasAVX512F reports whether the CPU has AVX-512F and BMI1 (what logit16AVX512 uses) and
-// the OS saves the ZMM and mask registers. (The standard library has no public CPU feature API, and this package stays
+// hasAVX512 reports whether the CPU has AVX-512F, AVX-512DQ and BMI1 (what the kernels use)
+// and the OS saves the ZMM and mask registers. (The standard library has no public CPU feature API, and this package stays
 // standard library only.)
-func hasAVX512F() bool {
+func hasAVX512() bool {
 	maxID, _, _, _ := cpuid(0, 0)
 	if maxID < 7 {
 		return false
@@ -38,6 +40,6 @@ func hasAVX512F() bool {
 		return false
 	}
 	_, ebx7, _, _ := cpuid(7, 0)
-	const bmi1, avx512f = 1 << 3, 1 << 16
-	return ebx7&avx512f != 0 && ebx7&bmi1 != 0
+	const bmi1, avx512f, avx512dq = 1 << 3, 1 << 16, 1 << 17
+	return ebx7&avx512f != 0 && ebx7&avx512dq != 0 && ebx7&bmi1 != 0
 }

@@ -19,30 +19,51 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	MOVL DX, edx+4(FP)
 	RET
 
+// kernel16 offsets (TestKernel16Layout checks them against the Go struct).
+#define k16B1 4096
+#define k16W2 4160
+#define k16B2 4224
+#define k16W2e 4288
+#define k16B2e 4352
+#define k16Lnc 4416
+#define k16Inv 4544
+#define kMaxCount 4672
+#define kFixedOne 4676
+#define kSixteen 4680
+#define kLn2 4684
+#define kNegOne 4688
+#define kQ0 4692
+#define kQ1 4696
+#define kExp2 4700
+
 // LOG1P16 loads 16 counts from off(SI), sets mask to their nonzero lanes, and stores
 // log1p(min(v, MaxCount) / 65536) to off(R8), the 64-byte aligned scratch.
-// u = (v + 65536) * 2^-16 is exact in float32 (v + 65536 < 2^23), u = 2^e * m with m in [1, 2),
-// and log1p = e*ln2 + f*g(f) with f = m - 1 exact and g the polynomial log1pPoly.
+// w = v + 65536 is exact in float32 (< 2^23); w = 2^e * m with m in [1, 2) and
+// log1p(v/65536) = (e-16)*ln2 + log(m). The top five mantissa bits i pick inv[i] ~ 1/(1+i/32)
+// and lnc[i] = -log(inv[i]) (VPERMI2PS from Z12:Z13, Z14:Z15, which read only the index's low
+// five bits); r = m*inv[i] - 1 is in [0, 1/32] and log(m) = lnc[i] + r + r^2*(q0 + q1*r).
+// Expects Z10 = q1. Uses Z0-Z3, Z5-Z7 (renamed, so the four uses overlap).
 #define LOG1P16(off, mask) \
 	VMOVDQU32 off(SI), Z0; \
 	VPTESTMD Z0, Z0, mask; \
-	VPMINUD Z31, Z0, Z0; \
-	VPADDD Z30, Z0, Z0; \
+	VPMINUD.BCST kMaxCount(DI), Z0, Z0; \
+	VPADDD.BCST kFixedOne(DI), Z0, Z0; \
 	VCVTDQ2PS Z0, Z0; \
-	VMULPS Z29, Z0, Z0; \
 	VGETEXPPS Z0, Z1; \
 	VGETMANTPS $0, Z0, Z2; \
-	VSUBPS Z28, Z2, Z2; \
-	VMOVAPS Z26, Z3; \
-	VFMADD213PS Z25, Z2, Z3; \
-	VFMADD213PS Z24, Z2, Z3; \
-	VFMADD213PS Z23, Z2, Z3; \
-	VFMADD213PS Z22, Z2, Z3; \
-	VFMADD213PS Z21, Z2, Z3; \
-	VFMADD213PS Z20, Z2, Z3; \
-	VMULPS Z2, Z3, Z3; \
-	VFMADD231PS Z27, Z1, Z3; \
-	VMOVAPS Z3, off(R8)
+	VPSRLD $18, Z0, Z3; \
+	VMOVAPS Z3, Z5; \
+	VPERMI2PS Z15, Z14, Z5; \
+	VPERMI2PS Z13, Z12, Z3; \
+	VSUBPS.BCST kSixteen(DI), Z1, Z1; \
+	VFMADD231PS.BCST kLn2(DI), Z1, Z3; \
+	VFMADD213PS.BCST kNegOne(DI), Z2, Z5; \
+	VMOVAPS Z5, Z6; \
+	VFMADD213PS.BCST kQ0(DI), Z10, Z6; \
+	VMULPS Z5, Z5, Z7; \
+	VFMADD213PS Z5, Z7, Z6; \
+	VADDPS Z3, Z6, Z6; \
+	VMOVAPS Z6, off(R8)
 
 // One nonzero count, AX != 0: CX = its bucket (the lowest set bit of AX), cleared from AX
 // with ZF set when AX becomes 0; adds its log1p times column CX to acc. Needs BMI1.
@@ -57,8 +78,61 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	VBROADCASTSS (R8)(CX*4), tmp; \
 	VFMADD231PS (DI)(DX*1), tmp, acc
 
+// HIDDEN16 leaves in Z4 the 16 hidden pre-activations b1 + W1' log1p(in) of in (SI) for the
+// kernel k (DI), with R8 pointing at 256 bytes of 64-byte aligned scratch. Uses Z0-Z15 only,
+// so that VZEROUPPER leaves the vector state clean.
+#define HIDDEN16 \
+	VMOVUPS k16Lnc(DI), Z12; \
+	VMOVUPS k16Lnc+64(DI), Z13; \
+	VMOVUPS k16Inv(DI), Z14; \
+	VMOVUPS k16Inv+64(DI), Z15; \
+	VBROADCASTSS kQ1(DI), Z10; \
+	LOG1P16(0, K1); \
+	LOG1P16(64, K2); \
+	LOG1P16(128, K3); \
+	LOG1P16(192, K4); \
+	KUNPCKWD K1, K2, K1; \
+	KUNPCKWD K3, K4, K3; \
+	KUNPCKDQ K1, K3, K1; \
+	KMOVQ K1, AX; \
+	VMOVUPS k16B1(DI), Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z8, Z8, Z8; \
+	VPXORD Z9, Z9, Z9; \
+	TESTQ AX, AX; \
+	JZ sum; \
+loop: \
+	COLUMN(Z6, Z4); \
+	JZ sum; \
+	COLUMN(Z7, Z5); \
+	JZ sum; \
+	COLUMN(Z10, Z8); \
+	JZ sum; \
+	COLUMN(Z11, Z9); \
+	JNZ loop; \
+sum: \
+	VADDPS Z5, Z4, Z4; \
+	VADDPS Z9, Z8, Z8; \
+	VADDPS Z8, Z4, Z4
+
+// OUTPUT16 sets X4 = b + w . relu(Z4) for the 16-float vectors w at wOff(DI), b at bOff(DI)
+// (b's value in lane 0, zeros elsewhere).
+#define OUTPUT16(wOff, bOff) \
+	VPXORD Z6, Z6, Z6; \
+	VMAXPS Z6, Z4, Z4; \
+	VMOVUPS bOff(DI), Z7; \
+	VFMADD132PS wOff(DI), Z7, Z4; \
+	VEXTRACTF64X4 $1, Z4, Y5; \
+	VADDPS Y5, Y4, Y4; \
+	VEXTRACTF128 $1, Y4, X5; \
+	VADDPS X5, X4, X4; \
+	VPERMILPS $0x4e, X4, X5; \
+	VADDPS X5, X4, X4; \
+	VPERMILPS $0xb1, X4, X5; \
+	VADDPS X5, X4, X4
+
 // func logit16AVX512(in *[64]uint32, k *kernel16) float32
-// Requires AVX-512F and BMI1. k: w1t [64][16]float32 at 0, b1 at 4096, w2 at 4160, b2 at 4224.
+// Requires AVX-512F, AVX-512DQ and BMI1.
 TEXT ·logit16AVX512(SB), NOSPLIT, $320-20
 	MOVQ in+0(FP), SI
 	MOVQ k+8(FP), DI
@@ -66,122 +140,41 @@ TEXT ·logit16AVX512(SB), NOSPLIT, $320-20
 	// each 16-lane store is one line and store-to-load forwarding works.
 	LEAQ 63(SP), R8
 	ANDQ $~63, R8
-
-	MOVL $0x400000, AX // features.MaxCount
-	VPBROADCASTD AX, Z31
-	MOVL $0x10000, AX // features.FixedOne
-	VPBROADCASTD AX, Z30
-	MOVL $0x37800000, AX // float32 2^-16
-	VPBROADCASTD AX, Z29
-	MOVL $0x3f800000, AX // float32 1
-	VPBROADCASTD AX, Z28
-	MOVL $0x3f317218, AX // float32 ln 2
-	VPBROADCASTD AX, Z27
-	VBROADCASTSS ·log1pPoly+0(SB), Z20
-	VBROADCASTSS ·log1pPoly+4(SB), Z21
-	VBROADCASTSS ·log1pPoly+8(SB), Z22
-	VBROADCASTSS ·log1pPoly+12(SB), Z23
-	VBROADCASTSS ·log1pPoly+16(SB), Z24
-	VBROADCASTSS ·log1pPoly+20(SB), Z25
-	VBROADCASTSS ·log1pPoly+24(SB), Z26
-
-	LOG1P16(0, K1)
-	LOG1P16(64, K2)
-	LOG1P16(128, K3)
-	LOG1P16(192, K4)
-
-	// AX = 64-bit mask of the nonzero counts.
-	KMOVW K1, AX
-	KMOVW K2, BX
-	SHLQ $16, BX
-	ORQ BX, AX
-	KMOVW K3, BX
-	SHLQ $32, BX
-	ORQ BX, AX
-	KMOVW K4, BX
-	SHLQ $48, BX
-	ORQ BX, AX
-
-	// Four accumulators, in turn, so that the FMA latency chain is a quarter as long.
-	// The loop's only serial chain is BLSR on AX: one cycle per nonzero count.
-	VMOVUPS 4096(DI), Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	TESTQ AX, AX
-	JZ done
-
-loop:
-	COLUMN(Z6, Z4)
-	JZ done
-	COLUMN(Z7, Z5)
-	JZ done
-	COLUMN(Z10, Z8)
-	JZ done
-	COLUMN(Z11, Z9)
-	JNZ loop
-
-done:
-	VADDPS Z5, Z4, Z4
-	VADDPS Z9, Z8, Z8
-	VADDPS Z8, Z4, Z4
-	VPXORD Z6, Z6, Z6
-	VMAXPS Z6, Z4, Z4 // ReLU
-	VMULPS 4160(DI), Z4, Z4
-	VEXTRACTF64X4 $1, Z4, Y5
-	VADDPS Y5, Y4, Y4
-	VEXTRACTF128 $1, Y4, X5
-	VADDPS X5, X4, X4
-	VPERMILPS $0x4e, X4, X5
-	VADDPS X5, X4, X4
-	VPERMILPS $0xb1, X4, X5
-	VADDPS X5, X4, X4
-	VADDSS 4224(DI), X4, X4
+	HIDDEN16
+	OUTPUT16(k16W2, k16B2)
 	VMOVSS X4, ret+16(FP)
-	// VZEROUPPER clears only Z0-Z15; the constants held in Z20-Z31 stay dirty otherwise.
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VPXORD Z25, Z25, Z25
-	VPXORD Z26, Z26, Z26
-	VPXORD Z27, Z27, Z27
-	VPXORD Z28, Z28, Z28
-	VPXORD Z29, Z29, Z29
-	VPXORD Z30, Z30, Z30
-	VPXORD Z31, Z31, Z31
 	VZEROUPPER
 	RET
 
-
-// func sigmoidAVX512(z float32) float32
-// sigmoid32 with VEX/EVEX scalar instructions: after the AVX-512 kernel, Go's SSE float code
-// ran several times slower than on its own. Same method: clamp, t = -z*log2(e),
-// 2^t = 2^floor(t) * poly(t - floor(t)) (VSCALEFSS), then 1/(1+2^t).
-TEXT ·sigmoidAVX512(SB), NOSPLIT, $0-12
-	VMOVSS z+0(FP), X0
-	MOVL $0x42ae0000, AX // 87
-	VMOVD AX, X1
-	VMINSS X1, X0, X0
-	MOVL $0xc2ae0000, AX // -87
-	VMOVD AX, X1
-	VMAXSS X1, X0, X0
-	MOVL $0xbfb8aa3b, AX // -log2(e)
-	VMOVD AX, X1
-	VMULSS X1, X0, X0 // t
-	VROUNDSS $9, X0, X0, X1 // floor(t)
-	VSUBSS X1, X0, X2 // f in [0, 1)
-	VMOVSS ·exp2Poly+20(SB), X3
-	VFMADD213SS ·exp2Poly+16(SB), X2, X3
-	VFMADD213SS ·exp2Poly+12(SB), X2, X3
-	VFMADD213SS ·exp2Poly+8(SB), X2, X3
-	VFMADD213SS ·exp2Poly+4(SB), X2, X3
-	VFMADD213SS ·exp2Poly+0(SB), X2, X3
-	VSCALEFSS X1, X3, X3 // 2^t
+// func prob16AVX512(in *[64]uint32, k *kernel16) float32
+// The network with the output layer times -log2(e) gives t = -log2(e)*logit, and
+// sigmoid(logit) = 1/(1+2^t): f = t - round(t) (VREDUCESS), 2^f by a degree-5 polynomial on
+// [-1/2, 1/2] in Estrin's scheme, times 2^round(t) (VSCALEFSS). No clamp: a huge t gives
+// 2^t = +Inf or 0, so 0 or 1, as it should.
+TEXT ·prob16AVX512(SB), NOSPLIT, $320-20
+	MOVQ in+0(FP), SI
+	MOVQ k+8(FP), DI
+	LEAQ 63(SP), R8
+	ANDQ $~63, R8
+	HIDDEN16
+	OUTPUT16(k16W2e, k16B2e)
+	VREDUCESS $8, X4, X4, X1 // f = t - round(t), round to nearest
+	VSUBSS X1, X4, X2 // round(t), exact
+	VMOVSS kExp2+4(DI), X5
+	VFMADD213SS kExp2+0(DI), X1, X5 // c0 + c1 f
+	VMOVSS kExp2+12(DI), X6
+	VFMADD213SS kExp2+8(DI), X1, X6 // c2 + c3 f
+	VMOVSS kExp2+20(DI), X7
+	VFMADD213SS kExp2+16(DI), X1, X7 // c4 + c5 f
+	VMULSS X1, X1, X3 // f^2
+	VMULSS X3, X3, X8 // f^4
+	VFMADD231SS X6, X3, X5
+	VFMADD231SS X7, X8, X5 // 2^f
+	VSCALEFSS X2, X5, X5 // 2^t
 	MOVL $0x3f800000, AX // 1
-	VMOVD AX, X4
-	VADDSS X4, X3, X3
-	VDIVSS X3, X4, X0
-	VMOVSS X0, ret+8(FP)
+	VMOVD AX, X9
+	VADDSS X9, X5, X5
+	VDIVSS X5, X9, X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
 	RET

@@ -8,4 +8,4 @@ var useAVX512 = false
 
 func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32 { panic("unreachable") }
 
-func sigmoidAVX512(z float32) float32 { panic("unreachable") }
+func prob16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32 { panic("unreachable") }

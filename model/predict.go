@@ -32,13 +32,37 @@ type Predictor struct {
 	k16            *kernel16 // the Hidden == 16 fast path, 64-byte aligned
 }
 
-// kernel16 is the parameter block of the Hidden == 16 kernels (assembly reads it by offset).
+// kernel16 is the parameter block of the Hidden == 16 kernels. The assembly reads it by the
+// offsets named k16* in kernel_amd64.s; TestKernel16Layout checks that they agree.
 type kernel16 struct {
-	w1t [features.NumBuckets][16]float32 // offset 0
-	b1  [16]float32                      // offset 4096
-	w2  [16]float32                      // offset 4160
-	b2  float32                          // offset 4224
+	w1t [features.NumBuckets][16]float32 // 0: folded first layer, one column per input
+	b1  [16]float32                      // 4096
+	w2  [16]float32                      // 4160
+	b2  [16]float32                      // 4224: b2 in lane 0, zeros (added to w2*relu(h) by one FMA)
+	// The same output layer times -log2(e): the probability kernel computes
+	// t = -log2(e) * logit directly and returns 1/(1+2^t).
+	w2e [16]float32 // 4288
+	b2e [16]float32 // 4352
+	// log1p tables on the top five mantissa bits i of 1+v: inv[i] ~ 1/(1+i/32) and
+	// lnc[i] = -log(inv[i]) exactly, so that log(m) = lnc[i] + log1p(m*inv[i] - 1).
+	lnc [32]float32 // 4416
+	inv [32]float32 // 4544
+	c   kernelConsts // 4672
 }
+
+// kernelConsts are the kernels' scalar constants, broadcast from memory.
+type kernelConsts struct {
+	maxCount, fixedOne uint32  // features.MaxCount, features.FixedOne
+	sixteen, ln2       float32 // log2(FixedOne), ln 2
+	negOne             float32
+	q                  [2]float32 // log1p(r) ~ r + r^2*(q0 + q1*r) for r in [0, 1/32]
+	exp2               [6]float32 // 2^f for f in [-1/2, 1/2], Estrin's scheme
+}
+
+// Offsets of kernel16's fields, for the test that checks the assembly's view of the layout.
+const (
+	k16B1, k16W2, k16B2, k16W2e, k16B2e, k16Lnc, k16Inv, k16C = 4096, 4160, 4224, 4288, 4352, 4416, 4544, 4672
+)
 
 // NewPredictor prepares m, which must be valid (see Validate), for inference.
 func NewPredictor(m *Model) *Predictor {
@@ -68,7 +92,12 @@ func NewPredictor(m *Model) *Predictor {
 		}
 		copy(p.k16.b1[:], p.b1)
 		copy(p.k16.w2[:], p.w2)
-		p.k16.b2 = p.b2
+		p.k16.b2[0] = p.b2
+		for k, w := range p.w2 {
+			p.k16.w2e[k] = float32(-math.Log2E * float64(w))
+		}
+		p.k16.b2e[0] = float32(-math.Log2E * float64(p.b2))
+		p.k16.initConsts()
 	}
 	return p
 }
@@ -87,9 +116,7 @@ func (p *Predictor) Logit(in *[features.NumBuckets]uint32) float32 {
 // Predict returns the probability that the running task yields its CPU within the horizon.
 func (p *Predictor) Predict(in *[features.NumBuckets]uint32) float32 {
 	if p.k16 != nil && useAVX512 {
-		// Scalar SSE code right after the AVX-512 kernel measured ~50 ns for the sigmoid
-		// (~20 ns alone): stay in VEX/EVEX instructions.
-		return sigmoidAVX512(logit16AVX512(in, p.k16))
+		return prob16AVX512(in, p.k16)
 	}
 	return sigmoid32(p.Logit(in))
 }
@@ -181,12 +208,38 @@ func (k *kernel16) logitGo(in *[features.NumBuckets]uint32) float32 {
 		a15 += c[15] * x
 	}
 	w := &k.w2
-	return k.b2 +
+	return k.b2[0] +
 		w[0]*max(a0, 0) + w[1]*max(a1, 0) + w[2]*max(a2, 0) + w[3]*max(a3, 0) +
 		w[4]*max(a4, 0) + w[5]*max(a5, 0) + w[6]*max(a6, 0) + w[7]*max(a7, 0) +
 		w[8]*max(a8, 0) + w[9]*max(a9, 0) + w[10]*max(a10, 0) + w[11]*max(a11, 0) +
 		w[12]*max(a12, 0) + w[13]*max(a13, 0) + w[14]*max(a14, 0) + w[15]*max(a15, 0)
 }
+
+// initConsts fills the tables and constants of the assembly kernels.
+func (k *kernel16) initConsts() {
+	for i := range k.inv {
+		inv := float32(32 / float64(32+i))
+		k.inv[i] = inv
+		k.lnc[i] = float32(-math.Log(float64(inv)))
+	}
+	k.c = kernelConsts{
+		maxCount: features.MaxCount,
+		fixedOne: features.FixedOne,
+		sixteen:  features.FixedShift,
+		ln2:      math.Ln2,
+		negOne:   -1,
+		q:        log1pQ,
+		exp2:     exp2Estrin,
+	}
+}
+
+// log1pQ: log1p(r) ~ r + r^2*(q0 + q1*r) on [0, 1/32], within 9.1e-7 relative (least squares
+// at Chebyshev nodes).
+var log1pQ = [2]float32{-0.4999704, 0.32569963}
+
+// exp2Estrin approximates 2^f on [-1/2, 1/2] within 2.7e-7 relative (degree 5, least squares
+// in relative error at Chebyshev nodes), evaluated as (c0+c1 f) + f^2 (c2+c3 f) + f^4 (c4+c5 f).
+var exp2Estrin = [6]float32{1.0000001, 0.69314694, 0.24022122, 0.055507425, 0.00967546, 0.0013266971}
 
 // log1p of a fixed-point count by table: the count's top tableMant+1 significant bits pick a
 // segment, and linear interpolation inside it gives at most 3.1e-6 relative error (exact below

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/mlsched/mlsched/features"
 )
@@ -142,24 +143,54 @@ func TestLog1pFixed(t *testing.T) {
 	}
 }
 
-// TestLog1pPoly checks the assembly's log1p polynomial, emulated in Go, for every count.
-func TestLog1pPoly(t *testing.T) {
+// TestLog1pKernel checks the AVX-512 kernels' log1p method, emulated step by step in Go with
+// the same float32 roundings and fused multiply-adds, against math.Log1p for every count.
+func TestLog1pKernel(t *testing.T) {
+	k := newKernel16()
+	k.initConsts()
+	fma := func(a, b, c float32) float32 { return float32(math.FMA(float64(a), float64(b), float64(c))) }
 	worst := 0.0
 	for v := 1; v <= features.MaxCount; v++ {
-		u := float32(v+features.FixedOne) * (1.0 / features.FixedOne)
-		fr, e := math.Frexp(float64(u))
-		f := float32(fr*2) - 1
-		p := log1pPoly[len(log1pPoly)-1]
-		for j := len(log1pPoly) - 2; j >= 0; j-- {
-			p = float32(math.FMA(float64(p), float64(f), float64(log1pPoly[j])))
-		}
-		got := float64(float32(math.FMA(float64(e-1), float64(float32(math.Ln2)), float64(p*f))))
+		w := float32(v + features.FixedOne)
+		bits := math.Float32bits(w)
+		e := float32(int(bits>>23) - 127)
+		m := math.Float32frombits(bits&(1<<23-1) | 127<<23)
+		i := bits >> 18 & 31
+		z := fma(e-k.c.sixteen, k.c.ln2, k.lnc[i])
+		r := fma(m, k.inv[i], k.c.negOne)
+		q := fma(r, k.c.q[1], k.c.q[0])
+		y := fma(r*r, q, r)
+		got := float64(z + y)
 		want := math.Log1p(float64(v) / features.FixedOne)
 		worst = max(worst, math.Abs(got-want)/want)
 	}
 	t.Logf("worst relative error %.3g", worst)
 	if worst > 1e-5 {
 		t.Fatalf("worst relative error %g", worst)
+	}
+}
+
+// TestKernel16Layout checks the offsets that kernel_amd64.s uses.
+func TestKernel16Layout(t *testing.T) {
+	var k kernel16
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"b1", unsafe.Offsetof(k.b1), k16B1},
+		{"w2", unsafe.Offsetof(k.w2), k16W2},
+		{"b2", unsafe.Offsetof(k.b2), k16B2},
+		{"w2e", unsafe.Offsetof(k.w2e), k16W2e},
+		{"b2e", unsafe.Offsetof(k.b2e), k16B2e},
+		{"lnc", unsafe.Offsetof(k.lnc), k16Lnc},
+		{"inv", unsafe.Offsetof(k.inv), k16Inv},
+		{"c", unsafe.Offsetof(k.c), k16C},
+		{"c.q", k16C + unsafe.Offsetof(k.c.q), 4692},
+		{"c.exp2", k16C + unsafe.Offsetof(k.c.exp2), 4700},
+	} {
+		if c.got != c.want {
+			t.Errorf("kernel16.%s at %d, the assembly expects %d", c.name, c.got, c.want)
+		}
 	}
 }
 
@@ -238,7 +269,14 @@ func BenchmarkReference(b *testing.B) {
 func TestSigmoid32(t *testing.T) {
 	sigmoids := map[string]func(float32) float32{"sigmoid32": sigmoid32}
 	if useAVX512 {
-		sigmoids["sigmoidAVX512"] = sigmoidAVX512
+		// prob16AVX512's tail, fed through a network whose output is its bias alone.
+		k := newKernel16()
+		k.initConsts()
+		var zero [features.NumBuckets]uint32
+		sigmoids["prob16AVX512"] = func(z float32) float32 {
+			k.b2e[0] = float32(-math.Log2E * float64(z))
+			return prob16AVX512(&zero, k)
+		}
 	}
 	for name, sigmoid := range sigmoids {
 		worst := 0.0
