@@ -159,8 +159,7 @@ func TestLog1pKernel(t *testing.T) {
 		z := fma(e-k.c.sixteen, k.c.ln2, k.lnc[i])
 		r := fma(m, k.inv[i], k.c.negOne)
 		q := fma(r, k.c.q[1], k.c.q[0])
-		y := fma(r*r, q, r)
-		got := float64(z + y)
+		got := float64(fma(r*r, q, z+r))
 		want := math.Log1p(float64(v) / features.FixedOne)
 		worst = max(worst, math.Abs(got-want)/want)
 	}
