@@ -26,6 +26,7 @@ const volatile __u32 sample_every = 1; // keep one wakeup in this many, at rando
 
 // Keep the event types in BTF for bpf2go.
 const struct mls_wake_event *unused_wake __attribute__((unused));
+const struct mls_wake_sparse *unused_wake_sparse __attribute__((unused));
 const struct mls_switch_event *unused_switch __attribute__((unused));
 
 struct cpu_cur {
@@ -56,6 +57,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20); // resized by the loader
 } events SEC(".maps");
+
+// A sample is built here (a per-CPU line set that stays in cache) and copied into the ring
+// with its real length.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mls_wake_sparse);
+} wake_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -197,10 +207,10 @@ SEC("raw_tp/sched_waking")
 int BPF_PROG(mls_sched_waking, struct task_struct *p)
 {
 	__u32 cpu = task_cpu(p);
-	struct mls_wake_event *e;
+	struct mls_wake_sparse *e;
 	struct task_feat *f;
 	struct cpu_cur *c;
-	__u32 r_tid, r_tgid, w_tid;
+	__u32 r_tid, r_tgid, w_tid, nvals, zero = 0;
 	struct pid_pair ids;
 	__u64 start;
 
@@ -233,29 +243,31 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 		count(MLS_CNT_WAKE_SAMPLED_OUT);
 		return 0;
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(MLS_CNT_WAKE_DROP);
+	e = bpf_map_lookup_elem(&wake_scratch, &zero);
+	if (!e)
 		return 0;
-	}
-	e->type = MLS_EV_WAKE;
+	e->type = MLS_EV_WAKE_SPARSE;
 	e->_pad = 0;
 	e->prev_cpu = cpu;
 	e->waker_cpu = bpf_get_smp_processor_id();
-	e->_pad2 = 0;
 	e->w_tid = w_tid;
 	e->r_tid = r_tid;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->r_oncpu_ns = e->ts_ns > start ? e->ts_ns - start : 0;
+	e->mask = 0;
+	nvals = 0;
 	f = mls_feat_peek(r_tid);
-	if (f) {
-		mls_feat_snapshot(f, e->feats);
-	} else {
-		for (int b = 0; b < MLS_NUM_BUCKETS; b++)
-			e->feats[b] = 0;
+	if (f)
+		nvals = mls_feat_snapshot_sparse(f, e->vals, &e->mask);
+	if (nvals > MLS_NUM_BUCKETS)
+		nvals = MLS_NUM_BUCKETS;
+	e->nvals = nvals;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e) - sizeof(e->vals) + nvals * sizeof(e->vals[0]),
+			       BPF_RB_NO_WAKEUP)) {
+		count(MLS_CNT_WAKE_DROP);
+		return 0;
 	}
 	c->pending = 1;
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	count(MLS_CNT_WAKE_EMITTED);
 	return 0;
 }

@@ -48,10 +48,26 @@ type captureMlsWakeEvent struct {
 	Feats     [64]uint32
 }
 
+type captureMlsWakeSparse struct {
+	_         structs.HostLayout
+	Type      uint8
+	Nvals     uint8
+	PrevCpu   uint16
+	WakerCpu  uint16
+	Pad       uint16
+	W_tid     uint32
+	R_tid     uint32
+	TsNs      uint64
+	R_oncpuNs uint64
+	Mask      uint64
+	Vals      [64]uint32
+}
+
 type captureTaskFeat struct {
 	_    structs.HostLayout
 	N    uint32
 	Tid  uint32
+	Mask uint64
 	Val  [64]uint32
 	Last [64]uint32
 }
@@ -60,23 +76,25 @@ type captureTaskFeat struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	captureMapCounters        = "counters"
-	captureMapCpuCur          = "cpu_cur"
-	captureMapEvents          = "events"
-	captureMapTaskFeatSlots   = "task_feat_slots"
-	captureMapTreeTgids       = "tree_tgids"
-	captureProgMlsProcessExit = "mls_process_exit"
-	captureProgMlsProcessFork = "mls_process_fork"
-	captureProgMlsSchedSwitch = "mls_sched_switch"
-	captureProgMlsSchedWaking = "mls_sched_waking"
-	captureProgMlsSysEnter    = "mls_sys_enter"
-	captureVarFilterTree      = "filter_tree"
-	captureVarMlsFeatMask     = "mls_feat_mask"
-	captureVarNrCpus          = "nr_cpus"
-	captureVarSampleEvery     = "sample_every"
-	captureVarSelfTgid        = "self_tgid"
-	captureVarUnusedSwitch    = "unused_switch"
-	captureVarUnusedWake      = "unused_wake"
+	captureMapCounters         = "counters"
+	captureMapCpuCur           = "cpu_cur"
+	captureMapEvents           = "events"
+	captureMapTaskFeatSlots    = "task_feat_slots"
+	captureMapTreeTgids        = "tree_tgids"
+	captureMapWakeScratch      = "wake_scratch"
+	captureProgMlsProcessExit  = "mls_process_exit"
+	captureProgMlsProcessFork  = "mls_process_fork"
+	captureProgMlsSchedSwitch  = "mls_sched_switch"
+	captureProgMlsSchedWaking  = "mls_sched_waking"
+	captureProgMlsSysEnter     = "mls_sys_enter"
+	captureVarFilterTree       = "filter_tree"
+	captureVarMlsFeatMask      = "mls_feat_mask"
+	captureVarNrCpus           = "nr_cpus"
+	captureVarSampleEvery      = "sample_every"
+	captureVarSelfTgid         = "self_tgid"
+	captureVarUnusedSwitch     = "unused_switch"
+	captureVarUnusedWake       = "unused_wake"
+	captureVarUnusedWakeSparse = "unused_wake_sparse"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -137,19 +155,21 @@ type captureMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
 	TreeTgids     *ebpf.MapSpec `ebpf:"tree_tgids"`
+	WakeScratch   *ebpf.MapSpec `ebpf:"wake_scratch"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
-	FilterTree   *ebpf.VariableSpec `ebpf:"filter_tree"`
-	MlsFeatMask  *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
-	NrCpus       *ebpf.VariableSpec `ebpf:"nr_cpus"`
-	SampleEvery  *ebpf.VariableSpec `ebpf:"sample_every"`
-	SelfTgid     *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedSwitch *ebpf.VariableSpec `ebpf:"unused_switch"`
-	UnusedWake   *ebpf.VariableSpec `ebpf:"unused_wake"`
+	FilterTree       *ebpf.VariableSpec `ebpf:"filter_tree"`
+	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
+	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
+	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedSwitch     *ebpf.VariableSpec `ebpf:"unused_switch"`
+	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
+	UnusedWakeSparse *ebpf.VariableSpec `ebpf:"unused_wake_sparse"`
 }
 
 // captureObjects contains all objects after they have been loaded into the kernel.
@@ -177,6 +197,7 @@ type captureMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
 	TreeTgids     *ebpf.Map `ebpf:"tree_tgids"`
+	WakeScratch   *ebpf.Map `ebpf:"wake_scratch"`
 }
 
 func (m *captureMaps) Close() error {
@@ -186,6 +207,7 @@ func (m *captureMaps) Close() error {
 		m.Events,
 		m.TaskFeatSlots,
 		m.TreeTgids,
+		m.WakeScratch,
 	)
 }
 
@@ -193,13 +215,14 @@ func (m *captureMaps) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
-	FilterTree   *ebpf.Variable `ebpf:"filter_tree"`
-	MlsFeatMask  *ebpf.Variable `ebpf:"mls_feat_mask"`
-	NrCpus       *ebpf.Variable `ebpf:"nr_cpus"`
-	SampleEvery  *ebpf.Variable `ebpf:"sample_every"`
-	SelfTgid     *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedSwitch *ebpf.Variable `ebpf:"unused_switch"`
-	UnusedWake   *ebpf.Variable `ebpf:"unused_wake"`
+	FilterTree       *ebpf.Variable `ebpf:"filter_tree"`
+	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
+	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
+	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
+	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedSwitch     *ebpf.Variable `ebpf:"unused_switch"`
+	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
+	UnusedWakeSparse *ebpf.Variable `ebpf:"unused_wake_sparse"`
 }
 
 // capturePrograms contains all programs after they have been loaded into the kernel.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/mlsched/mlsched/features"
 )
@@ -58,8 +59,8 @@ func TestCaptureLoadsAndEmits(t *testing.T) {
 			break
 		}
 		switch features.EventType(rec.RawSample) {
-		case features.EventWake:
-			if err := features.DecodeWake(rec.RawSample, &wake); err != nil {
+		case features.EventWakeSparse:
+			if err := features.DecodeWakeSparse(rec.RawSample, &wake); err != nil {
 				t.Fatal(err)
 			}
 			wakes++
@@ -82,5 +83,37 @@ func TestCaptureLoadsAndEmits(t *testing.T) {
 	}
 	if uint64(wakes) != cnt[CntWakeEmitted] {
 		t.Errorf("read %d wake events, probes emitted %d", wakes, cnt[CntWakeEmitted])
+	}
+}
+
+// features/event.go decodes capture.h's records by offset: check them against the BTF of the
+// compiled object.
+func TestCaptureLayouts(t *testing.T) {
+	spec, err := loadCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range map[string]int{
+		"mls_wake_event":   features.WakeEventSize,
+		"mls_wake_sparse":  features.WakeSparseHeaderSize + 4*features.NumBuckets,
+		"mls_switch_event": features.SwitchEventSize,
+	} {
+		var st *btf.Struct
+		if err := spec.Types.TypeByName(typ, &st); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if int(st.Size) != want {
+			t.Errorf("sizeof(struct %s) = %d, Go expects %d", typ, st.Size, want)
+		}
+		if typ != "mls_wake_sparse" {
+			continue
+		}
+		for _, m := range st.Members {
+			off := int(m.Offset.Bytes())
+			if (m.Name == "nvals" && off != 1) || (m.Name == "mask" && off != 32) ||
+				(m.Name == "vals" && off != features.WakeSparseHeaderSize) {
+				t.Errorf("mls_wake_sparse.%s at %d", m.Name, off)
+			}
+		}
 	}
 }

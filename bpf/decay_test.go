@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 
@@ -56,6 +57,36 @@ func TestBPFDecayMatchesGo(t *testing.T) {
 					t.Fatalf("round %d (after %d syscalls): bucket %d: BPF %d, Go %d", round, goState.N, b, got[b], want[b])
 				}
 			}
+		}
+		// The sparse snapshot (capture's samples) lists the used buckets, in order, with
+		// the same values; a bucket outside its mask is 0.
+		var sparse [features.NumBuckets]uint32
+		var mask uint64
+		var nSparse uint32
+		if err := objs.TestSparse.Get(&sparse); err != nil {
+			t.Fatal(err)
+		}
+		if err := objs.TestSparseMask.Get(&mask); err != nil {
+			t.Fatal(err)
+		}
+		if err := objs.TestSparseN.Get(&nSparse); err != nil {
+			t.Fatal(err)
+		}
+		if int(nSparse) != bits.OnesCount64(mask) {
+			t.Fatalf("round %d: %d sparse values for mask %#x", round, nSparse, mask)
+		}
+		k := 0
+		for b := range want {
+			if mask>>b&1 == 0 {
+				if want[b] != 0 {
+					t.Fatalf("round %d: bucket %d = %d missing from the sparse mask %#x", round, b, want[b], mask)
+				}
+				continue
+			}
+			if sparse[k] != want[b] {
+				t.Fatalf("round %d: sparse value %d (bucket %d) = %d, dense %d", round, k, b, sparse[k], want[b])
+			}
+			k++
 		}
 		var st testprogsTaskFeat
 		if err := objs.TestState.Get(&st); err != nil {

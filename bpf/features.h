@@ -10,7 +10,8 @@
 // task's syscall number last[b]. Lazy decay keeps the syscall hook O(1).
 struct task_feat {
 	__u32 n;
-	__u32 tid; // owner of this slot (0: free)
+	__u32 tid;  // owner of this slot (0: free)
+	__u64 mask; // bit b: bucket b was counted since the slot was claimed
 	__u32 val[MLS_NUM_BUCKETS];
 	__u32 last[MLS_NUM_BUCKETS];
 };
@@ -97,6 +98,7 @@ static __always_inline void mls_feat_syscall(struct task_feat *f, __u64 nr)
 	__u32 n = f->n + 1;
 
 	f->n = n;
+	f->mask |= 1ULL << b;
 	f->val[b] = mls_decay(f->val[b], f->last[b], n) + MLS_FIXED_ONE;
 	f->last[b] = n;
 }
@@ -112,4 +114,41 @@ static __always_inline void mls_feat_snapshot(const struct task_feat *f, __u32 *
 
 		out[b] = v ? mls_decay(v, f->last[b], n) : 0;
 	}
+}
+
+// Bucket numbers by de Bruijn sequence: mls_debruijn[(x * MLS_DEBRUIJN) >> 58] is the position
+// of x's only set bit. BPF has no count-trailing-zeros instruction, and a branch per bit would
+// make the verifier walk every combination of a mask's bits.
+#define MLS_DEBRUIJN 0x03f79d71b4ca8b09ULL
+static const __u8 mls_debruijn[64] = {
+	0, 1, 56, 2, 57, 49, 28, 3, 61, 58, 42, 50, 38, 29, 17, 4, 62, 47, 59, 36, 45, 43, 51, 22,
+	53, 39, 33, 30, 24, 18, 12, 5, 63, 55, 48, 27, 60, 41, 37, 16, 46, 35, 44, 21, 52, 32, 23, 11,
+	54, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6,
+};
+
+// Write the counts of the buckets f has used (f->mask, into *mask), decayed to its current
+// syscall number, in increasing bucket order into vals; return how many. A count may have
+// decayed to 0. Only those buckets are read: a task's state is ~540 bytes, of which it uses a
+// few cache lines.
+static __always_inline __u32 mls_feat_snapshot_sparse(const struct task_feat *f, __u32 *vals, __u64 *mask)
+{
+	__u64 m = f->mask;
+	__u32 n = f->n, i;
+
+	*mask = m;
+	for (i = 0; i < MLS_NUM_BUCKETS; i++) {
+		__u64 low;
+		__u32 b;
+
+		if (!m)
+			break;
+		low = m & -m;
+		m ^= low;
+		b = mls_debruijn[(low * MLS_DEBRUIJN) >> 58];
+		// clang knows the table's values are < 64 and would drop the mask the verifier needs.
+		asm volatile("" : "+r"(b));
+		b &= MLS_NUM_BUCKETS - 1;
+		vals[i] = mls_decay(f->val[b], f->last[b], n);
+	}
+	return i;
 }

@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"os"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -34,31 +36,66 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 }
 
 // Pipe ping-pong between two threads: every round trip is two writes, two reads, two
-// wakeups and context switches, so every capture hook runs.
+// wakeups and context switches, so every capture hook runs. The threads may run anywhere, as
+// in `perf bench sched pipe`; on a 2-CPU VM a run then settles on one CPU or on both, which
+// moves the round trip between ~6.5 and ~14 us: compare modes within one pinned variant.
 func BenchmarkPipePingPong(b *testing.B) {
+	benchPingPong(b, pinNone)
+}
+
+// Both threads on one CPU: no IPIs or idle exits, the shortest round trip, so the hooks' share
+// is the largest (the worst case).
+func BenchmarkPipePingPongSameCPU(b *testing.B) {
+	benchPingPong(b, pinSame)
+}
+
+// One thread on each of two CPUs: every wakeup crosses CPUs.
+func BenchmarkPipePingPongCrossCPU(b *testing.B) {
+	benchPingPong(b, pinCross)
+}
+
+func benchPingPong(b *testing.B, pin pinning) {
 	requireRoot(b)
 	for _, mode := range []string{"bare", "capture", "capture-sample8"} {
 		b.Run(mode, func(b *testing.B) {
 			detach := attachMode(b, mode)
 			defer detach()
 			settle()
-			pingPong(b)
+			pingPong(b, pin)
 		})
 	}
 }
+
+type pinning int
+
+const (
+	pinNone pinning = iota
+	pinSame
+	pinCross
+)
 
 // The sys_enter programs' own run time per call, from the kernel's BPF run-time statistics:
 // what each hook adds on top of the tracepoint's fixed cost, and much less disturbed by other
 // load on the machine than wall-clock time. (Statistics add their own clock reads to the
 // syscall, so BenchmarkSyscallOverhead runs without them.)
 func BenchmarkSysEnterHookRuntime(b *testing.B) {
+	hookRuntime(b, []string{"empty", "naive", "hash", "array", "capture"})
+}
+
+// BenchmarkHookBlocks: the run time of the switch and wakeup hooks' building blocks, each
+// alone in a sys_enter program (minus "empty" for the block's own cost).
+func BenchmarkHookBlocks(b *testing.B) {
+	hookRuntime(b, []string{"empty", "ktime", "probe-read", "ringbuf"})
+}
+
+func hookRuntime(b *testing.B, modes []string) {
 	requireRoot(b)
 	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		b.Skipf("BPF run-time statistics unavailable: %v", err)
 	}
 	defer stats.Close()
-	for _, mode := range []string{"empty", "naive", "hash", "array", "capture"} {
+	for _, mode := range modes {
 		b.Run(mode, func(b *testing.B) {
 			var prog *ebpf.Program
 			detach := attachModeProg(b, mode, &prog)
@@ -107,23 +144,9 @@ func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 		if err != nil {
 			b.Fatal(err)
 		}
-		// Drain events so the ring never fills and drops change the work done.
-		stop := make(chan struct{})
-		go func() {
-			var rec ringbuf.Record
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.Events.SetDeadline(time.Now().Add(50 * time.Millisecond))
-				for c.Events.ReadInto(&rec) == nil {
-				}
-			}
-		}()
+		stop := drainEvents(c)
 		*prog = c.objs.MlsSysEnter
-		return func() { close(stop); c.Close() }
+		return func() { stop(); c.Close() }
 	}
 	var objs testprogsObjects
 	if err := loadTestprogsObjects(&objs, nil); err != nil {
@@ -137,6 +160,12 @@ func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 		*prog = objs.MlsBenchHash
 	case "array":
 		*prog = objs.MlsBenchArray
+	case "ktime":
+		*prog = objs.MlsBenchKtime
+	case "probe-read":
+		*prog = objs.MlsBenchProbeRead
+	case "ringbuf":
+		*prog = objs.MlsBenchRingbuf
 	}
 	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: *prog})
 	if err != nil {
@@ -154,17 +183,23 @@ func BenchmarkPipePingPongHooks(b *testing.B) {
 		b.Skipf("BPF run-time statistics unavailable: %v", err)
 	}
 	defer stats.Close()
-	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 64 << 20})
+	ringMB := 64
+	if v, err := strconv.Atoi(os.Getenv("MLSCHED_BENCH_RING_MB")); err == nil {
+		ringMB = v
+	}
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: uint32(ringMB) << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
+	stop := drainEvents(c)
+	defer stop()
 	progs := map[string]*ebpf.Program{"sys_enter": c.objs.MlsSysEnter, "sched_switch": c.objs.MlsSchedSwitch, "sched_waking": c.objs.MlsSchedWaking}
 	before := map[string]*ebpf.ProgramStats{}
 	for n, p := range progs {
 		before[n], _ = p.Stats()
 	}
-	pingPong(b)
+	pingPong(b, pinSame)
 	for n, p := range progs {
 		after, _ := p.Stats()
 		if d := after.RunCount - before[n].RunCount; d > 0 {
@@ -175,7 +210,7 @@ func BenchmarkPipePingPongHooks(b *testing.B) {
 }
 
 // pingPong bounces a byte between two threads through two pipes, b.N round trips.
-func pingPong(b *testing.B) {
+func pingPong(b *testing.B, pin pinning) {
 	var p1, p2 [2]int
 	if err := unix.Pipe(p1[:]); err != nil {
 		b.Fatal(err)
@@ -191,6 +226,12 @@ func pingPong(b *testing.B) {
 	done := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
+		switch pin {
+		case pinSame:
+			pinToCPU(b, 0)
+		case pinCross:
+			pinToCPU(b, 1)
+		}
 		buf := make([]byte, 1)
 		for {
 			if n, _ := unix.Read(p1[0], buf); n != 1 || buf[0] == 0 {
@@ -202,6 +243,10 @@ func pingPong(b *testing.B) {
 	}()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	if pin != pinNone {
+		pinToCPU(b, 0)
+		defer unpin()
+	}
 	buf := []byte{1}
 	for b.Loop() {
 		unix.Write(p1[1], buf)
@@ -209,4 +254,58 @@ func pingPong(b *testing.B) {
 	}
 	unix.Write(p1[1], []byte{0})
 	<-done
+}
+
+// pinToCPU binds the calling (locked) thread to one CPU (modulo the CPUs this process may use),
+// so that a ping-pong always crosses the same two CPUs: without it, the scheduler's choice
+// between same-CPU and cross-CPU wakeups moved a round trip between 6.5 and 13.5 us from one
+// run to the next.
+func pinToCPU(b *testing.B, i int) {
+	var all, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for cpu := 0; cpu < 1024 && n <= i; cpu++ {
+		if all.IsSet(cpu) {
+			if n == i%all.Count() {
+				set.Set(cpu)
+				break
+			}
+			n++
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// unpin lets the calling thread run anywhere again.
+func unpin() {
+	var set unix.CPUSet
+	for cpu := range runtime.NumCPU() {
+		set.Set(cpu)
+	}
+	unix.SchedSetaffinity(0, &set)
+}
+
+// drainEvents reads c's ring buffer every 50 ms, as mlsched capture does, so that the ring
+// never fills and drops do not change the work done. The returned function stops it.
+func drainEvents(c *Capture) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		var rec ringbuf.Record
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.Events.SetDeadline(time.Now().Add(50 * time.Millisecond))
+			for c.Events.ReadInto(&rec) == nil {
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
 }

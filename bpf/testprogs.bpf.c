@@ -21,6 +21,9 @@ __u32 test_nrs[MLS_TEST_MAX_NRS];
 __u32 test_count;
 struct task_feat test_state;
 __u32 test_out[MLS_NUM_BUCKETS];
+__u32 test_sparse[MLS_NUM_BUCKETS]; // mls_feat_snapshot_sparse's output
+__u64 test_sparse_mask;
+__u32 test_sparse_n;
 
 static long test_step(__u32 i, void *ctx)
 {
@@ -38,6 +41,7 @@ int mls_test_decay(void *ctx)
 	// bpf_loop keeps verification linear in the body, not in the iteration count.
 	bpf_loop(MLS_TEST_MAX_NRS, test_step, NULL, 0);
 	mls_feat_snapshot(&test_state, test_out);
+	test_sparse_n = mls_feat_snapshot_sparse(&test_state, test_sparse, &test_sparse_mask);
 	return 0;
 }
 
@@ -102,5 +106,44 @@ int mls_bench_array(void *ctx)
 
 	if (v)
 		*v += 1;
+	return 0;
+}
+
+// Experiments: the cost of the building blocks of the switch and wakeup hooks, one per
+// program, each on sys_enter (BenchmarkHookBlocks).
+volatile __u64 exp_sink;
+
+SEC("raw_tp/sys_enter")
+int mls_bench_ktime(void *ctx)
+{
+	exp_sink = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int mls_bench_probe_read(void *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 ids = 0;
+
+	bpf_probe_read_kernel(&ids, sizeof(ids), &t->pid);
+	exp_sink = ids;
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} exp_ring SEC(".maps");
+
+SEC("raw_tp/sys_enter")
+int mls_bench_ringbuf(void *ctx)
+{
+	__u64 *e = bpf_ringbuf_reserve(&exp_ring, 320, 0);
+
+	if (e) {
+		e[0] = 1;
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+	}
 	return 0;
 }

@@ -17,6 +17,7 @@ type testprogsTaskFeat struct {
 	_    structs.HostLayout
 	N    uint32
 	Tid  uint32
+	Mask uint64
 	Val  [64]uint32
 	Last [64]uint32
 }
@@ -25,20 +26,28 @@ type testprogsTaskFeat struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	testprogsMapExpArray       = "exp_array"
-	testprogsMapExpHash        = "exp_hash"
-	testprogsMapNaiveStore     = "naive_store"
-	testprogsMapTaskFeatSlots  = "task_feat_slots"
-	testprogsProgMlsBenchArray = "mls_bench_array"
-	testprogsProgMlsBenchEmpty = "mls_bench_empty"
-	testprogsProgMlsBenchHash  = "mls_bench_hash"
-	testprogsProgMlsBenchNaive = "mls_bench_naive"
-	testprogsProgMlsTestDecay  = "mls_test_decay"
-	testprogsVarMlsFeatMask    = "mls_feat_mask"
-	testprogsVarTestCount      = "test_count"
-	testprogsVarTestNrs        = "test_nrs"
-	testprogsVarTestOut        = "test_out"
-	testprogsVarTestState      = "test_state"
+	testprogsMapExpArray           = "exp_array"
+	testprogsMapExpHash            = "exp_hash"
+	testprogsMapExpRing            = "exp_ring"
+	testprogsMapNaiveStore         = "naive_store"
+	testprogsMapTaskFeatSlots      = "task_feat_slots"
+	testprogsProgMlsBenchArray     = "mls_bench_array"
+	testprogsProgMlsBenchEmpty     = "mls_bench_empty"
+	testprogsProgMlsBenchHash      = "mls_bench_hash"
+	testprogsProgMlsBenchKtime     = "mls_bench_ktime"
+	testprogsProgMlsBenchNaive     = "mls_bench_naive"
+	testprogsProgMlsBenchProbeRead = "mls_bench_probe_read"
+	testprogsProgMlsBenchRingbuf   = "mls_bench_ringbuf"
+	testprogsProgMlsTestDecay      = "mls_test_decay"
+	testprogsVarExpSink            = "exp_sink"
+	testprogsVarMlsFeatMask        = "mls_feat_mask"
+	testprogsVarTestCount          = "test_count"
+	testprogsVarTestNrs            = "test_nrs"
+	testprogsVarTestOut            = "test_out"
+	testprogsVarTestSparse         = "test_sparse"
+	testprogsVarTestSparseMask     = "test_sparse_mask"
+	testprogsVarTestSparseN        = "test_sparse_n"
+	testprogsVarTestState          = "test_state"
 )
 
 // loadTestprogs returns the embedded CollectionSpec for testprogs.
@@ -83,11 +92,14 @@ type testprogsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsProgramSpecs struct {
-	MlsBenchArray *ebpf.ProgramSpec `ebpf:"mls_bench_array"`
-	MlsBenchEmpty *ebpf.ProgramSpec `ebpf:"mls_bench_empty"`
-	MlsBenchHash  *ebpf.ProgramSpec `ebpf:"mls_bench_hash"`
-	MlsBenchNaive *ebpf.ProgramSpec `ebpf:"mls_bench_naive"`
-	MlsTestDecay  *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
+	MlsBenchArray     *ebpf.ProgramSpec `ebpf:"mls_bench_array"`
+	MlsBenchEmpty     *ebpf.ProgramSpec `ebpf:"mls_bench_empty"`
+	MlsBenchHash      *ebpf.ProgramSpec `ebpf:"mls_bench_hash"`
+	MlsBenchKtime     *ebpf.ProgramSpec `ebpf:"mls_bench_ktime"`
+	MlsBenchNaive     *ebpf.ProgramSpec `ebpf:"mls_bench_naive"`
+	MlsBenchProbeRead *ebpf.ProgramSpec `ebpf:"mls_bench_probe_read"`
+	MlsBenchRingbuf   *ebpf.ProgramSpec `ebpf:"mls_bench_ringbuf"`
+	MlsTestDecay      *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
 }
 
 // testprogsMapSpecs contains maps before they are loaded into the kernel.
@@ -96,6 +108,7 @@ type testprogsProgramSpecs struct {
 type testprogsMapSpecs struct {
 	ExpArray      *ebpf.MapSpec `ebpf:"exp_array"`
 	ExpHash       *ebpf.MapSpec `ebpf:"exp_hash"`
+	ExpRing       *ebpf.MapSpec `ebpf:"exp_ring"`
 	NaiveStore    *ebpf.MapSpec `ebpf:"naive_store"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
 }
@@ -104,11 +117,15 @@ type testprogsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsVariableSpecs struct {
-	MlsFeatMask *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
-	TestCount   *ebpf.VariableSpec `ebpf:"test_count"`
-	TestNrs     *ebpf.VariableSpec `ebpf:"test_nrs"`
-	TestOut     *ebpf.VariableSpec `ebpf:"test_out"`
-	TestState   *ebpf.VariableSpec `ebpf:"test_state"`
+	ExpSink        *ebpf.VariableSpec `ebpf:"exp_sink"`
+	MlsFeatMask    *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
+	TestCount      *ebpf.VariableSpec `ebpf:"test_count"`
+	TestNrs        *ebpf.VariableSpec `ebpf:"test_nrs"`
+	TestOut        *ebpf.VariableSpec `ebpf:"test_out"`
+	TestSparse     *ebpf.VariableSpec `ebpf:"test_sparse"`
+	TestSparseMask *ebpf.VariableSpec `ebpf:"test_sparse_mask"`
+	TestSparseN    *ebpf.VariableSpec `ebpf:"test_sparse_n"`
+	TestState      *ebpf.VariableSpec `ebpf:"test_state"`
 }
 
 // testprogsObjects contains all objects after they have been loaded into the kernel.
@@ -133,6 +150,7 @@ func (o *testprogsObjects) Close() error {
 type testprogsMaps struct {
 	ExpArray      *ebpf.Map `ebpf:"exp_array"`
 	ExpHash       *ebpf.Map `ebpf:"exp_hash"`
+	ExpRing       *ebpf.Map `ebpf:"exp_ring"`
 	NaiveStore    *ebpf.Map `ebpf:"naive_store"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
 }
@@ -141,6 +159,7 @@ func (m *testprogsMaps) Close() error {
 	return _TestprogsClose(
 		m.ExpArray,
 		m.ExpHash,
+		m.ExpRing,
 		m.NaiveStore,
 		m.TaskFeatSlots,
 	)
@@ -150,22 +169,29 @@ func (m *testprogsMaps) Close() error {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsVariables struct {
-	MlsFeatMask *ebpf.Variable `ebpf:"mls_feat_mask"`
-	TestCount   *ebpf.Variable `ebpf:"test_count"`
-	TestNrs     *ebpf.Variable `ebpf:"test_nrs"`
-	TestOut     *ebpf.Variable `ebpf:"test_out"`
-	TestState   *ebpf.Variable `ebpf:"test_state"`
+	ExpSink        *ebpf.Variable `ebpf:"exp_sink"`
+	MlsFeatMask    *ebpf.Variable `ebpf:"mls_feat_mask"`
+	TestCount      *ebpf.Variable `ebpf:"test_count"`
+	TestNrs        *ebpf.Variable `ebpf:"test_nrs"`
+	TestOut        *ebpf.Variable `ebpf:"test_out"`
+	TestSparse     *ebpf.Variable `ebpf:"test_sparse"`
+	TestSparseMask *ebpf.Variable `ebpf:"test_sparse_mask"`
+	TestSparseN    *ebpf.Variable `ebpf:"test_sparse_n"`
+	TestState      *ebpf.Variable `ebpf:"test_state"`
 }
 
 // testprogsPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsPrograms struct {
-	MlsBenchArray *ebpf.Program `ebpf:"mls_bench_array"`
-	MlsBenchEmpty *ebpf.Program `ebpf:"mls_bench_empty"`
-	MlsBenchHash  *ebpf.Program `ebpf:"mls_bench_hash"`
-	MlsBenchNaive *ebpf.Program `ebpf:"mls_bench_naive"`
-	MlsTestDecay  *ebpf.Program `ebpf:"mls_test_decay"`
+	MlsBenchArray     *ebpf.Program `ebpf:"mls_bench_array"`
+	MlsBenchEmpty     *ebpf.Program `ebpf:"mls_bench_empty"`
+	MlsBenchHash      *ebpf.Program `ebpf:"mls_bench_hash"`
+	MlsBenchKtime     *ebpf.Program `ebpf:"mls_bench_ktime"`
+	MlsBenchNaive     *ebpf.Program `ebpf:"mls_bench_naive"`
+	MlsBenchProbeRead *ebpf.Program `ebpf:"mls_bench_probe_read"`
+	MlsBenchRingbuf   *ebpf.Program `ebpf:"mls_bench_ringbuf"`
+	MlsTestDecay      *ebpf.Program `ebpf:"mls_test_decay"`
 }
 
 func (p *testprogsPrograms) Close() error {
@@ -173,7 +199,10 @@ func (p *testprogsPrograms) Close() error {
 		p.MlsBenchArray,
 		p.MlsBenchEmpty,
 		p.MlsBenchHash,
+		p.MlsBenchKtime,
 		p.MlsBenchNaive,
+		p.MlsBenchProbeRead,
+		p.MlsBenchRingbuf,
 		p.MlsTestDecay,
 	)
 }

@@ -4,15 +4,21 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
-// Event types and sizes: struct mls_wake_event and mls_switch_event in bpf/capture.h.
+// Event types and sizes: struct mls_wake_event, mls_wake_sparse and mls_switch_event in
+// bpf/capture.h.
 const (
-	EventWake   = 1
-	EventSwitch = 2
+	EventWake       = 1 // dense: all 64 counts (the layout the scheduler's wake event starts with)
+	EventSwitch     = 2
+	EventWakeSparse = 5 // the capture probes' samples: only the nonzero counts
 
 	WakeEventSize   = 32 + 4*NumBuckets
 	SwitchEventSize = 24
+	// WakeSparseHeaderSize is the fixed part of a sparse wake record; 4 bytes per nonzero
+	// count follow.
+	WakeSparseHeaderSize = 40
 )
 
 // WakeEvent is a decoded sample point: W woke while its previous CPU ran R.
@@ -61,6 +67,41 @@ func DecodeWake(raw []byte, e *WakeEvent) error {
 	f := raw[32:WakeEventSize]
 	for i := range e.Feats {
 		e.Feats[i] = le.Uint32(f[4*i:])
+	}
+	return nil
+}
+
+// ErrBadEvent is returned for a record whose fields contradict each other.
+var ErrBadEvent = errors.New("malformed event record")
+
+// DecodeWakeSparse fills e from a raw sparse wake record (EventWakeSparse): the header, a
+// 64-bit mask of the nonzero buckets, then their counts in increasing bucket order. It does
+// not allocate.
+func DecodeWakeSparse(raw []byte, e *WakeEvent) error {
+	if len(raw) < WakeSparseHeaderSize {
+		return fmt.Errorf("wake event: %w (%d < %d bytes)", ErrShortEvent, len(raw), WakeSparseHeaderSize)
+	}
+	le := binary.LittleEndian
+	mask := le.Uint64(raw[32:])
+	n := bits.OnesCount64(mask)
+	if int(raw[1]) != n {
+		return fmt.Errorf("wake event: %w: %d counts for a mask of %d buckets", ErrBadEvent, raw[1], n)
+	}
+	if len(raw) < WakeSparseHeaderSize+4*n {
+		return fmt.Errorf("wake event: %w (%d < %d bytes)", ErrShortEvent, len(raw), WakeSparseHeaderSize+4*n)
+	}
+	e.PrevCPU = le.Uint16(raw[2:])
+	e.WakerCPU = le.Uint16(raw[4:])
+	e.WTid = le.Uint32(raw[8:])
+	e.RTid = le.Uint32(raw[12:])
+	e.TsNs = le.Uint64(raw[16:])
+	e.ROnCPUNs = le.Uint64(raw[24:])
+	e.Feats = [NumBuckets]uint32{}
+	vals := raw[WakeSparseHeaderSize:]
+	for i := 0; mask != 0; i++ {
+		b := bits.TrailingZeros64(mask) % NumBuckets
+		mask &= mask - 1
+		e.Feats[b] = le.Uint32(vals[4*i:])
 	}
 	return nil
 }
