@@ -45,8 +45,8 @@ type kernel16 struct {
 	b2e [16]float32 // 4352
 	// log1p tables on the top five mantissa bits i of 1+v: inv[i] ~ 1/(1+i/32) and
 	// lnc[i] = -log(inv[i]) exactly, so that log(m) = lnc[i] + log1p(m*inv[i] - 1).
-	lnc [32]float32 // 4416
-	inv [32]float32 // 4544
+	lnc [32]float32  // 4416
+	inv [32]float32  // 4544
 	c   kernelConsts // 4672
 }
 
