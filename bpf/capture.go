@@ -26,6 +26,9 @@ type CaptureConfig struct {
 	SampleEvery uint32
 	// LogVerifier prints the verifier log of a program that fails to load in full.
 	LogVerifier bool
+	// switchProbeRead attaches the switch hook of kernels before 5.18 (prev_state by probe
+	// read) even where the tracepoint passes prev_state: tests cover both this way.
+	switchProbeRead bool
 }
 
 // Counter indexes the probes' per-CPU counters (enum mls_counter in capture.h).
@@ -97,11 +100,25 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if err := spec.LoadAndAssign(&c.objs, opts); err != nil {
 		return nil, describeLoadError("load capture probes", err, cfg.LogVerifier)
 	}
+	// The switch hook that takes prev_state from the tracepoint (>= 5.18), else the one that
+	// reads it from the task.
+	var l link.Link
+	err = errors.New("not tried")
+	if !cfg.switchProbeRead {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: c.objs.MlsSchedSwitch4})
+	}
+	if err != nil {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: c.objs.MlsSchedSwitch})
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("attach raw tracepoint sched_switch: %w", err)
+	}
+	c.links = append(c.links, l)
 	for _, a := range []struct {
 		tp   string
 		prog *ebpf.Program
 	}{
-		{"sched_switch", c.objs.MlsSchedSwitch},
 		{"sched_waking", c.objs.MlsSchedWaking},
 		{"sched_process_fork", c.objs.MlsProcessFork},
 		{"sched_process_exit", c.objs.MlsProcessExit},

@@ -85,6 +85,7 @@ const (
 	captureProgMlsProcessExit  = "mls_process_exit"
 	captureProgMlsProcessFork  = "mls_process_fork"
 	captureProgMlsSchedSwitch  = "mls_sched_switch"
+	captureProgMlsSchedSwitch4 = "mls_sched_switch4"
 	captureProgMlsSchedWaking  = "mls_sched_waking"
 	captureProgMlsSysEnter     = "mls_sys_enter"
 	captureVarFilterTree       = "filter_tree"
@@ -139,11 +140,12 @@ type captureSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureProgramSpecs struct {
-	MlsProcessExit *ebpf.ProgramSpec `ebpf:"mls_process_exit"`
-	MlsProcessFork *ebpf.ProgramSpec `ebpf:"mls_process_fork"`
-	MlsSchedSwitch *ebpf.ProgramSpec `ebpf:"mls_sched_switch"`
-	MlsSchedWaking *ebpf.ProgramSpec `ebpf:"mls_sched_waking"`
-	MlsSysEnter    *ebpf.ProgramSpec `ebpf:"mls_sys_enter"`
+	MlsProcessExit  *ebpf.ProgramSpec `ebpf:"mls_process_exit"`
+	MlsProcessFork  *ebpf.ProgramSpec `ebpf:"mls_process_fork"`
+	MlsSchedSwitch  *ebpf.ProgramSpec `ebpf:"mls_sched_switch"`
+	MlsSchedSwitch4 *ebpf.ProgramSpec `ebpf:"mls_sched_switch4"`
+	MlsSchedWaking  *ebpf.ProgramSpec `ebpf:"mls_sched_waking"`
+	MlsSysEnter     *ebpf.ProgramSpec `ebpf:"mls_sys_enter"`
 }
 
 // captureMapSpecs contains maps before they are loaded into the kernel.
@@ -229,11 +231,12 @@ type captureVariables struct {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type capturePrograms struct {
-	MlsProcessExit *ebpf.Program `ebpf:"mls_process_exit"`
-	MlsProcessFork *ebpf.Program `ebpf:"mls_process_fork"`
-	MlsSchedSwitch *ebpf.Program `ebpf:"mls_sched_switch"`
-	MlsSchedWaking *ebpf.Program `ebpf:"mls_sched_waking"`
-	MlsSysEnter    *ebpf.Program `ebpf:"mls_sys_enter"`
+	MlsProcessExit  *ebpf.Program `ebpf:"mls_process_exit"`
+	MlsProcessFork  *ebpf.Program `ebpf:"mls_process_fork"`
+	MlsSchedSwitch  *ebpf.Program `ebpf:"mls_sched_switch"`
+	MlsSchedSwitch4 *ebpf.Program `ebpf:"mls_sched_switch4"`
+	MlsSchedWaking  *ebpf.Program `ebpf:"mls_sched_waking"`
+	MlsSysEnter     *ebpf.Program `ebpf:"mls_sys_enter"`
 }
 
 func (p *capturePrograms) Close() error {
@@ -241,6 +244,7 @@ func (p *capturePrograms) Close() error {
 		p.MlsProcessExit,
 		p.MlsProcessFork,
 		p.MlsSchedSwitch,
+		p.MlsSchedSwitch4,
 		p.MlsSchedWaking,
 		p.MlsSysEnter,
 	)

@@ -24,7 +24,12 @@ func requireRoot(t testing.TB) {
 
 func TestCaptureLoadsAndEmits(t *testing.T) {
 	requireRoot(t)
-	c, err := LoadCapture(CaptureConfig{SelfTgid: 0, RingBytes: 1 << 20, LogVerifier: true})
+	t.Run("prev_state-argument", func(t *testing.T) { testCaptureEmits(t, false) })
+	t.Run("prev_state-probe-read", func(t *testing.T) { testCaptureEmits(t, true) })
+}
+
+func testCaptureEmits(t *testing.T, probeRead bool) {
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 0, RingBytes: 1 << 20, LogVerifier: true, switchProbeRead: probeRead})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +57,7 @@ func TestCaptureLoadsAndEmits(t *testing.T) {
 	var rec ringbuf.Record
 	var wake features.WakeEvent
 	var sw features.SwitchEvent
-	wakes, switches := 0, 0
+	wakes, switches, voluntary := 0, 0, 0
 	c.Events.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	for {
 		if err := c.Events.ReadInto(&rec); err != nil {
@@ -68,6 +73,12 @@ func TestCaptureLoadsAndEmits(t *testing.T) {
 			if err := features.DecodeSwitch(rec.RawSample, &sw); err != nil {
 				t.Fatal(err)
 			}
+			if sw.PrevTid == 0 {
+				t.Errorf("switch event without the task that left: %+v", sw)
+			}
+			if sw.Voluntary {
+				voluntary++
+			}
 			switches++
 		default:
 			t.Fatalf("unknown event type %d", rec.RawSample[0])
@@ -77,9 +88,13 @@ func TestCaptureLoadsAndEmits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("wakes=%d switches=%d counters=%v", wakes, switches, cnt)
+	t.Logf("wakes=%d switches=%d (voluntary %d) counters=%v", wakes, switches, voluntary, cnt)
 	if wakes == 0 || switches == 0 {
 		t.Fatalf("no events: wakes=%d switches=%d", wakes, switches)
+	}
+	// The sleeper blocks in read after every byte: some sampled task leaves voluntarily.
+	if voluntary == 0 {
+		t.Errorf("no voluntary switch among %d", switches)
 	}
 	if uint64(wakes) != cnt[CntWakeEmitted] {
 		t.Errorf("read %d wake events, probes emitted %d", wakes, cnt[CntWakeEmitted])

@@ -56,7 +56,9 @@ func BenchmarkPipePingPongCrossCPU(b *testing.B) {
 
 func benchPingPong(b *testing.B, pin pinning) {
 	requireRoot(b)
-	for _, mode := range []string{"bare", "capture", "capture-sample8"} {
+	// empty-all: the capture's three tracepoints with empty programs, the floor of any
+	// capture built on them.
+	for _, mode := range []string{"bare", "empty-all", "capture", "capture-sample8"} {
 		b.Run(mode, func(b *testing.B) {
 			detach := attachMode(b, mode)
 			defer detach()
@@ -172,7 +174,23 @@ func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 		objs.Close()
 		b.Fatal(err)
 	}
-	return func() { l.Close(); objs.Close() }
+	if mode != "empty-all" {
+		return func() { l.Close(); objs.Close() }
+	}
+	ls := []link.Link{l}
+	for tp, p := range map[string]*ebpf.Program{"sched_switch": objs.MlsBenchEmptySwitch, "sched_waking": objs.MlsBenchEmptyWaking} {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: p})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	return func() {
+		for _, l := range ls {
+			l.Close()
+		}
+		objs.Close()
+	}
 }
 
 // Where the capture's cost goes in a pipe ping-pong: each hook's own run time per call.
@@ -194,7 +212,9 @@ func BenchmarkPipePingPongHooks(b *testing.B) {
 	defer c.Close()
 	stop := drainEvents(c)
 	defer stop()
-	progs := map[string]*ebpf.Program{"sys_enter": c.objs.MlsSysEnter, "sched_switch": c.objs.MlsSchedSwitch, "sched_waking": c.objs.MlsSchedWaking}
+	// Whichever switch hook is attached reports (the other does not run).
+	progs := map[string]*ebpf.Program{"sys_enter": c.objs.MlsSysEnter, "sched_switch": c.objs.MlsSchedSwitch4,
+		"sched_switch3": c.objs.MlsSchedSwitch, "sched_waking": c.objs.MlsSchedWaking}
 	before := map[string]*ebpf.ProgramStats{}
 	for n, p := range progs {
 		before[n], _ = p.Stats()

@@ -51,6 +51,19 @@ int mls_bench_empty(void *ctx)
 	return 0;
 }
 
+// With mls_bench_empty, the floor of the capture design: its three tracepoints enabled, no work.
+SEC("raw_tp/sched_switch")
+int mls_bench_empty_switch(void *ctx)
+{
+	return 0;
+}
+
+SEC("raw_tp/sched_waking")
+int mls_bench_empty_waking(void *ctx)
+{
+	return 0;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

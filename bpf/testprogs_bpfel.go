@@ -26,28 +26,30 @@ type testprogsTaskFeat struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	testprogsMapExpArray           = "exp_array"
-	testprogsMapExpHash            = "exp_hash"
-	testprogsMapExpRing            = "exp_ring"
-	testprogsMapNaiveStore         = "naive_store"
-	testprogsMapTaskFeatSlots      = "task_feat_slots"
-	testprogsProgMlsBenchArray     = "mls_bench_array"
-	testprogsProgMlsBenchEmpty     = "mls_bench_empty"
-	testprogsProgMlsBenchHash      = "mls_bench_hash"
-	testprogsProgMlsBenchKtime     = "mls_bench_ktime"
-	testprogsProgMlsBenchNaive     = "mls_bench_naive"
-	testprogsProgMlsBenchProbeRead = "mls_bench_probe_read"
-	testprogsProgMlsBenchRingbuf   = "mls_bench_ringbuf"
-	testprogsProgMlsTestDecay      = "mls_test_decay"
-	testprogsVarExpSink            = "exp_sink"
-	testprogsVarMlsFeatMask        = "mls_feat_mask"
-	testprogsVarTestCount          = "test_count"
-	testprogsVarTestNrs            = "test_nrs"
-	testprogsVarTestOut            = "test_out"
-	testprogsVarTestSparse         = "test_sparse"
-	testprogsVarTestSparseMask     = "test_sparse_mask"
-	testprogsVarTestSparseN        = "test_sparse_n"
-	testprogsVarTestState          = "test_state"
+	testprogsMapExpArray             = "exp_array"
+	testprogsMapExpHash              = "exp_hash"
+	testprogsMapExpRing              = "exp_ring"
+	testprogsMapNaiveStore           = "naive_store"
+	testprogsMapTaskFeatSlots        = "task_feat_slots"
+	testprogsProgMlsBenchArray       = "mls_bench_array"
+	testprogsProgMlsBenchEmpty       = "mls_bench_empty"
+	testprogsProgMlsBenchEmptySwitch = "mls_bench_empty_switch"
+	testprogsProgMlsBenchEmptyWaking = "mls_bench_empty_waking"
+	testprogsProgMlsBenchHash        = "mls_bench_hash"
+	testprogsProgMlsBenchKtime       = "mls_bench_ktime"
+	testprogsProgMlsBenchNaive       = "mls_bench_naive"
+	testprogsProgMlsBenchProbeRead   = "mls_bench_probe_read"
+	testprogsProgMlsBenchRingbuf     = "mls_bench_ringbuf"
+	testprogsProgMlsTestDecay        = "mls_test_decay"
+	testprogsVarExpSink              = "exp_sink"
+	testprogsVarMlsFeatMask          = "mls_feat_mask"
+	testprogsVarTestCount            = "test_count"
+	testprogsVarTestNrs              = "test_nrs"
+	testprogsVarTestOut              = "test_out"
+	testprogsVarTestSparse           = "test_sparse"
+	testprogsVarTestSparseMask       = "test_sparse_mask"
+	testprogsVarTestSparseN          = "test_sparse_n"
+	testprogsVarTestState            = "test_state"
 )
 
 // loadTestprogs returns the embedded CollectionSpec for testprogs.
@@ -92,14 +94,16 @@ type testprogsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsProgramSpecs struct {
-	MlsBenchArray     *ebpf.ProgramSpec `ebpf:"mls_bench_array"`
-	MlsBenchEmpty     *ebpf.ProgramSpec `ebpf:"mls_bench_empty"`
-	MlsBenchHash      *ebpf.ProgramSpec `ebpf:"mls_bench_hash"`
-	MlsBenchKtime     *ebpf.ProgramSpec `ebpf:"mls_bench_ktime"`
-	MlsBenchNaive     *ebpf.ProgramSpec `ebpf:"mls_bench_naive"`
-	MlsBenchProbeRead *ebpf.ProgramSpec `ebpf:"mls_bench_probe_read"`
-	MlsBenchRingbuf   *ebpf.ProgramSpec `ebpf:"mls_bench_ringbuf"`
-	MlsTestDecay      *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
+	MlsBenchArray       *ebpf.ProgramSpec `ebpf:"mls_bench_array"`
+	MlsBenchEmpty       *ebpf.ProgramSpec `ebpf:"mls_bench_empty"`
+	MlsBenchEmptySwitch *ebpf.ProgramSpec `ebpf:"mls_bench_empty_switch"`
+	MlsBenchEmptyWaking *ebpf.ProgramSpec `ebpf:"mls_bench_empty_waking"`
+	MlsBenchHash        *ebpf.ProgramSpec `ebpf:"mls_bench_hash"`
+	MlsBenchKtime       *ebpf.ProgramSpec `ebpf:"mls_bench_ktime"`
+	MlsBenchNaive       *ebpf.ProgramSpec `ebpf:"mls_bench_naive"`
+	MlsBenchProbeRead   *ebpf.ProgramSpec `ebpf:"mls_bench_probe_read"`
+	MlsBenchRingbuf     *ebpf.ProgramSpec `ebpf:"mls_bench_ringbuf"`
+	MlsTestDecay        *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
 }
 
 // testprogsMapSpecs contains maps before they are loaded into the kernel.
@@ -184,20 +188,24 @@ type testprogsVariables struct {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsPrograms struct {
-	MlsBenchArray     *ebpf.Program `ebpf:"mls_bench_array"`
-	MlsBenchEmpty     *ebpf.Program `ebpf:"mls_bench_empty"`
-	MlsBenchHash      *ebpf.Program `ebpf:"mls_bench_hash"`
-	MlsBenchKtime     *ebpf.Program `ebpf:"mls_bench_ktime"`
-	MlsBenchNaive     *ebpf.Program `ebpf:"mls_bench_naive"`
-	MlsBenchProbeRead *ebpf.Program `ebpf:"mls_bench_probe_read"`
-	MlsBenchRingbuf   *ebpf.Program `ebpf:"mls_bench_ringbuf"`
-	MlsTestDecay      *ebpf.Program `ebpf:"mls_test_decay"`
+	MlsBenchArray       *ebpf.Program `ebpf:"mls_bench_array"`
+	MlsBenchEmpty       *ebpf.Program `ebpf:"mls_bench_empty"`
+	MlsBenchEmptySwitch *ebpf.Program `ebpf:"mls_bench_empty_switch"`
+	MlsBenchEmptyWaking *ebpf.Program `ebpf:"mls_bench_empty_waking"`
+	MlsBenchHash        *ebpf.Program `ebpf:"mls_bench_hash"`
+	MlsBenchKtime       *ebpf.Program `ebpf:"mls_bench_ktime"`
+	MlsBenchNaive       *ebpf.Program `ebpf:"mls_bench_naive"`
+	MlsBenchProbeRead   *ebpf.Program `ebpf:"mls_bench_probe_read"`
+	MlsBenchRingbuf     *ebpf.Program `ebpf:"mls_bench_ringbuf"`
+	MlsTestDecay        *ebpf.Program `ebpf:"mls_test_decay"`
 }
 
 func (p *testprogsPrograms) Close() error {
 	return _TestprogsClose(
 		p.MlsBenchArray,
 		p.MlsBenchEmpty,
+		p.MlsBenchEmptySwitch,
+		p.MlsBenchEmptyWaking,
 		p.MlsBenchHash,
 		p.MlsBenchKtime,
 		p.MlsBenchNaive,
