@@ -92,8 +92,13 @@ func TestBPFDecayMatchesGo(t *testing.T) {
 		if err := objs.TestState.Get(&st); err != nil {
 			t.Fatal(err)
 		}
-		if st.N != goState.N || st.Val != goState.Val || st.Last != goState.Last {
-			t.Fatalf("round %d: internal state differs", round)
+		if st.N != goState.N {
+			t.Fatalf("round %d: syscall number %d, Go %d", round, st.N, goState.N)
+		}
+		for b := range st.B {
+			if st.B[b].Val != goState.Val[b] || st.B[b].Last != goState.Last[b] {
+				t.Fatalf("round %d: bucket %d: state %+v, Go %d/%d", round, b, st.B[b], goState.Val[b], goState.Last[b])
+			}
 		}
 	}
 }

@@ -7,13 +7,17 @@
 #include "schema_table.h"
 
 // One task's state: a syscall counter and, per bucket, a decayed count (Q16) valid at the
-// task's syscall number last[b]. Lazy decay keeps the syscall hook O(1).
+// task's syscall number recorded with it. Lazy decay keeps the syscall hook O(1).
 struct task_feat {
 	__u32 n;
 	__u32 tid;  // owner of this slot (0: free)
 	__u64 mask; // bit b: bucket b was counted since the slot was claimed
-	__u32 val[MLS_NUM_BUCKETS];
-	__u32 last[MLS_NUM_BUCKETS];
+	// Per bucket, the count and its syscall number side by side: a syscall touches one
+	// cache line of them, not two.
+	struct {
+		__u32 val;
+		__u32 last;
+	} b[MLS_NUM_BUCKETS];
 };
 
 // Feature state in slots indexed by tid & mls_feat_mask. An array, not a hash or task
@@ -99,8 +103,8 @@ static __always_inline void mls_feat_syscall(struct task_feat *f, __u64 nr)
 
 	f->n = n;
 	f->mask |= 1ULL << b;
-	f->val[b] = mls_decay(f->val[b], f->last[b], n) + MLS_FIXED_ONE;
-	f->last[b] = n;
+	f->b[b].val = mls_decay(f->b[b].val, f->b[b].last, n) + MLS_FIXED_ONE;
+	f->b[b].last = n;
 }
 
 // Write f's counts, decayed to its current syscall number, into out.
@@ -110,9 +114,9 @@ static __always_inline void mls_feat_snapshot(const struct task_feat *f, __u32 *
 
 	// Most buckets of a task are zero: skip their multiply and table load.
 	for (int b = 0; b < MLS_NUM_BUCKETS; b++) {
-		__u32 v = f->val[b];
+		__u32 v = f->b[b].val;
 
-		out[b] = v ? mls_decay(v, f->last[b], n) : 0;
+		out[b] = v ? mls_decay(v, f->b[b].last, n) : 0;
 	}
 }
 
@@ -148,7 +152,7 @@ static __always_inline __u32 mls_feat_snapshot_sparse(const struct task_feat *f,
 		// clang knows the table's values are < 64 and would drop the mask the verifier needs.
 		asm volatile("" : "+r"(b));
 		b &= MLS_NUM_BUCKETS - 1;
-		vals[i] = mls_decay(f->val[b], f->last[b], n);
+		vals[i] = mls_decay(f->b[b].val, f->b[b].last, n);
 	}
 	return i;
 }

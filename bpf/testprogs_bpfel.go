@@ -18,8 +18,11 @@ type testprogsTaskFeat struct {
 	N    uint32
 	Tid  uint32
 	Mask uint64
-	Val  [64]uint32
-	Last [64]uint32
+	B    [64]struct {
+		_    structs.HostLayout
+		Val  uint32
+		Last uint32
+	}
 }
 
 // Names of all BPF objects in the ELF.
