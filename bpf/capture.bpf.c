@@ -23,6 +23,7 @@ const volatile __u32 self_tgid = 0;   // mlsched's own process: never sampled
 const volatile __u8 filter_tree = 0;  // only tasks whose tgid is in tree_tgids
 const volatile __u32 nr_cpus = 1;
 const volatile __u32 sample_every = 1; // keep one wakeup in this many, at random
+const volatile __u32 max_rate = 0;     // samples per second per CPU at most (0: no limit)
 
 // Keep the event types in BTF for bpf2go.
 const struct mls_wake_event *unused_wake __attribute__((unused));
@@ -223,6 +224,60 @@ int BPF_PROG(mls_sched_switch4, bool preempt, struct task_struct *prev, struct t
 	return 0;
 }
 
+// The sampling rate limit, per waking CPU: over each window (one jiffy: a tick, read without the
+// TSC; the clock is read once per window), the candidate wakeups are counted; the next window keeps each candidate
+// with probability max_rate * window / count, and never more than max_rate * window, so that at
+// any wakeup rate a CPU takes at most about max_rate samples per second, chosen at random, and
+// the hooks' cost stays bounded.
+struct rate_state {
+	__u64 jiffy;     // the current window
+	__u64 window_ns; // its start
+	__u64 seen;      // candidates in it
+	__u64 kept;      // of which kept
+	__u64 allowed;   // at most this many kept in it
+	__u64 keep;      // probability of keeping a candidate, in units of 2^-32 (2^32: all)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rate_state);
+} rate SEC(".maps");
+
+static __always_inline bool rate_keep(void)
+{
+	__u32 zero = 0;
+	struct rate_state *r = bpf_map_lookup_elem(&rate, &zero);
+	__u64 jiffy = bpf_jiffies64();
+
+	if (!r)
+		return true;
+	if (jiffy != r->jiffy) {
+		// The window that ends now predicts the next one; the first is taken as 1 ms.
+		__u64 now = bpf_ktime_get_ns(), len = now - r->window_ns, allowed;
+
+		if (r->window_ns == 0 || len > 1000000000)
+			len = 1000000;
+		allowed = max_rate * len / 1000000000;
+		if (allowed == 0)
+			allowed = 1;
+		r->keep = r->window_ns == 0 || r->seen <= allowed ? 1ULL << 32 : (allowed << 32) / r->seen;
+		r->allowed = allowed;
+		r->jiffy = jiffy;
+		r->window_ns = now;
+		r->seen = 0;
+		r->kept = 0;
+	}
+	r->seen++;
+	if (r->kept >= r->allowed)
+		return false;
+	if (r->keep < (1ULL << 32) && bpf_get_prandom_u32() >= r->keep)
+		return false;
+	r->kept++;
+	return true;
+}
+
 SEC("raw_tp/sched_waking")
 int BPF_PROG(mls_sched_waking, struct task_struct *p)
 {
@@ -245,6 +300,16 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 		count(MLS_CNT_WAKE_IDLE);
 		return 0;
 	}
+	if (filter_tree && !bpf_map_lookup_elem(&tree_tgids, &r_tgid)) {
+		count(MLS_CNT_WAKE_FILTERED);
+		return 0;
+	}
+	// Sampling first, before the probe read and the snapshot: a sampled-out wakeup costs
+	// little. (The self and own checks below then see only kept wakeups.)
+	if ((max_rate && !rate_keep()) || (sample_every > 1 && bpf_get_prandom_u32() % sample_every)) {
+		count(MLS_CNT_WAKE_SAMPLED_OUT);
+		return 0;
+	}
 	ids = task_ids(p);
 	w_tid = ids.pid;
 	if (w_tid == r_tid) {
@@ -253,14 +318,6 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 	}
 	if (r_tgid == self_tgid || ids.tgid == self_tgid) {
 		count(MLS_CNT_WAKE_OURS);
-		return 0;
-	}
-	if (filter_tree && !bpf_map_lookup_elem(&tree_tgids, &r_tgid)) {
-		count(MLS_CNT_WAKE_FILTERED);
-		return 0;
-	}
-	if (sample_every > 1 && bpf_get_prandom_u32() % sample_every) {
-		count(MLS_CNT_WAKE_SAMPLED_OUT);
 		return 0;
 	}
 	e = bpf_map_lookup_elem(&wake_scratch, &zero);

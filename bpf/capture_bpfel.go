@@ -63,6 +63,16 @@ type captureMlsWakeSparse struct {
 	Vals      [64]uint32
 }
 
+type captureRateState struct {
+	_        structs.HostLayout
+	Jiffy    uint64
+	WindowNs uint64
+	Seen     uint64
+	Kept     uint64
+	Allowed  uint64
+	Keep     uint64
+}
+
 type captureTaskFeat struct {
 	_    structs.HostLayout
 	N    uint32
@@ -82,6 +92,7 @@ const (
 	captureMapCounters         = "counters"
 	captureMapCpuCur           = "cpu_cur"
 	captureMapEvents           = "events"
+	captureMapRate             = "rate"
 	captureMapTaskFeatSlots    = "task_feat_slots"
 	captureMapTreeTgids        = "tree_tgids"
 	captureMapWakeScratch      = "wake_scratch"
@@ -92,6 +103,7 @@ const (
 	captureProgMlsSchedWaking  = "mls_sched_waking"
 	captureProgMlsSysEnter     = "mls_sys_enter"
 	captureVarFilterTree       = "filter_tree"
+	captureVarMaxRate          = "max_rate"
 	captureVarMlsFeatMask      = "mls_feat_mask"
 	captureVarNrCpus           = "nr_cpus"
 	captureVarSampleEvery      = "sample_every"
@@ -158,6 +170,7 @@ type captureMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	CpuCur        *ebpf.MapSpec `ebpf:"cpu_cur"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	Rate          *ebpf.MapSpec `ebpf:"rate"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
 	TreeTgids     *ebpf.MapSpec `ebpf:"tree_tgids"`
 	WakeScratch   *ebpf.MapSpec `ebpf:"wake_scratch"`
@@ -168,6 +181,7 @@ type captureMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
 	FilterTree       *ebpf.VariableSpec `ebpf:"filter_tree"`
+	MaxRate          *ebpf.VariableSpec `ebpf:"max_rate"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
@@ -200,6 +214,7 @@ type captureMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	CpuCur        *ebpf.Map `ebpf:"cpu_cur"`
 	Events        *ebpf.Map `ebpf:"events"`
+	Rate          *ebpf.Map `ebpf:"rate"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
 	TreeTgids     *ebpf.Map `ebpf:"tree_tgids"`
 	WakeScratch   *ebpf.Map `ebpf:"wake_scratch"`
@@ -210,6 +225,7 @@ func (m *captureMaps) Close() error {
 		m.Counters,
 		m.CpuCur,
 		m.Events,
+		m.Rate,
 		m.TaskFeatSlots,
 		m.TreeTgids,
 		m.WakeScratch,
@@ -221,6 +237,7 @@ func (m *captureMaps) Close() error {
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
 	FilterTree       *ebpf.Variable `ebpf:"filter_tree"`
+	MaxRate          *ebpf.Variable `ebpf:"max_rate"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`

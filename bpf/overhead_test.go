@@ -3,6 +3,7 @@ package bpf
 import (
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -280,7 +281,7 @@ func pingPong(b *testing.B, pin pinning) {
 // so that a ping-pong always crosses the same two CPUs: without it, the scheduler's choice
 // between same-CPU and cross-CPU wakeups moved a round trip between 6.5 and 13.5 us from one
 // run to the next.
-func pinToCPU(b *testing.B, i int) {
+func pinToCPU(b testing.TB, i int) {
 	var all, set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &all); err != nil {
 		b.Fatal(err)
@@ -328,4 +329,152 @@ func drainEvents(c *Capture) func() {
 		}
 	}()
 	return func() { close(stop); <-done }
+}
+
+// BenchmarkPipePingPongPaired measures the capture's cost on a pipe ping-pong as the median
+// ratio of paired runs: the probes stay loaded, and each pair runs the same number of round
+// trips with the probes detached and attached (in alternating order), so that the machine's
+// drift, which moves single runs by tens of percent here, cancels out. One b.N iteration is one
+// pair; run it with a pair count, e.g.
+//
+//	go test -run '^$' -bench PipePingPongPaired -benchtime 31x ./bpf
+//
+// ratio = capture / bare time per round trip (1.10 is +10%).
+//
+// Sub-benchmarks: where the threads run (free, same-cpu, cross-cpu), then the capture's
+// sampling: "default" (mlsched capture's default --max-rate) or "every-wakeup" (--max-rate 0).
+func BenchmarkPipePingPongPaired(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		pin  pinning
+	}{{"free", pinNone}, {"same-cpu", pinSame}, {"cross-cpu", pinCross}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.Run("default", func(b *testing.B) { pairedPingPong(b, v.pin, DefaultMaxRate) })
+			b.Run("every-wakeup", func(b *testing.B) { pairedPingPong(b, v.pin, 0) })
+		})
+	}
+}
+
+func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
+	requireRoot(b)
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 16 << 20, MaxRate: maxRate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	stop := drainEvents(c)
+	defer stop()
+	c.Detach()
+	pp := startPingPong(b, pin)
+	defer pp.stop()
+
+	const roundTrips = 4000
+	var ratios, bare, capt []float64
+	run := func(attached bool) float64 {
+		if attached {
+			if err := c.attach(false); err != nil {
+				b.Fatal(err)
+			}
+			defer c.Detach()
+		}
+		pp.run(200) // warm up after the attach
+		start := time.Now()
+		pp.run(roundTrips)
+		return float64(time.Since(start).Nanoseconds()) / roundTrips
+	}
+	i := 0
+	for b.Loop() {
+		var tb, tc float64
+		if i%2 == 0 {
+			tb, tc = run(false), run(true)
+		} else {
+			tc, tb = run(true), run(false)
+		}
+		i++
+		bare, capt = append(bare, tb), append(capt, tc)
+		ratios = append(ratios, tc/tb)
+	}
+	b.ReportMetric(median(ratios), "ratio")
+	b.ReportMetric(quantile(ratios, 0.25), "ratio-q1")
+	b.ReportMetric(quantile(ratios, 0.75), "ratio-q3")
+	b.ReportMetric(median(bare), "bare-ns/rt")
+	b.ReportMetric(median(capt), "capture-ns/rt")
+}
+
+func median(xs []float64) float64 { return quantile(xs, 0.5) }
+
+// quantile of xs by linear interpolation between order statistics.
+func quantile(xs []float64, q float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	pos := q * float64(len(s)-1)
+	lo := int(pos)
+	if lo+1 >= len(s) {
+		return s[lo]
+	}
+	return s[lo] + (pos-float64(lo))*(s[lo+1]-s[lo])
+}
+
+// pingPonger is a ping-pong partner thread that stays up between runs.
+type pingPonger struct {
+	b      testing.TB
+	p1, p2 [2]int
+	done   chan struct{}
+	pin    pinning
+}
+
+func startPingPong(b testing.TB, pin pinning) *pingPonger {
+	pp := &pingPonger{b: b, done: make(chan struct{}), pin: pin}
+	if err := unix.Pipe(pp.p1[:]); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Pipe(pp.p2[:]); err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		runtime.LockOSThread()
+		switch pin {
+		case pinSame:
+			pinToCPU(b, 0)
+		case pinCross:
+			pinToCPU(b, 1)
+		}
+		buf := make([]byte, 1)
+		for {
+			if n, _ := unix.Read(pp.p1[0], buf); n != 1 || buf[0] == 0 {
+				close(pp.done)
+				return
+			}
+			unix.Write(pp.p2[1], buf)
+		}
+	}()
+	runtime.LockOSThread()
+	if pin != pinNone {
+		pinToCPU(b, 0)
+	}
+	return pp
+}
+
+// run does n round trips from the calling (locked) goroutine.
+func (pp *pingPonger) run(n int) {
+	buf := []byte{1}
+	for range n {
+		unix.Write(pp.p1[1], buf)
+		unix.Read(pp.p2[0], buf)
+	}
+}
+
+func (pp *pingPonger) stop() {
+	unix.Write(pp.p1[1], []byte{0})
+	<-pp.done
+	for _, fd := range []int{pp.p1[0], pp.p1[1], pp.p2[0], pp.p2[1]} {
+		unix.Close(fd)
+	}
+	if pp.pin != pinNone {
+		unpin()
+	}
+	runtime.UnlockOSThread()
 }

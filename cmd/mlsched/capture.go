@@ -46,6 +46,11 @@ Without COMMAND it captures system-wide for --duration (default 10s). With '-- C
 it runs the command and captures until it exits (or --duration, if given, elapses first);
 --only-command keeps only the command's process tree.
 
+At most --max-rate samples per second are taken on each CPU (default 20000): on a
+wakeup-heavy machine the wakeups over the cap are sampled at random, so that the probes' cost
+and the trace's size stay bounded; --max-rate 0 samples every wakeup. --sample-every N keeps
+one wakeup in N on top of that.
+
 Ctrl-C or SIGTERM ends the capture cleanly: the trace is complete and valid. Every loss
 (ring-buffer drops, unresolved samples) is counted in the trace and in the summary.
 
@@ -65,6 +70,7 @@ type captureOpts struct {
 	ringMB      uint
 	maxTasks    uint
 	sampleEvery uint
+	maxRate     uint
 	progress    string
 	verbose     bool
 }
@@ -78,6 +84,7 @@ func captureFlags(fs *flag.FlagSet) func([]string) error {
 	fs.UintVar(&o.ringMB, "ringbuf-mb", 16, "event ring buffer size in MiB (a power of two)")
 	fs.UintVar(&o.maxTasks, "max-tasks", 0, "feature slots (a power of two; default: enough for pid_max, at most 65536)")
 	fs.UintVar(&o.sampleEvery, "sample-every", 1, "keep one wakeup in `N`, at random (less overhead and smaller traces on wakeup-heavy machines)")
+	fs.UintVar(&o.maxRate, "max-rate", bpf.DefaultMaxRate, "take at most `N` samples per second on each CPU, the rest sampled at random (0: every wakeup)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress line: auto (on a terminal), always, never")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: full verifier log on load errors")
 	return func(args []string) error { return runCapture(o, args) }
@@ -99,6 +106,9 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	if o.sampleEvery == 0 || o.sampleEvery > 1<<20 {
 		return errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
+	}
+	if o.maxRate > 1<<30 {
+		return errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, 1<<30)
 	}
 	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
 		return errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
@@ -149,6 +159,7 @@ func runCapture(o captureOpts, args []string) error {
 		RingBytes:   uint32(o.ringMB) << 20,
 		MaxTasks:    uint32(o.maxTasks),
 		SampleEvery: uint32(o.sampleEvery),
+		MaxRate:     uint32(o.maxRate),
 		LogVerifier: o.verbose,
 	})
 	if err != nil {
