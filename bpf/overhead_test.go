@@ -339,7 +339,8 @@ func drainEvents(c *Capture) func() {
 //
 //	go test -run '^$' -bench PipePingPongPaired -benchtime 31x ./bpf
 //
-// ratio = capture / bare time per round trip (1.10 is +10%).
+// ratio = capture / bare time per round trip (1.10 is +10%), with its quartiles; floor-ratio =
+// the capture's three tracepoints with empty programs / bare; over-floor-ratio = capture / floor.
 //
 // Sub-benchmarks: where the threads run (free, same-cpu, cross-cpu), then the capture's
 // sampling: "default" (mlsched capture's default --max-rate) or "every-wakeup" (--max-rate 0).
@@ -365,40 +366,75 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	stop := drainEvents(c)
 	defer stop()
 	c.Detach()
+	var empty testprogsObjects
+	if err := loadTestprogsObjects(&empty, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer empty.Close()
 	pp := startPingPong(b, pin)
 	defer pp.stop()
 
-	const roundTrips = 4000
-	var ratios, bare, capt []float64
-	run := func(attached bool) float64 {
-		if attached {
+	// The arms: nothing attached; the floor (the capture's three tracepoints with empty
+	// programs: what any capture built on them costs); the capture.
+	arms := []func() func(){
+		func() func() { return func() {} },
+		func() func() {
+			var ls []link.Link
+			for tp, p := range map[string]*ebpf.Program{"sys_enter": empty.MlsBenchEmpty,
+				"sched_switch": empty.MlsBenchEmptySwitch, "sched_waking": empty.MlsBenchEmptyWaking} {
+				l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: p})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ls = append(ls, l)
+			}
+			return func() {
+				for _, l := range ls {
+					l.Close()
+				}
+			}
+		},
+		func() func() {
 			if err := c.attach(false); err != nil {
 				b.Fatal(err)
 			}
-			defer c.Detach()
-		}
+			return c.Detach
+		},
+	}
+	const roundTrips = 4000
+	run := func(arm int) float64 {
+		detach := arms[arm]()
+		defer detach()
 		pp.run(200) // warm up after the attach
 		start := time.Now()
 		pp.run(roundTrips)
 		return float64(time.Since(start).Nanoseconds()) / roundTrips
 	}
+	var t [3][]float64
+	var capBare, floorBare, capFloor []float64
 	i := 0
 	for b.Loop() {
-		var tb, tc float64
-		if i%2 == 0 {
-			tb, tc = run(false), run(true)
-		} else {
-			tc, tb = run(true), run(false)
+		var x [3]float64
+		for k := range 3 { // rotate the order from one round to the next
+			arm := (i + k) % 3
+			x[arm] = run(arm)
 		}
 		i++
-		bare, capt = append(bare, tb), append(capt, tc)
-		ratios = append(ratios, tc/tb)
+		for arm := range 3 {
+			t[arm] = append(t[arm], x[arm])
+		}
+		capBare = append(capBare, x[2]/x[0])
+		floorBare = append(floorBare, x[1]/x[0])
+		capFloor = append(capFloor, x[2]/x[1])
 	}
-	b.ReportMetric(median(ratios), "ratio")
-	b.ReportMetric(quantile(ratios, 0.25), "ratio-q1")
-	b.ReportMetric(quantile(ratios, 0.75), "ratio-q3")
-	b.ReportMetric(median(bare), "bare-ns/rt")
-	b.ReportMetric(median(capt), "capture-ns/rt")
+	b.ReportMetric(median(capBare), "ratio")
+	b.ReportMetric(quantile(capBare, 0.25), "ratio-q1")
+	b.ReportMetric(quantile(capBare, 0.75), "ratio-q3")
+	b.ReportMetric(median(floorBare), "floor-ratio")
+	b.ReportMetric(median(capFloor), "over-floor-ratio")
+	b.ReportMetric(median(t[0]), "bare-ns/rt")
+	b.ReportMetric(median(t[1]), "floor-ns/rt")
+	b.ReportMetric(median(t[2]), "capture-ns/rt")
 }
 
 func median(xs []float64) float64 { return quantile(xs, 0.5) }
