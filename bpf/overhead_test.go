@@ -379,20 +379,7 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	arms := []func() func(){
 		func() func() { return func() {} },
 		func() func() {
-			var ls []link.Link
-			for tp, p := range map[string]*ebpf.Program{"sys_enter": empty.MlsBenchEmpty,
-				"sched_switch": empty.MlsBenchEmptySwitch, "sched_waking": empty.MlsBenchEmptyWaking} {
-				l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: p})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ls = append(ls, l)
-			}
-			return func() {
-				for _, l := range ls {
-					l.Close()
-				}
-			}
+			return attachEmpty(b, &empty, "sys_enter", "sched_switch", "sched_waking")
 		},
 		func() func() {
 			if err := c.attach(false); err != nil {
@@ -402,30 +389,12 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 		},
 	}
 	const roundTrips = 4000
-	run := func(arm int) float64 {
-		detach := arms[arm]()
-		defer detach()
-		pp.run(200) // warm up after the attach
-		start := time.Now()
-		pp.run(roundTrips)
-		return float64(time.Since(start).Nanoseconds()) / roundTrips
-	}
-	var t [3][]float64
+	t := pairedRuns(b, arms, func() { pp.run(200) }, func() { pp.run(roundTrips) }, roundTrips)
 	var capBare, floorBare, capFloor []float64
-	i := 0
-	for b.Loop() {
-		var x [3]float64
-		for k := range 3 { // rotate the order from one round to the next
-			arm := (i + k) % 3
-			x[arm] = run(arm)
-		}
-		i++
-		for arm := range 3 {
-			t[arm] = append(t[arm], x[arm])
-		}
-		capBare = append(capBare, x[2]/x[0])
-		floorBare = append(floorBare, x[1]/x[0])
-		capFloor = append(capFloor, x[2]/x[1])
+	for i := range t[0] {
+		capBare = append(capBare, t[2][i]/t[0][i])
+		floorBare = append(floorBare, t[1][i]/t[0][i])
+		capFloor = append(capFloor, t[2][i]/t[1][i])
 	}
 	b.ReportMetric(median(capBare), "ratio")
 	b.ReportMetric(quantile(capBare, 0.25), "ratio-q1")
@@ -435,6 +404,98 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	b.ReportMetric(median(t[0]), "bare-ns/rt")
 	b.ReportMetric(median(t[1]), "floor-ns/rt")
 	b.ReportMetric(median(t[2]), "capture-ns/rt")
+}
+
+// pairedRuns runs, for each b.N iteration, every arm once in rotating order: attach it, warm
+// up, time work (ops operations), detach. It returns the ns per operation, per arm and round.
+func pairedRuns(b *testing.B, arms []func() func(), warm, work func(), ops int) [][]float64 {
+	t := make([][]float64, len(arms))
+	i := 0
+	for b.Loop() {
+		for k := range arms {
+			arm := (i + k) % len(arms)
+			detach := arms[arm]()
+			warm()
+			start := time.Now()
+			work()
+			t[arm] = append(t[arm], float64(time.Since(start).Nanoseconds())/float64(ops))
+			detach()
+		}
+		i++
+	}
+	return t
+}
+
+// attachEmpty attaches the empty test programs to the named tracepoints.
+func attachEmpty(b *testing.B, objs *testprogsObjects, tps ...string) func() {
+	progs := map[string]*ebpf.Program{"sys_enter": objs.MlsBenchEmpty,
+		"sched_switch": objs.MlsBenchEmptySwitch, "sched_waking": objs.MlsBenchEmptyWaking}
+	var ls []link.Link
+	for _, tp := range tps {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: progs[tp]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	return func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}
+}
+
+// BenchmarkSyscallOverheadPaired: what the capture's sys_enter hook adds to a getppid() over an
+// empty sys_enter program (the tracepoint's own cost), as the median of paired differences.
+// One b.N iteration is one round of the three arms (bare, empty, capture); e.g.
+//
+//	go test -run '^$' -bench SyscallOverheadPaired -benchtime 31x ./bpf
+func BenchmarkSyscallOverheadPaired(b *testing.B) {
+	requireRoot(b)
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 16 << 20, MaxRate: DefaultMaxRate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	stop := drainEvents(c)
+	defer stop()
+	c.Detach()
+	var empty testprogsObjects
+	if err := loadTestprogsObjects(&empty, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer empty.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	arms := []func() func(){
+		func() func() { return func() {} },
+		func() func() { return attachEmpty(b, &empty, "sys_enter") },
+		func() func() {
+			if err := c.attach(false); err != nil {
+				b.Fatal(err)
+			}
+			return c.Detach
+		},
+	}
+	const calls = 200000
+	loop := func(n int) func() {
+		return func() {
+			for range n {
+				unix.Getppid()
+			}
+		}
+	}
+	t := pairedRuns(b, arms, loop(1000), loop(calls), calls)
+	var overEmpty, emptyOverBare []float64
+	for i := range t[0] {
+		overEmpty = append(overEmpty, t[2][i]-t[1][i])
+		emptyOverBare = append(emptyOverBare, t[1][i]-t[0][i])
+	}
+	b.ReportMetric(median(overEmpty), "capture-minus-empty-ns")
+	b.ReportMetric(quantile(overEmpty, 0.25), "q1-ns")
+	b.ReportMetric(quantile(overEmpty, 0.75), "q3-ns")
+	b.ReportMetric(median(emptyOverBare), "empty-minus-bare-ns")
+	b.ReportMetric(median(t[0]), "bare-ns/call")
 }
 
 func median(xs []float64) float64 { return quantile(xs, 0.5) }
