@@ -25,10 +25,10 @@ func TestCPUTimePerOp(t *testing.T) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer func(v bool) { useAVX512 = v }(useAVX512)
 	p := NewPredictor(testModel(rand.New(rand.NewPCG(1, 2)), DefaultHidden))
-	for _, avx := range []bool{useAVX512, false} {
-		useAVX512 = avx
+	for _, kernel := range availableKernels() {
+		restore := useKernel(kernel)
+		avx := kernel != "go"
 		for _, nz := range []int{12, 64} {
 			rng := rand.New(rand.NewPCG(5, 6))
 			var ins [64]*[features.NumBuckets]uint32
@@ -55,8 +55,9 @@ func TestCPUTimePerOp(t *testing.T) {
 					best = min(best, (threadCPU()-t0)/time.Duration(n/1000))
 					_, _ = s, k
 				}
-				t.Logf("avx512=%v nonzero=%d %s: %.1f ns/op CPU time", avx, nz, fn, float64(best)/1000)
+				t.Logf("%s nonzero=%d %s: %.1f ns/op CPU time", kernel, nz, fn, float64(best)/1000)
 			}
 		}
+		restore()
 	}
 }

@@ -2,8 +2,12 @@ package model
 
 import "github.com/mlsched/mlsched/features"
 
-// useAVX512 selects the AVX-512 kernels. Tests switch it off to cover the portable path.
-var useAVX512 = hasAVX512()
+// useAVX512 selects the AVX-512 kernels, useVBMI2 the ones that also use AVX512_VBMI2's
+// VPCOMPRESSB (Ice Lake and later). Tests switch them off to cover every path.
+var (
+	useAVX512 = hasAVX512()
+	useVBMI2  = useAVX512 && hasVBMI2()
+)
 
 // logit16AVX512 is Predictor.Logit for Hidden == 16: log1p of all 64 counts in four 16-lane
 // vectors (a 32-entry table on the top mantissa bits and a short polynomial), then one fused
@@ -18,6 +22,16 @@ func logit16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
 //
 //go:noescape
 func prob16AVX512(in *[features.NumBuckets]uint32, k *kernel16) float32
+
+// logit16VBMI2 and prob16VBMI2 compute the same, but first compress the nonzero counts
+// (VPCOMPRESSB on their bucket numbers, VPERMI2D to fetch them) and take the log1p of 16 at a
+// time: one vector for a typical task instead of four.
+//
+//go:noescape
+func logit16VBMI2(in *[features.NumBuckets]uint32, k *kernel16) float32
+
+//go:noescape
+func prob16VBMI2(in *[features.NumBuckets]uint32, k *kernel16) float32
 
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
@@ -42,4 +56,16 @@ func hasAVX512() bool {
 	_, ebx7, _, _ := cpuid(7, 0)
 	const bmi1, avx512f, avx512dq = 1 << 3, 1 << 16, 1 << 17
 	return ebx7&avx512f != 0 && ebx7&avx512dq != 0 && ebx7&bmi1 != 0
+}
+
+// hasVBMI2 reports whether the CPU has AVX512_VBMI2 and POPCNT (with hasAVX512's checks).
+func hasVBMI2() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, ecx1, _ := cpuid(1, 0)
+	_, _, ecx7, _ := cpuid(7, 0)
+	const popcnt, vbmi2 = 1 << 23, 1 << 6
+	return ecx1&popcnt != 0 && ecx7&vbmi2 != 0
 }

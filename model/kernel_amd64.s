@@ -35,6 +35,8 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 #define kQ0 4692
 #define kQ1 4696
 #define kExp2 4700
+#define kThirtyTwo 4724
+#define k16Iota 4736
 
 // LOG1P16 loads 16 counts from off(SI), sets mask to their nonzero lanes, and stores
 // log1p(min(v, MaxCount) / 65536) to off(R8), the 64-byte aligned scratch.
@@ -113,6 +115,110 @@ sum: \
 	VADDPS Z9, Z8, Z8; \
 	VADDPS Z8, Z4, Z4
 
+// GATHER16 sets Z5 to the counts of the 16 buckets numbered by the bytes of xidx, from the
+// four 16-count groups in Z0-Z3 (index bits 0-4 pick within a pair, bit 5 the pair).
+#define GATHER16(xidx) \
+	VPMOVZXBD xidx, Z6; \
+	VMOVDQA32 Z6, Z7; \
+	VMOVDQA32 Z6, Z8; \
+	VPERMI2D Z1, Z0, Z7; \
+	VPERMI2D Z3, Z2, Z8; \
+	VPTESTMD.BCST kThirtyTwo(DI), Z6, K5; \
+	VPBLENDMD Z8, Z7, K5, Z5
+
+// LOG1PZ5 stores log1p(min(Z5, MaxCount)/65536) to off(R8), as LOG1P16 did. Uses Z5-Z9, Z11;
+// expects Z10 = q1 and the tables in Z12-Z15.
+#define LOG1PZ5(off) \
+	VPMINUD.BCST kMaxCount(DI), Z5, Z5; \
+	VPADDD.BCST kFixedOne(DI), Z5, Z5; \
+	VCVTDQ2PS Z5, Z5; \
+	VGETEXPPS Z5, Z6; \
+	VGETMANTPS $0, Z5, Z7; \
+	VPSRLD $18, Z5, Z8; \
+	VMOVAPS Z8, Z9; \
+	VPERMI2PS Z15, Z14, Z9; \
+	VPERMI2PS Z13, Z12, Z8; \
+	VSUBPS.BCST kSixteen(DI), Z6, Z6; \
+	VFMADD231PS.BCST kLn2(DI), Z6, Z8; \
+	VFMADD213PS.BCST kNegOne(DI), Z7, Z9; \
+	VMOVAPS Z9, Z11; \
+	VFMADD213PS.BCST kQ0(DI), Z10, Z11; \
+	VMULPS Z9, Z9, Z7; \
+	VADDPS Z9, Z8, Z8; \
+	VFMADD213PS Z8, Z7, Z11; \
+	VMOVAPS Z11, off(R8)
+
+// COLUMNC is COLUMN for the compressed log1p values: the k-th nonzero count's at disp(R8)(R9).
+#define COLUMNC(tmp, acc, disp) \
+	TZCNTQ AX, CX; \
+	LEAQ (CX*8), DX; \
+	BLSRQ AX, AX; \
+	VBROADCASTSS disp(R8)(R9*1), tmp; \
+	VFMADD231PS (DI)(DX*8), tmp, acc
+
+// HIDDEN16C is HIDDEN16 with the nonzero counts compressed first: log1p of 16 at a time, as
+// many rounds as needed (one for a typical task). Needs AVX512_VBMI2 and POPCNT.
+#define HIDDEN16C \
+	VMOVDQU32 0(SI), Z0; \
+	VMOVDQU32 64(SI), Z1; \
+	VMOVDQU32 128(SI), Z2; \
+	VMOVDQU32 192(SI), Z3; \
+	VPTESTMD Z0, Z0, K1; \
+	VPTESTMD Z1, Z1, K2; \
+	VPTESTMD Z2, Z2, K3; \
+	VPTESTMD Z3, Z3, K4; \
+	KUNPCKWD K1, K2, K1; \
+	KUNPCKWD K3, K4, K3; \
+	KUNPCKDQ K1, K3, K1; \
+	KMOVQ K1, AX; \
+	VMOVDQU8 k16Iota(DI), Z4; \
+	VPCOMPRESSB.Z Z4, K1, Z4; \
+	VMOVUPS k16Lnc(DI), Z12; \
+	VMOVUPS k16Lnc+64(DI), Z13; \
+	VMOVUPS k16Inv(DI), Z14; \
+	VMOVUPS k16Inv+64(DI), Z15; \
+	VBROADCASTSS kQ1(DI), Z10; \
+	GATHER16(X4); \
+	LOG1PZ5(0); \
+	POPCNTQ AX, BX; \
+	CMPQ BX, $16; \
+	JLE cols; \
+	VEXTRACTI32X4 $1, Z4, X6; \
+	GATHER16(X6); \
+	LOG1PZ5(64); \
+	CMPQ BX, $32; \
+	JLE cols; \
+	VEXTRACTI32X4 $2, Z4, X6; \
+	GATHER16(X6); \
+	LOG1PZ5(128); \
+	CMPQ BX, $48; \
+	JLE cols; \
+	VEXTRACTI32X4 $3, Z4, X6; \
+	GATHER16(X6); \
+	LOG1PZ5(192); \
+cols: \
+	VMOVUPS k16B1(DI), Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z8, Z8, Z8; \
+	VPXORD Z9, Z9, Z9; \
+	XORL R9, R9; \
+	TESTQ AX, AX; \
+	JZ sum; \
+loop: \
+	COLUMNC(Z6, Z4, 0); \
+	JZ sum; \
+	COLUMNC(Z7, Z5, 4); \
+	JZ sum; \
+	COLUMNC(Z10, Z8, 8); \
+	JZ sum; \
+	COLUMNC(Z11, Z9, 12); \
+	LEAQ 16(R9), R9; \
+	JNZ loop; \
+sum: \
+	VADDPS Z5, Z4, Z4; \
+	VADDPS Z9, Z8, Z8; \
+	VADDPS Z8, Z4, Z4
+
 // OUTPUT16 sets X4 = b + w . relu(Z4) for the 16-float vectors w at wOff(DI), b at bOff(DI)
 // (b's value in lane 0, zeros elsewhere).
 #define OUTPUT16(wOff, bOff) \
@@ -128,6 +234,26 @@ sum: \
 	VADDPS X5, X4, X4; \
 	VPERMILPS $0xb1, X4, X5; \
 	VADDPS X5, X4, X4
+
+// SIGMOID_X4_X0 sets X0 = 1/(1+2^X4) (see prob16AVX512).
+#define SIGMOID_X4_X0 \
+	VREDUCESS $8, X4, X4, X1; \
+	VSUBSS X1, X4, X2; \
+	VMOVSS kExp2+4(DI), X5; \
+	VFMADD213SS kExp2+0(DI), X1, X5; \
+	VMOVSS kExp2+12(DI), X6; \
+	VFMADD213SS kExp2+8(DI), X1, X6; \
+	VMOVSS kExp2+20(DI), X7; \
+	VFMADD213SS kExp2+16(DI), X1, X7; \
+	VMULSS X1, X1, X3; \
+	VMULSS X3, X3, X8; \
+	VFMADD231SS X6, X3, X5; \
+	VFMADD231SS X7, X8, X5; \
+	VSCALEFSS X2, X5, X5; \
+	MOVL $0x3f800000, AX; \
+	VMOVD AX, X9; \
+	VADDSS X9, X5, X5; \
+	VDIVSS X5, X9, X0
 
 // func logit16AVX512(in *[64]uint32, k *kernel16) float32
 // Requires AVX-512F, AVX-512DQ and BMI1.
@@ -156,23 +282,33 @@ TEXT ·prob16AVX512(SB), NOSPLIT, $320-20
 	ANDQ $~63, R8
 	HIDDEN16
 	OUTPUT16(k16W2e, k16B2e)
-	VREDUCESS $8, X4, X4, X1 // f = t - round(t), round to nearest
-	VSUBSS X1, X4, X2 // round(t), exact
-	VMOVSS kExp2+4(DI), X5
-	VFMADD213SS kExp2+0(DI), X1, X5 // c0 + c1 f
-	VMOVSS kExp2+12(DI), X6
-	VFMADD213SS kExp2+8(DI), X1, X6 // c2 + c3 f
-	VMOVSS kExp2+20(DI), X7
-	VFMADD213SS kExp2+16(DI), X1, X7 // c4 + c5 f
-	VMULSS X1, X1, X3 // f^2
-	VMULSS X3, X3, X8 // f^4
-	VFMADD231SS X6, X3, X5
-	VFMADD231SS X7, X8, X5 // 2^f
-	VSCALEFSS X2, X5, X5 // 2^t
-	MOVL $0x3f800000, AX // 1
-	VMOVD AX, X9
-	VADDSS X9, X5, X5
-	VDIVSS X5, X9, X0
+	SIGMOID_X4_X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func logit16VBMI2(in *[64]uint32, k *kernel16) float32
+// Requires AVX-512F, AVX-512DQ, AVX512_VBMI2, BMI1 and POPCNT.
+TEXT ·logit16VBMI2(SB), NOSPLIT, $320-20
+	MOVQ in+0(FP), SI
+	MOVQ k+8(FP), DI
+	LEAQ 63(SP), R8
+	ANDQ $~63, R8
+	HIDDEN16C
+	OUTPUT16(k16W2, k16B2)
+	VMOVSS X4, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func prob16VBMI2(in *[64]uint32, k *kernel16) float32
+TEXT ·prob16VBMI2(SB), NOSPLIT, $320-20
+	MOVQ in+0(FP), SI
+	MOVQ k+8(FP), DI
+	LEAQ 63(SP), R8
+	ANDQ $~63, R8
+	HIDDEN16C
+	OUTPUT16(k16W2e, k16B2e)
+	SIGMOID_X4_X0
 	VMOVSS X0, ret+16(FP)
 	VZEROUPPER
 	RET

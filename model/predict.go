@@ -45,9 +45,11 @@ type kernel16 struct {
 	b2e [16]float32 // 4352
 	// log1p tables on the top five mantissa bits i of 1+v: inv[i] ~ 1/(1+i/32) and
 	// lnc[i] = -log(inv[i]) exactly, so that log(m) = lnc[i] + log1p(m*inv[i] - 1).
-	lnc [32]float32  // 4416
-	inv [32]float32  // 4544
-	c   kernelConsts // 4672
+	lnc  [32]float32  // 4416
+	inv  [32]float32  // 4544
+	c    kernelConsts // 4672
+	_    [8]byte
+	iota [64]uint8 // 4736: 0..63, which the VBMI2 kernels compress to the nonzero buckets' numbers
 }
 
 // kernelConsts are the kernels' scalar constants, broadcast from memory.
@@ -57,11 +59,12 @@ type kernelConsts struct {
 	negOne             float32
 	q                  [2]float32 // log1p(r) ~ r + r^2*(q0 + q1*r) for r in [0, 1/32]
 	exp2               [6]float32 // 2^f for f in [-1/2, 1/2], Estrin's scheme
+	thirtyTwo          uint32
 }
 
 // Offsets of kernel16's fields, for the test that checks the assembly's view of the layout.
 const (
-	k16B1, k16W2, k16B2, k16W2e, k16B2e, k16Lnc, k16Inv, k16C = 4096, 4160, 4224, 4288, 4352, 4416, 4544, 4672
+	k16B1, k16W2, k16B2, k16W2e, k16B2e, k16Lnc, k16Inv, k16C, k16Iota = 4096, 4160, 4224, 4288, 4352, 4416, 4544, 4672, 4736
 )
 
 // NewPredictor prepares m, which must be valid (see Validate), for inference.
@@ -105,6 +108,9 @@ func NewPredictor(m *Model) *Predictor {
 // Logit returns the model's logit for the fixed-point counts in: log(p / (1-p)).
 func (p *Predictor) Logit(in *[features.NumBuckets]uint32) float32 {
 	if p.k16 != nil {
+		if useVBMI2 {
+			return logit16VBMI2(in, p.k16)
+		}
 		if useAVX512 {
 			return logit16AVX512(in, p.k16)
 		}
@@ -115,6 +121,9 @@ func (p *Predictor) Logit(in *[features.NumBuckets]uint32) float32 {
 
 // Predict returns the probability that the running task yields its CPU within the horizon.
 func (p *Predictor) Predict(in *[features.NumBuckets]uint32) float32 {
+	if p.k16 != nil && useVBMI2 {
+		return prob16VBMI2(in, p.k16)
+	}
 	if p.k16 != nil && useAVX512 {
 		return prob16AVX512(in, p.k16)
 	}
@@ -223,13 +232,17 @@ func (k *kernel16) initConsts() {
 		k.lnc[i] = float32(-math.Log(float64(inv)))
 	}
 	k.c = kernelConsts{
-		maxCount: features.MaxCount,
-		fixedOne: features.FixedOne,
-		sixteen:  features.FixedShift,
-		ln2:      math.Ln2,
-		negOne:   -1,
-		q:        log1pQ,
-		exp2:     exp2Estrin,
+		maxCount:  features.MaxCount,
+		fixedOne:  features.FixedOne,
+		sixteen:   features.FixedShift,
+		ln2:       math.Ln2,
+		negOne:    -1,
+		q:         log1pQ,
+		exp2:      exp2Estrin,
+		thirtyTwo: 32,
+	}
+	for i := range k.iota {
+		k.iota[i] = uint8(i)
 	}
 }
 

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -27,17 +28,37 @@ func refLogit(m *Model, in *[features.NumBuckets]uint32) float64 {
 	return m.forwardLogit(x)
 }
 
+// availableKernels lists the inference paths this machine can run.
+func availableKernels() []string {
+	ks := []string{"go"}
+	if hasAVX512() {
+		ks = append(ks, "avx512")
+	}
+	if hasAVX512() && hasVBMI2() {
+		ks = append(ks, "vbmi2")
+	}
+	return ks
+}
+
+// useKernel selects an inference path ("go", "avx512" without VBMI2, "vbmi2") and returns the
+// function that restores the previous choice.
+func useKernel(name string) func() {
+	a, v := useAVX512, useVBMI2
+	useAVX512, useVBMI2 = name != "go", name == "vbmi2"
+	return func() { useAVX512, useVBMI2 = a, v }
+}
+
 // paths runs f once per inference path available on this machine.
 func paths(t *testing.T, f func(t *testing.T)) {
-	t.Run("go", func(t *testing.T) {
-		defer func(v bool) { useAVX512 = v }(useAVX512)
-		useAVX512 = false
-		f(t)
-	})
-	if useAVX512 {
-		t.Run("avx512", f)
-	} else {
-		t.Log("no AVX-512 on this machine: assembly path not tested")
+	ks := availableKernels()
+	for _, k := range ks {
+		t.Run(k, func(t *testing.T) {
+			defer useKernel(k)()
+			f(t)
+		})
+	}
+	if len(ks) < 3 {
+		t.Logf("this machine runs only %v: the other assembly paths are not tested", ks)
 	}
 }
 
@@ -184,6 +205,8 @@ func TestKernel16Layout(t *testing.T) {
 		{"lnc", unsafe.Offsetof(k.lnc), k16Lnc},
 		{"inv", unsafe.Offsetof(k.inv), k16Inv},
 		{"c", unsafe.Offsetof(k.c), k16C},
+		{"iota", unsafe.Offsetof(k.iota), k16Iota},
+		{"c.thirtyTwo", k16C + unsafe.Offsetof(k.c.thirtyTwo), 4724},
 		{"c.q", k16C + unsafe.Offsetof(k.c.q), 4692},
 		{"c.exp2", k16C + unsafe.Offsetof(k.c.exp2), 4700},
 	} {
@@ -248,10 +271,25 @@ func BenchmarkKeepLocal(b *testing.B) {
 }
 
 func BenchmarkPredictGo(b *testing.B) {
-	defer func(v bool) { useAVX512 = v }(useAVX512)
-	useAVX512 = false
+	defer useKernel("go")()
 	b.Run("sparse", func(b *testing.B) { benchPredict(b, 12) })
 	b.Run("dense", func(b *testing.B) { benchPredict(b, 64) })
+}
+
+// BenchmarkPredictKernels: every path this machine has, side by side, for 3, 12 and 64
+// nonzero counts of 64.
+func BenchmarkPredictKernels(b *testing.B) {
+	for _, k := range availableKernels() {
+		if k == "go" {
+			continue
+		}
+		b.Run(k, func(b *testing.B) {
+			defer useKernel(k)()
+			for _, nz := range []int{3, 12, 64} {
+				b.Run(fmt.Sprintf("nonzero-%d", nz), func(b *testing.B) { benchPredict(b, nz) })
+			}
+		})
+	}
 }
 
 func BenchmarkReference(b *testing.B) {
@@ -267,14 +305,20 @@ func BenchmarkReference(b *testing.B) {
 
 func TestSigmoid32(t *testing.T) {
 	sigmoids := map[string]func(float32) float32{"sigmoid32": sigmoid32}
-	if useAVX512 {
-		// prob16AVX512's tail, fed through a network whose output is its bias alone.
-		k := newKernel16()
-		k.initConsts()
-		var zero [features.NumBuckets]uint32
+	// The assembly kernels' tail, fed through a network whose output is its bias alone.
+	k := newKernel16()
+	k.initConsts()
+	var zero [features.NumBuckets]uint32
+	if hasAVX512() {
 		sigmoids["prob16AVX512"] = func(z float32) float32 {
 			k.b2e[0] = float32(-math.Log2E * float64(z))
 			return prob16AVX512(&zero, k)
+		}
+	}
+	if hasAVX512() && hasVBMI2() {
+		sigmoids["prob16VBMI2"] = func(z float32) float32 {
+			k.b2e[0] = float32(-math.Log2E * float64(z))
+			return prob16VBMI2(&zero, k)
 		}
 	}
 	for name, sigmoid := range sigmoids {
