@@ -36,7 +36,7 @@ func prob16VBMI2(in *[features.NumBuckets]uint32, k *kernel16) float32
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 
-// hasAVX512 reports whether the CPU has AVX-512F, AVX-512DQ and BMI1 (what the kernels use)
+// hasAVX512 reports whether the CPU has AVX-512F, DQ, BW and BMI1 (what the kernels use)
 // and the OS saves the ZMM and mask registers. (The standard library has no public CPU feature API, and this package stays
 // standard library only.)
 func hasAVX512() bool {
@@ -54,8 +54,8 @@ func hasAVX512() bool {
 		return false
 	}
 	_, ebx7, _, _ := cpuid(7, 0)
-	const bmi1, avx512f, avx512dq = 1 << 3, 1 << 16, 1 << 17
-	return ebx7&avx512f != 0 && ebx7&avx512dq != 0 && ebx7&bmi1 != 0
+	const bmi1, avx512f, avx512dq, avx512bw = 1 << 3, 1 << 16, 1 << 17, 1 << 30
+	return ebx7&avx512f != 0 && ebx7&avx512dq != 0 && ebx7&avx512bw != 0 && ebx7&bmi1 != 0
 }
 
 // hasVBMI2 reports whether the CPU has AVX512_VBMI2 and POPCNT (with hasAVX512's checks).

@@ -256,7 +256,7 @@ sum: \
 	VDIVSS X5, X9, X0
 
 // func logit16AVX512(in *[64]uint32, k *kernel16) float32
-// Requires AVX-512F, AVX-512DQ and BMI1.
+// Requires AVX-512F, AVX-512DQ, AVX-512BW (KUNPCKWD/DQ, KMOVQ) and BMI1.
 TEXT ·logit16AVX512(SB), NOSPLIT, $320-20
 	MOVQ in+0(FP), SI
 	MOVQ k+8(FP), DI
@@ -288,7 +288,7 @@ TEXT ·prob16AVX512(SB), NOSPLIT, $320-20
 	RET
 
 // func logit16VBMI2(in *[64]uint32, k *kernel16) float32
-// Requires AVX-512F, AVX-512DQ, AVX512_VBMI2, BMI1 and POPCNT.
+// Requires AVX-512F, AVX-512DQ, AVX-512BW, AVX512_VBMI2, BMI1 and POPCNT.
 TEXT ·logit16VBMI2(SB), NOSPLIT, $320-20
 	MOVQ in+0(FP), SI
 	MOVQ k+8(FP), DI
