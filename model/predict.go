@@ -188,40 +188,40 @@ func nonzeroMask(in *[features.NumBuckets]uint32) uint64 {
 	return m
 }
 
-// logitGo is the portable Hidden == 16 path: sparse over nonzero inputs, 16 accumulators in
-// registers, one column of 16 weights per nonzero input.
+// logitGo is the portable Hidden == 16 path: sparse over nonzero inputs. The nonzero counts'
+// log1p values and columns are listed first; then two passes of 8 accumulators each, which the
+// compiler keeps in registers (16 at once did not fit, and every column spilled them).
 func (k *kernel16) logitGo(in *[features.NumBuckets]uint32) float32 {
-	a0, a1, a2, a3 := k.b1[0], k.b1[1], k.b1[2], k.b1[3]
-	a4, a5, a6, a7 := k.b1[4], k.b1[5], k.b1[6], k.b1[7]
-	a8, a9, a10, a11 := k.b1[8], k.b1[9], k.b1[10], k.b1[11]
-	a12, a13, a14, a15 := k.b1[12], k.b1[13], k.b1[14], k.b1[15]
+	var xs [features.NumBuckets]float32
+	var cols [features.NumBuckets]*[16]float32
+	n := 0
 	for nz := nonzeroMask(in); nz != 0; nz &= nz - 1 {
 		j := bits.TrailingZeros64(nz) % features.NumBuckets
-		x := log1pFixed(in[j])
-		c := &k.w1t[j]
-		a0 += c[0] * x
-		a1 += c[1] * x
-		a2 += c[2] * x
-		a3 += c[3] * x
-		a4 += c[4] * x
-		a5 += c[5] * x
-		a6 += c[6] * x
-		a7 += c[7] * x
-		a8 += c[8] * x
-		a9 += c[9] * x
-		a10 += c[10] * x
-		a11 += c[11] * x
-		a12 += c[12] * x
-		a13 += c[13] * x
-		a14 += c[14] * x
-		a15 += c[15] * x
+		xs[n%features.NumBuckets] = log1pFixed(in[j])
+		cols[n%features.NumBuckets] = &k.w1t[j]
+		n++
 	}
-	w := &k.w2
-	return k.b2[0] +
-		w[0]*max(a0, 0) + w[1]*max(a1, 0) + w[2]*max(a2, 0) + w[3]*max(a3, 0) +
-		w[4]*max(a4, 0) + w[5]*max(a5, 0) + w[6]*max(a6, 0) + w[7]*max(a7, 0) +
-		w[8]*max(a8, 0) + w[9]*max(a9, 0) + w[10]*max(a10, 0) + w[11]*max(a11, 0) +
-		w[12]*max(a12, 0) + w[13]*max(a13, 0) + w[14]*max(a14, 0) + w[15]*max(a15, 0)
+	out := k.b2[0]
+	for half := 0; half < 16; half += 8 {
+		b := (*[8]float32)(k.b1[half : half+8])
+		a0, a1, a2, a3, a4, a5, a6, a7 := b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+		for i := range n {
+			x := xs[i]
+			c := (*[8]float32)(cols[i][half : half+8])
+			a0 += c[0] * x
+			a1 += c[1] * x
+			a2 += c[2] * x
+			a3 += c[3] * x
+			a4 += c[4] * x
+			a5 += c[5] * x
+			a6 += c[6] * x
+			a7 += c[7] * x
+		}
+		w := (*[8]float32)(k.w2[half : half+8])
+		out += w[0]*max(a0, 0) + w[1]*max(a1, 0) + w[2]*max(a2, 0) + w[3]*max(a3, 0) +
+			w[4]*max(a4, 0) + w[5]*max(a5, 0) + w[6]*max(a6, 0) + w[7]*max(a7, 0)
+	}
+	return out
 }
 
 // initConsts fills the tables and constants of the assembly kernels.
