@@ -47,7 +47,7 @@ capture() {
 	local name=$1
 	shift
 	echo "== capture $name" >&2
-	"$MLSCHED" capture -o "$OUT/$name.trace" --horizon "$HORIZON" --progress never --only-command "$@" \
+	"$MLSCHED" capture -o "$OUT/$name.trace" --horizon "$HORIZON" --max-rate 0 --progress never --only-command "$@" \
 		2>&1 | tee "$OUT/$name.capture.log" | grep -v '^stress-ng: info' >&2
 }
 
