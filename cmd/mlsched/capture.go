@@ -264,6 +264,9 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	committed = true
 	printCaptureSummary(stdout, o.out, reason, sum, cw.n)
+	if st.sampledOut > 0 {
+		fmt.Fprintf(stdout, "  sampling   %d wakeups left out at random (%s)\n", st.sampledOut, samplingDesc(o))
+	}
 	if cmdErr != nil {
 		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
 	}
@@ -284,6 +287,7 @@ type captureState struct {
 	start        time.Time
 	showProgress bool
 	decodeErrors uint64
+	sampledOut   uint64 // wakeups left out by --max-rate or --sample-every, at the end
 	rec          ringbuf.Record
 	wake         features.WakeEvent
 	sw           features.SwitchEvent
@@ -374,6 +378,7 @@ func (st *captureState) finish() (features.TraceSummary, error) {
 		return features.TraceSummary{}, err
 	}
 	js := st.joiner.Stats
+	st.sampledOut = cnt[bpf.CntWakeSampledOut]
 	sum := features.TraceSummary{
 		DurationNs:   end - st.hdr.StartKtimeNs,
 		WakeTotal:    cnt[bpf.CntWakeTotal],
@@ -404,6 +409,18 @@ func (st *captureState) printProgress() {
 	fmt.Fprintf(stderr, "\r%7.1fs  samples %d  positives %s  ring drops %d  written %.1f MB   ",
 		time.Since(st.start).Seconds(), n, pct(pos, n), cnt[bpf.CntWakeDrop]+cnt[bpf.CntSwitchDrop],
 		float64(st.cw.n)/1e6)
+}
+
+// samplingDesc says which sampling options were in force.
+func samplingDesc(o captureOpts) string {
+	var parts []string
+	if o.maxRate > 0 {
+		parts = append(parts, fmt.Sprintf("--max-rate %d per CPU; --max-rate 0 keeps every wakeup", o.maxRate))
+	}
+	if o.sampleEvery > 1 {
+		parts = append(parts, fmt.Sprintf("--sample-every %d", o.sampleEvery))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func printCaptureSummary(w io.Writer, path, reason string, s features.TraceSummary, bytes int64) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,6 +96,47 @@ func TestCaptureIntegration(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "samples") {
 		t.Errorf("no summary printed: %q", stdout.String())
+	}
+}
+
+// --max-rate on a wakeup-heavy command: the samples stay near the cap, and the summary says
+// how many wakeups were left out and how to keep them all.
+func TestCaptureMaxRateSummary(t *testing.T) {
+	requireRoot(t)
+	trace := filepath.Join(t.TempDir(), "rate.trace")
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := run([]string{"capture", "-o", trace, "--max-rate", "200", "--only-command", "--progress", "never",
+		"--", os.Args[0], asMlsched, "workload", "hackbench", "--duration", "1500ms", "--threads", "8"}, &stdout, &stderr)
+	elapsed := time.Since(start).Seconds()
+	if code != 0 {
+		t.Fatalf("capture exited %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	t.Log(out)
+	if !strings.Contains(out, "left out at random (--max-rate 200 per CPU; --max-rate 0 keeps every wakeup)") {
+		t.Errorf("summary does not report the sampling:\n%s", out)
+	}
+	f, err := os.Open(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := features.NewTraceReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s features.Sample
+	n := 0
+	for r.Next(&s) == nil {
+		n++
+	}
+	// At most ~200/s on each CPU (a window's cap rounds up to one sample).
+	if limit := 1.5*200*float64(runtime.NumCPU())*elapsed + 50; float64(n) > limit {
+		t.Errorf("%d samples in %.1fs with --max-rate 200 on %d CPUs", n, elapsed, runtime.NumCPU())
+	}
+	if n == 0 {
+		t.Errorf("no samples")
 	}
 }
 

@@ -18,12 +18,18 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == gateCommand {
 		os.Exit(execGate(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == asMlsched { // the test binary run as mlsched itself
+		os.Exit(run(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if out := os.Getenv("MLSCHED_TEST_WORKLOAD"); out != "" {
 		sleepSpinWorkload(out)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
+
+// asMlsched as the test binary's first argument makes it run mlsched's commands.
+const asMlsched = "__as-mlsched"
 
 // sleepSpinWorkload runs two spinning threads and two threads that alternate 100 µs of work
 // with 200 µs sleeps, for 2.5 s, and writes "spin TID" / "sleep TID" lines to out.
