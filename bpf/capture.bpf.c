@@ -34,6 +34,7 @@ struct cpu_cur {
 	__u32 tid;      // task running on this CPU (0: idle or not yet seen)
 	__u32 tgid;
 	__u64 start_ns; // when it was switched in
+	__u64 task;     // its task_struct, compared with a wakee's (never dereferenced)
 	__u32 pending;  // a sample names this CPU's current task: report its switch-out
 	__u32 yielding; // the current task called sched_yield
 } __attribute__((aligned(64))); // one cache line per CPU: no false sharing between switches
@@ -199,6 +200,7 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 		}
 	}
 	c->yielding = 0;
+	c->task = (__u64)next;
 	ids = task_ids(next);
 	c->tid = ids.pid;
 	c->tgid = ids.tgid;
@@ -224,17 +226,18 @@ int BPF_PROG(mls_sched_switch4, bool preempt, struct task_struct *prev, struct t
 	return 0;
 }
 
-// The sampling rate limit, per waking CPU: over each window (one jiffy: a tick, read without the
-// TSC; the clock is read once per window), the candidate wakeups are counted; the next window keeps each candidate
-// with probability max_rate * window / count, and never more than max_rate * window, so that at
-// any wakeup rate a CPU takes at most about max_rate samples per second, chosen at random, and
-// the hooks' cost stays bounded.
+// The sampling rate limit, per waking CPU, a token bucket in units of 1e-9 sample: each tick
+// (a jiffy, read without the TSC; the clock is read once per tick, to learn its length) adds
+// max_rate * tick_ns, up to one tick's worth (or one sample, if a tick earns less), so a quiet
+// spell earns no burst and a cap below the tick rate still averages out. A candidate is kept
+// only with a token, and then only with probability quota / candidates per tick (from the
+// previous window), so that the samples spread over the tick instead of taking its first
+// wakeups.
 struct rate_state {
-	__u64 jiffy;     // the current window
+	__u64 jiffy;     // the current window (one or more ticks)
 	__u64 window_ns; // its start
 	__u64 seen;      // candidates in it
-	__u64 kept;      // of which kept
-	__u64 allowed;   // at most this many kept in it
+	__u64 tokens;    // in 1e-9 samples
 	__u64 keep;      // probability of keeping a candidate, in units of 2^-32 (2^32: all)
 };
 
@@ -245,37 +248,64 @@ struct {
 	__type(value, struct rate_state);
 } rate SEC(".maps");
 
-static __always_inline bool rate_keep(void)
+#define MLS_SAMPLE 1000000000ULL // one sample, in tokens
+
+static __always_inline struct rate_state *rate_state(void)
 {
 	__u32 zero = 0;
-	struct rate_state *r = bpf_map_lookup_elem(&rate, &zero);
+
+	return bpf_map_lookup_elem(&rate, &zero);
+}
+
+static __always_inline bool rate_keep(void)
+{
+	struct rate_state *r = rate_state();
 	__u64 jiffy = bpf_jiffies64();
 
 	if (!r)
 		return true;
 	if (jiffy != r->jiffy) {
-		// The window that ends now predicts the next one; the first is taken as 1 ms.
-		__u64 now = bpf_ktime_get_ns(), len = now - r->window_ns, allowed;
+		__u64 now = bpf_ktime_get_ns(), ticks = jiffy - r->jiffy, tick_ns = 1000000, quota, cap;
 
-		if (r->window_ns == 0 || len > 1000000000)
-			len = 1000000;
-		allowed = max_rate * len / 1000000000;
-		if (allowed == 0)
-			allowed = 1;
-		r->keep = r->window_ns == 0 || r->seen <= allowed ? 1ULL << 32 : (allowed << 32) / r->seen;
-		r->allowed = allowed;
+		if (r->window_ns && ticks < 1000 && now > r->window_ns)
+			tick_ns = (now - r->window_ns) / ticks;
+		if (tick_ns == 0)
+			tick_ns = 1;
+		if (tick_ns > 100000000)
+			tick_ns = 100000000;
+		quota = max_rate * tick_ns; // max_rate <= 2^30 (the loader checks), so < 2^57
+		cap = quota > MLS_SAMPLE ? quota : MLS_SAMPLE;
+		if (ticks > 1 + cap / quota)
+			r->tokens = cap;
+		else
+			r->tokens += quota * ticks; // <= quota + cap < 2^58
+		if (r->tokens > cap)
+			r->tokens = cap;
+		// Candidates per tick in the window that ends now predict the next one.
+		if (r->window_ns == 0 || r->seen / ticks * MLS_SAMPLE <= quota)
+			r->keep = 1ULL << 32;
+		else
+			r->keep = ((quota / (r->seen / ticks)) << 32) / MLS_SAMPLE;
 		r->jiffy = jiffy;
 		r->window_ns = now;
 		r->seen = 0;
-		r->kept = 0;
 	}
 	r->seen++;
-	if (r->kept >= r->allowed)
+	if (r->tokens < MLS_SAMPLE)
 		return false;
 	if (r->keep < (1ULL << 32) && bpf_get_prandom_u32() >= r->keep)
 		return false;
-	r->kept++;
+	r->tokens -= MLS_SAMPLE;
 	return true;
+}
+
+// rate_refund gives back the token of a kept candidate that turned out not to be a sample.
+static __always_inline void rate_refund(void)
+{
+	struct rate_state *r = rate_state();
+
+	if (max_rate && r)
+		r->tokens += MLS_SAMPLE;
 }
 
 SEC("raw_tp/sched_waking")
@@ -304,25 +334,37 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 		count(MLS_CNT_WAKE_FILTERED);
 		return 0;
 	}
-	// Sampling first, before the probe read and the snapshot: a sampled-out wakeup costs
-	// little. (The self and own checks below then see only kept wakeups.)
+	// The checks that need no probe read come before sampling, so that they spend no budget.
+	if (c->task == (__u64)p) {
+		count(MLS_CNT_WAKE_SELF);
+		return 0;
+	}
+	if (r_tgid == self_tgid) {
+		count(MLS_CNT_WAKE_OURS);
+		return 0;
+	}
+	// Sampling next, before the probe read and the snapshot: a sampled-out wakeup costs little.
 	if ((max_rate && !rate_keep()) || (sample_every > 1 && bpf_get_prandom_u32() % sample_every)) {
 		count(MLS_CNT_WAKE_SAMPLED_OUT);
 		return 0;
 	}
 	ids = task_ids(p);
 	w_tid = ids.pid;
-	if (w_tid == r_tid) {
+	if (w_tid == r_tid) { // a stale c->task (the switch hook missed a switch)
+		rate_refund();
 		count(MLS_CNT_WAKE_SELF);
 		return 0;
 	}
-	if (r_tgid == self_tgid || ids.tgid == self_tgid) {
+	if (ids.tgid == self_tgid) {
+		rate_refund();
 		count(MLS_CNT_WAKE_OURS);
 		return 0;
 	}
 	e = bpf_map_lookup_elem(&wake_scratch, &zero);
-	if (!e)
+	if (!e) {
+		count(MLS_CNT_WAKE_DROP);
 		return 0;
+	}
 	e->type = MLS_EV_WAKE_SPARSE;
 	e->_pad = 0;
 	e->prev_cpu = cpu;

@@ -83,6 +83,9 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load capture spec: %w", err)
 	}
+	if cfg.MaxRate > 1<<30 {
+		return nil, fmt.Errorf("max rate %d: at most %d samples per second", cfg.MaxRate, 1<<30)
+	}
 	if err := setVars(spec, map[string]any{
 		"self_tgid":    cfg.SelfTgid,
 		"filter_tree":  boolU8(cfg.FilterTree),

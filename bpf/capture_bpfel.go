@@ -18,9 +18,10 @@ type captureCpuCur struct {
 	Tid      uint32
 	Tgid     uint32
 	StartNs  uint64
+	Task     uint64
 	Pending  uint32
 	Yielding uint32
-	_        [40]byte
+	_        [32]byte
 }
 
 type captureMlsSwitchEvent struct {
@@ -68,8 +69,7 @@ type captureRateState struct {
 	Jiffy    uint64
 	WindowNs uint64
 	Seen     uint64
-	Kept     uint64
-	Allowed  uint64
+	Tokens   uint64
 	Keep     uint64
 }
 
