@@ -162,7 +162,9 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 // task now runs here and since when (a clock read costs ~37 ns on the test VM: not taken for the
 // idle task, which is never sampled), and, only if a sample names the task leaving, report how
 // it left. prev_state is the tracepoint's own argument on kernels >= 5.18 (mls_sched_switch4);
-// before, a probe read of prev->__state.
+// before, a probe read of prev->__state. (One rare difference: on 5.18-6.12 the argument keeps
+// the sleeping state of a task that a pending signal put back to running, so such a switch
+// counts as voluntary there and as involuntary with the probe read or on >= 6.13.)
 static __always_inline void on_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 				      __u32 prev_state, bool have_state)
 {
