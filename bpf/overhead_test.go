@@ -358,19 +358,8 @@ func BenchmarkPipePingPongPaired(b *testing.B) {
 
 func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	requireRoot(b)
-	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 16 << 20, MaxRate: maxRate})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	stop := drainEvents(c)
-	defer stop()
-	c.Detach()
-	var empty testprogsObjects
-	if err := loadTestprogsObjects(&empty, nil); err != nil {
-		b.Fatal(err)
-	}
-	defer empty.Close()
+	c, empty, cleanup := pairedSetup(b, maxRate)
+	defer cleanup()
 	pp := startPingPong(b, pin)
 	defer pp.stop()
 
@@ -379,7 +368,7 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	arms := []func() func(){
 		func() func() { return func() {} },
 		func() func() {
-			return attachEmpty(b, &empty, "sys_enter", "sched_switch", "sched_waking")
+			return attachEmpty(b, empty, "sys_enter", "sched_switch", "sched_waking")
 		},
 		func() func() {
 			if err := c.attach(false); err != nil {
@@ -404,6 +393,25 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	b.ReportMetric(median(t[0]), "bare-ns/rt")
 	b.ReportMetric(median(t[1]), "floor-ns/rt")
 	b.ReportMetric(median(t[2]), "capture-ns/rt")
+}
+
+// pairedSetup loads the capture probes (detached, their ring drained) and the empty test
+// programs for a paired benchmark.
+func pairedSetup(b *testing.B, maxRate uint32) (*Capture, *testprogsObjects, func()) {
+	requireRoot(b)
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 16 << 20, MaxRate: maxRate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := drainEvents(c)
+	c.Detach()
+	var empty testprogsObjects
+	if err := loadTestprogsObjects(&empty, nil); err != nil {
+		stop()
+		c.Close()
+		b.Fatal(err)
+	}
+	return c, &empty, func() { empty.Close(); stop(); c.Close() }
 }
 
 // pairedRuns runs, for each b.N iteration, every arm once in rotating order: attach it, warm
@@ -452,24 +460,13 @@ func attachEmpty(b *testing.B, objs *testprogsObjects, tps ...string) func() {
 //	go test -run '^$' -bench SyscallOverheadPaired -benchtime 31x ./bpf
 func BenchmarkSyscallOverheadPaired(b *testing.B) {
 	requireRoot(b)
-	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: 16 << 20, MaxRate: DefaultMaxRate})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	stop := drainEvents(c)
-	defer stop()
-	c.Detach()
-	var empty testprogsObjects
-	if err := loadTestprogsObjects(&empty, nil); err != nil {
-		b.Fatal(err)
-	}
-	defer empty.Close()
+	c, empty, cleanup := pairedSetup(b, DefaultMaxRate)
+	defer cleanup()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	arms := []func() func(){
 		func() func() { return func() {} },
-		func() func() { return attachEmpty(b, &empty, "sys_enter") },
+		func() func() { return attachEmpty(b, empty, "sys_enter") },
 		func() func() {
 			if err := c.attach(false); err != nil {
 				b.Fatal(err)

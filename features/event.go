@@ -57,13 +57,8 @@ func DecodeWake(raw []byte, e *WakeEvent) error {
 	if len(raw) < WakeEventSize {
 		return fmt.Errorf("wake event: %w (%d < %d bytes)", ErrShortEvent, len(raw), WakeEventSize)
 	}
+	decodeWakeHeader(raw, e)
 	le := binary.LittleEndian
-	e.PrevCPU = le.Uint16(raw[2:])
-	e.WakerCPU = le.Uint16(raw[4:])
-	e.WTid = le.Uint32(raw[8:])
-	e.RTid = le.Uint32(raw[12:])
-	e.TsNs = le.Uint64(raw[16:])
-	e.ROnCPUNs = le.Uint64(raw[24:])
 	f := raw[32:WakeEventSize]
 	for i := range e.Feats {
 		e.Feats[i] = le.Uint32(f[4*i:])
@@ -90,12 +85,7 @@ func DecodeWakeSparse(raw []byte, e *WakeEvent) error {
 	if len(raw) < WakeSparseHeaderSize+4*n {
 		return fmt.Errorf("wake event: %w (%d < %d bytes)", ErrShortEvent, len(raw), WakeSparseHeaderSize+4*n)
 	}
-	e.PrevCPU = le.Uint16(raw[2:])
-	e.WakerCPU = le.Uint16(raw[4:])
-	e.WTid = le.Uint32(raw[8:])
-	e.RTid = le.Uint32(raw[12:])
-	e.TsNs = le.Uint64(raw[16:])
-	e.ROnCPUNs = le.Uint64(raw[24:])
+	decodeWakeHeader(raw, e)
 	e.Feats = [NumBuckets]uint32{}
 	vals := raw[WakeSparseHeaderSize:]
 	for i := 0; mask != 0; i++ {
@@ -104,6 +94,17 @@ func DecodeWakeSparse(raw []byte, e *WakeEvent) error {
 		e.Feats[b] = le.Uint32(vals[4*i:])
 	}
 	return nil
+}
+
+// decodeWakeHeader reads the fields both wake layouts share (raw holds at least 32 bytes).
+func decodeWakeHeader(raw []byte, e *WakeEvent) {
+	le := binary.LittleEndian
+	e.PrevCPU = le.Uint16(raw[2:])
+	e.WakerCPU = le.Uint16(raw[4:])
+	e.WTid = le.Uint32(raw[8:])
+	e.RTid = le.Uint32(raw[12:])
+	e.TsNs = le.Uint64(raw[16:])
+	e.ROnCPUNs = le.Uint64(raw[24:])
 }
 
 // DecodeSwitch fills e from a raw ring-buffer record. It does not allocate.

@@ -38,34 +38,39 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 #define kThirtyTwo 4724
 #define k16Iota 4736
 
-// LOG1P16 loads 16 counts from off(SI), sets mask to their nonzero lanes, and stores
-// log1p(min(v, MaxCount) / 65536) to off(R8), the 64-byte aligned scratch.
-// w = v + 65536 is exact in float32 (< 2^23); w = 2^e * m with m in [1, 2) and
-// log1p(v/65536) = (e-16)*ln2 + log(m). The top five mantissa bits i pick inv[i] ~ 1/(1+i/32)
-// and lnc[i] = -log(inv[i]) (VPERMI2PS from Z12:Z13, Z14:Z15, which read only the index's low
-// five bits); r = m*inv[i] - 1 is in [0, 1/32] and log(m) = (lnc[i] + r) + r^2*(q0 + q1*r).
-// Expects Z10 = q1. Uses Z0-Z3, Z5-Z7 (renamed, so the four uses overlap).
+// LOG1PZ5 stores log1p(min(v, MaxCount) / 65536) of the 16 counts v in Z5 to off(R8), the
+// 64-byte aligned scratch. w = v + 65536 is exact in float32 (< 2^23); w = 2^e * m with m in
+// [1, 2) and log1p(v/65536) = (e-16)*ln2 + log(m). The top five mantissa bits i pick
+// inv[i] ~ 1/(1+i/32) and lnc[i] = -log(inv[i]) (VPERMI2PS from Z12:Z13, Z14:Z15, which read
+// only the index's low five bits); r = m*inv[i] - 1 is in [0, 1/32] and
+// log(m) = (lnc[i] + r) + r^2*(q0 + q1*r). Expects Z10 = q1. Uses Z5-Z9 and Z11 (renamed, so
+// that successive uses overlap).
+#define LOG1PZ5(off) \
+	VPMINUD.BCST kMaxCount(DI), Z5, Z5; \
+	VPADDD.BCST kFixedOne(DI), Z5, Z5; \
+	VCVTDQ2PS Z5, Z5; \
+	VGETEXPPS Z5, Z6; \
+	VGETMANTPS $0, Z5, Z7; \
+	VPSRLD $18, Z5, Z8; \
+	VMOVAPS Z8, Z9; \
+	VPERMI2PS Z15, Z14, Z9; \
+	VPERMI2PS Z13, Z12, Z8; \
+	VSUBPS.BCST kSixteen(DI), Z6, Z6; \
+	VFMADD231PS.BCST kLn2(DI), Z6, Z8; \
+	VFMADD213PS.BCST kNegOne(DI), Z7, Z9; \
+	VMOVAPS Z9, Z11; \
+	VFMADD213PS.BCST kQ0(DI), Z10, Z11; \
+	VMULPS Z9, Z9, Z7; \
+	VADDPS Z9, Z8, Z8; \
+	VFMADD213PS Z8, Z7, Z11; \
+	VMOVAPS Z11, off(R8)
+
+// LOG1P16 loads 16 counts from off(SI), sets mask to their nonzero lanes, and stores their
+// log1p to off(R8) (LOG1PZ5: expects Z10 = q1 and the tables in Z12-Z15).
 #define LOG1P16(off, mask) \
-	VMOVDQU32 off(SI), Z0; \
-	VPTESTMD Z0, Z0, mask; \
-	VPMINUD.BCST kMaxCount(DI), Z0, Z0; \
-	VPADDD.BCST kFixedOne(DI), Z0, Z0; \
-	VCVTDQ2PS Z0, Z0; \
-	VGETEXPPS Z0, Z1; \
-	VGETMANTPS $0, Z0, Z2; \
-	VPSRLD $18, Z0, Z3; \
-	VMOVAPS Z3, Z5; \
-	VPERMI2PS Z15, Z14, Z5; \
-	VPERMI2PS Z13, Z12, Z3; \
-	VSUBPS.BCST kSixteen(DI), Z1, Z1; \
-	VFMADD231PS.BCST kLn2(DI), Z1, Z3; \
-	VFMADD213PS.BCST kNegOne(DI), Z2, Z5; \
-	VMOVAPS Z5, Z6; \
-	VFMADD213PS.BCST kQ0(DI), Z10, Z6; \
-	VMULPS Z5, Z5, Z7; \
-	VADDPS Z5, Z3, Z3; \
-	VFMADD213PS Z3, Z7, Z6; \
-	VMOVAPS Z6, off(R8)
+	VMOVDQU32 off(SI), Z5; \
+	VPTESTMD Z5, Z5, mask; \
+	LOG1PZ5(off)
 
 // One nonzero count, AX != 0: CX = its bucket (the lowest set bit of AX), cleared from AX
 // with ZF set when AX becomes 0; adds its log1p times column CX (at DI + CX*8*8) to acc.
@@ -125,28 +130,6 @@ sum: \
 	VPERMI2D Z3, Z2, Z8; \
 	VPTESTMD.BCST kThirtyTwo(DI), Z6, K5; \
 	VPBLENDMD Z8, Z7, K5, Z5
-
-// LOG1PZ5 stores log1p(min(Z5, MaxCount)/65536) to off(R8), as LOG1P16 did. Uses Z5-Z9, Z11;
-// expects Z10 = q1 and the tables in Z12-Z15.
-#define LOG1PZ5(off) \
-	VPMINUD.BCST kMaxCount(DI), Z5, Z5; \
-	VPADDD.BCST kFixedOne(DI), Z5, Z5; \
-	VCVTDQ2PS Z5, Z5; \
-	VGETEXPPS Z5, Z6; \
-	VGETMANTPS $0, Z5, Z7; \
-	VPSRLD $18, Z5, Z8; \
-	VMOVAPS Z8, Z9; \
-	VPERMI2PS Z15, Z14, Z9; \
-	VPERMI2PS Z13, Z12, Z8; \
-	VSUBPS.BCST kSixteen(DI), Z6, Z6; \
-	VFMADD231PS.BCST kLn2(DI), Z6, Z8; \
-	VFMADD213PS.BCST kNegOne(DI), Z7, Z9; \
-	VMOVAPS Z9, Z11; \
-	VFMADD213PS.BCST kQ0(DI), Z10, Z11; \
-	VMULPS Z9, Z9, Z7; \
-	VADDPS Z9, Z8, Z8; \
-	VFMADD213PS Z8, Z7, Z11; \
-	VMOVAPS Z11, off(R8)
 
 // COLUMNC is COLUMN for the compressed log1p values: the k-th nonzero count's at disp(R8)(R9).
 #define COLUMNC(tmp, acc, disp) \

@@ -36,26 +36,9 @@ func TestCaptureIntegration(t *testing.T) {
 		t.Fatalf("workload tids: spin %v sleep %v", spin, sleep)
 	}
 
-	f, err := os.Open(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := features.NewTraceReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s features.Sample
 	var n, pos, nSleep, nSpin uint64
 	var sleepMeans [features.NumBuckets]float64
-	for {
-		err := r.Next(&s)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	sum := forEachSample(t, trace, func(s *features.Sample) {
 		n++
 		pos += uint64(s.Label)
 		switch {
@@ -67,8 +50,7 @@ func TestCaptureIntegration(t *testing.T) {
 		case spin[s.RTid]:
 			nSpin++
 		}
-	}
-	sum := r.Summary()
+	})
 	t.Logf("samples %d positives %d (R sleeper %d, R spinner %d); summary %+v", n, pos, nSleep, nSpin, *sum)
 	if pos == 0 || pos == n {
 		t.Fatalf("want both labels: %d positives of %d", pos, n)
@@ -117,26 +99,39 @@ func TestCaptureMaxRateSummary(t *testing.T) {
 	if !strings.Contains(out, "left out at random (--max-rate 200 per CPU; --max-rate 0 keeps every wakeup)") {
 		t.Errorf("summary does not report the sampling:\n%s", out)
 	}
-	f, err := os.Open(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := features.NewTraceReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s features.Sample
 	n := 0
-	for r.Next(&s) == nil {
-		n++
-	}
+	forEachSample(t, trace, func(*features.Sample) { n++ })
 	// At most ~200/s on each CPU (a window's cap rounds up to one sample).
 	if limit := 1.5*200*float64(runtime.NumCPU())*elapsed + 50; float64(n) > limit {
 		t.Errorf("%d samples in %.1fs with --max-rate 200 on %d CPUs", n, elapsed, runtime.NumCPU())
 	}
 	if n == 0 {
 		t.Errorf("no samples")
+	}
+}
+
+// forEachSample reads a whole trace, calls f for each sample, and returns the trace's summary.
+func forEachSample(t *testing.T, path string, f func(*features.Sample)) *features.TraceSummary {
+	t.Helper()
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	r, err := features.NewTraceReader(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s features.Sample
+	for {
+		err := r.Next(&s)
+		if err == io.EOF {
+			return r.Summary()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(&s)
 	}
 }
 
