@@ -178,20 +178,8 @@ func attachModeProg(b *testing.B, mode string, prog **ebpf.Program) func() {
 	if mode != "empty-all" {
 		return func() { l.Close(); objs.Close() }
 	}
-	ls := []link.Link{l}
-	for tp, p := range map[string]*ebpf.Program{"sched_switch": objs.MlsBenchEmptySwitch, "sched_waking": objs.MlsBenchEmptyWaking} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: p})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ls = append(ls, l)
-	}
-	return func() {
-		for _, l := range ls {
-			l.Close()
-		}
-		objs.Close()
-	}
+	detach := attachEmpty(b, &objs, "sched_switch", "sched_waking")
+	return func() { detach(); l.Close(); objs.Close() }
 }
 
 // Where the capture's cost goes in a pipe ping-pong: each hook's own run time per call.
@@ -232,49 +220,11 @@ func BenchmarkPipePingPongHooks(b *testing.B) {
 
 // pingPong bounces a byte between two threads through two pipes, b.N round trips.
 func pingPong(b *testing.B, pin pinning) {
-	var p1, p2 [2]int
-	if err := unix.Pipe(p1[:]); err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.Pipe(p2[:]); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		for _, fd := range []int{p1[0], p1[1], p2[0], p2[1]} {
-			unix.Close(fd)
-		}
-	}()
-	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		switch pin {
-		case pinSame:
-			pinToCPU(b, 0)
-		case pinCross:
-			pinToCPU(b, 1)
-		}
-		buf := make([]byte, 1)
-		for {
-			if n, _ := unix.Read(p1[0], buf); n != 1 || buf[0] == 0 {
-				close(done)
-				return
-			}
-			unix.Write(p2[1], buf)
-		}
-	}()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if pin != pinNone {
-		pinToCPU(b, 0)
-		defer unpin()
-	}
-	buf := []byte{1}
+	pp := startPingPong(b, pin)
+	defer pp.stop()
 	for b.Loop() {
-		unix.Write(p1[1], buf)
-		unix.Read(p2[0], buf)
+		pp.run(1)
 	}
-	unix.Write(p1[1], []byte{0})
-	<-done
 }
 
 // pinToCPU binds the calling (locked) thread to one CPU (modulo the CPUs this process may use),
@@ -435,7 +385,7 @@ func pairedRuns(b *testing.B, arms []func() func(), warm, work func(), ops int) 
 }
 
 // attachEmpty attaches the empty test programs to the named tracepoints.
-func attachEmpty(b *testing.B, objs *testprogsObjects, tps ...string) func() {
+func attachEmpty(b testing.TB, objs *testprogsObjects, tps ...string) func() {
 	progs := map[string]*ebpf.Program{"sys_enter": objs.MlsBenchEmpty,
 		"sched_switch": objs.MlsBenchEmptySwitch, "sched_waking": objs.MlsBenchEmptyWaking}
 	var ls []link.Link
