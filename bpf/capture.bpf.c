@@ -228,13 +228,13 @@ int BPF_PROG(mls_sched_switch4, bool preempt, struct task_struct *prev, struct t
 	return 0;
 }
 
-// The sampling rate limit, per waking CPU, a token bucket in units of 1e-9 sample: each tick
-// (a jiffy, read without the TSC; the clock is read once per tick, to learn its length) adds
-// max_rate * tick_ns, up to one tick's worth (or one sample, if a tick earns less), so a quiet
-// spell earns no burst and a cap below the tick rate still averages out. A candidate is kept
-// only with a token, and then only with probability quota / candidates per tick (from the
-// previous window), so that the samples spread over the tick instead of taking its first
-// wakeups.
+// The sampling rate limit, per waking CPU. Each tick (a jiffy, read without the TSC; the clock
+// is read once per tick, to learn its length) the previous window's candidates per tick give
+// the probability of keeping one, quota / candidates, with quota = max_rate * tick: so the
+// samples spread over the tick at random instead of taking its first wakeups. A token bucket,
+// in units of 1e-9 sample, bounds the rest: each tick adds the quota, up to 8 ticks' worth (or 2
+// samples, if a tick earns less), so a quiet spell or a sudden burst earns at most that, and a
+// cap below the tick rate still averages out.
 struct rate_state {
 	__u64 jiffy;     // the current window (one or more ticks)
 	__u64 window_ns; // its start
@@ -276,11 +276,11 @@ static __always_inline bool rate_keep(void)
 		if (tick_ns > 100000000)
 			tick_ns = 100000000;
 		quota = max_rate * tick_ns; // max_rate <= 2^30 (the loader checks), so < 2^57
-		cap = quota > MLS_SAMPLE ? quota : MLS_SAMPLE;
+		cap = quota * 8 > 2 * MLS_SAMPLE ? quota * 8 : 2 * MLS_SAMPLE;
 		if (ticks > 1 + cap / quota)
 			r->tokens = cap;
 		else
-			r->tokens += quota * ticks; // <= quota + cap < 2^58
+			r->tokens += quota * ticks; // <= quota + cap < 2^61
 		if (r->tokens > cap)
 			r->tokens = cap;
 		// Candidates per tick in the window that ends now predict the next one.
@@ -293,9 +293,9 @@ static __always_inline bool rate_keep(void)
 		r->seen = 0;
 	}
 	r->seen++;
-	if (r->tokens < MLS_SAMPLE)
-		return false;
 	if (r->keep < (1ULL << 32) && bpf_get_prandom_u32() >= r->keep)
+		return false;
+	if (r->tokens < MLS_SAMPLE)
 		return false;
 	r->tokens -= MLS_SAMPLE;
 	return true;
