@@ -40,6 +40,9 @@ type CaptureConfig struct {
 // wakeup-heavy ones.
 const DefaultMaxRate = 20000
 
+// MaxRateLimit is the largest MaxRate: the probes' per-tick arithmetic stays in 64 bits below it.
+const MaxRateLimit = 1 << 30
+
 // Counter indexes the probes' per-CPU counters (enum mls_counter in capture.h).
 type Counter int
 
@@ -83,8 +86,8 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load capture spec: %w", err)
 	}
-	if cfg.MaxRate > 1<<30 {
-		return nil, fmt.Errorf("max rate %d: at most %d samples per second", cfg.MaxRate, 1<<30)
+	if cfg.MaxRate > MaxRateLimit {
+		return nil, fmt.Errorf("max rate %d: at most %d samples per second", cfg.MaxRate, MaxRateLimit)
 	}
 	if err := setVars(spec, map[string]any{
 		"self_tgid":    cfg.SelfTgid,

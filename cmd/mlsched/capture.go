@@ -107,8 +107,8 @@ func runCapture(o captureOpts, args []string) error {
 	if o.sampleEvery == 0 || o.sampleEvery > 1<<20 {
 		return errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
 	}
-	if o.maxRate > 1<<30 {
-		return errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, 1<<30)
+	if o.maxRate > bpf.MaxRateLimit {
+		return errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, bpf.MaxRateLimit)
 	}
 	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
 		return errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
