@@ -30,6 +30,8 @@ const struct mls_wake_event *unused_wake __attribute__((unused));
 const struct mls_wake_sparse *unused_wake_sparse __attribute__((unused));
 const struct mls_switch_event *unused_switch __attribute__((unused));
 
+#define MLS_CLK_SAMPLES 8
+
 struct cpu_cur {
 	__u32 tid;      // task running on this CPU (0: idle or not yet seen)
 	__u32 tgid;
@@ -37,6 +39,11 @@ struct cpu_cur {
 	__u64 task;     // its task_struct, compared with a wakee's (never dereferenced)
 	__u32 pending;  // a sample names this CPU's current task: report its switch-out
 	__u32 yielding; // the current task called sched_yield
+	// Cast path (see on_switch): the least bpf_ktime_get_ns() minus the runqueue's clock over
+	// the first switches of the tick turns the scheduler's clock into ours.
+	__u64 clk_off;
+	__u64 clk_jiffy;
+	__u32 clk_n;    // switches that read the clock in this tick
 } __attribute__((aligned(64))); // one cache line per CPU: no false sharing between switches
 
 struct {
@@ -128,6 +135,35 @@ static __always_inline struct pid_pair task_ids(struct task_struct *p)
 	return ids;
 }
 
+// bpf_rdonly_cast (kernels >= 6.2) turns a task pointer from a raw tracepoint's arguments into
+// one the verifier lets the program read directly: each field is then a plain load (the JIT adds
+// a fault handler) instead of a bpf_probe_read_kernel call (~10 ns here). The programs that use
+// it (*_cast) are loaded only where the kernel has it; the others read with probe reads.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+static __always_inline struct task_struct *task_view(struct task_struct *p)
+{
+	return bpf_rdonly_cast(p, bpf_core_type_id_kernel(struct task_struct));
+}
+
+static __always_inline __u32 task_cpu_of(struct task_struct *p, bool cast)
+{
+	if (cast) // >= 6.2: the CPU is in thread_info
+		return task_view(p)->thread_info.cpu;
+	return task_cpu(p);
+}
+
+static __always_inline struct pid_pair task_ids_of(struct task_struct *p, bool cast)
+{
+	if (cast) {
+		struct task_struct *t = task_view(p);
+		struct pid_pair ids = { .pid = t->pid, .tgid = t->tgid };
+
+		return ids;
+	}
+	return task_ids(p);
+}
+
 SEC("raw_tp/sys_enter")
 int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 {
@@ -159,14 +195,23 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 }
 
 // The switch hook. It runs on every context switch, so it does the least it can: note which
-// task now runs here and since when (a clock read costs ~37 ns on the test VM: not taken for the
-// idle task, which is never sampled), and, only if a sample names the task leaving, report how
-// it left. prev_state is the tracepoint's own argument on kernels >= 5.18 (mls_sched_switch4);
-// before, a probe read of prev->__state. (One rare difference: on 5.18-6.12 the argument keeps
-// the sleeping state of a task that a pending signal put back to running, so such a switch
-// counts as voluntary there and as involuntary with the probe read or on >= 6.13.)
+// task now runs here and since when, and, only if a sample names the task leaving, report how
+// it left. "Since when" is the runqueue's clock (rq->clock, sched_clock), which the scheduler
+// has just read in __schedule() before picking the next task. The offset to bpf_ktime_get_ns()
+// comes from the first MLS_CLK_SAMPLES switches of each tick, which read that clock too: each
+// reads it some time after the runqueue's (usually well under a microsecond, tens of
+// microseconds after a newly idle balance), so the least of them is kept. The other switches
+// pay for no clock read (~37 ns on the test VM). (Not se.exec_start, which would need no
+// pointer chase: it is rq_clock_task, which leaves out IRQ and steal time, so its offset to
+// our clock jumps whenever a VM's CPU is preempted.) Without bpf_rdonly_cast (before 6.2), a probe read of exec_start would cost most
+// of what it saves, so those programs read the clock, and the task's ids by probe read; the
+// idle task is never sampled and gets no timestamp. prev_state is the tracepoint's own argument
+// on kernels >= 5.18 (mls_sched_switch4, _cast); before, a probe read of prev->__state. (One
+// rare difference: on 5.18-6.12 the argument keeps the sleeping state of a task that a pending
+// signal put back to running, so such a switch counts as voluntary there and as involuntary
+// with the probe read or on >= 6.13.)
 static __always_inline void on_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
-				      __u32 prev_state, bool have_state)
+				      __u32 prev_state, bool have_state, bool cast)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct cpu_cur *c = bpf_map_lookup_elem(&cpu_cur, &cpu);
@@ -203,18 +248,41 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	}
 	c->yielding = 0;
 	c->task = (__u64)next;
-	ids = task_ids(next);
+	ids = task_ids_of(next, cast);
 	c->tid = ids.pid;
 	c->tgid = ids.tgid;
-	if (ids.pid && !now)
-		now = bpf_ktime_get_ns();
-	c->start_ns = now;
+	if (!ids.pid) {
+		c->start_ns = 0;
+		return;
+	}
+	if (cast && bpf_core_field_exists(next->se.cfs_rq)) {
+		// This CPU's runqueue: every task's se.cfs_rq (its group's, on its CPU) points to it.
+		__u64 clock = task_view(next)->se.cfs_rq->rq->clock, jiffy = bpf_jiffies64();
+
+		if (jiffy != c->clk_jiffy) {
+			c->clk_jiffy = jiffy;
+			c->clk_n = 0;
+		}
+		if (c->clk_n < MLS_CLK_SAMPLES || now || !clock) {
+			__u64 off;
+
+			if (!now)
+				now = bpf_ktime_get_ns();
+			off = now - clock;
+			if (c->clk_n == 0 || (__s64)(off - c->clk_off) < 0)
+				c->clk_off = off;
+			c->clk_n++;
+		}
+		c->start_ns = clock ? clock + c->clk_off : now;
+	} else {
+		c->start_ns = now ? now : bpf_ktime_get_ns();
+	}
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(mls_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	on_switch(preempt, prev, next, 0, false);
+	on_switch(preempt, prev, next, 0, false, false);
 	return 0;
 }
 
@@ -224,7 +292,16 @@ SEC("raw_tp/sched_switch")
 int BPF_PROG(mls_sched_switch4, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	on_switch(preempt, prev, next, prev_state, true);
+	on_switch(preempt, prev, next, prev_state, true, false);
+	return 0;
+}
+
+// Attached instead of both where the kernel has bpf_rdonly_cast (>= 6.2).
+SEC("raw_tp/sched_switch")
+int BPF_PROG(mls_sched_switch_cast, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	on_switch(preempt, prev, next, prev_state, true, true);
 	return 0;
 }
 
@@ -310,10 +387,9 @@ static __always_inline void rate_refund(void)
 		r->tokens += MLS_SAMPLE;
 }
 
-SEC("raw_tp/sched_waking")
-int BPF_PROG(mls_sched_waking, struct task_struct *p)
+static __always_inline void on_waking(struct task_struct *p, bool cast)
 {
-	__u32 cpu = task_cpu(p);
+	__u32 cpu = task_cpu_of(p, cast);
 	struct mls_wake_sparse *e;
 	struct task_feat *f;
 	struct cpu_cur *c;
@@ -324,48 +400,48 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 	count(MLS_CNT_WAKE_TOTAL);
 	c = bpf_map_lookup_elem(&cpu_cur, &cpu);
 	if (!c)
-		return 0;
+		return;
 	r_tid = c->tid;
 	r_tgid = c->tgid;
 	start = c->start_ns;
 	if (r_tid == 0) {
 		count(MLS_CNT_WAKE_IDLE);
-		return 0;
+		return;
 	}
 	if (filter_tree && !bpf_map_lookup_elem(&tree_tgids, &r_tgid)) {
 		count(MLS_CNT_WAKE_FILTERED);
-		return 0;
+		return;
 	}
 	// The checks that need no probe read come before sampling, so that they spend no budget.
 	if (c->task == (__u64)p) {
 		count(MLS_CNT_WAKE_SELF);
-		return 0;
+		return;
 	}
 	if (r_tgid == self_tgid) {
 		count(MLS_CNT_WAKE_OURS);
-		return 0;
+		return;
 	}
 	// Sampling next, before the probe read and the snapshot: a sampled-out wakeup costs little.
 	if ((max_rate && !rate_keep()) || (sample_every > 1 && bpf_get_prandom_u32() % sample_every)) {
 		count(MLS_CNT_WAKE_SAMPLED_OUT);
-		return 0;
+		return;
 	}
-	ids = task_ids(p);
+	ids = task_ids_of(p, cast);
 	w_tid = ids.pid;
 	if (w_tid == r_tid) { // a stale c->task (the switch hook missed a switch)
 		rate_refund();
 		count(MLS_CNT_WAKE_SELF);
-		return 0;
+		return;
 	}
 	if (ids.tgid == self_tgid) {
 		rate_refund();
 		count(MLS_CNT_WAKE_OURS);
-		return 0;
+		return;
 	}
 	e = bpf_map_lookup_elem(&wake_scratch, &zero);
 	if (!e) {
 		count(MLS_CNT_WAKE_DROP);
-		return 0;
+		return;
 	}
 	e->type = MLS_EV_WAKE_SPARSE;
 	e->_pad = 0;
@@ -386,10 +462,24 @@ int BPF_PROG(mls_sched_waking, struct task_struct *p)
 	if (bpf_ringbuf_output(&events, e, sizeof(*e) - sizeof(e->vals) + nvals * sizeof(e->vals[0]),
 			       BPF_RB_NO_WAKEUP)) {
 		count(MLS_CNT_WAKE_DROP);
-		return 0;
+		return;
 	}
 	c->pending = 1;
 	count(MLS_CNT_WAKE_EMITTED);
+}
+
+SEC("raw_tp/sched_waking")
+int BPF_PROG(mls_sched_waking, struct task_struct *p)
+{
+	on_waking(p, false);
+	return 0;
+}
+
+// Attached instead of mls_sched_waking where the kernel has bpf_rdonly_cast (>= 6.2).
+SEC("raw_tp/sched_waking")
+int BPF_PROG(mls_sched_waking_cast, struct task_struct *p)
+{
+	on_waking(p, true);
 	return 0;
 }
 

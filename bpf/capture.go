@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -30,10 +31,26 @@ type CaptureConfig struct {
 	MaxRate uint32
 	// LogVerifier prints the verifier log of a program that fails to load in full.
 	LogVerifier bool
-	// switchProbeRead attaches the switch hook of kernels before 5.18 (prev_state by probe
-	// read) even where the tracepoint passes prev_state: tests cover both this way.
-	switchProbeRead bool
+	// hooks picks older kernels' programs where newer ones would load: tests cover every
+	// set this way.
+	hooks hookSet
 }
+
+// hookSet names the variants of the switch and wakeup hooks.
+type hookSet int
+
+const (
+	hooksAuto      hookSet = iota // the newest the kernel supports
+	hooksNoCast                   // 5.18-6.1: prev_state from the tracepoint, fields by probe read
+	hooksProbeRead                // 5.15-5.17: prev_state by probe read too
+)
+
+// Hook variants, as Capture.Hooks reports them.
+const (
+	HooksCast      = "cast"       // >= 6.2: task fields read directly (bpf_rdonly_cast), no clock read per switch
+	HooksPrevState = "prev-state" // >= 5.18: prev_state from the tracepoint, task fields by probe read
+	HooksProbeRead = "probe-read" // >= 5.15: everything by probe read
+)
 
 // DefaultMaxRate is mlsched capture's default cap on samples per second and CPU: 20,000 keeps
 // every wakeup of ordinary workloads and bounds the probes' cost (~0.3 us per sample) on
@@ -64,11 +81,52 @@ const (
 // Counters are the probes' counters summed over CPUs.
 type Counters [NumCounters]uint64
 
+// captureProgs are the programs every kernel loads; captureCastProgs need bpf_rdonly_cast.
+type captureProgs struct {
+	MlsProcessExit  *ebpf.Program `ebpf:"mls_process_exit"`
+	MlsProcessFork  *ebpf.Program `ebpf:"mls_process_fork"`
+	MlsSchedSwitch  *ebpf.Program `ebpf:"mls_sched_switch"`
+	MlsSchedSwitch4 *ebpf.Program `ebpf:"mls_sched_switch4"`
+	MlsSchedWaking  *ebpf.Program `ebpf:"mls_sched_waking"`
+	MlsSysEnter     *ebpf.Program `ebpf:"mls_sys_enter"`
+}
+
+type captureCastProgs struct {
+	MlsSchedSwitchCast *ebpf.Program `ebpf:"mls_sched_switch_cast"`
+	MlsSchedWakingCast *ebpf.Program `ebpf:"mls_sched_waking_cast"`
+}
+
+type captureBase struct {
+	captureMaps
+	captureProgs
+}
+
+type captureAll struct {
+	captureMaps
+	captureProgs
+	captureCastProgs // nil programs where the kernel lacks bpf_rdonly_cast
+}
+
+func (o *captureAll) Close() error {
+	err := o.captureMaps.Close()
+	for _, p := range []*ebpf.Program{o.MlsProcessExit, o.MlsProcessFork, o.MlsSchedSwitch,
+		o.MlsSchedSwitch4, o.MlsSchedWaking, o.MlsSysEnter, o.MlsSchedSwitchCast, o.MlsSchedWakingCast} {
+		if p != nil {
+			err = errors.Join(err, p.Close())
+		}
+	}
+	return err
+}
+
 // Capture is the loaded and attached set of capture probes.
 type Capture struct {
-	objs   captureObjects
+	objs   captureAll
 	links  []link.Link
 	Events *ringbuf.Reader
+	// Hooks is the variant of the switch and wakeup hooks attached (HooksCast, ...).
+	Hooks string
+	// CastErr says why the HooksCast programs are not used, where they are not.
+	CastErr error
 }
 
 // ErrNoBTF means the kernel exposes no BTF, which CO-RE relocations need.
@@ -113,10 +171,25 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 
 	c := &Capture{}
 	opts := &ebpf.CollectionOptions{}
-	if err := spec.LoadAndAssign(&c.objs, opts); err != nil {
-		return nil, describeLoadError("load capture probes", err, cfg.LogVerifier)
+	if cfg.hooks == hooksAuto {
+		c.CastErr = kernelHasFunc("bpf_rdonly_cast")
+		if c.CastErr == nil {
+			// Should the kernel refuse them all the same, the older programs still work.
+			if err := spec.LoadAndAssign(&c.objs, opts); err != nil {
+				c.CastErr = describeLoadError("load capture probes", err, false)
+			}
+		}
+	} else {
+		c.CastErr = errors.New("not tried (test setting)")
 	}
-	if err := c.attach(cfg.switchProbeRead); err != nil {
+	if c.CastErr != nil {
+		var b captureBase
+		if err := spec.LoadAndAssign(&b, opts); err != nil {
+			return nil, describeLoadError("load capture probes", err, cfg.LogVerifier)
+		}
+		c.objs.captureMaps, c.objs.captureProgs = b.captureMaps, b.captureProgs
+	}
+	if err := c.attach(cfg.hooks); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -145,16 +218,27 @@ func (c *Capture) Detach() {
 }
 
 // attach attaches the probes (Detach undoes it).
-func (c *Capture) attach(switchProbeRead bool) error {
-	// The switch hook that takes prev_state from the tracepoint (>= 5.18), else the one that
-	// reads it from the task.
+func (c *Capture) attach(hooks hookSet) error {
+	// The newest switch hook that attaches: direct reads (>= 6.2), prev_state from the
+	// tracepoint (>= 5.18), or prev_state read from the task. The wakeup hook follows.
 	var l link.Link
 	err := errors.New("not tried")
-	if !switchProbeRead {
+	waking := c.objs.MlsSchedWaking
+	if hooks == hooksAuto && c.objs.MlsSchedSwitchCast != nil {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: c.objs.MlsSchedSwitchCast})
+		if err == nil {
+			c.Hooks, waking = HooksCast, c.objs.MlsSchedWakingCast
+		} else {
+			c.CastErr = fmt.Errorf("attach: %w", err)
+		}
+	}
+	if err != nil && hooks != hooksProbeRead {
 		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: c.objs.MlsSchedSwitch4})
+		c.Hooks = HooksPrevState
 	}
 	if err != nil {
 		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: c.objs.MlsSchedSwitch})
+		c.Hooks = HooksProbeRead
 	}
 	if err != nil {
 		return fmt.Errorf("attach raw tracepoint sched_switch: %w", err)
@@ -164,7 +248,7 @@ func (c *Capture) attach(switchProbeRead bool) error {
 		tp   string
 		prog *ebpf.Program
 	}{
-		{"sched_waking", c.objs.MlsSchedWaking},
+		{"sched_waking", waking},
 		{"sched_process_fork", c.objs.MlsProcessFork},
 		{"sched_process_exit", c.objs.MlsProcessExit},
 		{"sys_enter", c.objs.MlsSysEnter},
@@ -205,4 +289,18 @@ func readCounters(m *ebpf.Map) (Counters, error) {
 		}
 	}
 	return out, nil
+}
+
+// kernelHasFunc says whether the kernel's BTF has function name (a kfunc the programs call),
+// or why not.
+func kernelHasFunc(name string) error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("load kernel BTF: %w", err)
+	}
+	var fn *btf.Func
+	if err := spec.TypeByName(name, &fn); err != nil {
+		return fmt.Errorf("kernel BTF has no %s (Linux >= 6.2 has it): %w", name, err)
+	}
+	return nil
 }

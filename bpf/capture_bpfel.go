@@ -21,7 +21,10 @@ type captureCpuCur struct {
 	Task     uint64
 	Pending  uint32
 	Yielding uint32
-	_        [32]byte
+	ClkOff   uint64
+	ClkJiffy uint64
+	ClkN     uint32
+	_        [12]byte
 }
 
 type captureMlsSwitchEvent struct {
@@ -89,28 +92,30 @@ type captureTaskFeat struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	captureMapCounters         = "counters"
-	captureMapCpuCur           = "cpu_cur"
-	captureMapEvents           = "events"
-	captureMapRate             = "rate"
-	captureMapTaskFeatSlots    = "task_feat_slots"
-	captureMapTreeTgids        = "tree_tgids"
-	captureMapWakeScratch      = "wake_scratch"
-	captureProgMlsProcessExit  = "mls_process_exit"
-	captureProgMlsProcessFork  = "mls_process_fork"
-	captureProgMlsSchedSwitch  = "mls_sched_switch"
-	captureProgMlsSchedSwitch4 = "mls_sched_switch4"
-	captureProgMlsSchedWaking  = "mls_sched_waking"
-	captureProgMlsSysEnter     = "mls_sys_enter"
-	captureVarFilterTree       = "filter_tree"
-	captureVarMaxRate          = "max_rate"
-	captureVarMlsFeatMask      = "mls_feat_mask"
-	captureVarNrCpus           = "nr_cpus"
-	captureVarSampleEvery      = "sample_every"
-	captureVarSelfTgid         = "self_tgid"
-	captureVarUnusedSwitch     = "unused_switch"
-	captureVarUnusedWake       = "unused_wake"
-	captureVarUnusedWakeSparse = "unused_wake_sparse"
+	captureMapCounters            = "counters"
+	captureMapCpuCur              = "cpu_cur"
+	captureMapEvents              = "events"
+	captureMapRate                = "rate"
+	captureMapTaskFeatSlots       = "task_feat_slots"
+	captureMapTreeTgids           = "tree_tgids"
+	captureMapWakeScratch         = "wake_scratch"
+	captureProgMlsProcessExit     = "mls_process_exit"
+	captureProgMlsProcessFork     = "mls_process_fork"
+	captureProgMlsSchedSwitch     = "mls_sched_switch"
+	captureProgMlsSchedSwitch4    = "mls_sched_switch4"
+	captureProgMlsSchedSwitchCast = "mls_sched_switch_cast"
+	captureProgMlsSchedWaking     = "mls_sched_waking"
+	captureProgMlsSchedWakingCast = "mls_sched_waking_cast"
+	captureProgMlsSysEnter        = "mls_sys_enter"
+	captureVarFilterTree          = "filter_tree"
+	captureVarMaxRate             = "max_rate"
+	captureVarMlsFeatMask         = "mls_feat_mask"
+	captureVarNrCpus              = "nr_cpus"
+	captureVarSampleEvery         = "sample_every"
+	captureVarSelfTgid            = "self_tgid"
+	captureVarUnusedSwitch        = "unused_switch"
+	captureVarUnusedWake          = "unused_wake"
+	captureVarUnusedWakeSparse    = "unused_wake_sparse"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -155,12 +160,14 @@ type captureSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureProgramSpecs struct {
-	MlsProcessExit  *ebpf.ProgramSpec `ebpf:"mls_process_exit"`
-	MlsProcessFork  *ebpf.ProgramSpec `ebpf:"mls_process_fork"`
-	MlsSchedSwitch  *ebpf.ProgramSpec `ebpf:"mls_sched_switch"`
-	MlsSchedSwitch4 *ebpf.ProgramSpec `ebpf:"mls_sched_switch4"`
-	MlsSchedWaking  *ebpf.ProgramSpec `ebpf:"mls_sched_waking"`
-	MlsSysEnter     *ebpf.ProgramSpec `ebpf:"mls_sys_enter"`
+	MlsProcessExit     *ebpf.ProgramSpec `ebpf:"mls_process_exit"`
+	MlsProcessFork     *ebpf.ProgramSpec `ebpf:"mls_process_fork"`
+	MlsSchedSwitch     *ebpf.ProgramSpec `ebpf:"mls_sched_switch"`
+	MlsSchedSwitch4    *ebpf.ProgramSpec `ebpf:"mls_sched_switch4"`
+	MlsSchedSwitchCast *ebpf.ProgramSpec `ebpf:"mls_sched_switch_cast"`
+	MlsSchedWaking     *ebpf.ProgramSpec `ebpf:"mls_sched_waking"`
+	MlsSchedWakingCast *ebpf.ProgramSpec `ebpf:"mls_sched_waking_cast"`
+	MlsSysEnter        *ebpf.ProgramSpec `ebpf:"mls_sys_enter"`
 }
 
 // captureMapSpecs contains maps before they are loaded into the kernel.
@@ -251,12 +258,14 @@ type captureVariables struct {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type capturePrograms struct {
-	MlsProcessExit  *ebpf.Program `ebpf:"mls_process_exit"`
-	MlsProcessFork  *ebpf.Program `ebpf:"mls_process_fork"`
-	MlsSchedSwitch  *ebpf.Program `ebpf:"mls_sched_switch"`
-	MlsSchedSwitch4 *ebpf.Program `ebpf:"mls_sched_switch4"`
-	MlsSchedWaking  *ebpf.Program `ebpf:"mls_sched_waking"`
-	MlsSysEnter     *ebpf.Program `ebpf:"mls_sys_enter"`
+	MlsProcessExit     *ebpf.Program `ebpf:"mls_process_exit"`
+	MlsProcessFork     *ebpf.Program `ebpf:"mls_process_fork"`
+	MlsSchedSwitch     *ebpf.Program `ebpf:"mls_sched_switch"`
+	MlsSchedSwitch4    *ebpf.Program `ebpf:"mls_sched_switch4"`
+	MlsSchedSwitchCast *ebpf.Program `ebpf:"mls_sched_switch_cast"`
+	MlsSchedWaking     *ebpf.Program `ebpf:"mls_sched_waking"`
+	MlsSchedWakingCast *ebpf.Program `ebpf:"mls_sched_waking_cast"`
+	MlsSysEnter        *ebpf.Program `ebpf:"mls_sys_enter"`
 }
 
 func (p *capturePrograms) Close() error {
@@ -265,7 +274,9 @@ func (p *capturePrograms) Close() error {
 		p.MlsProcessFork,
 		p.MlsSchedSwitch,
 		p.MlsSchedSwitch4,
+		p.MlsSchedSwitchCast,
 		p.MlsSchedWaking,
+		p.MlsSchedWakingCast,
 		p.MlsSysEnter,
 	)
 }

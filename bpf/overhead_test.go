@@ -194,7 +194,12 @@ func BenchmarkPipePingPongHooks(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("MLSCHED_BENCH_RING_MB")); err == nil {
 		ringMB = v
 	}
-	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: uint32(ringMB) << 20})
+	// Every wakeup is sampled unless MLSCHED_BENCH_MAX_RATE sets a cap (e.g. 20000, the default).
+	maxRate := 0
+	if v, err := strconv.Atoi(os.Getenv("MLSCHED_BENCH_MAX_RATE")); err == nil {
+		maxRate = v
+	}
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 1, RingBytes: uint32(ringMB) << 20, MaxRate: uint32(maxRate)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -204,6 +209,9 @@ func BenchmarkPipePingPongHooks(b *testing.B) {
 	// Whichever switch hook is attached reports (the other does not run).
 	progs := map[string]*ebpf.Program{"sys_enter": c.objs.MlsSysEnter, "sched_switch": c.objs.MlsSchedSwitch4,
 		"sched_switch3": c.objs.MlsSchedSwitch, "sched_waking": c.objs.MlsSchedWaking}
+	if c.objs.MlsSchedSwitchCast != nil {
+		progs["sched_switch_cast"], progs["sched_waking_cast"] = c.objs.MlsSchedSwitchCast, c.objs.MlsSchedWakingCast
+	}
 	before := map[string]*ebpf.ProgramStats{}
 	for n, p := range progs {
 		before[n], _ = p.Stats()
@@ -321,13 +329,21 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 			return attachEmpty(b, empty, "sys_enter", "sched_switch", "sched_waking")
 		},
 		func() func() {
-			if err := c.attach(false); err != nil {
+			if err := c.attach(hooksAuto); err != nil {
+				b.Fatal(err)
+			}
+			return c.Detach
+		},
+		// The hooks of kernels before 6.2 (probe reads, a clock read per switch), where
+		// this kernel has newer ones.
+		func() func() {
+			if err := c.attach(hooksNoCast); err != nil {
 				b.Fatal(err)
 			}
 			return c.Detach
 		},
 	}
-	const roundTrips = 4000
+	const roundTrips = 2000
 	t := pairedRuns(b, arms, func() { pp.run(200) }, func() { pp.run(roundTrips) }, roundTrips)
 	var capBare, floorBare, capFloor []float64
 	for i := range t[0] {
@@ -340,6 +356,19 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	b.ReportMetric(quantile(capBare, 0.75), "ratio-q3")
 	b.ReportMetric(median(floorBare), "floor-ratio")
 	b.ReportMetric(median(capFloor), "over-floor-ratio")
+	if c.objs.MlsSchedSwitchCast != nil {
+		var old []float64
+		for i := range t[0] {
+			old = append(old, t[3][i]/t[0][i])
+		}
+		b.ReportMetric(median(old), "pre6.2-hooks-ratio")
+		b.ReportMetric(quantile(t[3], 0.1)/quantile(t[0], 0.1), "p10-pre6.2-hooks-ratio")
+	}
+	// Other load on the machine only ever adds time, and spreads the per-round ratios (their
+	// quartiles are often 20 points apart here): the ratio of each arm's fastest rounds (10th
+	// percentile) shows what the hooks themselves cost.
+	b.ReportMetric(quantile(t[2], 0.1)/quantile(t[0], 0.1), "p10-ratio")
+	b.ReportMetric(quantile(t[1], 0.1)/quantile(t[0], 0.1), "p10-floor-ratio")
 	b.ReportMetric(median(t[0]), "bare-ns/rt")
 	b.ReportMetric(median(t[1]), "floor-ns/rt")
 	b.ReportMetric(median(t[2]), "capture-ns/rt")
@@ -418,7 +447,15 @@ func BenchmarkSyscallOverheadPaired(b *testing.B) {
 		func() func() { return func() {} },
 		func() func() { return attachEmpty(b, empty, "sys_enter") },
 		func() func() {
-			if err := c.attach(false); err != nil {
+			if err := c.attach(hooksAuto); err != nil {
+				b.Fatal(err)
+			}
+			return c.Detach
+		},
+		// The hooks of kernels before 6.2 (probe reads, a clock read per switch), where
+		// this kernel has newer ones.
+		func() func() {
+			if err := c.attach(hooksNoCast); err != nil {
 				b.Fatal(err)
 			}
 			return c.Detach
