@@ -343,7 +343,10 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 			return c.Detach
 		},
 	}
-	const roundTrips = 2000
+	roundTrips := 2000
+	if v, err := strconv.Atoi(os.Getenv("MLSCHED_BENCH_ROUND_TRIPS")); err == nil && v > 0 {
+		roundTrips = v
+	}
 	t := pairedRuns(b, arms, func() { pp.run(200) }, func() { pp.run(roundTrips) }, roundTrips)
 	var capBare, floorBare, capFloor []float64
 	for i := range t[0] {
@@ -370,6 +373,8 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 	b.ReportMetric(quantile(t[2], 0.1)/quantile(t[0], 0.1), "p10-ratio")
 	b.ReportMetric(quantile(t[1], 0.1)/quantile(t[0], 0.1), "p10-floor-ratio")
 	b.ReportMetric(median(t[0]), "bare-ns/rt")
+	b.ReportMetric(quantile(t[0], 0.1), "bare-p10-ns/rt")
+	b.ReportMetric(quantile(t[0], 0.9), "bare-p90-ns/rt")
 	b.ReportMetric(median(t[1]), "floor-ns/rt")
 	b.ReportMetric(median(t[2]), "capture-ns/rt")
 }
@@ -558,4 +563,37 @@ func (pp *pingPonger) stop() {
 		unpin()
 	}
 	runtime.UnlockOSThread()
+}
+
+// Where the floor goes: empty programs on the syscall tracepoint alone, on the two scheduler
+// tracepoints alone, and on all three, against nothing attached (one CPU).
+func BenchmarkPipePingPongFloor(b *testing.B) {
+	requireRoot(b)
+	var empty testprogsObjects
+	if err := loadTestprogsObjects(&empty, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer empty.Close()
+	pp := startPingPong(b, pinSame)
+	defer pp.stop()
+	arms := []func() func(){
+		func() func() { return func() {} },
+		func() func() { return attachEmpty(b, &empty, "sys_enter") },
+		func() func() { return attachEmpty(b, &empty, "sched_switch", "sched_waking") },
+		func() func() { return attachEmpty(b, &empty, "sys_enter", "sched_switch", "sched_waking") },
+	}
+	const roundTrips = 2000
+	t := pairedRuns(b, arms, func() { pp.run(200) }, func() { pp.run(roundTrips) }, roundTrips)
+	for i, name := range []string{"", "sys_enter", "sched", "all"} {
+		if i == 0 {
+			continue
+		}
+		var r []float64
+		for k := range t[0] {
+			r = append(r, t[i][k]/t[0][k])
+		}
+		b.ReportMetric(median(r), name+"-ratio")
+		b.ReportMetric(quantile(t[i], 0.1)/quantile(t[0], 0.1), name+"-p10-ratio")
+	}
+	b.ReportMetric(median(t[0]), "bare-ns/rt")
 }

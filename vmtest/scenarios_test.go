@@ -79,7 +79,7 @@ func TestVMBoot(t *testing.T) {
 // TestVMCapture: `mlsched capture` loads and attaches its raw_tp probes on the 7.2 kernel
 // (a second kernel besides the host's) and records samples of a running workload; `inspect`
 // reads them back.
-func TestVMCapture(t *testing.T) { captureScenario(t, "capture", "") }
+func TestVMCapture(t *testing.T) { captureScenario(t, "capture", "", "cast hooks") }
 
 // Capture on Debian's release kernel (bookworm's 6.1: no sched_ext, BTF): the probes load and
 // sample on a kernel older than the host's 6.18 and the VM's 7.2 (CO-RE fallbacks included).
@@ -90,12 +90,14 @@ func TestVMCaptureOldKernel(t *testing.T) {
 		t.Fatalf("fetch-old-kernel.sh: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	captureScenario(t, "capture-old", lines[len(lines)-1])
+	// 6.1: prev_state from the tracepoint (>= 5.18), no bpf_rdonly_cast (6.2).
+	captureScenario(t, "capture-old", lines[len(lines)-1], "prev-state hooks")
 }
 
 // captureScenario captures 3 s of the workload in a VM booted on kernelDir ("" for the
-// sched_ext kernel) and checks that samples were recorded and read back.
-func captureScenario(t *testing.T, name, kernelDir string) {
+// sched_ext kernel) and checks that samples were recorded and read back, with the hook
+// variant the kernel should get (the summary's "probes" line starts with hooks).
+func captureScenario(t *testing.T, name, kernelDir, hooks string) {
 	e := Setup(t)
 	if !e.HasCommand("capture", "-duration") {
 		t.Skip("waiting for `mlsched capture`")
@@ -117,6 +119,9 @@ func captureScenario(t *testing.T, name, kernelDir string) {
 	c := r.Step(capture)
 	if c.ExitCode != 0 {
 		t.Fatalf("mlsched capture in the VM: exit %d\nstdout:\n%s\nstderr:\n%s", c.ExitCode, c.Stdout, c.Stderr)
+	}
+	if !strings.Contains(c.Stdout, "  probes     "+hooks) {
+		t.Errorf("capture on kernel %s: want %q in the summary:\n%s", r.Hello.Kernel, hooks, c.Stdout)
 	}
 	// The workload's report is in capture's stdout, after capture's own summary.
 	found := false

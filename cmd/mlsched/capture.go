@@ -264,6 +264,7 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	committed = true
 	printCaptureSummary(stdout, o.out, reason, sum, cw.n)
+	fmt.Fprintf(stdout, "  probes     %s\n", hooksDesc(capt))
 	if st.sampledOut > 0 {
 		fmt.Fprintf(stdout, "  sampling   %d wakeups left out at random (%s)\n", st.sampledOut, samplingDesc(o))
 	}
@@ -412,6 +413,17 @@ func (st *captureState) printProgress() {
 }
 
 // samplingDesc says which sampling options were in force.
+// hooksDesc says which variant of the switch and wakeup hooks ran, and why not the newest.
+func hooksDesc(c *bpf.Capture) string {
+	switch c.Hooks {
+	case bpf.HooksCast:
+		return "cast hooks (task fields read directly, no clock read per switch; Linux >= 6.2)"
+	case bpf.HooksPrevState:
+		return fmt.Sprintf("prev-state hooks (task fields by probe read, a clock read per switch; Linux >= 5.18): %v", c.CastErr)
+	}
+	return fmt.Sprintf("probe-read hooks (Linux >= 5.15): %v", c.CastErr)
+}
+
 func samplingDesc(o captureOpts) string {
 	var parts []string
 	if o.maxRate > 0 {
