@@ -263,7 +263,11 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			c->clk_jiffy = jiffy;
 			c->clk_n = 0;
 		}
-		if (c->clk_n < MLS_CLK_SAMPLES || now || !clock) {
+		if (!clock) { // the loads fault to 0: no runqueue clock to go by
+			c->start_ns = now ? now : bpf_ktime_get_ns();
+			return;
+		}
+		if (c->clk_n < MLS_CLK_SAMPLES || now) {
 			__u64 off;
 
 			if (!now)
@@ -273,7 +277,7 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 				c->clk_off = off;
 			c->clk_n++;
 		}
-		c->start_ns = clock ? clock + c->clk_off : now;
+		c->start_ns = clock + c->clk_off;
 	} else {
 		c->start_ns = now ? now : bpf_ktime_get_ns();
 	}
