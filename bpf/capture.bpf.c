@@ -24,13 +24,12 @@ const volatile __u8 filter_tree = 0;  // only tasks whose tgid is in tree_tgids
 const volatile __u32 nr_cpus = 1;
 const volatile __u32 sample_every = 1; // keep one wakeup in this many, at random
 const volatile __u32 max_rate = 0;     // samples per second per CPU at most (0: no limit)
+const volatile __u32 clk_samples = 8;  // switches per tick and CPU that calibrate the clock offset
 
 // Keep the event types in BTF for bpf2go.
 const struct mls_wake_event *unused_wake __attribute__((unused));
 const struct mls_wake_sparse *unused_wake_sparse __attribute__((unused));
 const struct mls_switch_event *unused_switch __attribute__((unused));
-
-#define MLS_CLK_SAMPLES 8
 
 struct cpu_cur {
 	__u32 tid;      // task running on this CPU (0: idle or not yet seen)
@@ -196,15 +195,17 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 
 // The switch hook. It runs on every context switch, so it does the least it can: note which
 // task now runs here and since when, and, only if a sample names the task leaving, report how
-// it left. "Since when" is the runqueue's clock (rq->clock, sched_clock), which the scheduler
-// has just read in __schedule() before picking the next task. The offset to bpf_ktime_get_ns()
-// comes from the first MLS_CLK_SAMPLES switches of each tick, which read that clock too: each
-// reads it some time after the runqueue's (usually well under a microsecond, tens of
-// microseconds after a newly idle balance), so the least of them is kept. The other switches
-// pay for no clock read (~37 ns on the test VM). (Not se.exec_start, which would need no
-// pointer chase: it is rq_clock_task, which leaves out IRQ and steal time, so its offset to
-// our clock jumps whenever a VM's CPU is preempted.) Without bpf_rdonly_cast (before 6.2), a probe read of exec_start would cost most
-// of what it saves, so those programs read the clock, and the task's ids by probe read; the
+// it left. With the cast hooks, "since when" is, where prev blocked or exited, the runqueue's
+// clock (rq->clock, sched_clock), which __schedule() has just updated before picking the next
+// task. The offset to bpf_ktime_get_ns() comes from the first clk_samples (8) such switches of
+// each tick, which read our clock too: each reads it some time after the runqueue's (usually
+// well under a microsecond, tens of microseconds after a newly idle balance), so the least
+// difference is kept. The other such switches pay for no clock read (~37 ns on the test VM).
+// Switches that preempt or yield read ours, as the runqueue's is stale then (see below). (Not
+// se.exec_start, which would need no pointer chase: it is rq_clock_task, which leaves out IRQ
+// and steal time, so its offset to our clock jumps whenever a VM's CPU is preempted.) Without
+// bpf_rdonly_cast (before 6.2) the pointer chase would take three probe reads, about what a
+// clock read costs, so those programs read the clock, and the task's ids by probe read. The
 // idle task is never sampled and gets no timestamp. prev_state is the tracepoint's own argument
 // on kernels >= 5.18 (mls_sched_switch4, _cast); before, a probe read of prev->__state. (One
 // rare difference: on 5.18-6.12 the argument keeps the sleeping state of a task that a pending
@@ -255,32 +256,35 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 		c->start_ns = 0;
 		return;
 	}
-	if (cast && bpf_core_field_exists(next->se.cfs_rq)) {
+	// The runqueue's clock is fresh only if prev blocked (or exited): a wakeup that preempts
+	// the running task (and sched_yield) asks __schedule() to skip the clock update, so the
+	// clock is then as old as the last update, up to a tick. Those switches read ours.
+	if (cast && have_state && !preempt && prev_state != 0 && bpf_core_field_exists(next->se.cfs_rq)) {
 		// This CPU's runqueue: every task's se.cfs_rq (its group's, on its CPU) points to it.
 		__u64 clock = task_view(next)->se.cfs_rq->rq->clock, jiffy = bpf_jiffies64();
 
-		if (jiffy != c->clk_jiffy) {
-			c->clk_jiffy = jiffy;
-			c->clk_n = 0;
-		}
-		if (!clock) { // the loads fault to 0: no runqueue clock to go by
-			c->start_ns = now ? now : bpf_ktime_get_ns();
-			return;
-		}
-		if (c->clk_n < MLS_CLK_SAMPLES || now) {
-			__u64 off;
+		if (clock) { // (the loads fault to 0: no runqueue clock to go by)
+			if (jiffy != c->clk_jiffy) {
+				c->clk_jiffy = jiffy;
+				c->clk_n = 0;
+			}
+			if (c->clk_n < clk_samples || now) {
+				__u64 off;
 
-			if (!now)
-				now = bpf_ktime_get_ns();
-			off = now - clock;
-			if (c->clk_n == 0 || (__s64)(off - c->clk_off) < 0)
-				c->clk_off = off;
-			c->clk_n++;
+				if (!now)
+					now = bpf_ktime_get_ns();
+				off = now - clock;
+				if (c->clk_n == 0 || (__s64)(off - c->clk_off) < 0)
+					c->clk_off = off;
+				c->clk_n++;
+			}
+			if (c->clk_n) {
+				c->start_ns = now ? now : clock + c->clk_off;
+				return;
+			}
 		}
-		c->start_ns = clock + c->clk_off;
-	} else {
-		c->start_ns = now ? now : bpf_ktime_get_ns();
 	}
+	c->start_ns = now ? now : bpf_ktime_get_ns();
 }
 
 SEC("raw_tp/sched_switch")

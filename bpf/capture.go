@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -34,6 +35,9 @@ type CaptureConfig struct {
 	// hooks picks older kernels' programs where newer ones would load: tests cover every
 	// set this way.
 	hooks hookSet
+	// clockSamples is how many switches per tick and CPU calibrate the cast hooks' clock
+	// offset (0: 8); tests lower it so that most switches go by the offset.
+	clockSamples uint32
 }
 
 // hookSet names the variants of the switch and wakeup hooks.
@@ -153,6 +157,7 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 		"nr_cpus":      uint32(PossibleCPUs()),
 		"sample_every": max(cfg.SampleEvery, 1),
 		"max_rate":     cfg.MaxRate,
+		"clk_samples":  cmp.Or(cfg.clockSamples, 8),
 	}); err != nil {
 		return nil, err
 	}
@@ -175,8 +180,13 @@ func LoadCapture(cfg CaptureConfig) (*Capture, error) {
 		c.CastErr = kernelHasFunc("bpf_rdonly_cast")
 		if c.CastErr == nil {
 			// Should the kernel refuse them all the same, the older programs still work.
-			if err := spec.LoadAndAssign(&c.objs, opts); err != nil {
+			// (LoadAndAssign fills fields one by one and closes them all on error: load
+			// into a local, so that no closed program is left behind.)
+			var all captureAll
+			if err := spec.LoadAndAssign(&all, opts); err != nil {
 				c.CastErr = describeLoadError("load capture probes", err, false)
+			} else {
+				c.objs = all
 			}
 		}
 	} else {

@@ -107,6 +107,7 @@ const (
 	captureProgMlsSchedWaking     = "mls_sched_waking"
 	captureProgMlsSchedWakingCast = "mls_sched_waking_cast"
 	captureProgMlsSysEnter        = "mls_sys_enter"
+	captureVarClkSamples          = "clk_samples"
 	captureVarFilterTree          = "filter_tree"
 	captureVarMaxRate             = "max_rate"
 	captureVarMlsFeatMask         = "mls_feat_mask"
@@ -187,6 +188,7 @@ type captureMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
+	ClkSamples       *ebpf.VariableSpec `ebpf:"clk_samples"`
 	FilterTree       *ebpf.VariableSpec `ebpf:"filter_tree"`
 	MaxRate          *ebpf.VariableSpec `ebpf:"max_rate"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
@@ -243,6 +245,7 @@ func (m *captureMaps) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
+	ClkSamples       *ebpf.Variable `ebpf:"clk_samples"`
 	FilterTree       *ebpf.Variable `ebpf:"filter_tree"`
 	MaxRate          *ebpf.Variable `ebpf:"max_rate"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`

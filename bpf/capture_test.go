@@ -37,17 +37,43 @@ func TestCaptureLoadsAndEmits(t *testing.T) {
 
 // wantHooks is the hook variant LoadCapture must pick for a setting on this kernel.
 func wantHooks(t *testing.T, hooks hookSet) string {
+	prevState := HooksPrevState
+	if !switchHasPrevState(t) { // 5.15-5.17
+		prevState = HooksProbeRead
+	}
 	switch hooks {
 	case hooksNoCast:
-		return HooksPrevState
+		return prevState
 	case hooksProbeRead:
 		return HooksProbeRead
 	}
 	if err := kernelHasFunc("bpf_rdonly_cast"); err != nil {
 		t.Logf("expecting the older hooks: %v", err)
-		return HooksPrevState
+		return prevState
 	}
 	return HooksCast
+}
+
+// switchHasPrevState says whether the kernel's sched_switch tracepoint passes prev_state
+// (>= 5.18), from the prototype of its BTF typedef.
+func switchHasPrevState(t *testing.T) bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_sched_switch", &td); err != nil {
+		t.Fatal(err)
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		t.Fatalf("btf_trace_sched_switch is a %T", td.Type)
+	}
+	fp, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		t.Fatalf("btf_trace_sched_switch points to a %T", ptr.Target)
+	}
+	return len(fp.Params) >= 5 // void *, preempt, prev, next, prev_state
 }
 
 func testCaptureEmits(t *testing.T, hooks hookSet) {
@@ -220,12 +246,21 @@ func testMaxRate(t *testing.T, rate uint32) {
 }
 
 // R's on-CPU time in a sample is measured against the time of R's last switch-in: with the
-// older hooks, a clock read in every switch; with the cast hooks, the scheduler's own clock
-// (se.exec_start) moved onto ours by an offset taken once per tick. Check both against the
-// switch stream: a spinner shares a CPU with a sleeper that another CPU wakes every 2 ms; each
-// wakeup is a sample with R = the spinner, whose switch-out the probes report (the sleeper
-// runs, blocks, the spinner comes back). So the next sample's on-CPU time is the time since
-// that switch-out less the sleeper's short run: never more, rarely much less.
+// older hooks, a clock read in every switch; with the cast hooks, where the task leaving
+// blocked, the runqueue's clock moved onto ours by an offset (calibrated here on one switch per
+// tick, so that most switches go by the offset), else a clock read. Both are checked against
+// the switch stream, in two set-ups on one CPU, woken from another:
+//   - sleeper: a spinner and a sleeper woken every 2 ms. Each wakeup is a sample with R = the
+//     spinner, whose switch-out the probes report; the sleeper runs, blocks, and the spinner
+//     comes back (a switch that goes by the offset). So the next sample's on-CPU time is the
+//     time since that switch-out less the sleeper's short run: never more, rarely much less.
+//   - preempt: a spinner, a task that, woken every 2 ms, spins for 300 us and blocks, and a
+//     third task woken 100 us after it. The first wakeup is a sample with R = the spinner,
+//     whose switch-out is reported: the woken task preempts it (or takes over at the next
+//     tick). The second wakeup is a sample with R = that task, whose switch-in is that same
+//     switch: the on-CPU time must end there, to the microsecond (the runqueue's clock is
+//     stale in a switch that preempts: a first version used it anyway and came out up to
+//     0.7 ms early).
 func TestCaptureOnCPUTime(t *testing.T) {
 	requireRoot(t)
 	var all unix.CPUSet
@@ -235,50 +270,115 @@ func TestCaptureOnCPUTime(t *testing.T) {
 	if all.Count() < 2 {
 		t.Skip("needs two CPUs")
 	}
-	t.Run("cast", func(t *testing.T) { testOnCPUTime(t, hooksAuto) })
-	t.Run("prev_state-argument", func(t *testing.T) { testOnCPUTime(t, hooksNoCast) })
+	for _, h := range []struct {
+		name  string
+		hooks hookSet
+	}{{"cast", hooksAuto}, {"prev_state-argument", hooksNoCast}} {
+		t.Run(h.name+"/sleeper", func(t *testing.T) { testOnCPUSleeper(t, h.hooks) })
+		t.Run(h.name+"/preempt", func(t *testing.T) { testOnCPUPreempt(t, h.hooks) })
+	}
 }
 
-func testOnCPUTime(t *testing.T, hooks hookSet) {
-	c, err := LoadCapture(CaptureConfig{SelfTgid: 0, RingBytes: 4 << 20, LogVerifier: true, hooks: hooks})
+// onCPUCapture loads the probes for the on-CPU tests: only this process, every wakeup, the
+// clock offset calibrated on one switch per tick.
+func onCPUCapture(t *testing.T, hooks hookSet) *Capture {
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 0, FilterTree: true, RingBytes: 4 << 20, LogVerifier: true,
+		hooks: hooks, clockSamples: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if want := wantHooks(t, hooks); c.Hooks != want {
+		c.Close()
 		t.Fatalf("hooks %q attached, want %q (cast: %v)", c.Hooks, want, c.CastErr)
 	}
+	if err := c.AddTreeTgid(uint32(os.Getpid())); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	// A P for every thread of the set-up: a woken thread waiting for one would block again.
+	t.Cleanup(func(n int) func() { return func() { runtime.GOMAXPROCS(n) } }(runtime.GOMAXPROCS(16)))
+	return c
+}
+
+// pinnedThread runs f on a new thread pinned to CPU i (of this process's), and sends the
+// thread's id first. The thread exits with f (locked, never unlocked), so no other goroutine
+// inherits its affinity.
+func pinnedThread(t *testing.T, wg *sync.WaitGroup, i int, tid chan<- uint32, f func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runtime.LockOSThread()
+		pinToCPU(t, i)
+		tid <- uint32(unix.Gettid())
+		f()
+	}()
+}
+
+// blockOn returns a reader that blocks on fd until a byte comes, false on a 0 byte or error.
+func blockOn(fd int) func() bool {
+	buf := make([]byte, 1)
+	return func() bool {
+		n, err := unix.Read(fd, buf)
+		return n == 1 && err == nil && buf[0] != 0
+	}
+}
+
+// spinFor busy-waits (no syscall) for d.
+func spinFor(d time.Duration) {
+	for start := time.Now(); time.Since(start) < d; {
+	}
+}
+
+// readEvents calls wake and sw for every event left in the ring.
+func readEvents(t *testing.T, c *Capture, wake func(*features.WakeEvent), sw func(*features.SwitchEvent)) {
+	var rec ringbuf.Record
+	var we features.WakeEvent
+	var se features.SwitchEvent
+	c.Events.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	for c.Events.ReadInto(&rec) == nil {
+		switch features.EventType(rec.RawSample) {
+		case features.EventWakeSparse:
+			if err := features.DecodeWakeSparse(rec.RawSample, &we); err != nil {
+				t.Fatal(err)
+			}
+			wake(&we)
+		case features.EventSwitch:
+			if err := features.DecodeSwitch(rec.RawSample, &se); err != nil {
+				t.Fatal(err)
+			}
+			sw(&se)
+		}
+	}
+}
+
+func sortedGaps(gaps []int64) []int64 {
+	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	return gaps
+}
+
+func testOnCPUSleeper(t *testing.T, hooks hookSet) {
+	c := onCPUCapture(t, hooks)
+	defer c.Close()
 	var stopSpin atomic.Bool
-	spinTid, sleepTid := make(chan int, 1), make(chan int, 1)
+	tids := make(chan uint32, 1)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
+	defer w.Close()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	// Both threads exit with their goroutines (locked, never unlocked), so no other goroutine
-	// inherits their affinity.
-	go func() { // the spinner, on the first CPU
-		defer wg.Done()
-		runtime.LockOSThread()
-		pinToCPU(t, 0)
-		spinTid <- unix.Gettid()
+	pinnedThread(t, &wg, 0, tids, func() {
 		for !stopSpin.Load() {
 		}
-	}()
-	go func() { // the sleeper, on the same CPU
-		defer wg.Done()
-		runtime.LockOSThread()
-		pinToCPU(t, 0)
-		sleepTid <- unix.Gettid()
-		buf := make([]byte, 1)
-		for {
-			if _, err := unix.Read(int(r.Fd()), buf); err != nil || buf[0] == 0 {
-				return
-			}
+	})
+	spinner := <-tids
+	read := blockOn(int(r.Fd()))
+	pinnedThread(t, &wg, 0, tids, func() {
+		for read() {
 		}
-	}()
-	spinner, sleeper := uint32(<-spinTid), uint32(<-sleepTid)
+	})
+	sleeper := <-tids
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	pinToCPU(t, 1) // the waker
@@ -291,63 +391,133 @@ func testOnCPUTime(t *testing.T, hooks hookSet) {
 	w.Write([]byte{0})
 	stopSpin.Store(true)
 	wg.Wait()
-	r.Close()
-	w.Close()
 
-	// For each sample of the sleeper waking while the spinner runs, after a reported switch-out
-	// of the spinner since its previous sample: the time since that switch-out minus the
-	// spinner's on-CPU time, i.e. how long the spinner was off the CPU.
-	var rec ringbuf.Record
-	var wake features.WakeEvent
-	var sw features.SwitchEvent
+	// For each sample of the sleeper waking while the spinner runs, after a reported
+	// switch-out of the spinner since its previous sample: the time since that switch-out
+	// minus the spinner's on-CPU time, i.e. how long the spinner was off the CPU.
 	var prevSample, lastOut uint64
-	var gaps, over []int64
-	var nSleeper, nPair, nOut int
-	c.Events.SetDeadline(time.Now().Add(100 * time.Millisecond))
-	for c.Events.ReadInto(&rec) == nil {
-		switch features.EventType(rec.RawSample) {
-		case features.EventWakeSparse:
-			if err := features.DecodeWakeSparse(rec.RawSample, &wake); err != nil {
-				t.Fatal(err)
-			}
-			if wake.WTid == sleeper {
-				nSleeper++
-			}
-			if wake.RTid != spinner || wake.WTid != sleeper {
-				continue
-			}
-			nPair++
-			if prevSample != 0 && lastOut > prevSample {
-				gaps = append(gaps, int64(wake.TsNs-lastOut)-int64(wake.ROnCPUNs))
-			}
-			prevSample = wake.TsNs
-		case features.EventSwitch:
-			if err := features.DecodeSwitch(rec.RawSample, &sw); err != nil {
-				t.Fatal(err)
-			}
-			if sw.PrevTid == spinner {
-				nOut++
-				lastOut = sw.TsNs
-			}
+	var gaps []int64
+	readEvents(t, c, func(e *features.WakeEvent) {
+		if e.RTid != spinner || e.WTid != sleeper {
+			return
 		}
-	}
-	t.Logf("samples: %d of the sleeper waking, %d of them with the spinner running; %d switch-outs of the spinner", nSleeper, nPair, nOut)
+		if prevSample != 0 && lastOut > prevSample {
+			gaps = append(gaps, int64(e.TsNs-lastOut)-int64(e.ROnCPUNs))
+		}
+		prevSample = e.TsNs
+	}, func(e *features.SwitchEvent) {
+		if e.PrevTid == spinner {
+			lastOut = e.TsNs
+		}
+	})
 	if len(gaps) < 50 {
 		t.Fatalf("only %d sample pairs (spinner %d, sleeper %d)", len(gaps), spinner, sleeper)
 	}
+	var over []int64
 	for _, g := range gaps {
 		if g < -20_000 { // on-CPU time longer than the time since the switch-out, by > 20 us
 			over = append(over, g)
 		}
 	}
-	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	gaps = sortedGaps(gaps)
 	med := gaps[len(gaps)/2]
-	t.Logf("%d pairs; time since R's switch-out minus its on-CPU time: min %d, median %d, max %d ns",
-		len(gaps), gaps[0], med, gaps[len(gaps)-1])
+	t.Logf("%d pairs; time since R's switch-out minus its on-CPU time: min %d, p10 %d, median %d, max %d ns",
+		len(gaps), gaps[0], gaps[len(gaps)/10], med, gaps[len(gaps)-1])
 	if len(over) > len(gaps)/20 {
 		t.Errorf("%d of %d on-CPU times exceed the time since R's switch-out by > 20 us: %v", len(over), len(gaps), over)
 	}
-	if med < -5_000 || med > 100_000 {
+	if med < 0 || med > 100_000 {
 		t.Errorf("median gap %d ns: on-CPU time off", med)
+	}
+}
+
+func testOnCPUPreempt(t *testing.T, hooks hookSet) {
+	c := onCPUCapture(t, hooks)
+	defer c.Close()
+	var stopSpin atomic.Bool
+	tids := make(chan uint32, 1)
+	ra, wa, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	defer wa.Close()
+	rb, wb, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	defer wb.Close()
+	var wg sync.WaitGroup
+	pinnedThread(t, &wg, 0, tids, func() {
+		for !stopSpin.Load() {
+		}
+	})
+	spinner := <-tids
+	readA := blockOn(int(ra.Fd()))
+	pinnedThread(t, &wg, 0, tids, func() {
+		for readA() {
+			spinFor(300 * time.Microsecond)
+		}
+	})
+	worker := <-tids
+	readB := blockOn(int(rb.Fd()))
+	pinnedThread(t, &wg, 0, tids, func() {
+		for readB() {
+		}
+	})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pinToCPU(t, 1) // the waker
+	defer unpin()
+	for range 200 {
+		time.Sleep(2 * time.Millisecond)
+		wa.Write([]byte{1})
+		spinFor(100 * time.Microsecond)
+		wb.Write([]byte{1})
+	}
+	c.Detach()
+	wa.Write([]byte{0})
+	wb.Write([]byte{0})
+	stopSpin.Store(true)
+	wg.Wait()
+
+	// After a sample with R = the spinner, the first reported switch-out of the spinner;
+	// then, for the next sample with R = the worker: the worker's switch-in time implied by
+	// its on-CPU time, minus that switch-out.
+	var out uint64
+	var gaps []int64
+	readEvents(t, c, func(e *features.WakeEvent) {
+		switch e.RTid {
+		case spinner:
+			out = 0
+		case worker:
+			if out != 0 {
+				gaps = append(gaps, int64(e.TsNs-e.ROnCPUNs)-int64(out))
+				out = 0
+			}
+		}
+	}, func(e *features.SwitchEvent) {
+		if e.PrevTid == spinner && out == 0 {
+			out = e.TsNs
+		}
+	})
+	if len(gaps) < 50 {
+		t.Fatalf("only %d sample pairs (spinner %d, worker %d)", len(gaps), spinner, worker)
+	}
+	gaps = sortedGaps(gaps)
+	early := 0
+	for _, g := range gaps {
+		if g < -2_000 {
+			early++
+		}
+	}
+	t.Logf("%d pairs; worker's switch-in implied by its on-CPU time minus the spinner's switch-out: min %d, p10 %d, median %d, p90 %d, max %d ns",
+		len(gaps), gaps[0], gaps[len(gaps)/10], gaps[len(gaps)/2], gaps[len(gaps)*9/10], gaps[len(gaps)-1])
+	if early > len(gaps)/20 {
+		t.Errorf("%d of %d switch-ins come out more than 2 us before the switch they happened in", early, len(gaps))
+	}
+	if med := gaps[len(gaps)/2]; med < -1_000 || med > 1_000 {
+		t.Errorf("median %d ns: the worker's switch-in should be the spinner's switch-out", med)
 	}
 }

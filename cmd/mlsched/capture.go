@@ -412,7 +412,6 @@ func (st *captureState) printProgress() {
 		float64(st.cw.n)/1e6)
 }
 
-// samplingDesc says which sampling options were in force.
 // hooksDesc says which variant of the switch and wakeup hooks ran, and why not the newest.
 func hooksDesc(c *bpf.Capture) string {
 	switch c.Hooks {
@@ -424,6 +423,7 @@ func hooksDesc(c *bpf.Capture) string {
 	return fmt.Sprintf("probe-read hooks (Linux >= 5.15): %v", c.CastErr)
 }
 
+// samplingDesc says which sampling options were in force.
 func samplingDesc(o captureOpts) string {
 	var parts []string
 	if o.maxRate > 0 {
