@@ -221,6 +221,7 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 
 	if (!c)
 		return;
+	ids = task_ids_of(next, cast);
 	if (c->pending) {
 		struct mls_switch_event *e;
 
@@ -240,7 +241,7 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			e->cpu = cpu;
 			// c->tid is the task switched in here last, which is prev.
 			e->prev_tid = c->tid;
-			e->next_tid = 0;
+			e->next_tid = ids.pid;
 			e->_pad = 0;
 			e->ts_ns = now;
 			bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
@@ -249,7 +250,6 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	}
 	c->yielding = 0;
 	c->task = (__u64)next;
-	ids = task_ids_of(next, cast);
 	c->tid = ids.pid;
 	c->tgid = ids.tgid;
 	if (!ids.pid) {
