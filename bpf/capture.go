@@ -308,9 +308,8 @@ func kernelHasFunc(name string) error {
 	if err != nil {
 		return fmt.Errorf("load kernel BTF: %w", err)
 	}
-	var fn *btf.Func
-	if err := spec.TypeByName(name, &fn); err != nil {
-		return fmt.Errorf("kernel BTF has no %s (Linux >= 6.2 has it): %w", name, err)
+	if !specHasFunc(spec, name) {
+		return fmt.Errorf("kernel BTF has no %s (Linux >= 6.2 has it)", name)
 	}
 	return nil
 }

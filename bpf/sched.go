@@ -228,20 +228,23 @@ func probeKernel() (kfuncVariant, error) {
 	return probeSpec(spec)
 }
 
-func probeSpec(spec *btf.Spec) (kfuncVariant, error) {
-	has := func(name string) bool {
-		// AnyTypesByName may return extra flavours in v0.22: check every name.
-		types, err := spec.AnyTypesByName(name)
-		if err != nil {
-			return false
-		}
-		for _, t := range types {
-			if _, ok := t.(*btf.Func); ok && t.TypeName() == name {
-				return true
-			}
-		}
+// specHasFunc says whether spec has a function (a kfunc) named exactly name.
+func specHasFunc(spec *btf.Spec, name string) bool {
+	// AnyTypesByName may return extra flavours in v0.22: check every name.
+	types, err := spec.AnyTypesByName(name)
+	if err != nil {
 		return false
 	}
+	for _, t := range types {
+		if _, ok := t.(*btf.Func); ok && t.TypeName() == name {
+			return true
+		}
+	}
+	return false
+}
+
+func probeSpec(spec *btf.Spec) (kfuncVariant, error) {
+	has := func(name string) bool { return specHasFunc(spec, name) }
 	var st *btf.Struct
 	if err := spec.TypeByName("sched_ext_ops", &st); err != nil {
 		return kfuncVariant{}, ErrNoSchedExt
