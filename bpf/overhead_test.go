@@ -328,20 +328,10 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 		func() func() {
 			return attachEmpty(b, empty, "sys_enter", "sched_switch", "sched_waking")
 		},
-		func() func() {
-			if err := c.attach(hooksAuto); err != nil {
-				b.Fatal(err)
-			}
-			return c.Detach
-		},
+		captureArm(b, c, hooksAuto),
 		// The hooks of kernels before 6.2 (probe reads, a clock read per switch), where
 		// this kernel has newer ones.
-		func() func() {
-			if err := c.attach(hooksNoCast); err != nil {
-				b.Fatal(err)
-			}
-			return c.Detach
-		},
+		captureArm(b, c, hooksNoCast),
 	}
 	roundTrips := 2000
 	if v, err := strconv.Atoi(os.Getenv("MLSCHED_BENCH_ROUND_TRIPS")); err == nil && v > 0 {
@@ -378,6 +368,16 @@ func pairedPingPong(b *testing.B, pin pinning, maxRate uint32) {
 		b.ReportMetric(quantile(t[i], 0.1), arm+"-p10-ns/rt")
 		b.ReportMetric(median(t[i]), arm+"-ns/rt")
 		b.ReportMetric(quantile(t[i], 0.9), arm+"-p90-ns/rt")
+	}
+}
+
+// captureArm is a paired benchmark's arm that attaches the capture probes' hooks.
+func captureArm(b *testing.B, c *Capture, hooks hookSet) func() func() {
+	return func() func() {
+		if err := c.attach(hooks); err != nil {
+			b.Fatal(err)
+		}
+		return c.Detach
 	}
 }
 
@@ -453,20 +453,7 @@ func BenchmarkSyscallOverheadPaired(b *testing.B) {
 	arms := []func() func(){
 		func() func() { return func() {} },
 		func() func() { return attachEmpty(b, empty, "sys_enter") },
-		func() func() {
-			if err := c.attach(hooksAuto); err != nil {
-				b.Fatal(err)
-			}
-			return c.Detach
-		},
-		// The hooks of kernels before 6.2 (probe reads, a clock read per switch), where
-		// this kernel has newer ones.
-		func() func() {
-			if err := c.attach(hooksNoCast); err != nil {
-				b.Fatal(err)
-			}
-			return c.Detach
-		},
+		captureArm(b, c, hooksAuto),
 	}
 	const calls = 200000
 	loop := func(n int) func() {
