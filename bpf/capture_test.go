@@ -300,27 +300,63 @@ func onCPUCapture(t *testing.T, hooks hookSet) *Capture {
 	return c
 }
 
-// pinnedThread runs f on a new thread pinned to CPU i (of this process's), and sends the
-// thread's id first. The thread exits with f (locked, never unlocked), so no other goroutine
-// inherits its affinity.
-func pinnedThread(t *testing.T, wg *sync.WaitGroup, i int, tid chan<- uint32, f func()) {
-	wg.Add(1)
+// oneCPU is an on-CPU test's set-up: threads pinned to the first CPU, a spinner among them,
+// and pipes to wake them through, all gone at the test's end.
+type oneCPU struct {
+	t    *testing.T
+	wg   sync.WaitGroup
+	stop atomic.Bool // ends the spinner
+}
+
+// thread runs f on a new thread pinned to the first CPU and returns the thread's id. The
+// thread exits with f (locked, never unlocked), so no other goroutine inherits its affinity.
+func (o *oneCPU) thread(f func()) uint32 {
+	tid := make(chan uint32, 1)
+	o.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer o.wg.Done()
 		runtime.LockOSThread()
-		pinToCPU(t, i)
+		pinToCPU(o.t, 0)
 		tid <- uint32(unix.Gettid())
 		f()
 	}()
+	return <-tid
 }
 
-// blockOn returns a reader that blocks on fd until a byte comes, false on a 0 byte or error.
-func blockOn(fd int) func() bool {
-	buf := make([]byte, 1)
+// spinner starts a thread that spins (no syscall) until done.
+func (o *oneCPU) spinner() uint32 {
+	return o.thread(func() {
+		for !o.stop.Load() {
+		}
+	})
+}
+
+// pipe returns a pipe, closed at the test's end, and a reader that blocks on it until a byte
+// comes, false on a 0 byte or error.
+func (o *oneCPU) pipe() (read func() bool, w *os.File) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.t.Cleanup(func() { r.Close(); w.Close() })
+	fd, buf := int(r.Fd()), make([]byte, 1)
 	return func() bool {
 		n, err := unix.Read(fd, buf)
 		return n == 1 && err == nil && buf[0] != 0
-	}
+	}, w
+}
+
+// waker pins the calling goroutine's thread to the second CPU until the test ends.
+func (o *oneCPU) waker() {
+	runtime.LockOSThread()
+	pinToCPU(o.t, 1)
+	o.t.Cleanup(func() { unpin(); runtime.UnlockOSThread() })
+}
+
+// done stops the spinner and waits for every thread (the others must have been told to end).
+func (o *oneCPU) done() {
+	o.stop.Store(true)
+	o.wg.Wait()
 }
 
 // spinFor busy-waits (no syscall) for d.
@@ -359,38 +395,21 @@ func sortedGaps(gaps []int64) []int64 {
 func testOnCPUSleeper(t *testing.T, hooks hookSet) {
 	c := onCPUCapture(t, hooks)
 	defer c.Close()
-	var stopSpin atomic.Bool
-	tids := make(chan uint32, 1)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	var wg sync.WaitGroup
-	pinnedThread(t, &wg, 0, tids, func() {
-		for !stopSpin.Load() {
-		}
-	})
-	spinner := <-tids
-	read := blockOn(int(r.Fd()))
-	pinnedThread(t, &wg, 0, tids, func() {
+	o := &oneCPU{t: t}
+	spinner := o.spinner()
+	read, w := o.pipe()
+	sleeper := o.thread(func() {
 		for read() {
 		}
 	})
-	sleeper := <-tids
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	pinToCPU(t, 1) // the waker
-	defer unpin()
+	o.waker()
 	for range 200 {
 		time.Sleep(2 * time.Millisecond)
 		w.Write([]byte{1})
 	}
 	c.Detach()
 	w.Write([]byte{0})
-	stopSpin.Store(true)
-	wg.Wait()
+	o.done()
 
 	// For each sample of the sleeper waking while the spinner runs, after a reported
 	// switch-out of the spinner since its previous sample: the time since that switch-out
@@ -434,42 +453,20 @@ func testOnCPUSleeper(t *testing.T, hooks hookSet) {
 func testOnCPUPreempt(t *testing.T, hooks hookSet) {
 	c := onCPUCapture(t, hooks)
 	defer c.Close()
-	var stopSpin atomic.Bool
-	tids := make(chan uint32, 1)
-	ra, wa, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	defer wa.Close()
-	rb, wb, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	defer wb.Close()
-	var wg sync.WaitGroup
-	pinnedThread(t, &wg, 0, tids, func() {
-		for !stopSpin.Load() {
-		}
-	})
-	spinner := <-tids
-	readA := blockOn(int(ra.Fd()))
-	pinnedThread(t, &wg, 0, tids, func() {
+	o := &oneCPU{t: t}
+	spinner := o.spinner()
+	readA, wa := o.pipe()
+	worker := o.thread(func() {
 		for readA() {
 			spinFor(300 * time.Microsecond)
 		}
 	})
-	worker := <-tids
-	readB := blockOn(int(rb.Fd()))
-	pinnedThread(t, &wg, 0, tids, func() {
+	readB, wb := o.pipe()
+	o.thread(func() {
 		for readB() {
 		}
 	})
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	pinToCPU(t, 1) // the waker
-	defer unpin()
+	o.waker()
 
 	// After a sample with R = the spinner, the reported switch from the spinner to the
 	// worker; then, for the next sample with R = the worker: the worker's switch-in time
@@ -508,8 +505,7 @@ func testOnCPUPreempt(t *testing.T, hooks hookSet) {
 	c.Detach()
 	wa.Write([]byte{0})
 	wb.Write([]byte{0})
-	stopSpin.Store(true)
-	wg.Wait()
+	o.done()
 	if len(gaps) < 50 {
 		t.Fatalf("only %d sample pairs (spinner %d, worker %d)", len(gaps), spinner, worker)
 	}
