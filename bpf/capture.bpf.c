@@ -278,10 +278,8 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 					c->clk_off = off;
 				c->clk_n++;
 			}
-			if (c->clk_n) {
-				c->start_ns = now ? now : clock + c->clk_off;
-				return;
-			}
+			c->start_ns = now ? now : clock + c->clk_off;
+			return;
 		}
 	}
 	c->start_ns = now ? now : bpf_ktime_get_ns();
