@@ -6,10 +6,10 @@ import (
 	"hash/crc32"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/features/outfile"
 )
 
 // Magic opens every model file.
@@ -321,36 +321,15 @@ func Load(path string) (*Model, error) {
 	return m, nil
 }
 
-// Save writes the model to path atomically: to a temporary file in the same directory,
-// synced, then renamed over path. A reader sees the old file or the new one, never a mix.
-func (m *Model) Save(path string) (err error) {
+// Save writes the model to path atomically (features/outfile): to a new file under a random
+// name in the same directory, synced, then renamed over path. A reader sees the old file or
+// the new one, never a mix, and no link planted at either name is followed.
+func (m *Model) Save(path string) error {
 	data, err := m.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("save model %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("save model: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("save model: %w", err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("save model: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("save model: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("save model: %w", err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
+	if err := outfile.WriteFile(path, data); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlsched/mlsched/features/outfile"
 	"github.com/mlsched/mlsched/vmtest/internal/proto"
 )
 
@@ -337,7 +338,7 @@ func (d *demo) show(t *testing.T, r *Run, mode string) {
 func (d *demo) write(t *testing.T, name, content string) {
 	t.Helper()
 	p := filepath.Join(d.out, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+	if err := outfile.WriteFile(p, []byte(content)); err != nil {
 		t.Error(err)
 		return
 	}

@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlsched/mlsched/features/outfile"
 	"github.com/mlsched/mlsched/vmtest/internal/proto"
 )
 
@@ -395,7 +396,7 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	// (zeros in between are skipped): pad the compressed base.
 	img := append([]byte(nil), e.baseInitrd...)
 	img = append(img, make([]byte, (512-len(img)%512)%512)...)
-	if err := os.WriteFile(initrd, append(img, extra.Bytes()...), 0o644); err != nil {
+	if err := outfile.WriteFile(initrd, append(img, extra.Bytes()...)); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Remove(initrd) // large, and rebuilt each time
@@ -477,7 +478,7 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 		} else {
 			first = tail(run.Console, 30)
 		}
-		_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("console.attempt%d.log", attempt)), []byte(run.Console), 0o644)
+		_ = outfile.WriteFile(filepath.Join(dir, fmt.Sprintf("console.attempt%d.log", attempt)), []byte(run.Console))
 		why := "the kernel failed before the guest agent started"
 		if bootHung.Load() {
 			why = fmt.Sprintf("the boot hung: no hello from the guest agent within %v", bootTimeout)

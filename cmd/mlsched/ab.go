@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mlsched/mlsched/ab"
+	"github.com/mlsched/mlsched/features/outfile"
 )
 
 func init() {
@@ -151,11 +151,9 @@ func runAB(o *abOpts, args []string) error {
 		if p == "" {
 			continue
 		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
-		if err != nil {
+		if err := outfile.CheckWritable(p); err != nil {
 			return errorf(exitUsage, "output: %v", err)
 		}
-		f.Close()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -174,13 +172,13 @@ func runAB(o *abOpts, args []string) error {
 		return err
 	}
 	if o.jsonPath != "" {
-		if err := writeFileWith(o.jsonPath, rep.WriteJSON); err != nil {
+		if err := outfile.WriteWith(o.jsonPath, rep.WriteJSON); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "ab: report and runs in %s\n", o.jsonPath)
 	}
 	if o.plotPath != "" {
-		if err := writeFileWith(o.plotPath, rep.WriteSVG); err != nil {
+		if err := outfile.WriteWith(o.plotPath, rep.WriteSVG); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "ab: plot in %s\n", o.plotPath)
@@ -199,23 +197,4 @@ func abError(err error) error {
 		return withCode(exitBusy, err)
 	}
 	return withCode(exitFailure, err)
-}
-
-// writeFileWith writes path through write, via a temporary file renamed into place.
-func writeFileWith(path string, write func(w io.Writer) error) error {
-	tmp := path + ".partial"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return os.Rename(tmp, path)
 }

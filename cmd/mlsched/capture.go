@@ -19,6 +19,7 @@ import (
 
 	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/features/outfile"
 )
 
 // DefaultHorizon is the label's horizon H. Keeping a waking task on its busy previous CPU
@@ -53,6 +54,11 @@ one wakeup in N on top of that.
 
 Ctrl-C or SIGTERM ends the capture cleanly: the trace is complete and valid. Every loss
 (ring-buffer drops, unresolved samples) is counted in the trace and in the summary.
+
+The trace goes to a new file next to FILE and is renamed into place when complete: no link
+planted at FILE (or anywhere else) is followed. Once the probes are attached and COMMAND has
+started, capture drops its capabilities (all but what reading its counters and renaming FILE
+need; the summary's "privileges" line names them) and sets no_new_privs.
 
 Examples:
   sudo mlsched capture -o idle.trace --duration 5s
@@ -130,28 +136,18 @@ func runCapture(o captureOpts, args []string) error {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return withCode(exitNoKernel, bpf.ErrNoBTF)
 	}
-	// The trace is written next to its destination and renamed into place when complete: an
-	// existing file of that name survives a failed capture, and a capture killed outright
-	// leaves a ".partial" file whose blocks are still readable.
+	// The trace is written to a new file next to its destination and renamed into place when
+	// complete (features/outfile): an existing file of that name survives a failed capture, no
+	// link planted at either name is followed, and a capture killed outright leaves a hidden
+	// ".NAME.tmp-*" file whose blocks are still readable.
 	if fi, err := os.Stat(o.out); err == nil && fi.IsDir() {
 		return errorf(exitUsage, "cannot write the trace: %s is a directory", o.out)
 	}
-	partial := o.out + ".partial"
-	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := outfile.Create(o.out)
 	if err != nil {
 		return errorf(exitFailure, "cannot write the trace: %v", err)
 	}
-	defer f.Close()
-	committed, started := false, false
-	defer func() {
-		switch {
-		case committed:
-		case started:
-			fmt.Fprintf(stderr, "mlsched capture: the samples written so far are in %s\n", partial)
-		default:
-			os.Remove(partial)
-		}
-	}()
+	defer f.Abort()
 
 	capt, err := bpf.LoadCapture(bpf.CaptureConfig{
 		SelfTgid:    uint32(os.Getpid()),
@@ -188,7 +184,6 @@ func runCapture(o captureOpts, args []string) error {
 	if err != nil {
 		return err
 	}
-	started = true
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -202,6 +197,15 @@ func runCapture(o captureOpts, args []string) error {
 			return err
 		}
 		go func() { childDone <- child.Wait() }()
+	}
+	// Least privilege from here on: the probes are attached, the trace is open and the command
+	// (started with the privileges mlsched was given) is running; what is left reads kernel
+	// data and writes one file.
+	keep := captureKeepCaps(o.out)
+	privs := keptCapsDesc(keep)
+	if err := dropPrivileges(keep); err != nil {
+		privs = fmt.Sprintf("kept all privileges: %v", err)
+		fmt.Fprintf(stderr, "mlsched capture: warning: could not drop privileges: %v\n", err)
 	}
 
 	st := &captureState{
@@ -253,18 +257,12 @@ func runCapture(o captureOpts, args []string) error {
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write trace: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync trace: %w", err)
+	if err := f.Commit(); err != nil {
+		return fmt.Errorf("trace: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close trace: %w", err)
-	}
-	if err := os.Rename(partial, o.out); err != nil {
-		return fmt.Errorf("move the trace into place: %w", err)
-	}
-	committed = true
 	printCaptureSummary(stdout, o.out, reason, sum, cw.n)
 	fmt.Fprintf(stdout, "  probes     %s\n", hooksDesc(capt))
+	fmt.Fprintf(stdout, "  privileges %s\n", privs)
 	if st.sampledOut > 0 {
 		fmt.Fprintf(stdout, "  sampling   %d wakeups left out at random (%s)\n", st.sampledOut, samplingDesc(o))
 	}

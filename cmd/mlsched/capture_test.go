@@ -25,9 +25,8 @@ func TestCaptureIntegration(t *testing.T) {
 	trace := filepath.Join(dir, "t.trace")
 	tids := filepath.Join(dir, "tids")
 	t.Setenv("MLSCHED_TEST_WORKLOAD", tids)
-	var stdout, stderr bytes.Buffer
-	code := run([]string{"capture", "-o", trace, "--duration", "3s", "--only-command", "--progress", "never",
-		"--", os.Args[0]}, &stdout, &stderr)
+	code, stdout, stderr := runSelf(t, "capture", "-o", trace, "--duration", "3s", "--only-command", "--progress", "never",
+		"--", os.Args[0])
 	if code != 0 {
 		t.Fatalf("capture exited %d: %s", code, stderr.String())
 	}
@@ -86,10 +85,9 @@ func TestCaptureIntegration(t *testing.T) {
 func TestCaptureMaxRateSummary(t *testing.T) {
 	requireRoot(t)
 	trace := filepath.Join(t.TempDir(), "rate.trace")
-	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	code := run([]string{"capture", "-o", trace, "--max-rate", "200", "--only-command", "--progress", "never",
-		"--", os.Args[0], asMlsched, "workload", "hackbench", "--duration", "1500ms", "--threads", "8"}, &stdout, &stderr)
+	code, stdout, stderr := runSelf(t, "capture", "-o", trace, "--max-rate", "200", "--only-command", "--progress", "never",
+		"--", os.Args[0], asMlsched, "workload", "hackbench", "--duration", "1500ms", "--threads", "8")
 	elapsed := time.Since(start).Seconds()
 	if code != 0 {
 		t.Fatalf("capture exited %d: %s", code, stderr.String())
@@ -108,6 +106,24 @@ func TestCaptureMaxRateSummary(t *testing.T) {
 	if n == 0 {
 		t.Errorf("no samples")
 	}
+}
+
+// runSelf runs mlsched's command in a child process (the test binary as mlsched): a capture
+// drops its privileges, which must not happen to the test process.
+func runSelf(t *testing.T, args ...string) (code int, stdout, stderr *bytes.Buffer) {
+	t.Helper()
+	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
+	cmd := exec.Command(os.Args[0], append([]string{asMlsched}, args...)...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stdout, stderr
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 0, stdout, stderr
 }
 
 // forEachSample reads a whole trace, calls f for each sample, and returns the trace's summary.

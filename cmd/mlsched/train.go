@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/features/outfile"
 	"github.com/mlsched/mlsched/model"
 	"github.com/mlsched/mlsched/training"
 )
@@ -160,15 +160,10 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 }
 
 func writePlot(path, title string, res *training.Result) error {
-	f, err := os.Create(path)
+	err := outfile.WriteWith(path, func(w io.Writer) error {
+		return training.WriteSVG(w, title, res.History, res.BestEpoch)
+	})
 	if err != nil {
-		return fmt.Errorf("write plot: %w", err)
-	}
-	if err := training.WriteSVG(f, title, res.History, res.BestEpoch); err != nil {
-		f.Close()
-		return fmt.Errorf("write plot: %w", err)
-	}
-	if err := f.Close(); err != nil {
 		return fmt.Errorf("write plot: %w", err)
 	}
 	return nil
@@ -180,13 +175,9 @@ func checkWritable(path string) error {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return errorf(exitUsage, "output %s is a directory", path)
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".mlsched-write-check-*")
-	if err != nil {
+	if err := outfile.CheckWritable(path); err != nil {
 		return errorf(exitFailure, "cannot write %s: %w", path, err)
 	}
-	f.Close()
-	os.Remove(f.Name())
 	return nil
 }
 

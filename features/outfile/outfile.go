@@ -1,0 +1,249 @@
+// Package outfile writes every regular file mlsched produces (traces, models, reports, plots)
+// without ever following a link someone else planted, and without leaving a half-written
+// target behind.
+//
+// mlsched runs as root and users point its outputs at shared directories such as /tmp. A
+// predictable temporary name (out.partial) or an open of the target itself follows a symbolic
+// link planted by another user, so root would write wherever that link points. Here the data
+// goes to a new file under a random name in the target's directory, created with O_EXCL (which
+// never follows a link, dangling or not), then is synced and renamed over the target: a link at
+// the target is replaced, not followed. Targets that are not regular files ("-" for stdout,
+// /dev/null, a FIFO) are written directly and never renamed over.
+//
+// It lives under features/ because every package that writes files already imports features;
+// it imports the standard library only (model/ depends on it).
+package outfile
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// Mode is the permission a new output gets before the umask: what os.Create gives, so that a
+// trace captured with sudo stays readable by the user who asked for it.
+const Mode = 0o644
+
+// File is an output being written. Write to it, then Commit; Abort (safe after Commit, so it
+// can be deferred) removes the temporary file and leaves the target as it was.
+type File struct {
+	f      *os.File
+	target string
+	tmp    string // "" when the target is written directly
+	done   bool
+}
+
+// Create starts writing path. Nothing is visible at path until Commit.
+func Create(path string) (*File, error) {
+	if path == "-" {
+		return &File{f: os.Stdout, target: path}, nil
+	}
+	if direct, follow, err := writeDirectly(path); err != nil {
+		return nil, err
+	} else if direct {
+		flags := os.O_WRONLY | syscall.O_CLOEXEC
+		if !follow {
+			flags |= syscall.O_NOFOLLOW // it was no link a moment ago: it must not become one
+		}
+		f, err := os.OpenFile(path, flags, 0)
+		if err != nil {
+			return nil, err
+		}
+		// The check above and this open are two steps: make sure the open did not land on a
+		// regular file swapped in between.
+		if st, err := f.Stat(); err != nil || st.Mode().IsRegular() {
+			f.Close()
+			return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("changed into a regular file while being opened")}
+		}
+		return &File{f: f, target: path}, nil
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	var last error
+	for range 16 {
+		tmp := filepath.Join(dir, "."+base+".tmp-"+randomSuffix())
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, Mode)
+		if err == nil {
+			return &File{f: f, target: path, tmp: tmp}, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("create %s: %w", path, unwrapPath(err))
+		}
+		last = err // someone holds that name (perhaps a planted link): pick another
+	}
+	return nil, fmt.Errorf("create %s: no free temporary name in %s: %w", path, dir, last)
+}
+
+// writeDirectly says whether path names something that is not a regular file and must be
+// written in place (a device, a FIFO, a socket). A symbolic link is followed only when the
+// kernel's protected_symlinks rule would allow it in a sticky directory: the link belongs to
+// us or to the directory's owner (/dev/stdout, root's link in root's /dev). Any other link, and
+// a link to a regular file, is replaced by the rename, never written through.
+func writeDirectly(path string) (direct, follow bool, err error) {
+	li, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	switch {
+	case li.IsDir():
+		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a directory")}
+	case li.Mode().IsRegular():
+		return false, false, nil
+	case li.Mode()&fs.ModeSymlink == 0:
+		return true, false, nil // device, FIFO, socket named directly
+	}
+	if !trustedLink(path, li) {
+		return false, false, nil
+	}
+	ti, err := os.Stat(path)
+	if err != nil {
+		return false, false, nil // dangling: the rename replaces the link
+	}
+	if ti.IsDir() {
+		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a link to a directory")}
+	}
+	return !ti.Mode().IsRegular(), true, nil
+}
+
+func trustedLink(path string, li fs.FileInfo) bool {
+	lst, ok := li.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	if int(lst.Uid) == os.Geteuid() {
+		return true
+	}
+	di, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return false
+	}
+	dst, ok := di.Sys().(*syscall.Stat_t)
+	return ok && dst.Uid == lst.Uid
+}
+
+// randomSuffix names temporary files (a variable so that a test can make it predictable).
+var randomSuffix = func() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Write writes to the temporary file (or the direct target).
+func (o *File) Write(p []byte) (int, error) { return o.f.Write(p) }
+
+// Name is where the bytes go until Commit: the temporary file, or the target written directly.
+func (o *File) Name() string {
+	if o.tmp != "" {
+		return o.tmp
+	}
+	return o.target
+}
+
+// Target is the path the output is for.
+func (o *File) Target() string { return o.target }
+
+// Commit syncs the data and renames it into place. After an error the temporary file is gone
+// and the target is as it was.
+func (o *File) Commit() error {
+	if o.done {
+		return errors.New("outfile: commit after commit or abort")
+	}
+	o.done = true
+	if o.f == os.Stdout {
+		return nil
+	}
+	if o.tmp == "" {
+		if err := o.f.Close(); err != nil {
+			return fmt.Errorf("write %s: %w", o.target, err)
+		}
+		return nil
+	}
+	err := o.f.Sync()
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(o.tmp, o.target)
+	}
+	if err != nil {
+		os.Remove(o.tmp)
+		return fmt.Errorf("write %s: %w", o.target, unwrapPath(err))
+	}
+	syncDir(filepath.Dir(o.target))
+	return nil
+}
+
+// Abort drops the output: the temporary file is removed and the target left as it was. It
+// does nothing after Commit.
+func (o *File) Abort() {
+	if o.done {
+		return
+	}
+	o.done = true
+	if o.f == os.Stdout {
+		return
+	}
+	o.f.Close()
+	if o.tmp != "" {
+		os.Remove(o.tmp)
+	}
+}
+
+// syncDir makes the rename durable; a failure only weakens durability, so it is not reported.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// WriteWith writes path through write, all or nothing.
+func WriteWith(path string, write func(io.Writer) error) error {
+	o, err := Create(path)
+	if err != nil {
+		return err
+	}
+	defer o.Abort()
+	if err := write(o); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return o.Commit()
+}
+
+// WriteFile writes data to path, all or nothing.
+func WriteFile(path string, data []byte) error {
+	return WriteWith(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// CheckWritable fails unless an output could be written at path now: its directory takes a
+// new file and path is not a directory. It leaves nothing behind and follows no link.
+func CheckWritable(path string) error {
+	o, err := Create(path)
+	if err != nil {
+		return err
+	}
+	o.Abort()
+	return nil
+}

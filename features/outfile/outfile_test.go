@@ -1,0 +1,182 @@
+package outfile
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// onlyFiles lists dir's entries: a test's directory must hold nothing but what it expects.
+func onlyFiles(t *testing.T, dir string, want ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("%s holds %q, want %q", dir, got, want)
+	}
+}
+
+func TestWriteFileNewAndReplace(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "out")
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	if err := WriteFile(p, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(p, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, p); got != "two" {
+		t.Errorf("content %q", got)
+	}
+	st, _ := os.Stat(p)
+	if st.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644 (0644 less umask 022)", st.Mode().Perm())
+	}
+	syscall.Umask(0o027)
+	if err := WriteFile(p, []byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v under umask 027, want 0640", st.Mode().Perm())
+	}
+	onlyFiles(t, dir, "out")
+}
+
+// A failed write leaves the old target and no temporary file.
+func TestWriteWithFailureKeepsTarget(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "out")
+	os.WriteFile(p, []byte("precious"), 0o644)
+	boom := errors.New("boom")
+	err := WriteWith(p, func(w0 io.Writer) error {
+		w0.Write([]byte("half"))
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err %v", err)
+	}
+	if got := readFile(t, p); got != "precious" {
+		t.Errorf("target changed to %q", got)
+	}
+	onlyFiles(t, dir, "out")
+
+	o, err := Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Write([]byte("abandoned"))
+	if !strings.HasPrefix(filepath.Base(o.Name()), ".out.tmp-") {
+		t.Errorf("temporary name %s", o.Name())
+	}
+	o.Abort()
+	o.Abort()
+	if o.Commit() == nil {
+		t.Error("commit after abort succeeded")
+	}
+	if got := readFile(t, p); got != "precious" {
+		t.Errorf("target changed to %q", got)
+	}
+	onlyFiles(t, dir, "out")
+}
+
+// A link at the target is replaced, not written through; a link at the first temporary name
+// is skipped.
+func TestLinksAreNeverFollowed(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, []byte("precious"), 0o600)
+	p := filepath.Join(dir, "out")
+	os.Symlink(victim, p)
+	names := []string{"aaaa", "bbbb"}
+	defer func(f func() string) { randomSuffix = f }(randomSuffix)
+	randomSuffix = func() string { s := names[0]; names = names[1:]; return s }
+	os.Symlink(victim, filepath.Join(dir, ".out.tmp-aaaa"))
+	if err := WriteFile(p, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, victim); got != "precious" {
+		t.Errorf("victim now %q", got)
+	}
+	if li, _ := os.Lstat(p); !li.Mode().IsRegular() || readFile(t, p) != "data" {
+		t.Errorf("target %v, %q: want a regular file with the data", li.Mode(), readFile(t, p))
+	}
+	onlyFiles(t, dir, ".out.tmp-aaaa", "out", "victim")
+}
+
+// Non-regular targets are written in place and never replaced.
+func TestNonRegularTargets(t *testing.T) {
+	if err := WriteFile("/dev/null", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat("/dev/null"); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		t.Fatalf("/dev/null is no longer a device: %v %v", st.Mode(), err)
+	}
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	got := make(chan []byte)
+	go func() {
+		f, _ := os.Open(fifo)
+		var b bytes.Buffer
+		b.ReadFrom(f)
+		f.Close()
+		got <- b.Bytes()
+	}()
+	if err := WriteFile(fifo, []byte("through the fifo")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != "through the fifo" {
+		t.Errorf("reader got %q", b)
+	}
+	if st, _ := os.Lstat(fifo); st.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("fifo replaced by %v", st.Mode())
+	}
+	// Our own link to a device is followed (like /dev/stdout).
+	link := filepath.Join(dir, "null")
+	os.Symlink("/dev/null", link)
+	if err := WriteFile(link, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if li, _ := os.Lstat(link); li.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("our link to /dev/null was replaced by %v", li.Mode())
+	}
+	onlyFiles(t, dir, "fifo", "null")
+}
+
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFile(dir, []byte("x")); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("directory target: %v", err)
+	}
+	if err := CheckWritable(filepath.Join(dir, "missing", "out")); err == nil {
+		t.Error("missing directory accepted")
+	}
+	if err := CheckWritable(filepath.Join(dir, "ok")); err != nil {
+		t.Error(err)
+	}
+	onlyFiles(t, dir)
+}
