@@ -14,7 +14,6 @@ import (
 	"github.com/mlsched/mlsched/model"
 )
 
-
 // setSysctl sets a sysctl for the test and restores it after; false if it cannot be set here.
 func setSysctl(t *testing.T, path, v string) bool {
 	t.Helper()
