@@ -22,26 +22,44 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	rightW := 440
 	width := leftW + rightW
 	const (
-		top    = 70
-		panelH = 300
-		orderY = top + panelH + 90
-		orderH = 170
+		margin  = 16
+		headTop = 9 // the title's baseline 26 px down
+		panelH  = 300
+		orderH  = 170
 	)
-	footerH := 70 + 14*len(r.Comparisons)
-	height := orderY + orderH + footerH
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n", width, height, width, height)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="16" y="26" font-size="17" font-weight="bold">mlsched ab: %s</text>`+"\n", esc(shellJoin(r.Workload)))
+	lineW := float64(width - 2*margin)
+
+	// The title, the subtitle and the note each on lines of their own under one another, wrapped
+	// to the width; a title past two lines ends in "…".
 	warm := ""
 	if r.Warmup > 0 {
 		warm = fmt.Sprintf(" (+%d warm-up)", r.Warmup)
 	}
-	fmt.Fprintf(&b, `<text x="16" y="46" fill="#444">%d runs per arm%s, interleaved in random order (seed %d) · kernel %s · %d CPUs</text>`+"\n",
-		r.PerArm, warm, r.Seed, esc(orUnknown(r.Kernel)), r.CPUs)
+	var head []textLine
+	head = appendWrapped(head, "mlsched ab: "+shellJoin(r.Workload), lineW, 17, true, `font-weight="bold"`, 2)
+	head = appendWrapped(head, fmt.Sprintf("%d runs per arm%s, interleaved in random order (seed %d) · kernel %s · %d CPUs",
+		r.PerArm, warm, r.Seed, orUnknown(r.Kernel), r.CPUs), lineW, 12, false, `fill="#444"`, 2)
 	if r.Note != "" {
-		fmt.Fprintf(&b, `<text x="%d" y="26" text-anchor="end" fill="#B03A2E" font-weight="bold">%s</text>`+"\n", width-16, esc(r.Note))
+		head = appendWrapped(head, r.Note, lineW, 12, true, `fill="#B03A2E" font-weight="bold"`, 3)
 	}
+	// The panels' headings share a line under those, and the panels start under it.
+	headY := math.Ceil(lineBlockBottom(headTop, head)) + 16
+	top := headY + 8
+	orderY := top + panelH + 90
+
+	// The footer: each verdict wrapped, then the methods line.
+	var foot []textLine
+	for _, c := range r.Comparisons {
+		foot = appendWrapped(foot, c.Verdict, lineW, 11, false, `fill="#222"`, 4)
+	}
+	footY := orderY + orderH + 51 // under the run-order panel's legend
+	methodsY := math.Ceil(lineBlockBottom(footY, foot)) + 12
+	height := int(methodsY) + 8
+
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	writeLines(&b, margin, headTop, head)
 
 	unit := r.Unit
 	if unit == "" {
@@ -64,9 +82,9 @@ func (r *Report) WriteSVG(w io.Writer) error {
 
 	// Panel 1: strip and box per arm.
 	px0, px1 := 80.0, float64(leftW-20)
-	py0, py1 := float64(top), float64(top+panelH)
+	py0, py1 := top, top+panelH
 	yOf := func(v float64) float64 { return py1 - (v-ylo)/(yhi-ylo)*(py1-py0) }
-	fmt.Fprintf(&b, `<text x="%g" y="%d" font-weight="bold">%s per arm (%s)</text>`+"\n", px0, top-8, esc(unit), better)
+	fmt.Fprintf(&b, `<text x="%g" y="%g" font-weight="bold">%s per arm (%s)</text>`+"\n", px0, headY, esc(unit), better)
 	axisY(&b, px0, px1, yOf, ticks)
 	fmt.Fprintf(&b, `<text transform="translate(18,%g) rotate(-90)" text-anchor="middle" fill="#444">%s</text>`+"\n", (py0+py1)/2, esc(unit))
 	slot := (px1 - px0) / float64(max(n, 1))
@@ -98,7 +116,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 
 	// Panel 2: change against the baseline with the CI.
 	qx0, qx1 := float64(leftW+30), float64(width-20)
-	fmt.Fprintf(&b, `<text x="%g" y="%d" font-weight="bold">change vs %s: mean ratio, %g%% bootstrap CI</text>`+"\n", qx0, top-8, esc(firstName(r)), r.Level*100)
+	fmt.Fprintf(&b, `<text x="%g" y="%g" font-weight="bold">change vs %s: mean ratio, %g%% bootstrap CI</text>`+"\n", qx0, headY, esc(firstName(r)), r.Level*100)
 	if len(r.Comparisons) > 0 {
 		clo, chi := 0.0, 0.0
 		for _, c := range r.Comparisons {
@@ -147,7 +165,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 
 	// Panel 3: every run in the order it ran.
 	ox0, ox1 := 80.0, float64(width-20)
-	oy0, oy1 := float64(orderY), float64(orderY+orderH)
+	oy0, oy1 := orderY, orderY+orderH
 	fmt.Fprintf(&b, `<text x="%g" y="%g" font-weight="bold">every run in the order it ran (hollow: warm-up, discarded)</text>`+"\n", ox0, oy0-10)
 	oyOf := func(v float64) float64 { return oy1 - (v-ylo)/(yhi-ylo)*(oy1-oy0) }
 	axisY(&b, ox0, ox1, oyOf, thin(ticks))
@@ -174,19 +192,83 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	}
 
 	// Footer: verdicts in words, and what the numbers can and cannot say.
-	fy := oy1 + 62
-	for _, c := range r.Comparisons {
-		fmt.Fprintf(&b, `<text x="16" y="%g" fill="#222" font-size="11">%s</text>`+"\n", fy, esc(c.Verdict))
-		fy += 14
-	}
+	writeLines(&b, margin, footY, foot)
 	note := ""
 	if ylo > 0 {
 		note = "y axes do not start at 0 · "
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" fill="#999" font-size="10">%sWelch t-test · percentile bootstrap, %d resamples</text>`+"\n", width-12, height-8, note, r.Resamples)
+	fmt.Fprintf(&b, `<text x="%d" y="%g" text-anchor="end" fill="#999" font-size="10">%sWelch t-test · percentile bootstrap, %d resamples</text>`+"\n", width-12, methodsY, note, r.Resamples)
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// textLine is one line of text at a font size, with its other attributes (fill, weight).
+type textLine struct {
+	text  string
+	size  float64
+	attrs string
+}
+
+// lineSpacing stacks lines of text: a line at size s has its baseline s below its top (the
+// glyphs' ascent is 0.93 em in DejaVu Sans) and the next line starts 1.35 s below its top (the
+// descent is 0.24 em, the rest is leading).
+const lineSpacing = 1.35
+
+// lineBlockBottom is where lines stacked from y end.
+func lineBlockBottom(y float64, lines []textLine) float64 {
+	for _, l := range lines {
+		y += lineSpacing * l.size
+	}
+	return y
+}
+
+// writeLines draws lines left-aligned at x, stacked from y (the top of the first).
+func writeLines(b *strings.Builder, x, y float64, lines []textLine) {
+	for _, l := range lines {
+		fmt.Fprintf(b, `<text x="%g" y="%.1f" font-size="%g" %s>%s</text>`+"\n", x, y+l.size, l.size, l.attrs, esc(l.text))
+		y += lineSpacing * l.size
+	}
+}
+
+// appendWrapped appends s wrapped to lines no wider than width at size, counting 0.6 em a
+// character (0.68 bold): a little wide, as DejaVu Sans, the widest of the fonts the SVG asks
+// for, averages 0.55 em in prose (0.62 bold). Lines break at spaces, and a word longer than a
+// line wherever it must; past maxLines the last line ends in "…".
+func appendWrapped(lines []textLine, s string, width, size float64, bold bool, attrs string, maxLines int) []textLine {
+	em := 0.6
+	if bold {
+		em = 0.68
+	}
+	maxRunes := max(int(width/(em*size)), 2)
+	var wrapped []string
+	var line []rune
+	for _, word := range strings.Fields(s) {
+		w := []rune(word)
+		if len(line) > 0 && len(line)+1+len(w) <= maxRunes {
+			line = append(append(line, ' '), w...)
+			continue
+		}
+		if len(line) > 0 {
+			wrapped = append(wrapped, string(line))
+		}
+		for len(w) > maxRunes {
+			wrapped = append(wrapped, string(w[:maxRunes]))
+			w = w[maxRunes:]
+		}
+		line = w
+	}
+	if len(line) > 0 {
+		wrapped = append(wrapped, string(line))
+	}
+	if len(wrapped) > maxLines {
+		last := []rune(wrapped[maxLines-1])
+		wrapped = append(wrapped[:maxLines-1], string(last[:min(len(last), maxRunes-1)])+"…")
+	}
+	for _, w := range wrapped {
+		lines = append(lines, textLine{text: w, size: size, attrs: attrs})
+	}
+	return lines
 }
 
 func firstName(r *Report) string {

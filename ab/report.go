@@ -102,7 +102,7 @@ type Report struct {
 	Comparisons    []Comparison `json:"comparisons"`
 }
 
-// AnalyzeOptions tune Analyze; zero values mean 95% and 10,000 resamples.
+// AnalyzeOptions tune Analyze; zero values mean DefaultLevel (95%) and DefaultResamples (10,000).
 type AnalyzeOptions struct {
 	LowerIsBetter bool
 	Level         float64
@@ -113,10 +113,10 @@ type AnalyzeOptions struct {
 // the experiment's seed, so the same runs give the same report.
 func Analyze(res *Result, o AnalyzeOptions) *Report {
 	if o.Level == 0 {
-		o.Level = 0.95
+		o.Level = DefaultLevel
 	}
 	if o.Resamples == 0 {
-		o.Resamples = 10000
+		o.Resamples = DefaultResamples
 	}
 	r := &Report{Result: res, HigherIsBetter: !o.LowerIsBetter, Level: o.Level, Resamples: o.Resamples}
 	for _, a := range res.Arms {

@@ -4,6 +4,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"gonum.org/v1/gonum/mathext"
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // Summary describes one arm's measurements.
@@ -68,13 +71,15 @@ func Variance(xs []float64) float64 {
 func Stdev(xs []float64) float64 { return math.Sqrt(Variance(xs)) }
 
 // Median is the middle value (the mean of the two middle values for an even count).
-func Median(xs []float64) float64 {
+func Median(xs []float64) float64 { return medianInPlace(slices.Clone(xs)) }
+
+// medianInPlace is Median, sorting xs.
+func medianInPlace(xs []float64) float64 {
 	if len(xs) == 0 {
 		return math.NaN()
 	}
-	sorted := slices.Clone(xs)
-	slices.Sort(sorted)
-	return quantileSorted(sorted, 0.5)
+	slices.Sort(xs)
+	return quantileSorted(xs, 0.5)
 }
 
 // quantileSorted interpolates linearly between order statistics (type 7 of Hyndman & Fan).
@@ -118,100 +123,43 @@ func WelchTest(a, b []float64) Welch {
 	return Welch{T: t, DF: df, P: StudentTTwoSided(t, df)}
 }
 
-// StudentTCDF is P(T <= t) for Student's t distribution with df degrees of freedom.
+// StudentTCDF is P(T <= t) for Student's t distribution with df degrees of freedom (gonum's
+// distuv.StudentsT; NaN for a NaN argument or df <= 0, the normal distribution for df = +Inf).
 func StudentTCDF(t, df float64) float64 {
 	if math.IsNaN(t) || math.IsNaN(df) || df <= 0 {
 		return math.NaN()
 	}
 	if math.IsInf(df, 1) {
-		return 0.5 * math.Erfc(-t/math.Sqrt2)
+		return distuv.UnitNormal.CDF(t)
 	}
-	if math.IsInf(t, 0) {
-		if t > 0 {
-			return 1
-		}
-		return 0
-	}
-	// P(|T| > |t|) = I_x(df/2, 1/2) with x = df/(df+t²).
-	tail := 0.5 * RegIncBeta(df/2, 0.5, df/(df+t*t))
-	if t > 0 {
-		return 1 - tail
-	}
-	return tail
+	return distuv.StudentsT{Mu: 0, Sigma: 1, Nu: df}.CDF(t)
 }
 
-// StudentTTwoSided is P(|T| >= |t|) with df degrees of freedom.
+// StudentTTwoSided is P(|T| >= |t|) with df degrees of freedom: twice StudentTCDF(-|t|, df).
 func StudentTTwoSided(t, df float64) float64 {
-	if math.IsNaN(t) || math.IsNaN(df) || df <= 0 {
-		return math.NaN()
-	}
-	if math.IsInf(t, 0) {
-		return 0
-	}
-	if math.IsInf(df, 1) {
-		return math.Erfc(math.Abs(t) / math.Sqrt2)
-	}
-	return RegIncBeta(df/2, 0.5, df/(df+t*t))
+	return 2 * StudentTCDF(-math.Abs(t), df)
 }
 
-// RegIncBeta is the regularized incomplete beta function I_x(a, b) for a, b > 0 and x in [0, 1],
-// by the continued fraction (modified Lentz), on the side of x where it converges fast.
+// RegIncBeta is the regularized incomplete beta function I_x(a, b) (gonum's mathext.RegIncBeta)
+// for a, b > 0 and x in [0, 1], and NaN outside that domain, where gonum panics.
 func RegIncBeta(a, b, x float64) float64 {
-	switch {
-	case math.IsNaN(x) || a <= 0 || b <= 0 || x < 0 || x > 1:
+	if !(a > 0 && b > 0 && x >= 0 && x <= 1) {
 		return math.NaN()
-	case x == 0:
-		return 0
-	case x == 1:
-		return 1
 	}
-	la, _ := math.Lgamma(a)
-	lb, _ := math.Lgamma(b)
-	lab, _ := math.Lgamma(a + b)
-	front := math.Exp(lab - la - lb + a*math.Log(x) + b*math.Log1p(-x))
-	if x < (a+1)/(a+b+2) {
-		return front * betaContinuedFraction(a, b, x) / a
-	}
-	return 1 - front*betaContinuedFraction(b, a, 1-x)/b
+	return mathext.RegIncBeta(a, b, x)
 }
 
-func betaContinuedFraction(a, b, x float64) float64 {
-	const (
-		maxIter = 300
-		eps     = 1e-15
-		tiny    = 1e-300
-	)
-	qab, qap, qam := a+b, a+1, a-1
-	nonzero := func(v float64) float64 {
-		if math.Abs(v) < tiny {
-			return tiny
-		}
-		return v
-	}
-	// Lentz's method: each term aa updates c and d and multiplies h by their product.
-	c, d := 1.0, 1/nonzero(1-qab*x/qap)
-	h := d
-	step := func(aa float64) float64 {
-		d = 1 / nonzero(1+aa*d)
-		c = nonzero(1 + aa/c)
-		return d * c
-	}
-	for m := 1; m <= maxIter; m++ {
-		fm := float64(m)
-		m2 := 2 * fm
-		h *= step(fm * (b - fm) * x / ((qam + m2) * (a + m2)))            // even term
-		del := step(-(a + fm) * (qab + fm) * x / ((a + m2) * (qap + m2))) // odd term
-		h *= del
-		if math.Abs(del-1) < eps {
-			break
-		}
-	}
-	return h
-}
+// DefaultLevel and DefaultResamples are the A/B report's confidence level and bootstrap size
+// when AnalyzeOptions leaves them zero, and those of MedianRatioCI.
+const (
+	DefaultLevel     = 0.95
+	DefaultResamples = 10000
+)
 
-// RatioCI is a bootstrap confidence interval for mean(b)/mean(a).
+// RatioCI is a bootstrap confidence interval for stat(b)/stat(a), where stat is the mean
+// (BootstrapRatioCI, the A/B report) or the median (BootstrapMedianRatioCI, MedianRatioCI).
 type RatioCI struct {
-	Ratio float64 `json:"ratio"` // mean(b) / mean(a) of the data
+	Ratio float64 `json:"ratio"` // stat(b) / stat(a) of the data
 	Low   float64 `json:"low"`
 	High  float64 `json:"high"`
 	Level float64 `json:"level"` // e.g. 0.95
@@ -220,14 +168,34 @@ type RatioCI struct {
 // BootstrapRatioCI resamples a and b independently with replacement and takes the percentile
 // interval of mean(b*)/mean(a*). The same seed gives the same interval.
 func BootstrapRatioCI(a, b []float64, level float64, resamples int, seed uint64) RatioCI {
-	ci := RatioCI{Ratio: Mean(b) / Mean(a), Level: level, Low: math.NaN(), High: math.NaN()}
+	return bootstrapRatioCI(a, b, level, resamples, seed, Mean)
+}
+
+// BootstrapMedianRatioCI is BootstrapRatioCI for the ratio of medians, median(b)/median(a):
+// the same resampling, the same seed giving the same interval, but robust to a few outlying runs.
+func BootstrapMedianRatioCI(a, b []float64, level float64, resamples int, seed uint64) RatioCI {
+	return bootstrapRatioCI(a, b, level, resamples, seed, medianInPlace)
+}
+
+// MedianRatioCI compares arm with base for a benchmark table: median(arm)/median(base) with its
+// DefaultLevel (95%) percentile bootstrap interval over DefaultResamples resamples. The seed is
+// fixed, so the same samples always give the same interval.
+func MedianRatioCI(base, arm []float64) RatioCI {
+	return BootstrapMedianRatioCI(base, arm, DefaultLevel, DefaultResamples, 1)
+}
+
+// bootstrapRatioCI is the percentile bootstrap of stat(b*)/stat(a*); stat may reorder its
+// argument.
+func bootstrapRatioCI(a, b []float64, level float64, resamples int, seed uint64, stat func([]float64) float64) RatioCI {
+	ci := RatioCI{Ratio: stat(slices.Clone(b)) / stat(slices.Clone(a)), Level: level, Low: math.NaN(), High: math.NaN()}
 	if len(a) == 0 || len(b) == 0 || resamples < 1 {
 		return ci
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x6d6c7363686564)) // "mlsched"
+	bufA, bufB := make([]float64, len(a)), make([]float64, len(b))
 	ratios := make([]float64, resamples)
 	for i := range ratios {
-		ratios[i] = resampleMean(rng, b) / resampleMean(rng, a)
+		ratios[i] = stat(resample(rng, b, bufB)) / stat(resample(rng, a, bufA))
 	}
 	slices.Sort(ratios)
 	alpha := (1 - level) / 2
@@ -236,10 +204,10 @@ func BootstrapRatioCI(a, b []float64, level float64, resamples int, seed uint64)
 	return ci
 }
 
-func resampleMean(rng *rand.Rand, xs []float64) float64 {
-	var sum float64
-	for range xs {
-		sum += xs[rng.IntN(len(xs))]
+// resample fills buf (len(xs) long) with values of xs drawn with replacement.
+func resample(rng *rand.Rand, xs, buf []float64) []float64 {
+	for i := range buf {
+		buf[i] = xs[rng.IntN(len(xs))]
 	}
-	return sum / float64(len(xs))
+	return buf
 }

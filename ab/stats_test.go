@@ -3,6 +3,7 @@ package ab
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -111,7 +112,7 @@ func TestRegIncBetaHandComputed(t *testing.T) {
 }
 
 // tTwoSidedByIntegration integrates Student's t density with Simpson's rule: an independent
-// check of the continued fraction.
+// check of gonum's incomplete beta function.
 func tTwoSidedByIntegration(t, df float64) float64 {
 	lg1, _ := math.Lgamma((df + 1) / 2)
 	lg2, _ := math.Lgamma(df / 2)
@@ -153,6 +154,37 @@ func TestBootstrapDeterministic(t *testing.T) {
 	c := BootstrapRatioCI([]float64{10, 10, 10}, []float64{11, 11, 11}, 0.95, 1000, 7)
 	near(t, "const low", c.Low, 1.1, 1e-12)
 	near(t, "const high", c.High, 1.1, 1e-12)
+}
+
+// The ratio of medians ignores an outlying run that the ratio of means follows. Base
+// {1, 1, 1, 100}: a resample of four draws has median 1 when it holds at most one 100
+// (81/256 + 108/256 = 74%), (1+100)/2 = 50.5 with two (54/256 = 21%) and 100 with three or
+// four (13/256 = 5.1%). The arm is constant 2, so median(arm*)/median(base*) is 2, 2/50.5 or
+// 2/100: the 2.5% quantile falls among the 5.1% at 0.02 and the 97.5% among the 74% at 2.
+func TestBootstrapMedianRatioHandComputed(t *testing.T) {
+	base := []float64{1, 100, 1, 1}
+	arm := []float64{2, 2, 2, 2}
+	ci := MedianRatioCI(base, arm)
+	near(t, "ratio", ci.Ratio, 2, 0)
+	near(t, "low", ci.Low, 0.02, 1e-15)
+	near(t, "high", ci.High, 2, 0)
+	near(t, "level", ci.Level, 0.95, 0)
+	if !slices.Equal(base, []float64{1, 100, 1, 1}) {
+		t.Errorf("the samples were reordered: %v", base)
+	}
+	if again := BootstrapMedianRatioCI(base, arm, 0.95, 10000, 1); again != ci {
+		t.Errorf("MedianRatioCI %+v, BootstrapMedianRatioCI at 95%%, 10000, seed 1 %+v", ci, again)
+	}
+	near(t, "mean ratio", BootstrapRatioCI(base, arm, 0.95, 1000, 1).Ratio, 2/25.75, 1e-15)
+
+	// Odd and even counts: medians 2 and (4+6)/2 = 5.
+	near(t, "odd/even", MedianRatioCI([]float64{3, 1, 2}, []float64{8, 4, 6, 2}).Ratio, 2.5, 1e-15)
+	c := MedianRatioCI([]float64{10, 10, 10}, []float64{11, 11, 11})
+	near(t, "const low", c.Low, 1.1, 1e-12)
+	near(t, "const high", c.High, 1.1, 1e-12)
+	if e := MedianRatioCI(nil, arm); !math.IsNaN(e.Ratio) || !math.IsNaN(e.Low) || !math.IsNaN(e.High) {
+		t.Errorf("empty base: %+v, want NaN", e)
+	}
 }
 
 // Two arms drawn from normal distributions whose means differ by a known ratio: the 95% CI
