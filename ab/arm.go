@@ -12,6 +12,7 @@ type Kind string
 const (
 	KindDefault Kind = "default" // no sched_ext scheduler: the kernel's own (EEVDF/CFS)
 	KindFIFO    Kind = "fifo"    // mlsched run --policy fifo
+	KindVtime   Kind = "vtime"   // mlsched run --policy vtime
 	KindModel   Kind = "model"   // mlsched run --model PATH (bare "model": the embedded default model)
 	KindCmd     Kind = "cmd"     // any external sched_ext scheduler command
 )
@@ -33,14 +34,14 @@ func (a Arm) NeedsSchedExt() bool { return a.Kind != KindDefault }
 // opsPrefix is what /sys/kernel/sched_ext/root/ops must start with while the arm runs ("" for
 // any name: an external scheduler names itself).
 func (a Arm) opsPrefix() string {
-	if a.Kind == KindFIFO || a.Kind == KindModel {
+	if a.Kind == KindFIFO || a.Kind == KindVtime || a.Kind == KindModel {
 		return "mlsched"
 	}
 	return ""
 }
 
-// ParseArm parses NAME=SPEC, where SPEC is default, fifo, model, model:PATH or cmd:COMMAND. A bare
-// SPEC names the arm after its kind ("fifo", "model", ...). COMMAND is split into words like
+// ParseArm parses NAME=SPEC, where SPEC is default, fifo, vtime, model, model:PATH or
+// cmd:COMMAND. A bare SPEC names the arm after its kind ("fifo", "model", ...). COMMAND is split into words like
 // a shell would (quotes, backslashes) but runs without one.
 func ParseArm(s string) (Arm, error) {
 	name, spec, hasName := strings.Cut(s, "=")
@@ -51,7 +52,7 @@ func ParseArm(s string) (Arm, error) {
 	a := Arm{Name: name, Spec: spec}
 	kind, arg, hasArg := strings.Cut(spec, ":")
 	switch Kind(kind) {
-	case KindDefault, KindFIFO:
+	case KindDefault, KindFIFO, KindVtime:
 		if hasArg {
 			return a, fmt.Errorf("arm %q: %s takes no argument", s, kind)
 		}
@@ -71,7 +72,7 @@ func ParseArm(s string) (Arm, error) {
 		}
 		a.Kind, a.Command = KindCmd, words
 	default:
-		return a, fmt.Errorf("arm %q: unknown scheduler %q (want default, fifo, model, model:PATH or cmd:COMMAND)", s, spec)
+		return a, fmt.Errorf("arm %q: unknown scheduler %q (want default, fifo, vtime, model, model:PATH or cmd:COMMAND)", s, spec)
 	}
 	if a.Name == "" {
 		a.Name = string(a.Kind)

@@ -159,8 +159,8 @@ func (c *Config) Check() error {
 // schedulerArgv is the command that attaches the arm's scheduler.
 func (c *Config) schedulerArgv(a Arm) []string {
 	switch a.Kind {
-	case KindFIFO:
-		return []string{c.Self, "run", "--policy", "fifo", "--metrics-addr", ""}
+	case KindFIFO, KindVtime:
+		return []string{c.Self, "run", "--policy", string(a.Kind), "--metrics-addr", ""}
 	case KindModel:
 		if a.Model == "" {
 			return []string{c.Self, "run", "--policy", "model", "--metrics-addr", ""}

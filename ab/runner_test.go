@@ -380,6 +380,8 @@ func TestParseArm(t *testing.T) {
 		{in: "default", name: "default", kind: KindDefault},
 		{in: "base=default", name: "base", kind: KindDefault},
 		{in: "fifo", name: "fifo", kind: KindFIFO},
+		{in: "fair=vtime", name: "fair", kind: KindVtime},
+		{in: "x=vtime:1", err: "no argument"},
 		{in: "m=model:out/model.bin", name: "m", kind: KindModel, model: "out/model.bin"},
 		{in: "model", name: "model", kind: KindModel},
 		{in: "model:/a=b.bin", name: "model", kind: KindModel, model: "/a=b.bin"},
@@ -473,5 +475,22 @@ func TestVerdictWording(t *testing.T) {
 	}
 	if v := Compare("default", "fifo", a, a, true, 0.95, 2000, 1).Verdict; !strings.HasPrefix(v, "fifo vs default: no significant difference (+0.0%") {
 		t.Errorf("same: %q", v)
+	}
+}
+
+// Each mlsched arm runs this binary's `run` with its policy; the metrics server stays off so
+// that arms never fight over the port.
+func TestSchedulerArgv(t *testing.T) {
+	c := &Config{Self: "/bin/mlsched"}
+	for spec, want := range map[string]string{
+		"fifo":              "/bin/mlsched run --policy fifo --metrics-addr ",
+		"vtime":             "/bin/mlsched run --policy vtime --metrics-addr ",
+		"model":             "/bin/mlsched run --policy model --metrics-addr ",
+		"model:/m.bin":      "/bin/mlsched run --policy model --model /m.bin --metrics-addr ",
+		"cmd:scx_simple -f": "scx_simple -f",
+	} {
+		if got := strings.Join(c.schedulerArgv(mustArm(t, spec)), " "); got != want {
+			t.Errorf("%s: %q, want %q", spec, got, want)
+		}
 	}
 }

@@ -4,6 +4,9 @@
 // sched_ext kfunc names across kernels:
 //   6.12       scx_bpf_dispatch, scx_bpf_consume, scx_bpf_dispatch_from_dsq
 //   6.13-6.x   scx_bpf_dsq_insert, scx_bpf_dsq_move_to_local, scx_bpf_dsq_move
+//   6.12       scx_bpf_dispatch_vtime, scx_bpf_dispatch_vtime_from_dsq,
+//              scx_bpf_dispatch_from_dsq_set_vtime (weighted-vtime queue)
+//   6.13-6.x   scx_bpf_dsq_insert_vtime, scx_bpf_dsq_move_vtime, scx_bpf_dsq_move_set_vtime
 //   7.x        also scx_bpf_dsq_insert___v2 (returns bool) and
 //              scx_bpf_dsq_move_to_local___v2(dsq, enq_flags), plus *_impl variants.
 //
@@ -42,6 +45,11 @@ extern void bpf_iter_scx_dsq_destroy(struct bpf_iter_scx_dsq *it) __ksym;
 extern bool scx_bpf_dsq_insert___v2(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym;
 extern bool scx_bpf_dsq_move_to_local___v2(u64 dsq_id, u64 enq_flags) __ksym;
 extern bool scx_bpf_dsq_move(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id, u64 enq_flags) __ksym;
+// 7.x keeps the five-argument vtime insert beside __scx_bpf_dsq_insert_vtime(p, args), with no
+// ___v2 flavour, so cilium/ebpf resolves it.
+extern void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym;
+extern bool scx_bpf_dsq_move_vtime(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id, u64 enq_flags) __ksym;
+extern void scx_bpf_dsq_move_set_vtime(struct bpf_iter_scx_dsq *it__iter, u64 vtime) __ksym;
 
 // Unused in this object; kept so that both objects have the same variables.
 const volatile u8 kf_legacy_names = 0;
@@ -61,6 +69,17 @@ static __always_inline bool mls_dsq_move(struct bpf_iter_scx_dsq *it, struct tas
 	return scx_bpf_dsq_move(it, p, dsq_id, enq_flags);
 }
 
+static __always_inline void mls_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags)
+{
+	scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
+}
+
+static __always_inline bool mls_dsq_move_vtime(struct bpf_iter_scx_dsq *it, struct task_struct *p, u64 dsq_id, u64 vtime)
+{
+	scx_bpf_dsq_move_set_vtime(it, vtime);
+	return scx_bpf_dsq_move_vtime(it, p, dsq_id, 0);
+}
+
 #else
 
 extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
@@ -69,6 +88,12 @@ extern bool scx_bpf_dsq_move(struct bpf_iter_scx_dsq *it__iter, struct task_stru
 extern void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
 extern bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
 extern bool scx_bpf_dispatch_from_dsq(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id, u64 enq_flags) __ksym __weak;
+extern void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym __weak;
+extern bool scx_bpf_dsq_move_vtime(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id, u64 enq_flags) __ksym __weak;
+extern void scx_bpf_dsq_move_set_vtime(struct bpf_iter_scx_dsq *it__iter, u64 vtime) __ksym __weak;
+extern void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym __weak;
+extern bool scx_bpf_dispatch_vtime_from_dsq(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id, u64 enq_flags) __ksym __weak;
+extern void scx_bpf_dispatch_from_dsq_set_vtime(struct bpf_iter_scx_dsq *it__iter, u64 vtime) __ksym __weak;
 
 // Set by the loader: the kernel has only the 6.12 names.
 const volatile u8 kf_legacy_names = 0;
@@ -93,6 +118,24 @@ static __always_inline bool mls_dsq_move(struct bpf_iter_scx_dsq *it, struct tas
 	if (kf_legacy_names)
 		return scx_bpf_dispatch_from_dsq(it, p, dsq_id, enq_flags);
 	return scx_bpf_dsq_move(it, p, dsq_id, enq_flags);
+}
+
+static __always_inline void mls_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags)
+{
+	if (kf_legacy_names)
+		scx_bpf_dispatch_vtime(p, dsq_id, slice, vtime, enq_flags);
+	else
+		scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
+}
+
+static __always_inline bool mls_dsq_move_vtime(struct bpf_iter_scx_dsq *it, struct task_struct *p, u64 dsq_id, u64 vtime)
+{
+	if (kf_legacy_names) {
+		scx_bpf_dispatch_from_dsq_set_vtime(it, vtime);
+		return scx_bpf_dispatch_vtime_from_dsq(it, p, dsq_id, 0);
+	}
+	scx_bpf_dsq_move_set_vtime(it, vtime);
+	return scx_bpf_dsq_move_vtime(it, p, dsq_id, 0);
 }
 
 #endif

@@ -1,19 +1,21 @@
 //go:build ignore
 
 // SPDX-License-Identifier: GPL-2.0
-// The mlsched sched_ext scheduler: a shared FIFO, plus, under the model policy, a round trip
-// to user space for every wakeup whose previous CPU is busy.
+// The mlsched sched_ext scheduler: a shared base queue (weighted virtual time, or a plain FIFO),
+// plus, under the model policy, a round trip to user space for every wakeup whose previous
+// CPU is busy.
 //
 //   enqueue(W), prev_cpu runs R -> event {W, prev_cpu, R, R's features, seq} on `events`,
 //                                  W waits in PENDING_DSQ
 //   dispatch(cpu)               -> drain decisions from `decisions` (user ring buffer) into the
 //                                  pending tasks' storage, then move decided (and overdue)
 //                                  tasks out of PENDING_DSQ: KEEP_LOCAL -> prev_cpu's local DSQ,
-//                                  MIGRATE_IDLE -> an idle allowed CPU, FIFO -> SHARED_DSQ
+//                                  MIGRATE_IDLE -> an idle allowed CPU, FIFO -> the base
+//                                  queue SHARED_DSQ
 //   stopping(R)                 -> outcome {seq, voluntary, leave_ns}: the live label
 //
 // Waiting tasks always sit in a DSQ, never in BPF custody: if user space stalls, dispatch
-// moves them to the FIFO after pending_timeout_ns and a timer kicks idle CPUs to do it; if
+// moves them to the base queue after pending_timeout_ns and a timer kicks idle CPUs to do it; if
 // the machine stalls anyway the kernel's watchdog (timeout_ms) ejects the scheduler.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,18 +37,20 @@ char LICENSE[] SEC("license") = "GPL";
 // Set by the loader before load.
 const volatile u32 self_tgid = 0;
 const volatile u64 slice_ns = 5000000;
-const volatile u8 use_model = 0;                   // 0: --policy fifo, no events
-const volatile u64 pending_timeout_ns = 20000000;  // then FIFO without a decision
+const volatile u8 use_model = 0;                   // 0: --policy fifo or vtime, no events
+const volatile u8 queue_vtime = 0;                 // SHARED_DSQ is ordered by weighted vtime
+const volatile u64 pending_timeout_ns = 20000000;  // then the base queue without a decision
 const volatile u64 timer_period_ns = 2000000;      // stall timer
 const volatile u32 nr_cpus = 1;
 const volatile u64 user_stall_ns = 0; // exit when tasks wait and no decision came for this long; 0: never
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
-u8 guard_fifo; // set by user space while the model guard holds the policy at FIFO
+u8 guard_fifo; // set by user space while the model guard holds the policy at the base queue
 u64 nr_rx;         // decisions read, for the stall timer
 u64 stall_rx_seen; // nr_rx at the stall timer's last tick
 u64 stall_since_ns; // since when events wait unread and no decision is read (0: not stalled)
+u64 vtime_now;      // the largest vtime of a task that started running (weighted ns)
 
 // Keep the shared types in BTF for the layout test.
 const struct mls_sched_wake *unused_wake __attribute__((unused));
@@ -81,6 +85,7 @@ struct cpu_state {
 	u32 tid; // 0: idle or not a sched_ext task
 	u32 tgid;
 	u64 start_ns;
+	u64 exec_start; // the running task's se.sum_exec_runtime when it started here
 	u64 sample_seq; // a wake event named this CPU's current task: report how it leaves
 	u64 sample_ns;
 	u32 sample_tid;
@@ -147,12 +152,28 @@ static __always_inline bool is_ours(const struct task_struct *p)
 	return p->tgid == self_tgid;
 }
 
-// Shared FIFO; wake an idle CPU to pull from it.
-static __always_inline void enqueue_fifo(struct task_struct *p, u64 enq_flags)
+// The vtime a task queues with: its own, but at most one slice behind the largest vtime of a
+// running task, so that a long sleep earns at most one slice of credit over the tasks that ran
+// meanwhile (the clamp is the queue's own slice, slice_ns: see docs/SCHEDULER.md).
+static __always_inline u64 queue_vtime_of(const struct task_struct *p)
+{
+	u64 vtime = p->scx.dsq_vtime, floor = vtime_now - slice_ns;
+
+	if ((s64)(vtime - floor) < 0)
+		vtime = floor;
+	return vtime;
+}
+
+// The base queue, in its own ordering (a DSQ that holds vtime-ordered tasks must never get a
+// FIFO insert: the kernel ejects a scheduler that mixes them); wake an idle CPU to pull from it.
+static __always_inline void enqueue_base(struct task_struct *p, u64 enq_flags)
 {
 	s32 cpu;
 
-	mls_dsq_insert(p, SHARED_DSQ, slice_ns, enq_flags);
+	if (queue_vtime)
+		mls_dsq_insert_vtime(p, SHARED_DSQ, slice_ns, queue_vtime_of(p), enq_flags);
+	else
+		mls_dsq_insert(p, SHARED_DSQ, slice_ns, enq_flags);
 	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (cpu >= 0)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
@@ -208,32 +229,32 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 	if (!use_model) {
-		enqueue_fifo(p, enq_flags);
-		count(MLS_SC_FIFO_POLICY);
+		enqueue_base(p, enq_flags);
+		count(queue_vtime ? MLS_SC_VTIME_POLICY : MLS_SC_FIFO_POLICY);
 		return;
 	}
 	if (!(enq_flags & SCX_ENQ_WAKEUP)) {
-		enqueue_fifo(p, enq_flags);
+		enqueue_base(p, enq_flags);
 		count(MLS_SC_REENQ);
 		return;
 	}
 	prev = scx_bpf_task_cpu(p);
 	cs = cpu_state(prev);
 	if (!cs || !cs->tid || cs->tgid == self_tgid || cs->tid == p->pid) {
-		enqueue_fifo(p, enq_flags);
+		enqueue_base(p, enq_flags);
 		count(MLS_SC_NO_RUNNING);
 		return;
 	}
 	r_tid = cs->tid;
 	tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!tctx) {
-		enqueue_fifo(p, enq_flags);
+		enqueue_base(p, enq_flags);
 		count(MLS_SC_NO_CTX);
 		return;
 	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		enqueue_fifo(p, enq_flags);
+		enqueue_base(p, enq_flags);
 		count(MLS_SC_RING_FULL);
 		return;
 	}
@@ -265,9 +286,9 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	cs->sample_tid = r_tid;
 
 	if (guard_fifo) {
-		// The model guard holds the policy at FIFO: no round trip, but the event still goes
-		// out so that user space keeps scoring the model and can switch back.
-		enqueue_fifo(p, enq_flags);
+		// The model guard tripped: the base queue without a round trip, but the event still
+		// goes out so that user space keeps scoring the model and can switch back.
+		enqueue_base(p, enq_flags);
 		bpf_ringbuf_submit(e, 0);
 		count(MLS_SC_GUARD_FIFO);
 		return;
@@ -321,6 +342,7 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	u32 cnt = MLS_SC_FIFO;
 	s32 kick = -1;
 	u64 rtt = 0, seq;
+	bool moved;
 
 	if (!tctx) {
 		cnt = MLS_SC_NO_CTX;
@@ -348,13 +370,17 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 		cnt = MLS_SC_TIMEOUT;
 	} else {
 		// In PENDING_DSQ without a pending state: a race with a concurrent apply cleared it.
-		// Never leave a task there: FIFO.
+		// Never leave a task there: the base queue.
 		cnt = MLS_SC_ORPHAN;
 	}
 	seq = tctx ? tctx->seq : 0;
 	// Fails when the task left PENDING_DSQ meanwhile (moved by another CPU, dequeued) or was
 	// enqueued again after the iteration started: then it is not ours to move now.
-	if (!mls_dsq_move(it, p, dsq, 0)) {
+	if (dsq == SHARED_DSQ && queue_vtime)
+		moved = mls_dsq_move_vtime(it, p, SHARED_DSQ, queue_vtime_of(p));
+	else
+		moved = mls_dsq_move(it, p, dsq, 0);
+	if (!moved) {
 		count(MLS_SC_MOVE_FAIL);
 		return true;
 	}
@@ -430,6 +456,11 @@ void BPF_PROG(mls_running, struct task_struct *p)
 	cs->tgid = p->tgid;
 	cs->start_ns = bpf_ktime_get_ns();
 	cs->yielding = 0;
+	if (queue_vtime) {
+		cs->exec_start = p->se.sum_exec_runtime;
+		if ((s64)(p->scx.dsq_vtime - vtime_now) > 0)
+			vtime_now = p->scx.dsq_vtime;
+	}
 }
 
 SEC("struct_ops/mls_stopping")
@@ -441,6 +472,10 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 
 	if (!cs)
 		return;
+	// Weighted vtime: the run time since running() (the kernel's own account of it, which
+	// sched_ext updates before calling stopping), x 100 / weight.
+	if (queue_vtime && cs->tid == p->pid && p->scx.weight)
+		p->scx.dsq_vtime += (p->se.sum_exec_runtime - cs->exec_start) * 100 / p->scx.weight;
 	cs->tid = 0;
 	if (!cs->sample_seq || cs->sample_tid != p->pid)
 		return;
@@ -464,6 +499,13 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 	cs->sample_seq = 0;
 }
 
+// A new task starts at the largest vtime of a running task: no credit, no debt.
+SEC("struct_ops/mls_enable")
+void BPF_PROG(mls_enable, struct task_struct *p)
+{
+	p->scx.dsq_vtime = vtime_now;
+}
+
 SEC("struct_ops/mls_exit_task")
 void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
 {
@@ -473,7 +515,7 @@ void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *a
 }
 
 // Kicks idle CPUs while tasks wait for decisions, so that a stalled user space still ends in
-// the FIFO (idle CPUs call dispatch only when kicked).
+// the base queue (idle CPUs call dispatch only when kicked).
 static char stall_fmt[] = "user space stalled: events unread and no decision for %llu ms";
 
 static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
@@ -571,6 +613,7 @@ struct sched_ext_ops mlsched_ops = {
 	.dispatch = (void *)mls_dispatch,
 	.running = (void *)mls_running,
 	.stopping = (void *)mls_stopping,
+	.enable = (void *)mls_enable,
 	.exit_task = (void *)mls_exit_task,
 	.init = (void *)mls_init,
 	.exit = (void *)mls_exit,

@@ -20,8 +20,11 @@ type SchedConfig struct {
 	// SelfTgid is mlsched's own process: every one of its threads is dispatched directly.
 	SelfTgid uint32
 	// UseModel sends wakeups with a busy previous CPU to user space for a decision; without
-	// it the scheduler is a plain shared FIFO in BPF.
+	// it the scheduler is its base queue alone, in BPF.
 	UseModel bool
+	// QueueVtime orders the base queue (the shared DSQ every fallback goes to) by weighted
+	// virtual time, as the kernel's scx_simple does; false: a plain FIFO.
+	QueueVtime bool
 	// Slice is the time slice given to every task.
 	Slice time.Duration
 	// PendingTimeout is how long a task waits for a decision before BPF puts it on the FIFO.
@@ -79,6 +82,7 @@ const (
 	SCApplyRun
 	SCOrphan
 	SCGuardFIFO
+	SCVtimePolicy
 	NumSchedCounters
 )
 
@@ -87,6 +91,7 @@ var schedCounterNames = [NumSchedCounters]string{
 	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
 	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
 	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns", "apply_run", "orphan", "guard_fifo",
+	"vtime_policy",
 }
 
 // String names a counter in snake case (metric labels, --stats).
@@ -287,6 +292,7 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	vars := map[string]any{
 		"self_tgid":       cfg.SelfTgid,
 		"use_model":       boolU8(cfg.UseModel),
+		"queue_vtime":     boolU8(cfg.QueueVtime),
 		"nr_cpus":         ncpu,
 		"kf_legacy_names": boolU8(kv.legacy),
 	}

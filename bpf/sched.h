@@ -44,7 +44,7 @@ struct mls_sched_outcome {
 
 // What user space wants done with a waking task.
 enum mls_action {
-	MLS_ACT_FIFO = 0,
+	MLS_ACT_FIFO = 0, // no opinion: the base queue (vtime or FIFO, whichever runs)
 	MLS_ACT_KEEP_LOCAL = 1,
 	MLS_ACT_MIGRATE_IDLE = 2,
 };
@@ -99,6 +99,7 @@ enum mls_sched_counter {
 	MLS_SC_RTT_NS,        // sum over applied decisions of enqueue -> applied, ns
 	MLS_SC_APPLY_RUN,     // user space ran mls_apply after a batch
 	MLS_SC_ORPHAN,        // found in the pending queue without a pending state: FIFO
-	MLS_SC_GUARD_FIFO,    // the model guard holds FIFO: FIFO in BPF, event sent for scoring
+	MLS_SC_GUARD_FIFO,    // the model guard tripped: base queue in BPF, event sent for scoring
+	MLS_SC_VTIME_POLICY,  // --policy vtime: shared weighted-vtime queue, no event
 	MLS_SC_MAX,
 };

@@ -26,6 +26,7 @@ const (
 	schedMapTaskFeatSlots     = "task_feat_slots"
 	schedProgMlsApply         = "mls_apply"
 	schedProgMlsDispatch      = "mls_dispatch"
+	schedProgMlsEnable        = "mls_enable"
 	schedProgMlsEnqueue       = "mls_enqueue"
 	schedProgMlsExit          = "mls_exit"
 	schedProgMlsExitTask      = "mls_exit_task"
@@ -42,6 +43,7 @@ const (
 	schedVarNrCpus            = "nr_cpus"
 	schedVarNrRx              = "nr_rx"
 	schedVarPendingTimeoutNs  = "pending_timeout_ns"
+	schedVarQueueVtime        = "queue_vtime"
 	schedVarSelfTgid          = "self_tgid"
 	schedVarSliceNs           = "slice_ns"
 	schedVarStallRxSeen       = "stall_rx_seen"
@@ -53,6 +55,7 @@ const (
 	schedVarUnusedWake        = "unused_wake"
 	schedVarUseModel          = "use_model"
 	schedVarUserStallNs       = "user_stall_ns"
+	schedVarVtimeNow          = "vtime_now"
 )
 
 // loadSched returns the embedded CollectionSpec for sched.
@@ -99,6 +102,7 @@ type schedSpecs struct {
 type schedProgramSpecs struct {
 	MlsApply         *ebpf.ProgramSpec `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.ProgramSpec `ebpf:"mls_dispatch"`
+	MlsEnable        *ebpf.ProgramSpec `ebpf:"mls_enable"`
 	MlsEnqueue       *ebpf.ProgramSpec `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.ProgramSpec `ebpf:"mls_exit"`
 	MlsExitTask      *ebpf.ProgramSpec `ebpf:"mls_exit_task"`
@@ -135,6 +139,7 @@ type schedVariableSpecs struct {
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
+	QueueVtime       *ebpf.VariableSpec `ebpf:"queue_vtime"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
@@ -146,6 +151,7 @@ type schedVariableSpecs struct {
 	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
 	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
+	VtimeNow         *ebpf.VariableSpec `ebpf:"vtime_now"`
 }
 
 // schedObjects contains all objects after they have been loaded into the kernel.
@@ -203,6 +209,7 @@ type schedVariables struct {
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
+	QueueVtime       *ebpf.Variable `ebpf:"queue_vtime"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
@@ -214,6 +221,7 @@ type schedVariables struct {
 	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
 	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
+	VtimeNow         *ebpf.Variable `ebpf:"vtime_now"`
 }
 
 // schedPrograms contains all programs after they have been loaded into the kernel.
@@ -222,6 +230,7 @@ type schedVariables struct {
 type schedPrograms struct {
 	MlsApply         *ebpf.Program `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.Program `ebpf:"mls_dispatch"`
+	MlsEnable        *ebpf.Program `ebpf:"mls_enable"`
 	MlsEnqueue       *ebpf.Program `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.Program `ebpf:"mls_exit"`
 	MlsExitTask      *ebpf.Program `ebpf:"mls_exit_task"`
@@ -236,6 +245,7 @@ func (p *schedPrograms) Close() error {
 	return _SchedClose(
 		p.MlsApply,
 		p.MlsDispatch,
+		p.MlsEnable,
 		p.MlsEnqueue,
 		p.MlsExit,
 		p.MlsExitTask,

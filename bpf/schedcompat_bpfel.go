@@ -26,6 +26,7 @@ const (
 	schedcompatMapTaskFeatSlots     = "task_feat_slots"
 	schedcompatProgMlsApply         = "mls_apply"
 	schedcompatProgMlsDispatch      = "mls_dispatch"
+	schedcompatProgMlsEnable        = "mls_enable"
 	schedcompatProgMlsEnqueue       = "mls_enqueue"
 	schedcompatProgMlsExit          = "mls_exit"
 	schedcompatProgMlsExitTask      = "mls_exit_task"
@@ -42,6 +43,7 @@ const (
 	schedcompatVarNrCpus            = "nr_cpus"
 	schedcompatVarNrRx              = "nr_rx"
 	schedcompatVarPendingTimeoutNs  = "pending_timeout_ns"
+	schedcompatVarQueueVtime        = "queue_vtime"
 	schedcompatVarSelfTgid          = "self_tgid"
 	schedcompatVarSliceNs           = "slice_ns"
 	schedcompatVarStallRxSeen       = "stall_rx_seen"
@@ -53,6 +55,7 @@ const (
 	schedcompatVarUnusedWake        = "unused_wake"
 	schedcompatVarUseModel          = "use_model"
 	schedcompatVarUserStallNs       = "user_stall_ns"
+	schedcompatVarVtimeNow          = "vtime_now"
 )
 
 // loadSchedcompat returns the embedded CollectionSpec for schedcompat.
@@ -99,6 +102,7 @@ type schedcompatSpecs struct {
 type schedcompatProgramSpecs struct {
 	MlsApply         *ebpf.ProgramSpec `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.ProgramSpec `ebpf:"mls_dispatch"`
+	MlsEnable        *ebpf.ProgramSpec `ebpf:"mls_enable"`
 	MlsEnqueue       *ebpf.ProgramSpec `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.ProgramSpec `ebpf:"mls_exit"`
 	MlsExitTask      *ebpf.ProgramSpec `ebpf:"mls_exit_task"`
@@ -135,6 +139,7 @@ type schedcompatVariableSpecs struct {
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
+	QueueVtime       *ebpf.VariableSpec `ebpf:"queue_vtime"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
@@ -146,6 +151,7 @@ type schedcompatVariableSpecs struct {
 	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
 	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
+	VtimeNow         *ebpf.VariableSpec `ebpf:"vtime_now"`
 }
 
 // schedcompatObjects contains all objects after they have been loaded into the kernel.
@@ -203,6 +209,7 @@ type schedcompatVariables struct {
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
+	QueueVtime       *ebpf.Variable `ebpf:"queue_vtime"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
@@ -214,6 +221,7 @@ type schedcompatVariables struct {
 	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
 	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
+	VtimeNow         *ebpf.Variable `ebpf:"vtime_now"`
 }
 
 // schedcompatPrograms contains all programs after they have been loaded into the kernel.
@@ -222,6 +230,7 @@ type schedcompatVariables struct {
 type schedcompatPrograms struct {
 	MlsApply         *ebpf.Program `ebpf:"mls_apply"`
 	MlsDispatch      *ebpf.Program `ebpf:"mls_dispatch"`
+	MlsEnable        *ebpf.Program `ebpf:"mls_enable"`
 	MlsEnqueue       *ebpf.Program `ebpf:"mls_enqueue"`
 	MlsExit          *ebpf.Program `ebpf:"mls_exit"`
 	MlsExitTask      *ebpf.Program `ebpf:"mls_exit_task"`
@@ -236,6 +245,7 @@ func (p *schedcompatPrograms) Close() error {
 	return _SchedcompatClose(
 		p.MlsApply,
 		p.MlsDispatch,
+		p.MlsEnable,
 		p.MlsEnqueue,
 		p.MlsExit,
 		p.MlsExitTask,

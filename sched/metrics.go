@@ -31,6 +31,7 @@ const (
 	metricOutcomes     = "mlsched_outcomes_total"
 	metricRoundTrip    = "mlsched_decision_roundtrip_seconds"
 	metricEventAge     = "mlsched_event_age_seconds"
+	metricPolicy       = "mlsched_policy_info"
 )
 
 // fallbackReasons maps fallback label values to the BPF counters behind them.
@@ -60,7 +61,7 @@ type collector struct {
 	sched *bpf.Sched
 	st    *Stats
 
-	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge *prometheus.Desc
+	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge, policy *prometheus.Desc
 }
 
 func newCollector(st *Stats) *collector {
@@ -72,16 +73,17 @@ func newCollector(st *Stats) *collector {
 		accuracy:    prometheus.NewDesc(metricLiveAccuracy, "Model accuracy over the guard's sliding window of observed outcomes.", nil, nil),
 		drops:       prometheus.NewDesc(metricRingDrops, "Records lost to full ring buffers, by ring.", []string{"ring"}, nil),
 		bpfEvents:   prometheus.NewDesc(metricBPFEvents, "Raw BPF scheduler counters, by counter.", []string{"counter"}, nil),
-		guardActive: prometheus.NewDesc(metricGuardActive, "1 while the model guard holds the policy at FIFO.", nil, nil),
-		guardTrips:  prometheus.NewDesc(metricGuardTrips, "Times the model guard switched to FIFO.", nil, nil),
+		guardActive: prometheus.NewDesc(metricGuardActive, "1 while the model guard holds the policy at the base queue (the name keeps its first meaning, FIFO).", nil, nil),
+		guardTrips:  prometheus.NewDesc(metricGuardTrips, "Times the model guard switched to the base queue.", nil, nil),
 		outcomes:    prometheus.NewDesc(metricOutcomes, "Outcomes observed for model decisions, by label.", []string{"label"}, nil),
 		roundTrip:   prometheus.NewDesc(metricRoundTrip, "Time from enqueue to the decision being applied in BPF.", nil, nil),
 		eventAge:    prometheus.NewDesc(metricEventAge, "Time from enqueue in BPF to user space reading the wake event (sampled).", nil, nil),
+		policy:      prometheus.NewDesc(metricPolicy, "1, labelled with the policy and the base queue every fallback goes to.", []string{"policy", "queue"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge} {
+	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge, c.policy} {
 		ch <- d
 	}
 }
@@ -126,6 +128,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.guardActive, prometheus.GaugeValue, active)
 	counter(c.guardTrips, c.st.GuardTrips.Load())
+	ch <- prometheus.MustNewConstMetric(c.policy, prometheus.GaugeValue, 1, c.st.Policy, c.st.Queue)
 	pos := c.st.Positives.Load()
 	scored := c.st.Outcomes.Load() - c.st.Unmatched.Load()
 	if scored < pos {

@@ -16,15 +16,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Policy names.
+// Policy names: the model's placement over a base queue, or a base queue alone.
 const (
 	PolicyModel = "model"
-	PolicyFIFO  = "fifo"
+	PolicyFIFO  = "fifo"  // the plain shared FIFO, no model
+	PolicyVtime = "vtime" // the shared weighted-vtime queue, no model (scx_simple's placement)
 )
+
+// Base queue names (--queue): where every wakeup the model does not place goes.
+const (
+	QueueVtime = "vtime"
+	QueueFIFO  = "fifo"
+)
+
+// BaseQueue is the base queue a policy runs over: its own for fifo and vtime, the configured
+// one (vtime by default) for the model.
+func BaseQueue(policy, queue string) string {
+	switch policy {
+	case PolicyFIFO:
+		return QueueFIFO
+	case PolicyVtime:
+		return QueueVtime
+	}
+	if queue == "" {
+		return QueueVtime
+	}
+	return queue
+}
 
 // Config is everything `mlsched run` passes on.
 type Config struct {
 	Policy         string
+	Queue          string       // the model policy's base queue: QueueVtime (default) or QueueFIFO
 	Model          *model.Model // required for PolicyModel
 	Slice          time.Duration
 	Watchdog       time.Duration
@@ -87,14 +110,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
-	if cfg.Policy == PolicyModel && cfg.Model == nil {
-		return nil, errors.New("policy model needs a model")
+	switch cfg.Policy {
+	case PolicyModel:
+		if cfg.Model == nil {
+			return nil, errors.New("policy model needs a model")
+		}
+	case PolicyFIFO, PolicyVtime:
+	default:
+		return nil, fmt.Errorf("unknown policy %q", cfg.Policy)
+	}
+	if q := BaseQueue(cfg.Policy, cfg.Queue); q != QueueVtime && q != QueueFIFO {
+		return nil, fmt.Errorf("unknown queue %q", cfg.Queue)
 	}
 	// A page fault in the scheduler while it schedules itself can deadlock: lock everything.
 	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
 		fmt.Fprintf(cfg.Log, "warning: mlockall: %v\n", err)
 	}
-	st := &Stats{}
+	st := &Stats{Policy: cfg.Policy, Queue: BaseQueue(cfg.Policy, cfg.Queue)}
 	var mt *metricsServer
 	start := time.Now()
 	rep := &Report{}
@@ -130,6 +162,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	s, err := bpf.LoadSched(bpf.SchedConfig{
 		SelfTgid:       uint32(os.Getpid()),
 		UseModel:       useModel,
+		QueueVtime:     BaseQueue(cfg.Policy, cfg.Queue) == QueueVtime,
 		Slice:          cfg.Slice,
 		PendingTimeout: cfg.PendingTimeout,
 		UserStall:      cfg.UserStall,
@@ -142,7 +175,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	defer s.Close()
 	rep.Variant = s.Variant
 	if cfg.Verbose {
-		fmt.Fprintf(cfg.Log, "attached %s, policy %s\n", s.Variant, cfg.Policy)
+		fmt.Fprintf(cfg.Log, "attached %s, policy %s over the %s queue\n", s.Variant, cfg.Policy, st.Queue)
 	}
 
 	loopDone := make(chan error, 1)
@@ -155,7 +188,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 				fmt.Fprintf(cfg.Log, "model guard: %v\n", err)
 			}
 			if tripped {
-				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f < majority rate %.3f: switching to FIFO\n", acc, maj)
+				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f < majority rate %.3f: switching to the %s queue\n", acc, maj, st.Queue)
 			} else {
 				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f >= majority rate %.3f: back to the model\n", acc, maj)
 			}

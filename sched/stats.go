@@ -13,9 +13,11 @@ import (
 // Stats are the dispatch loop's counters. Written by the loop with atomics, read by --stats and
 // the metrics collector at any time.
 type Stats struct {
+	Policy        string // set before the run starts: the policy and its base queue
+	Queue         string
 	Events        atomic.Uint64 // wake events read
 	Outcomes      atomic.Uint64 // outcome events read
-	Informational atomic.Uint64 // wake events scored but not answered (guard at FIFO in BPF)
+	Informational atomic.Uint64 // wake events scored but not answered (guard tripped: base queue in BPF)
 	Keep          atomic.Uint64 // decisions sent, by action
 	Migrate       atomic.Uint64
 	FIFO          atomic.Uint64
@@ -26,8 +28,8 @@ type Stats struct {
 	Unmatched     atomic.Uint64 // outcomes whose prediction was no longer remembered
 	Positives     atomic.Uint64 // scored outcomes with label 1
 	Correct       atomic.Uint64 // scored outcomes the model predicted right
-	GuardTrips    atomic.Uint64 // switches to FIFO by the model guard
-	GuardActive   atomic.Bool   // the guard holds the policy at FIFO now
+	GuardTrips    atomic.Uint64 // switches to the base queue by the model guard
+	GuardActive   atomic.Bool   // the guard holds the policy at the base queue now
 	liveAccBits   atomic.Uint64 // float64 bits: the guard's window accuracy
 	Inference     Histogram     // sampled Predict durations, ns
 	EventAge      Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
@@ -108,7 +110,7 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 		fmt.Fprintf(&b, " acc=%.3f", acc)
 	}
 	if s.GuardActive.Load() {
-		b.WriteString("(guard:FIFO)")
+		b.WriteString("(guard:" + s.Queue + ")")
 	}
 	fmt.Fprintf(&b, " age=%.0fus inf=%.0fns drops=%d", s.EventAge.Mean()/1e3, s.Inference.Mean(), cur[bpf.SCRingFull]+cur[bpf.SCOutcomeDrop]+s.RingFull.Load())
 	return b.String()

@@ -72,15 +72,19 @@ func needModelPolicy(t *testing.T, e *Env) {
 	}
 }
 
-// policyArgs returns the `mlsched run` command line for a policy: "fifo", or "model" with
-// the embedded default model if the binary has one, else with /default.bin.
+// policyArgs returns the `mlsched run` command line for a policy: "fifo" or "vtime" (no
+// model), "model" (over the default vtime queue) or "model-fifo" (over --queue fifo), with the
+// embedded default model if the binary has one, else with /default.bin.
 func policyArgs(e *Env, policy string, extra ...string) []string {
 	args := []string{"/mlsched", "run"}
 	switch {
-	case policy == "fifo":
-		args = append(args, "--policy", "fifo")
+	case policy == "fifo" || policy == "vtime":
+		return append(append(args, "--policy", policy), extra...)
 	case modelSource(e) == "file":
 		args = append(args, "--model", "/default.bin")
+	}
+	if policy == "model-fifo" {
+		args = append(args, "--queue", "fifo")
 	}
 	return append(args, extra...)
 }
@@ -140,7 +144,7 @@ func checkAccounting(t *testing.T, what string, c map[string]uint64) {
 
 func accountingErrors(what string, c map[string]uint64) []string {
 	var errs []string
-	paths := []string{"ours", "kthread", "fifo_policy", "reenqueue", "no_running", "no_ctx", "ring_full", "guard_fifo", "event"}
+	paths := []string{"ours", "kthread", "fifo_policy", "vtime_policy", "reenqueue", "no_running", "no_ctx", "ring_full", "guard_fifo", "event"}
 	var sum uint64
 	for _, k := range paths {
 		sum += c[k]
@@ -162,9 +166,17 @@ func accountingErrors(what string, c map[string]uint64) []string {
 // detaches cleanly.
 func attachScenario(t *testing.T, policy string) {
 	e := Setup(t)
-	if policy == "fifo" {
+	switch policy {
+	case "fifo":
 		needRun(t, e)
-	} else {
+	case "vtime", "model-fifo":
+		if !e.HasCommand("run", "-policy", "-queue") {
+			t.Skip("waiting for `mlsched run --policy vtime` and `--queue`")
+		}
+		if policy == "model-fifo" {
+			needModelPolicy(t, e)
+		}
+	default:
 		needModelPolicy(t, e)
 	}
 	d := workloadDur(t)
@@ -211,7 +223,14 @@ func attachScenario(t *testing.T, policy string) {
 		t.Errorf("state %q 5 s after mlsched exited, want disabled", r.Step(after).Value)
 	}
 	checkAccounting(t, policy, tot.BPF)
-	if policy == "model" {
+	wantPath := map[string]string{"fifo": "fifo_policy", "vtime": "vtime_policy"}[policy]
+	if wantPath != "" && tot.BPF[wantPath] == 0 {
+		t.Errorf("--policy %s queued nothing through %s (TOTALS %v)", policy, wantPath, tot.BPF)
+	}
+	if wantQueue := map[string]string{"fifo": "fifo", "vtime": "vtime", "model": "vtime", "model-fifo": "fifo"}[policy]; !strings.Contains(sched.Stderr, "over the "+wantQueue+" queue") {
+		t.Errorf("mlsched -v does not say it runs over the %s queue:\n%s", wantQueue, sched.Stderr)
+	}
+	if policy == "model" || policy == "model-fifo" {
 		// Both decisions are made (user space's counts) and applied (BPF's): a keep-local lands
 		// on the previous CPU; a migrate-to-idle moves the task to a CPU that is still idle when
 		// BPF applies it (migrate) or, when none is left by then, to the shared FIFO (no_idle).
@@ -228,8 +247,15 @@ func attachScenario(t *testing.T, policy string) {
 // TestVMAttachFIFO: claim 1 with --policy fifo.
 func TestVMAttachFIFO(t *testing.T) { attachScenario(t, "fifo") }
 
-// TestVMAttachModel: claim 1 with the default model; both decision kinds happen.
+// TestVMAttachModel: claim 1 with the default model over the default vtime queue; both
+// decision kinds happen.
 func TestVMAttachModel(t *testing.T) { attachScenario(t, "model") }
+
+// TestVMAttachVtime: claim 1 with --policy vtime (the weighted-vtime queue, no model).
+func TestVMAttachVtime(t *testing.T) { attachScenario(t, "vtime") }
+
+// TestVMAttachModelFIFOQueue: claim 1 with the model over --queue fifo (the original design).
+func TestVMAttachModelFIFOQueue(t *testing.T) { attachScenario(t, "model-fifo") }
 
 // TestVMKill9: claim 2. SIGKILL of mlsched mid-run: the kernel disables the scheduler within
 // 2 s (the link's fd closes with the process) and the workload still finishes.

@@ -30,13 +30,14 @@ first: mean ratio with a 95% bootstrap confidence interval, Welch's t-test, and 
 Arms (SPEC):
   default         no sched_ext scheduler: the kernel's own
   fifo            mlsched run --policy fifo (this binary)
+  vtime           mlsched run --policy vtime (the weighted-vtime queue, no model)
   model:PATH      mlsched run --model PATH
   model           mlsched run with the model built into the binary
   cmd:COMMAND     any sched_ext scheduler, e.g. cmd:"scx_simple" or cmd:"scx_rusty -v",
                   started before and stopped (SIGINT) after each of its runs
 
 For an arm with a scheduler, ab checks that /sys/kernel/sched_ext/state is "enabled" and
-root/ops names it (mlsched for fifo and model) before the run, that it stayed attached through
+root/ops names it (mlsched for fifo, vtime and model) before the run, that it stayed attached through
 it, and that sched_ext is disabled again after; the default arm checks no scheduler is
 attached. On a kernel without sched_ext, an arm that needs it fails before any run.
 
@@ -93,7 +94,7 @@ type abOpts struct {
 
 func abFlags(fs *flag.FlagSet) func([]string) error {
 	o := &abOpts{}
-	fs.Var(&o.arms, "arm", "`NAME=SPEC`: an arm (repeat; the first is the baseline); SPEC is default, fifo, model, model:PATH or cmd:COMMAND")
+	fs.Var(&o.arms, "arm", "`NAME=SPEC`: an arm (repeat; the first is the baseline); SPEC is default, fifo, vtime, model, model:PATH or cmd:COMMAND")
 	fs.IntVar(&o.runs, "runs", 10, "measured runs per arm `N`")
 	fs.IntVar(&o.warmup, "warmup", 1, "warm-up runs per arm `N`, discarded")
 	fs.DurationVar(&o.duration, "duration", 0, "length of each run `D` (see above; 0: the workload's own)")

@@ -20,13 +20,22 @@ func init() {
 	register(&command{
 		name:    "run",
 		summary: "run the scheduler (sched_ext; needs root)",
-		usage:   "[--model MODEL | --policy fifo] [--metrics-addr ADDR] [--stats D] [--slice D] [-v]",
+		usage:   "[--model MODEL [--queue vtime|fifo] | --policy vtime|fifo] [--metrics-addr ADDR] [--stats D] [--slice D] [-v]",
 		help: `
 Attach mlsched as the machine's sched_ext scheduler until SIGINT or SIGTERM, then detach and
 print the exit report. With the model policy, a wakeup whose previous CPU is busy goes to user
 space: the model predicts from the running task's recent syscalls whether it will leave the CPU
 soon; if so the waking task stays on its cache-warm CPU (keep_local), otherwise it moves to an
-idle CPU (migrate_idle). --policy fifo is a plain shared FIFO in BPF, no prediction.
+idle CPU (migrate_idle). Every wakeup the model does not place (no decision, user space late,
+ring full, the model guard tripped) goes to the base queue, in BPF.
+
+Policies:
+  model  (default) the model's placement over --queue: vtime (default), or fifo (the
+         original design: the model over a plain FIFO)
+  vtime  the shared queue ordered by weighted virtual time, no model: a waking task goes to an
+         idle CPU if the kernel's default idle search finds one, else into the queue (the
+         kernel's scx_simple does the same); fair between CPU hogs and tasks that sleep
+  fifo   the plain shared FIFO, no model
 
 If mlsched dies, however it dies, the kernel puts every task back on the default scheduler.
 Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT, Linux >= 6.12) and BTF.
@@ -44,6 +53,8 @@ Exit codes: 3 not root, 4 no sched_ext, 5 another scheduler is enabled, 6 bad mo
 type runOpts struct {
 	modelPath      string
 	policy         string
+	queue          string
+	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
 	stats          time.Duration
 	slice          time.Duration
@@ -56,14 +67,15 @@ type runOpts struct {
 }
 
 func runFlags(fs *flag.FlagSet) func([]string) error {
-	o := &runOpts{}
+	o := &runOpts{fs: fs}
 	fs.StringVar(&o.modelPath, "model", "", "model file `MODEL` (default: the model embedded in the binary)")
-	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model or fifo")
+	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model, vtime or fifo")
+	fs.StringVar(&o.queue, "queue", sched.QueueVtime, "model policy: the base `QUEUE` every fallback goes to, vtime or fifo")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
 	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
 	fs.DurationVar(&o.watchdog, "watchdog", 5*time.Second, "kernel watchdog `D`: a runnable task not run for D ejects the scheduler")
-	fs.DurationVar(&o.pendingTimeout, "pending-timeout", 20*time.Millisecond, "a task waits at most `D` for a decision, then FIFO")
+	fs.DurationVar(&o.pendingTimeout, "pending-timeout", 20*time.Millisecond, "a task waits at most `D` for a decision, then the base queue")
 	fs.DurationVar(&o.userStall, "user-stall", 10*time.Second, "model policy: BPF ends the scheduler when wake events sit unread and no decision comes for `D` (0: never)")
 	fs.IntVar(&o.guardWindow, "guard-window", 2000, "model guard: sliding window of `N` observed outcomes")
 	fs.BoolVar(&o.noFlush, "no-flush", false, "apply decisions only at the next dispatch, not right after each batch (for comparison)")
@@ -76,16 +88,24 @@ func runScheduler(o *runOpts, args []string) error {
 		return errorf(exitUsage, "unexpected arguments %q", args)
 	}
 	var m *model.Model
+	queueSet := false
+	o.fs.Visit(func(f *flag.Flag) { queueSet = queueSet || f.Name == "queue" })
+	if o.queue != sched.QueueVtime && o.queue != sched.QueueFIFO {
+		return errorf(exitUsage, "--queue %q: want vtime or fifo", o.queue)
+	}
 	switch o.policy {
-	case sched.PolicyFIFO:
+	case sched.PolicyFIFO, sched.PolicyVtime:
 		if o.modelPath != "" {
-			return errorf(exitUsage, "--model and --policy fifo exclude each other")
+			return errorf(exitUsage, "--model and --policy %s exclude each other", o.policy)
+		}
+		if queueSet {
+			return errorf(exitUsage, "--queue is for the model policy; --policy %s is its own queue", o.policy)
 		}
 	case sched.PolicyModel:
 		if o.modelPath == "" {
 			var err error
 			if m, err = model.Default(); err != nil {
-				return errorf(exitBadInput, "%v (pass --model FILE or --policy fifo)", err)
+				return errorf(exitBadInput, "%v (pass --model FILE, or --policy vtime for no model)", err)
 			}
 		} else {
 			if os.Geteuid() == 0 {
@@ -100,7 +120,7 @@ func runScheduler(o *runOpts, args []string) error {
 			}
 		}
 	default:
-		return errorf(exitUsage, "unknown policy %q (model or fifo)", o.policy)
+		return errorf(exitUsage, "unknown policy %q (model, vtime or fifo)", o.policy)
 	}
 	if os.Geteuid() != 0 {
 		return errorf(exitNotRoot, "attaching a sched_ext scheduler needs root (CAP_SYS_ADMIN, CAP_BPF): run with sudo")
@@ -113,6 +133,7 @@ func runScheduler(o *runOpts, args []string) error {
 	defer cancel()
 	rep, err := sched.Run(ctx, sched.Config{
 		Policy:         o.policy,
+		Queue:          o.queue,
 		Model:          m,
 		Slice:          o.slice,
 		Watchdog:       o.watchdog,
