@@ -4,4 +4,3 @@ package bpf
 // names of 7.x kernels, `schedcompat` the plain names of 6.12-6.x. LoadSched picks one.
 //go:generate go tool bpf2go -cc clang-19 -target bpfel -no-global-types sched sched.bpf.c -- -O2 -g -Wall -Werror -fms-extensions -Wno-microsoft-anon-tag -I/usr/include/x86_64-linux-gnu -DMLS_KFUNC_V2
 //go:generate go tool bpf2go -cc clang-19 -target bpfel -no-global-types schedcompat sched.bpf.c -- -O2 -g -Wall -Werror -fms-extensions -Wno-microsoft-anon-tag -I/usr/include/x86_64-linux-gnu
-//go:generate go tool bpf2go -cc clang-19 -target bpfel -no-global-types urbtest urbtest.bpf.c -- -O2 -g -Wall -Werror -fms-extensions -Wno-microsoft-anon-tag -I/usr/include/x86_64-linux-gnu

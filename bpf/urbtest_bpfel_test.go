@@ -149,5 +149,5 @@ func _UrbtestClose(closers ...io.Closer) error {
 
 // Do not access this directly.
 //
-//go:embed urbtest_bpfel.o
+//go:embed urbtest_bpfel_test.o
 var _UrbtestBytes []byte

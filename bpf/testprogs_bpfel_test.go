@@ -229,5 +229,5 @@ func _TestprogsClose(closers ...io.Closer) error {
 
 // Do not access this directly.
 //
-//go:embed testprogs_bpfel.o
+//go:embed testprogs_bpfel_test.o
 var _TestprogsBytes []byte
