@@ -14,7 +14,6 @@
 #include <bpf/bpf_core_read.h>
 
 #include "features.h"
-#include "capture.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -26,18 +25,9 @@ const volatile __u32 sample_every = 1; // keep one wakeup in this many, at rando
 const volatile __u32 max_rate = 0;     // samples per second per CPU at most (0: no limit)
 const volatile __u32 clk_samples = 8;  // switches per tick and CPU that calibrate the clock offset
 
-// Keep the event types in BTF for bpf2go.
-const struct mls_wake_event *unused_wake __attribute__((unused));
-const struct mls_wake_sparse *unused_wake_sparse __attribute__((unused));
-const struct mls_switch_event *unused_switch __attribute__((unused));
-
 struct cpu_cur {
-	__u32 tid;      // task running on this CPU (0: idle or not yet seen)
-	__u32 tgid;
-	__u64 start_ns; // when it was switched in
-	__u64 task;     // its task_struct, compared with a wakee's (never dereferenced)
-	__u32 pending;  // a sample names this CPU's current task: report its switch-out
-	__u32 yielding; // the current task called sched_yield
+	struct mls_cpu_run run; // who runs here since when, and the pending sample (features.h)
+	__u64 task;             // the running task's task_struct, compared with a wakee's (never dereferenced)
 	// Cast path (see on_switch): the least bpf_ktime_get_ns() minus the runqueue's clock over
 	// the first switches of the tick turns the scheduler's clock into ours.
 	__u64 clk_off;
@@ -72,7 +62,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct mls_wake_sparse);
+	__type(value, struct mls_wake);
 } wake_scratch SEC(".maps");
 
 struct {
@@ -84,10 +74,7 @@ struct {
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
-
-	if (c)
-		*c += 1;
+	mls_count_add(&counters, idx, 1);
 }
 
 // The CPU a task last ran on: thread_info.cpu since 5.16, task_struct.cpu before.
@@ -167,9 +154,6 @@ SEC("raw_tp/sys_enter")
 int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	enum mls_feat_claim claim;
-	struct task_feat *f;
 
 	if (filter_tree) {
 		__u32 tgid = pid_tgid >> 32;
@@ -177,20 +161,42 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 		if (!bpf_map_lookup_elem(&tree_tgids, &tgid))
 			return 0;
 	}
-	f = mls_feat_own(tid, &claim);
-	if (!f)
-		return 0;
-	if (claim == MLS_FEAT_TAKEOVER)
+	if (mls_on_sys_enter(&cpu_cur, (__u32)pid_tgid, id) == MLS_FEAT_TAKEOVER)
 		count(MLS_CNT_FEAT_TAKEOVER);
-	mls_feat_syscall(f, id);
-	if (id == MLS_NR_SCHED_YIELD) {
-		__u32 cpu = bpf_get_smp_processor_id();
-		struct cpu_cur *c = bpf_map_lookup_elem(&cpu_cur, &cpu);
-
-		if (c)
-			c->yielding = 1;
-	}
 	return 0;
+}
+
+// When the task switched in here started: the runqueue's clock plus its offset to ours where
+// that clock is fresh, else our clock (now, if the caller read it already).
+static __always_inline __u64 switch_in_ns(struct cpu_cur *c, struct task_struct *next, bool preempt,
+					  __u32 prev_state, bool have_state, bool cast, __u64 now)
+{
+	// The runqueue's clock is fresh only if prev blocked (or exited): a wakeup that preempts
+	// the running task (and sched_yield) asks __schedule() to skip the clock update, so the
+	// clock is then as old as the last update, up to a tick. Those switches read ours.
+	if (cast && have_state && !preempt && prev_state != 0 && bpf_core_field_exists(next->se.cfs_rq)) {
+		// This CPU's runqueue: every task's se.cfs_rq (its group's, on its CPU) points to it.
+		__u64 clock = task_view(next)->se.cfs_rq->rq->clock, jiffy = bpf_jiffies64();
+
+		if (clock) { // (the loads fault to 0: no runqueue clock to go by)
+			if (jiffy != c->clk_jiffy) {
+				c->clk_jiffy = jiffy;
+				c->clk_n = 0;
+			}
+			if (c->clk_n < clk_samples || now) {
+				__u64 off;
+
+				if (!now)
+					now = bpf_ktime_get_ns();
+				off = now - clock;
+				if (c->clk_n == 0 || (__s64)(off - c->clk_off) < 0)
+					c->clk_off = off;
+				c->clk_n++;
+			}
+			return now ? now : clock + c->clk_off;
+		}
+	}
+	return now ? now : bpf_ktime_get_ns();
 }
 
 // The switch hook. It runs on every context switch, so it does the least it can: note which
@@ -222,10 +228,10 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	if (!c)
 		return;
 	ids = task_ids_of(next, cast);
-	if (c->pending) {
+	// c->run.tid is the task switched in here last, which is prev.
+	if (mls_run_take_sample(&c->run, c->run.tid)) {
 		struct mls_switch_event *e;
 
-		c->pending = 0;
 		now = bpf_ktime_get_ns();
 		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (!e) {
@@ -234,13 +240,12 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			if (!have_state)
 				prev_state = task_state(prev);
 			e->type = MLS_EV_SWITCH;
-			// Left voluntarily: not preempted in the kernel, and not runnable (a task
-			// preempted in user mode leaves through a plain schedule() with preempt false
-			// but TASK_RUNNING); sched_yield leaves it runnable, so sys_enter marks it.
-			e->voluntary = !preempt && (prev_state != 0 || c->yielding);
+			// A task preempted in user mode leaves through a plain schedule() with preempt
+			// false but TASK_RUNNING: runnable. sched_yield leaves it runnable too, so
+			// sys_enter marks it.
+			e->voluntary = mls_left_voluntarily(preempt, prev_state == 0, c->run.yielding);
 			e->cpu = cpu;
-			// c->tid is the task switched in here last, which is prev.
-			e->prev_tid = c->tid;
+			e->prev_tid = c->run.tid;
 			e->next_tid = ids.pid;
 			e->_pad = 0;
 			e->ts_ns = now;
@@ -248,41 +253,8 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			count(MLS_CNT_SWITCH_EMITTED);
 		}
 	}
-	c->yielding = 0;
 	c->task = (__u64)next;
-	c->tid = ids.pid;
-	c->tgid = ids.tgid;
-	if (!ids.pid) {
-		c->start_ns = 0;
-		return;
-	}
-	// The runqueue's clock is fresh only if prev blocked (or exited): a wakeup that preempts
-	// the running task (and sched_yield) asks __schedule() to skip the clock update, so the
-	// clock is then as old as the last update, up to a tick. Those switches read ours.
-	if (cast && have_state && !preempt && prev_state != 0 && bpf_core_field_exists(next->se.cfs_rq)) {
-		// This CPU's runqueue: every task's se.cfs_rq (its group's, on its CPU) points to it.
-		__u64 clock = task_view(next)->se.cfs_rq->rq->clock, jiffy = bpf_jiffies64();
-
-		if (clock) { // (the loads fault to 0: no runqueue clock to go by)
-			if (jiffy != c->clk_jiffy) {
-				c->clk_jiffy = jiffy;
-				c->clk_n = 0;
-			}
-			if (c->clk_n < clk_samples || now) {
-				__u64 off;
-
-				if (!now)
-					now = bpf_ktime_get_ns();
-				off = now - clock;
-				if (c->clk_n == 0 || (__s64)(off - c->clk_off) < 0)
-					c->clk_off = off;
-				c->clk_n++;
-			}
-			c->start_ns = now ? now : clock + c->clk_off;
-			return;
-		}
-	}
-	c->start_ns = now ? now : bpf_ktime_get_ns();
+	mls_run_start(&c->run, ids.pid, ids.tgid, ids.pid ? switch_in_ns(c, next, preempt, prev_state, have_state, cast, now) : 0);
 }
 
 SEC("raw_tp/sched_switch")
@@ -396,20 +368,17 @@ static __always_inline void rate_refund(void)
 static __always_inline void on_waking(struct task_struct *p, bool cast)
 {
 	__u32 cpu = task_cpu_of(p, cast);
-	struct mls_wake_sparse *e;
-	struct task_feat *f;
+	struct mls_wake *e;
 	struct cpu_cur *c;
-	__u32 r_tid, r_tgid, w_tid, nvals, zero = 0;
+	__u32 r_tid, r_tgid, zero = 0;
 	struct pid_pair ids;
-	__u64 start;
 
 	count(MLS_CNT_WAKE_TOTAL);
 	c = bpf_map_lookup_elem(&cpu_cur, &cpu);
 	if (!c)
 		return;
-	r_tid = c->tid;
-	r_tgid = c->tgid;
-	start = c->start_ns;
+	r_tid = c->run.tid;
+	r_tgid = c->run.tgid;
 	if (r_tid == 0) {
 		count(MLS_CNT_WAKE_IDLE);
 		return;
@@ -433,8 +402,7 @@ static __always_inline void on_waking(struct task_struct *p, bool cast)
 		return;
 	}
 	ids = task_ids_of(p, cast);
-	w_tid = ids.pid;
-	if (w_tid == r_tid) { // a stale c->task (the switch hook missed a switch)
+	if (ids.pid == r_tid) { // a stale c->task (the switch hook missed a switch)
 		rate_refund();
 		count(MLS_CNT_WAKE_SELF);
 		return;
@@ -449,28 +417,12 @@ static __always_inline void on_waking(struct task_struct *p, bool cast)
 		count(MLS_CNT_WAKE_DROP);
 		return;
 	}
-	e->type = MLS_EV_WAKE_SPARSE;
-	e->_pad = 0;
-	e->prev_cpu = cpu;
-	e->waker_cpu = bpf_get_smp_processor_id();
-	e->w_tid = w_tid;
-	e->r_tid = r_tid;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->r_oncpu_ns = e->ts_ns > start ? e->ts_ns - start : 0;
-	e->mask = 0;
-	nvals = 0;
-	f = mls_feat_peek(r_tid);
-	if (f)
-		nvals = mls_feat_snapshot_sparse(f, e->vals, &e->mask);
-	if (nvals > MLS_NUM_BUCKETS)
-		nvals = MLS_NUM_BUCKETS;
-	e->nvals = nvals;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e) - sizeof(e->vals) + nvals * sizeof(e->vals[0]),
-			       BPF_RB_NO_WAKEUP)) {
+	mls_wake_fill(e, &c->run, MLS_EV_WAKE, cpu, ids.pid, bpf_ktime_get_ns(), 0);
+	if (bpf_ringbuf_output(&events, e, mls_wake_len(e), BPF_RB_NO_WAKEUP)) {
+		c->run.sample_tid = 0; // not pending after all
 		count(MLS_CNT_WAKE_DROP);
 		return;
 	}
-	c->pending = 1;
 	count(MLS_CNT_WAKE_EMITTED);
 }
 

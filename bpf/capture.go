@@ -64,27 +64,6 @@ const DefaultMaxRate = 20000
 // MaxRateLimit is the largest MaxRate: the probes' per-tick arithmetic stays in 64 bits below it.
 const MaxRateLimit = 1 << 30
 
-// Counter indexes the probes' per-CPU counters (enum mls_counter in capture.h).
-type Counter int
-
-const (
-	CntWakeTotal Counter = iota
-	CntWakeIdle
-	CntWakeSelf
-	CntWakeOurs
-	CntWakeFiltered
-	CntWakeEmitted
-	CntWakeDrop
-	CntSwitchEmitted
-	CntSwitchDrop
-	CntFeatTakeover
-	CntWakeSampledOut
-	NumCounters
-)
-
-// Counters are the probes' counters summed over CPUs.
-type Counters [NumCounters]uint64
-
 // captureProgs are the programs every kernel loads; captureCastProgs need bpf_rdonly_cast.
 type captureProgs struct {
 	MlsProcessExit  *ebpf.Program `ebpf:"mls_process_exit"`

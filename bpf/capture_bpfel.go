@@ -8,85 +8,9 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
-	"structs"
 
 	"github.com/cilium/ebpf"
 )
-
-type captureCpuCur struct {
-	_        structs.HostLayout
-	Tid      uint32
-	Tgid     uint32
-	StartNs  uint64
-	Task     uint64
-	Pending  uint32
-	Yielding uint32
-	ClkOff   uint64
-	ClkJiffy uint64
-	ClkN     uint32
-	_        [12]byte
-}
-
-type captureMlsSwitchEvent struct {
-	_         structs.HostLayout
-	Type      uint8
-	Voluntary uint8
-	Cpu       uint16
-	PrevTid   uint32
-	NextTid   uint32
-	Pad       uint32
-	TsNs      uint64
-}
-
-type captureMlsWakeEvent struct {
-	_         structs.HostLayout
-	Type      uint8
-	Pad       uint8
-	PrevCpu   uint16
-	WakerCpu  uint16
-	Pad2      uint16
-	W_tid     uint32
-	R_tid     uint32
-	TsNs      uint64
-	R_oncpuNs uint64
-	Feats     [64]uint32
-}
-
-type captureMlsWakeSparse struct {
-	_         structs.HostLayout
-	Type      uint8
-	Nvals     uint8
-	PrevCpu   uint16
-	WakerCpu  uint16
-	Pad       uint16
-	W_tid     uint32
-	R_tid     uint32
-	TsNs      uint64
-	R_oncpuNs uint64
-	Mask      uint64
-	Vals      [64]uint32
-}
-
-type captureRateState struct {
-	_        structs.HostLayout
-	Jiffy    uint64
-	WindowNs uint64
-	Seen     uint64
-	Tokens   uint64
-	Keep     uint64
-}
-
-type captureTaskFeat struct {
-	_    structs.HostLayout
-	N    uint32
-	Tid  uint32
-	Mask uint64
-	B    [64]struct {
-		_    structs.HostLayout
-		Val  uint32
-		Last uint32
-	}
-}
 
 // Names of all BPF objects in the ELF.
 //
@@ -110,13 +34,11 @@ const (
 	captureVarClkSamples          = "clk_samples"
 	captureVarFilterTree          = "filter_tree"
 	captureVarMaxRate             = "max_rate"
+	captureVarMlsAbiTypes         = "mls_abi_types"
 	captureVarMlsFeatMask         = "mls_feat_mask"
 	captureVarNrCpus              = "nr_cpus"
 	captureVarSampleEvery         = "sample_every"
 	captureVarSelfTgid            = "self_tgid"
-	captureVarUnusedSwitch        = "unused_switch"
-	captureVarUnusedWake          = "unused_wake"
-	captureVarUnusedWakeSparse    = "unused_wake_sparse"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -188,16 +110,14 @@ type captureMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
-	ClkSamples       *ebpf.VariableSpec `ebpf:"clk_samples"`
-	FilterTree       *ebpf.VariableSpec `ebpf:"filter_tree"`
-	MaxRate          *ebpf.VariableSpec `ebpf:"max_rate"`
-	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
-	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
-	SampleEvery      *ebpf.VariableSpec `ebpf:"sample_every"`
-	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedSwitch     *ebpf.VariableSpec `ebpf:"unused_switch"`
-	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
-	UnusedWakeSparse *ebpf.VariableSpec `ebpf:"unused_wake_sparse"`
+	ClkSamples  *ebpf.VariableSpec `ebpf:"clk_samples"`
+	FilterTree  *ebpf.VariableSpec `ebpf:"filter_tree"`
+	MaxRate     *ebpf.VariableSpec `ebpf:"max_rate"`
+	MlsAbiTypes *ebpf.VariableSpec `ebpf:"mls_abi_types"`
+	MlsFeatMask *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
+	NrCpus      *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	SampleEvery *ebpf.VariableSpec `ebpf:"sample_every"`
+	SelfTgid    *ebpf.VariableSpec `ebpf:"self_tgid"`
 }
 
 // captureObjects contains all objects after they have been loaded into the kernel.
@@ -245,16 +165,14 @@ func (m *captureMaps) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
-	ClkSamples       *ebpf.Variable `ebpf:"clk_samples"`
-	FilterTree       *ebpf.Variable `ebpf:"filter_tree"`
-	MaxRate          *ebpf.Variable `ebpf:"max_rate"`
-	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
-	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
-	SampleEvery      *ebpf.Variable `ebpf:"sample_every"`
-	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedSwitch     *ebpf.Variable `ebpf:"unused_switch"`
-	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
-	UnusedWakeSparse *ebpf.Variable `ebpf:"unused_wake_sparse"`
+	ClkSamples  *ebpf.Variable `ebpf:"clk_samples"`
+	FilterTree  *ebpf.Variable `ebpf:"filter_tree"`
+	MaxRate     *ebpf.Variable `ebpf:"max_rate"`
+	MlsAbiTypes *ebpf.Variable `ebpf:"mls_abi_types"`
+	MlsFeatMask *ebpf.Variable `ebpf:"mls_feat_mask"`
+	NrCpus      *ebpf.Variable `ebpf:"nr_cpus"`
+	SampleEvery *ebpf.Variable `ebpf:"sample_every"`
+	SelfTgid    *ebpf.Variable `ebpf:"self_tgid"`
 }
 
 // capturePrograms contains all programs after they have been loaded into the kernel.

@@ -115,8 +115,8 @@ func testCaptureEmits(t *testing.T, hooks hookSet) {
 			break
 		}
 		switch features.EventType(rec.RawSample) {
-		case features.EventWakeSparse:
-			if err := features.DecodeWakeSparse(rec.RawSample, &wake); err != nil {
+		case features.EventWake:
+			if err := features.DecodeWake(rec.RawSample, &wake); err != nil {
 				t.Fatal(err)
 			}
 			wakes++
@@ -146,38 +146,6 @@ func testCaptureEmits(t *testing.T, hooks hookSet) {
 	}
 	if uint64(wakes) != cnt[CntWakeEmitted] {
 		t.Errorf("read %d wake events, probes emitted %d", wakes, cnt[CntWakeEmitted])
-	}
-}
-
-// features/event.go decodes capture.h's records by offset: check them against the BTF of the
-// compiled object.
-func TestCaptureLayouts(t *testing.T) {
-	spec, err := loadCapture()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for typ, want := range map[string]int{
-		"mls_wake_event":   features.WakeEventSize,
-		"mls_wake_sparse":  features.WakeSparseHeaderSize + 4*features.NumBuckets,
-		"mls_switch_event": features.SwitchEventSize,
-	} {
-		var st *btf.Struct
-		if err := spec.Types.TypeByName(typ, &st); err != nil {
-			t.Fatalf("%s: %v", typ, err)
-		}
-		if int(st.Size) != want {
-			t.Errorf("sizeof(struct %s) = %d, Go expects %d", typ, st.Size, want)
-		}
-		if typ != "mls_wake_sparse" {
-			continue
-		}
-		for _, m := range st.Members {
-			off := int(m.Offset.Bytes())
-			if (m.Name == "nvals" && off != 1) || (m.Name == "mask" && off != 32) ||
-				(m.Name == "vals" && off != features.WakeSparseHeaderSize) {
-				t.Errorf("mls_wake_sparse.%s at %d", m.Name, off)
-			}
-		}
 	}
 }
 
@@ -373,8 +341,8 @@ func readEvents(t *testing.T, c *Capture, wake func(*features.WakeEvent), sw fun
 	c.Events.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	for c.Events.ReadInto(&rec) == nil {
 		switch features.EventType(rec.RawSample) {
-		case features.EventWakeSparse:
-			if err := features.DecodeWakeSparse(rec.RawSample, &we); err != nil {
+		case features.EventWake:
+			if err := features.DecodeWake(rec.RawSample, &we); err != nil {
 				t.Fatal(err)
 			}
 			wake(&we)

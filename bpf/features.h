@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
-// Per-task syscall-decay features, shared by the capture probes and the scheduler.
-// The Go mirror is features/decay.go; the table and constants come from schema_table.h,
-// generated from features/schema.go.
+// The one BPF feature pipeline, shared by the capture probes and the scheduler (and the test
+// programs): per-task syscall-decay features (the sys_enter update), the per-CPU "who runs here
+// since when" state, the voluntary-leave rule, and the wake sample fill. No object-specific code
+// in here: each object decides when to call what and counts with its own counter enum.
+// The Go mirror of the decay is features/decay.go; the table and constants come from
+// schema_table.h, generated from features/schema.go; the records are abi.h's.
 #pragma once
 
 #include "schema_table.h"
+#include "abi.h"
 
 // One task's state: a syscall counter and, per bucket, a decayed count (Q16) valid at the
 // task's syscall number recorded with it. Lazy decay keeps the syscall hook O(1).
@@ -155,4 +159,123 @@ static __always_inline __u32 mls_feat_snapshot_sparse(const struct task_feat *f,
 		vals[i] = mls_decay(f->b[b].val, f->b[b].last, n);
 	}
 	return i;
+}
+
+// What runs on a CPU, since when, and the pending sample that names it. Each object's per-CPU
+// state starts with it (the object keeps its own extras behind).
+struct mls_cpu_run {
+	__u32 tid; // the task running on this CPU (0: idle, or not known yet)
+	__u32 tgid;
+	__u64 start_ns;   // when it started running here
+	__u64 sample_seq; // the pending sample's seq (the scheduler's; 0 in capture)
+	__u64 sample_ns;  // when that sample was taken
+	__u32 sample_tid; // the task the pending sample names (0: none pending)
+	__u32 yielding;   // the running task called sched_yield
+};
+
+static __always_inline struct mls_cpu_run *mls_cpu_run_of(void *cpu_map, __u32 cpu)
+{
+	return bpf_map_lookup_elem(cpu_map, &cpu);
+}
+
+// sys_enter of task tid (pid_tgid's low half), syscall id: one decayed bucket bumped; a
+// sched_yield marks the CPU's running task, so that its leave counts as voluntary. cpu_map is
+// the object's per-CPU state map (looked up only for sched_yield). Returns how the task's
+// feature slot was found, for the object's take-over counter.
+static __always_inline enum mls_feat_claim mls_on_sys_enter(void *cpu_map, __u32 tid, __u64 id)
+{
+	enum mls_feat_claim claim = MLS_FEAT_OWNED;
+	struct task_feat *f = mls_feat_own(tid, &claim);
+
+	if (f)
+		mls_feat_syscall(f, id);
+	if (id == MLS_NR_SCHED_YIELD) {
+		struct mls_cpu_run *r = mls_cpu_run_of(cpu_map, bpf_get_smp_processor_id());
+
+		if (r)
+			r->yielding = 1;
+	}
+	return claim;
+}
+
+// A task starts running on the CPU r describes (tid 0: the idle task).
+static __always_inline void mls_run_start(struct mls_cpu_run *r, __u32 tid, __u32 tgid, __u64 start_ns)
+{
+	r->tid = tid;
+	r->tgid = tgid;
+	r->start_ns = start_ns;
+	r->yielding = 0;
+}
+
+// The task leaving the CPU r describes: true if a pending sample names it (which is then
+// resolved, and cleared either way).
+static __always_inline bool mls_run_take_sample(struct mls_cpu_run *r, __u32 leaving_tid)
+{
+	bool named = r->sample_tid && r->sample_tid == leaving_tid;
+
+	r->sample_tid = 0;
+	return named;
+}
+
+// The label's rule (features.LeftVoluntarily in Go): a task left its CPU voluntarily when it was
+// not preempted and either blocked (it is not runnable: slept, waited, exited) or yielded.
+// The facts differ by hook: sched_switch gives preempt and prev_state (runnable: prev_state ==
+// 0); sched_ext's stopping() gives runnable only, so the scheduler passes preempted = false (a
+// runnable task that did not yield, preempted or out of slice, counts as involuntary anyway).
+static __always_inline bool mls_left_voluntarily(bool preempted, bool runnable, __u32 yielding)
+{
+	return !preempted && (!runnable || yielding);
+}
+
+// Add v to counter idx of an object's per-CPU counter map.
+static __always_inline void mls_count_add(void *counters, __u32 idx, __u64 v)
+{
+	__u64 *c = bpf_map_lookup_elem(counters, &idx);
+
+	if (c)
+		*c += v;
+}
+
+// Fill the wake sample e, W (w_tid) waking while prev_cpu runs R (r->tid), and mark it pending
+// on r (the caller clears r->sample_tid if the sample is not emitted after all). The caller sets
+// the scheduler's fields (nr_allowed, flags).
+static __always_inline void mls_wake_fill(struct mls_wake *e, struct mls_cpu_run *r, __u8 type, __u16 prev_cpu,
+					  __u32 w_tid, __u64 now, __u64 seq)
+{
+	struct task_feat *f;
+	__u32 nvals = 0;
+
+	e->type = type;
+	e->flags = 0;
+	e->_pad0 = 0;
+	e->prev_cpu = prev_cpu;
+	e->waker_cpu = bpf_get_smp_processor_id();
+	e->w_tid = w_tid;
+	e->r_tid = r->tid;
+	e->ts_ns = now;
+	e->r_oncpu_ns = now > r->start_ns ? now - r->start_ns : 0;
+	e->seq = seq;
+	e->nr_allowed = 0;
+	e->_pad1 = 0;
+	e->_pad2 = 0;
+	e->mask = 0;
+	f = mls_feat_peek(r->tid);
+	if (f)
+		nvals = mls_feat_snapshot_sparse(f, e->vals, &e->mask);
+	if (nvals > MLS_NUM_BUCKETS)
+		nvals = MLS_NUM_BUCKETS;
+	e->nvals = nvals;
+	r->sample_seq = seq;
+	r->sample_ns = now;
+	r->sample_tid = r->tid;
+}
+
+// The length of a filled sample: the header and its nvals counts.
+static __always_inline __u32 mls_wake_len(const struct mls_wake *e)
+{
+	__u32 n = e->nvals;
+
+	if (n > MLS_NUM_BUCKETS)
+		n = MLS_NUM_BUCKETS;
+	return sizeof(*e) - sizeof(e->vals) + n * sizeof(e->vals[0]);
 }

@@ -5,4 +5,4 @@ package bpf
 // Generated objects are committed, so `go build` needs no clang; `make generate` reruns this
 // with the pinned compiler (clang-19) and CI checks the result is up to date.
 //go:generate go run ./internal/genschema schema_table.h
-//go:generate go tool bpf2go -cc clang-19 -target bpfel -type mls_wake_event -type mls_wake_sparse -type mls_switch_event -type task_feat capture capture.bpf.c -- -O2 -g -Wall -Werror -fms-extensions -Wno-microsoft-anon-tag -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang-19 -target bpfel -no-global-types capture capture.bpf.c -- -O2 -g -Wall -Werror -fms-extensions -Wno-microsoft-anon-tag -I/usr/include/x86_64-linux-gnu

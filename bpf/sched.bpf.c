@@ -23,7 +23,6 @@
 #include <bpf/bpf_core_read.h>
 
 #include "features.h"
-#include "sched.h"
 #include "compat.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -32,7 +31,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define PENDING_DSQ 1
 #define SCAN_MAX 64   // pending tasks looked at per dispatch
 #define DRAIN_MAX 128 // decisions read per dispatch
-#define NR_SCHED_YIELD 24
 
 // Set by the loader before load.
 const volatile u32 self_tgid = 0;
@@ -51,12 +49,6 @@ u64 nr_rx;         // decisions read, for the stall timer
 u64 stall_rx_seen; // nr_rx at the stall timer's last tick
 u64 stall_since_ns; // since when events wait unread and no decision is read (0: not stalled)
 u64 vtime_now;      // the largest vtime of a task that started running (weighted ns)
-
-// Keep the shared types in BTF for the layout test.
-const struct mls_sched_wake *unused_wake __attribute__((unused));
-const struct mls_sched_outcome *unused_outcome __attribute__((unused));
-const struct mls_decision *unused_decision __attribute__((unused));
-const enum mls_sched_counter *unused_counters __attribute__((unused));
 
 enum task_state {
 	TS_NONE = 0,
@@ -82,19 +74,13 @@ struct {
 
 // What runs on each CPU, and the sample that names it.
 struct cpu_state {
-	u32 tid; // 0: idle or not a sched_ext task
-	u32 tgid;
-	u64 start_ns;
-	u64 exec_start; // the running task's se.sum_exec_runtime when it started here
-	u64 sample_seq; // a wake event named this CPU's current task: report how it leaves
-	u64 sample_ns;
-	u32 sample_tid;
-	u32 yielding;
+	struct mls_cpu_run run; // who runs here since when, and the pending sample (features.h)
+	u64 exec_start;         // the running task's se.sum_exec_runtime when it started here
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MLS_SCHED_MAX_CPUS); // resized by the loader
+	__uint(max_entries, MLS_MAX_CPUS); // resized by the loader
 	__type(key, u32);
 	__type(value, struct cpu_state);
 } cpu_states SEC(".maps");
@@ -129,10 +115,7 @@ struct {
 
 static __always_inline void count_add(u32 idx, u64 v)
 {
-	u64 *c = bpf_map_lookup_elem(&sched_counters, &idx);
-
-	if (c)
-		*c += v;
+	mls_count_add(&sched_counters, idx, v);
 }
 
 static __always_inline void count(u32 idx)
@@ -204,11 +187,9 @@ s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags
 SEC("struct_ops/mls_enqueue")
 void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 {
-	struct mls_sched_wake *e;
-	struct task_feat *f;
+	struct mls_wake *e;
 	struct cpu_state *cs;
 	struct task_ctx *tctx;
-	u32 r_tid;
 	u64 now, seq;
 	s32 prev;
 
@@ -240,12 +221,11 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 	prev = scx_bpf_task_cpu(p);
 	cs = cpu_state(prev);
-	if (!cs || !cs->tid || cs->tgid == self_tgid || cs->tid == p->pid) {
+	if (!cs || !cs->run.tid || cs->run.tgid == self_tgid || cs->run.tid == p->pid) {
 		enqueue_base(p, enq_flags);
 		count(MLS_SC_NO_RUNNING);
 		return;
 	}
-	r_tid = cs->tid;
 	tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!tctx) {
 		enqueue_base(p, enq_flags);
@@ -264,26 +244,9 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	tctx->enq_ns = now;
 	tctx->state = guard_fifo ? TS_NONE : TS_PENDING;
 
-	e->type = MLS_EV_SCHED_WAKE;
+	mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
 	e->flags = guard_fifo ? MLS_WAKE_NO_DECISION : 0;
-	e->prev_cpu = prev;
-	e->waker_cpu = bpf_get_smp_processor_id();
 	e->nr_allowed = p->nr_cpus_allowed;
-	e->w_tid = p->pid;
-	e->r_tid = r_tid;
-	e->ts_ns = now;
-	e->r_oncpu_ns = now > cs->start_ns ? now - cs->start_ns : 0;
-	e->seq = seq;
-	f = mls_feat_peek(r_tid);
-	if (f) {
-		mls_feat_snapshot(f, e->feats);
-	} else {
-		for (int b = 0; b < MLS_NUM_BUCKETS; b++)
-			e->feats[b] = 0;
-	}
-	cs->sample_seq = seq;
-	cs->sample_ns = now;
-	cs->sample_tid = r_tid;
 
 	if (guard_fifo) {
 		// The model guard tripped: the base queue without a round trip, but the event still
@@ -345,7 +308,7 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	bool moved;
 
 	if (!tctx) {
-		cnt = MLS_SC_NO_CTX;
+		cnt = MLS_SC_APPLY_NO_CTX;
 	} else if (tctx->state == TS_DECIDED) {
 		rtt = now - tctx->enq_ns;
 		if (tctx->action == MLS_ACT_KEEP_LOCAL) {
@@ -452,10 +415,7 @@ void BPF_PROG(mls_running, struct task_struct *p)
 
 	if (!cs)
 		return;
-	cs->tid = p->pid;
-	cs->tgid = p->tgid;
-	cs->start_ns = bpf_ktime_get_ns();
-	cs->yielding = 0;
+	mls_run_start(&cs->run, p->pid, p->tgid, bpf_ktime_get_ns());
 	if (queue_vtime) {
 		cs->exec_start = p->se.sum_exec_runtime;
 		if ((s64)(p->scx.dsq_vtime - vtime_now) > 0)
@@ -474,10 +434,10 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 		return;
 	// Weighted vtime: the run time since running() (the kernel's own account of it, which
 	// sched_ext updates before calling stopping), x 100 / weight.
-	if (queue_vtime && cs->tid == p->pid && p->scx.weight)
+	if (queue_vtime && cs->run.tid == p->pid && p->scx.weight)
 		p->scx.dsq_vtime += (p->se.sum_exec_runtime - cs->exec_start) * 100 / p->scx.weight;
-	cs->tid = 0;
-	if (!cs->sample_seq || cs->sample_tid != p->pid)
+	cs->run.tid = 0;
+	if (!mls_run_take_sample(&cs->run, p->pid))
 		return;
 	now = bpf_ktime_get_ns();
 	o = bpf_ringbuf_reserve(&events, sizeof(*o), 0);
@@ -485,18 +445,17 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 		count(MLS_SC_OUTCOME_DROP);
 	} else {
 		o->type = MLS_EV_SCHED_OUTCOME;
-		// The label of features/label.go: left without being preempted (blocked, slept,
-		// exited) or yielded.
-		o->voluntary = !runnable || cs->yielding;
+		// stopping() says only whether p stays runnable: preempted or out of slice (it did
+		// not yield) counts as involuntary without telling them apart.
+		o->voluntary = mls_left_voluntarily(false, runnable, cs->run.yielding);
 		o->cpu = bpf_get_smp_processor_id();
 		o->r_tid = p->pid;
-		o->seq = cs->sample_seq;
-		o->leave_ns = now > cs->sample_ns ? now - cs->sample_ns : 0;
+		o->seq = cs->run.sample_seq;
+		o->leave_ns = now > cs->run.sample_ns ? now - cs->run.sample_ns : 0;
 		o->ts_ns = now;
 		bpf_ringbuf_submit(o, 0);
 		count(MLS_SC_OUTCOME);
 	}
-	cs->sample_seq = 0;
 }
 
 // A new task starts at the largest vtime of a running task: no credit, no debt.
@@ -537,7 +496,7 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		return 0;
 	}
 	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
-		for (u32 cpu = 0; cpu < MLS_SCHED_MAX_CPUS; cpu++) {
+		for (u32 cpu = 0; cpu < MLS_MAX_CPUS; cpu++) {
 			if (cpu >= nr_cpus)
 				break;
 			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
@@ -582,27 +541,16 @@ void BPF_PROG(mls_exit, struct scx_exit_info *ei)
 	exit_info.kind = ei->kind;
 }
 
-// Features of every task but ours, as in the capture probes; marks a CPU whose task yields.
+// Features of every task but ours, by the capture probes' pipeline (features.h).
 SEC("raw_tp/sys_enter")
 int BPF_PROG(mls_sched_sys_enter, struct pt_regs *regs, long id)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pid_tgid;
-	enum mls_feat_claim claim;
-	struct task_feat *f;
 
 	if ((pid_tgid >> 32) == self_tgid)
 		return 0;
-	if (id == NR_SCHED_YIELD) {
-		struct cpu_state *cs = cpu_state(bpf_get_smp_processor_id());
-
-		if (cs)
-			cs->yielding = 1;
-	}
-	f = mls_feat_own(tid, &claim);
-	if (!f)
-		return 0;
-	mls_feat_syscall(f, id);
+	if (mls_on_sys_enter(&cpu_states, (u32)pid_tgid, id) == MLS_FEAT_TAKEOVER)
+		count(MLS_SC_FEAT_TAKEOVER);
 	return 0;
 }
 

@@ -47,79 +47,8 @@ type SchedConfig struct {
 	LogVerifier bool
 }
 
-// SchedCounter indexes the scheduler's per-CPU counters (enum mls_sched_counter in sched.h).
-type SchedCounter int
-
-const (
-	SCEnqueue SchedCounter = iota
-	SCSelectDirect
-	SCOurs
-	SCKthread
-	SCFIFOPolicy
-	SCReenq
-	SCNoRunning
-	SCEvent
-	SCRingFull
-	SCNoCtx
-	SCDecRx
-	SCDecStale
-	SCDecGone
-	SCDecBad
-	SCKeep
-	SCMigrate
-	SCFIFO
-	SCBadCPU
-	SCNoIdle
-	SCTimeout
-	SCMoveFail
-	SCOutcome
-	SCOutcomeDrop
-	SCDispatch
-	SCTimerKick
-	SCDrainErr
-	SCDrainBusy
-	SCRTTNs
-	SCApplyRun
-	SCOrphan
-	SCGuardFIFO
-	SCVtimePolicy
-	NumSchedCounters
-)
-
-var schedCounterNames = [NumSchedCounters]string{
-	"enqueue", "select_direct", "ours", "kthread", "fifo_policy", "reenqueue", "no_running",
-	"event", "ring_full", "no_ctx", "decision_rx", "decision_stale", "decision_gone",
-	"decision_bad", "keep", "migrate", "fifo", "bad_cpu", "no_idle", "timeout", "move_fail",
-	"outcome", "outcome_drop", "dispatch", "timer_kick", "drain_error", "drain_busy", "rtt_ns", "apply_run", "orphan", "guard_fifo",
-	"vtime_policy",
-}
-
-// String names a counter in snake case (metric labels, --stats).
-func (c SchedCounter) String() string {
-	if c < 0 || c >= NumSchedCounters {
-		return fmt.Sprintf("counter%d", int(c))
-	}
-	return schedCounterNames[c]
-}
-
-// SchedCounters are the scheduler's counters summed over CPUs.
-type SchedCounters [NumSchedCounters]uint64
-
-// Layouts shared with sched.h.
-const (
-	EventSchedWake    = 3
-	EventSchedOutcome = 4
-	SchedWakeSize     = 32 + 4*64 + 8
-	SchedOutcomeSize  = 32
-	DecisionSize      = 16
-	ExitInfoSize      = 16 + 128 + 1024
-
-	ActFIFO        = 0
-	ActKeepLocal   = 1
-	ActMigrateIdle = 2
-
-	WakeNoDecision = 1 // mls_sched_wake.flags: informational, do not answer
-)
+// ExitInfoSize is sizeof(struct mls_exit_info) (bpf/abi.h), the layout of ExitInfo.
+const ExitInfoSize = 16 + 128 + 1024
 
 // ExitInfo is what the kernel said when it disabled the scheduler (struct mls_exit_info).
 type ExitInfo struct {

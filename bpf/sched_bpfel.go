@@ -38,6 +38,7 @@ const (
 	schedVarExitInfo          = "exit_info"
 	schedVarGuardFifo         = "guard_fifo"
 	schedVarKfLegacyNames     = "kf_legacy_names"
+	schedVarMlsAbiTypes       = "mls_abi_types"
 	schedVarMlsFeatMask       = "mls_feat_mask"
 	schedVarMlsSeq            = "mls_seq"
 	schedVarNrCpus            = "nr_cpus"
@@ -49,10 +50,6 @@ const (
 	schedVarStallRxSeen       = "stall_rx_seen"
 	schedVarStallSinceNs      = "stall_since_ns"
 	schedVarTimerPeriodNs     = "timer_period_ns"
-	schedVarUnusedCounters    = "unused_counters"
-	schedVarUnusedDecision    = "unused_decision"
-	schedVarUnusedOutcome     = "unused_outcome"
-	schedVarUnusedWake        = "unused_wake"
 	schedVarUseModel          = "use_model"
 	schedVarUserStallNs       = "user_stall_ns"
 	schedVarVtimeNow          = "vtime_now"
@@ -134,6 +131,7 @@ type schedVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
 	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
+	MlsAbiTypes      *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
@@ -145,10 +143,6 @@ type schedVariableSpecs struct {
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.VariableSpec `ebpf:"stall_since_ns"`
 	TimerPeriodNs    *ebpf.VariableSpec `ebpf:"timer_period_ns"`
-	UnusedCounters   *ebpf.VariableSpec `ebpf:"unused_counters"`
-	UnusedDecision   *ebpf.VariableSpec `ebpf:"unused_decision"`
-	UnusedOutcome    *ebpf.VariableSpec `ebpf:"unused_outcome"`
-	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
 	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
 	VtimeNow         *ebpf.VariableSpec `ebpf:"vtime_now"`
@@ -204,6 +198,7 @@ type schedVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
 	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
+	MlsAbiTypes      *ebpf.Variable `ebpf:"mls_abi_types"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
@@ -215,10 +210,6 @@ type schedVariables struct {
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.Variable `ebpf:"stall_since_ns"`
 	TimerPeriodNs    *ebpf.Variable `ebpf:"timer_period_ns"`
-	UnusedCounters   *ebpf.Variable `ebpf:"unused_counters"`
-	UnusedDecision   *ebpf.Variable `ebpf:"unused_decision"`
-	UnusedOutcome    *ebpf.Variable `ebpf:"unused_outcome"`
-	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
 	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
 	VtimeNow         *ebpf.Variable `ebpf:"vtime_now"`

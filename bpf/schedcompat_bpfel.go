@@ -38,6 +38,7 @@ const (
 	schedcompatVarExitInfo          = "exit_info"
 	schedcompatVarGuardFifo         = "guard_fifo"
 	schedcompatVarKfLegacyNames     = "kf_legacy_names"
+	schedcompatVarMlsAbiTypes       = "mls_abi_types"
 	schedcompatVarMlsFeatMask       = "mls_feat_mask"
 	schedcompatVarMlsSeq            = "mls_seq"
 	schedcompatVarNrCpus            = "nr_cpus"
@@ -49,10 +50,6 @@ const (
 	schedcompatVarStallRxSeen       = "stall_rx_seen"
 	schedcompatVarStallSinceNs      = "stall_since_ns"
 	schedcompatVarTimerPeriodNs     = "timer_period_ns"
-	schedcompatVarUnusedCounters    = "unused_counters"
-	schedcompatVarUnusedDecision    = "unused_decision"
-	schedcompatVarUnusedOutcome     = "unused_outcome"
-	schedcompatVarUnusedWake        = "unused_wake"
 	schedcompatVarUseModel          = "use_model"
 	schedcompatVarUserStallNs       = "user_stall_ns"
 	schedcompatVarVtimeNow          = "vtime_now"
@@ -134,6 +131,7 @@ type schedcompatVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
 	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
+	MlsAbiTypes      *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
@@ -145,10 +143,6 @@ type schedcompatVariableSpecs struct {
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.VariableSpec `ebpf:"stall_since_ns"`
 	TimerPeriodNs    *ebpf.VariableSpec `ebpf:"timer_period_ns"`
-	UnusedCounters   *ebpf.VariableSpec `ebpf:"unused_counters"`
-	UnusedDecision   *ebpf.VariableSpec `ebpf:"unused_decision"`
-	UnusedOutcome    *ebpf.VariableSpec `ebpf:"unused_outcome"`
-	UnusedWake       *ebpf.VariableSpec `ebpf:"unused_wake"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
 	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
 	VtimeNow         *ebpf.VariableSpec `ebpf:"vtime_now"`
@@ -204,6 +198,7 @@ type schedcompatVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
 	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
+	MlsAbiTypes      *ebpf.Variable `ebpf:"mls_abi_types"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
@@ -215,10 +210,6 @@ type schedcompatVariables struct {
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.Variable `ebpf:"stall_since_ns"`
 	TimerPeriodNs    *ebpf.Variable `ebpf:"timer_period_ns"`
-	UnusedCounters   *ebpf.Variable `ebpf:"unused_counters"`
-	UnusedDecision   *ebpf.Variable `ebpf:"unused_decision"`
-	UnusedOutcome    *ebpf.Variable `ebpf:"unused_outcome"`
-	UnusedWake       *ebpf.Variable `ebpf:"unused_wake"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
 	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
 	VtimeNow         *ebpf.Variable `ebpf:"vtime_now"`

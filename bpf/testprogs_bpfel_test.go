@@ -45,6 +45,7 @@ const (
 	testprogsProgMlsBenchRingbuf     = "mls_bench_ringbuf"
 	testprogsProgMlsTestDecay        = "mls_test_decay"
 	testprogsVarExpSink              = "exp_sink"
+	testprogsVarMlsAbiTypes          = "mls_abi_types"
 	testprogsVarMlsFeatMask          = "mls_feat_mask"
 	testprogsVarTestCount            = "test_count"
 	testprogsVarTestNrs              = "test_nrs"
@@ -125,6 +126,7 @@ type testprogsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsVariableSpecs struct {
 	ExpSink        *ebpf.VariableSpec `ebpf:"exp_sink"`
+	MlsAbiTypes    *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 	MlsFeatMask    *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.VariableSpec `ebpf:"test_count"`
 	TestNrs        *ebpf.VariableSpec `ebpf:"test_nrs"`
@@ -177,6 +179,7 @@ func (m *testprogsMaps) Close() error {
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsVariables struct {
 	ExpSink        *ebpf.Variable `ebpf:"exp_sink"`
+	MlsAbiTypes    *ebpf.Variable `ebpf:"mls_abi_types"`
 	MlsFeatMask    *ebpf.Variable `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.Variable `ebpf:"test_count"`
 	TestNrs        *ebpf.Variable `ebpf:"test_nrs"`

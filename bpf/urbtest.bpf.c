@@ -6,6 +6,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
+#include "abi.h" // every object carries the whole contract (bpf/abi_test.go checks it)
+
 char LICENSE[] SEC("license") = "GPL";
 
 #define URB_TEST_MAX 256

@@ -22,6 +22,7 @@ const (
 	urbtestVarGotHead      = "got_head"
 	urbtestVarGotLen       = "got_len"
 	urbtestVarGotN         = "got_n"
+	urbtestVarMlsAbiTypes  = "mls_abi_types"
 )
 
 // loadUrbtest returns the embedded CollectionSpec for urbtest.
@@ -80,10 +81,11 @@ type urbtestMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type urbtestVariableSpecs struct {
-	DrainRet *ebpf.VariableSpec `ebpf:"drain_ret"`
-	GotHead  *ebpf.VariableSpec `ebpf:"got_head"`
-	GotLen   *ebpf.VariableSpec `ebpf:"got_len"`
-	GotN     *ebpf.VariableSpec `ebpf:"got_n"`
+	DrainRet    *ebpf.VariableSpec `ebpf:"drain_ret"`
+	GotHead     *ebpf.VariableSpec `ebpf:"got_head"`
+	GotLen      *ebpf.VariableSpec `ebpf:"got_len"`
+	GotN        *ebpf.VariableSpec `ebpf:"got_n"`
+	MlsAbiTypes *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 }
 
 // urbtestObjects contains all objects after they have been loaded into the kernel.
@@ -119,10 +121,11 @@ func (m *urbtestMaps) Close() error {
 //
 // It can be passed to loadUrbtestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type urbtestVariables struct {
-	DrainRet *ebpf.Variable `ebpf:"drain_ret"`
-	GotHead  *ebpf.Variable `ebpf:"got_head"`
-	GotLen   *ebpf.Variable `ebpf:"got_len"`
-	GotN     *ebpf.Variable `ebpf:"got_n"`
+	DrainRet    *ebpf.Variable `ebpf:"drain_ret"`
+	GotHead     *ebpf.Variable `ebpf:"got_head"`
+	GotLen      *ebpf.Variable `ebpf:"got_len"`
+	GotN        *ebpf.Variable `ebpf:"got_n"`
+	MlsAbiTypes *ebpf.Variable `ebpf:"mls_abi_types"`
 }
 
 // urbtestPrograms contains all programs after they have been loaded into the kernel.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/mlsched/mlsched/features"
 )
 
 type urbHarness struct {
@@ -108,7 +109,7 @@ func TestUserRingbufFullBusyDiscard(t *testing.T) {
 	// 16-byte decisions take 24 bytes each: 170 fit in 4096.
 	var n int
 	for {
-		if err := h.w.Write(make([]byte, DecisionSize)); err != nil {
+		if err := h.w.Write(make([]byte, features.DecisionSize)); err != nil {
 			if !errors.Is(err, ErrRingFull) {
 				t.Fatal(err)
 			}
@@ -142,7 +143,7 @@ func TestUserRingbufFullBusyDiscard(t *testing.T) {
 
 func TestUserRingbufWriteAllocs(t *testing.T) {
 	h := newURBHarness(t)
-	buf := make([]byte, DecisionSize)
+	buf := make([]byte, features.DecisionSize)
 	allocs := testing.AllocsPerRun(100, func() {
 		s, err := h.w.Reserve(len(buf))
 		if err != nil {

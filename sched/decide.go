@@ -1,110 +1,24 @@
 package sched
 
 import (
-	"encoding/binary"
-	"fmt"
 	"time"
 
-	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
 	"golang.org/x/sys/unix"
 )
 
-// Action is what BPF does with a waking task (enum mls_action in bpf/sched.h).
-type Action uint8
-
-const (
-	ActFIFO        Action = bpf.ActFIFO
-	ActKeepLocal   Action = bpf.ActKeepLocal
-	ActMigrateIdle Action = bpf.ActMigrateIdle
+// The records and actions of bpf/abi.h, as this package uses them (one type each, in features).
+type (
+	Action   = features.Action
+	Decision = features.Decision
 )
 
-func (a Action) String() string {
-	switch a {
-	case ActFIFO:
-		return "fifo"
-	case ActKeepLocal:
-		return "keep_local"
-	case ActMigrateIdle:
-		return "migrate_idle"
-	}
-	return fmt.Sprintf("action%d", uint8(a))
-}
-
-// Decision is one answer to a wake event (struct mls_decision in bpf/sched.h).
-type Decision struct {
-	Seq    uint64
-	WTid   uint32
-	CPU    uint16
-	Action Action
-}
-
-// EncodeDecision writes d into b (at least bpf.DecisionSize bytes) in the kernel's layout.
-func EncodeDecision(b []byte, d *Decision) {
-	_ = b[bpf.DecisionSize-1]
-	le := binary.LittleEndian
-	le.PutUint64(b[0:], d.Seq)
-	le.PutUint32(b[8:], d.WTid)
-	le.PutUint16(b[12:], d.CPU)
-	b[14] = byte(d.Action)
-	b[15] = 0
-}
-
-// DecodeDecision is EncodeDecision's inverse (tests, tools).
-func DecodeDecision(b []byte, d *Decision) {
-	_ = b[bpf.DecisionSize-1]
-	le := binary.LittleEndian
-	d.Seq = le.Uint64(b[0:])
-	d.WTid = le.Uint32(b[8:])
-	d.CPU = le.Uint16(b[12:])
-	d.Action = Action(b[14])
-}
-
-// WakeInfo is a decoded scheduler wake event: capture's wake event plus what the scheduler adds.
-type WakeInfo struct {
-	features.WakeEvent
-	NrAllowed uint16
-	Seq       uint64
-}
-
-// DecodeSchedWake fills w from a raw ring buffer record of type bpf.EventSchedWake.
-func DecodeSchedWake(raw []byte, w *WakeInfo) error {
-	if len(raw) < bpf.SchedWakeSize {
-		return fmt.Errorf("sched wake event: %w (%d < %d bytes)", features.ErrShortEvent, len(raw), bpf.SchedWakeSize)
-	}
-	if err := features.DecodeWake(raw, &w.WakeEvent); err != nil {
-		return err
-	}
-	w.NrAllowed = binary.LittleEndian.Uint16(raw[6:])
-	w.Seq = binary.LittleEndian.Uint64(raw[features.WakeEventSize:])
-	return nil
-}
-
-// OutcomeInfo is a decoded outcome event: how R left the CPU after a wake event named it.
-type OutcomeInfo struct {
-	Voluntary bool
-	CPU       uint16
-	RTid      uint32
-	Seq       uint64
-	LeaveNs   uint64
-	TsNs      uint64
-}
-
-// DecodeOutcome fills o from a raw record of type bpf.EventSchedOutcome.
-func DecodeOutcome(raw []byte, o *OutcomeInfo) error {
-	if len(raw) < bpf.SchedOutcomeSize {
-		return fmt.Errorf("sched outcome event: %w (%d < %d bytes)", features.ErrShortEvent, len(raw), bpf.SchedOutcomeSize)
-	}
-	le := binary.LittleEndian
-	o.Voluntary = raw[1] != 0
-	o.CPU = le.Uint16(raw[2:])
-	o.RTid = le.Uint32(raw[4:])
-	o.Seq = le.Uint64(raw[8:])
-	o.LeaveNs = le.Uint64(raw[16:])
-	o.TsNs = le.Uint64(raw[24:])
-	return nil
-}
+const (
+	ActFIFO        = features.ActFIFO
+	ActKeepLocal   = features.ActKeepLocal
+	ActMigrateIdle = features.ActMigrateIdle
+)
 
 // predRingLen bounds how many predictions wait for their outcome; an outcome arriving after
 // predRingLen more wakeups finds its slot reused and is counted as unmatched.
@@ -125,8 +39,8 @@ type Decider struct {
 	Stats     *Stats
 	timeEvery uint64 // time one inference in timeEvery (a power of two)
 
-	wake    WakeInfo
-	outcome OutcomeInfo
+	wake    features.WakeEvent
+	outcome features.OutcomeEvent
 	preds   [predRingLen]predEntry
 }
 
@@ -143,7 +57,7 @@ func NewDecider(m *model.Model, guard *Guard, stats *Stats) *Decider {
 // Wake decides for one raw wake event.
 func (d *Decider) Wake(raw []byte, out *Decision) error {
 	w := &d.wake
-	if err := DecodeSchedWake(raw, w); err != nil {
+	if err := features.DecodeWake(raw, w); err != nil {
 		d.Stats.DecodeErrors.Add(1)
 		return err
 	}
@@ -185,7 +99,7 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 // Outcome scores the prediction an outcome event refers to.
 func (d *Decider) Outcome(raw []byte) error {
 	o := &d.outcome
-	if err := DecodeOutcome(raw, o); err != nil {
+	if err := features.DecodeOutcome(raw, o); err != nil {
 		d.Stats.DecodeErrors.Add(1)
 		return err
 	}

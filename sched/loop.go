@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/mlsched/mlsched/bpf"
+	"github.com/mlsched/mlsched/features"
 )
 
 // DecisionWriter is where decisions go: the user ring buffer in production.
@@ -61,24 +62,24 @@ func handle(raw []byte, d *Decider, w DecisionWriter) bool {
 		return false
 	}
 	switch raw[0] {
-	case bpf.EventSchedWake:
+	case features.EventSchedWake:
 		var dec Decision
 		if d.Wake(raw, &dec) != nil {
 			return false
 		}
-		if raw[1]&bpf.WakeNoDecision != 0 { // BPF already queued W (guard at FIFO)
+		if d.wake.Flags&features.WakeNoDecision != 0 { // BPF already queued W (guard tripped)
 			d.Stats.Informational.Add(1)
 			return false
 		}
-		s, err := w.Reserve(bpf.DecisionSize)
+		s, err := w.Reserve(features.DecisionSize)
 		if err != nil {
 			d.Stats.RingFull.Add(1)
 			return false
 		}
-		EncodeDecision(s.Data, &dec)
+		features.EncodeDecision(s.Data, &dec)
 		w.Submit(s)
 		return true
-	case bpf.EventSchedOutcome:
+	case features.EventSchedOutcome:
 		_ = d.Outcome(raw)
 	default:
 		d.Stats.DecodeErrors.Add(1)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mlsched/mlsched/bpf"
+	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
 	"golang.org/x/sys/unix"
 )
@@ -245,7 +246,7 @@ wait:
 				fmt.Fprintf(cfg.Log, "stats: %v\n", err)
 				continue
 			}
-			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/bpf.SchedWakeSize))
+			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/features.WakeMaxSize))
 			prev, prevEvents, last = cur, st.Events.Load(), now
 		}
 	}

@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"encoding/binary"
 	"math"
 	"math/rand"
 	"runtime"
@@ -34,37 +33,19 @@ func testModel(t testing.TB, seed int64) *model.Model {
 	return m
 }
 
-// rawWake builds a wake event as BPF writes it.
+// rawWake builds a scheduler wake event as BPF writes it (features.EncodeWake, itself checked
+// against a hand-laid record and, through its offsets, against the objects' BTF).
 func rawWake(seq uint64, wTid uint32, prevCPU, nrAllowed uint16, feats *[features.NumBuckets]uint32) []byte {
-	b := make([]byte, bpf.SchedWakeSize)
-	le := binary.LittleEndian
-	b[0] = bpf.EventSchedWake
-	le.PutUint16(b[2:], prevCPU)
-	le.PutUint16(b[4:], 1)
-	le.PutUint16(b[6:], nrAllowed)
-	le.PutUint32(b[8:], wTid)
-	le.PutUint32(b[12:], wTid+1)
-	le.PutUint64(b[16:], seq*1000)
-	le.PutUint64(b[24:], 5000)
-	for i, v := range feats {
-		le.PutUint32(b[32+4*i:], v)
-	}
-	le.PutUint64(b[features.WakeEventSize:], seq)
-	return b
+	b := make([]byte, features.WakeMaxSize)
+	e := features.WakeEvent{Type: features.EventSchedWake, PrevCPU: prevCPU, WakerCPU: 1, NrAllowed: nrAllowed,
+		WTid: wTid, RTid: wTid + 1, TsNs: seq * 1000, ROnCPUNs: 5000, Seq: seq, Feats: *feats}
+	features.EncodeWake(b, &e)
+	return b // the full reserved size, as the scheduler submits it
 }
 
 func rawOutcome(seq uint64, voluntary bool, leaveNs uint64) []byte {
-	b := make([]byte, bpf.SchedOutcomeSize)
-	le := binary.LittleEndian
-	b[0] = bpf.EventSchedOutcome
-	if voluntary {
-		b[1] = 1
-	}
-	le.PutUint16(b[2:], 1)
-	le.PutUint32(b[4:], 7)
-	le.PutUint64(b[8:], seq)
-	le.PutUint64(b[16:], leaveNs)
-	le.PutUint64(b[24:], 99)
+	b := make([]byte, features.OutcomeSize)
+	features.EncodeOutcome(b, &features.OutcomeEvent{Voluntary: voluntary, CPU: 1, RTid: 7, Seq: seq, LeaveNs: leaveNs, TsNs: 99})
 	return b
 }
 
@@ -78,7 +59,7 @@ func randFeats(rng *rand.Rand) *[features.NumBuckets]uint32 {
 
 // fakeWriter stands in for the user ring buffer: it keeps the last decision.
 type fakeWriter struct {
-	buf  [bpf.DecisionSize]byte
+	buf  [features.DecisionSize]byte
 	n    int
 	full bool
 }
@@ -93,14 +74,14 @@ func (f *fakeWriter) Submit(bpf.Sample) { f.n++ }
 
 func TestDecisionEncoding(t *testing.T) {
 	d := Decision{Seq: 0x0102030405060708, WTid: 0x0a0b0c0d, CPU: 0x1234, Action: ActMigrateIdle}
-	var b [bpf.DecisionSize]byte
-	EncodeDecision(b[:], &d)
+	var b [features.DecisionSize]byte
+	features.EncodeDecision(b[:], &d)
 	want := []byte{8, 7, 6, 5, 4, 3, 2, 1, 0x0d, 0x0c, 0x0b, 0x0a, 0x34, 0x12, 2, 0}
 	if string(b[:]) != string(want) {
 		t.Fatalf("encoded % x, want % x", b, want)
 	}
 	var back Decision
-	DecodeDecision(b[:], &back)
+	features.DecodeDecision(b[:], &back)
 	if back != d {
 		t.Fatalf("round trip %+v != %+v", back, d)
 	}
@@ -122,7 +103,7 @@ func TestDeciderPolicies(t *testing.T) {
 		f := randFeats(rng)
 		handle(rawWake(seq, 100, 3, 4, f), d, w)
 		var dec Decision
-		DecodeDecision(w.buf[:], &dec)
+		features.DecodeDecision(w.buf[:], &dec)
 		want := ActMigrateIdle
 		if pred.KeepLocal(f) {
 			want = ActKeepLocal
@@ -137,7 +118,7 @@ func TestDeciderPolicies(t *testing.T) {
 	// A task allowed on one CPU only can't migrate.
 	handle(rawWake(501, 100, 3, 1, &[features.NumBuckets]uint32{}), d, w)
 	var dec Decision
-	DecodeDecision(w.buf[:], &dec)
+	features.DecodeDecision(w.buf[:], &dec)
 	if pred.KeepLocal(&[features.NumBuckets]uint32{}) == false && dec.Action != ActKeepLocal {
 		t.Fatalf("single-CPU task: %s", dec.Action)
 	}
@@ -145,7 +126,7 @@ func TestDeciderPolicies(t *testing.T) {
 	fst := &Stats{}
 	fd := NewDecider(nil, nil, fst)
 	handle(rawWake(1, 5, 0, 2, randFeats(rng)), fd, w)
-	DecodeDecision(w.buf[:], &dec)
+	features.DecodeDecision(w.buf[:], &dec)
 	if dec.Action != ActFIFO || fst.FIFO.Load() != 1 {
 		t.Fatalf("fifo policy: %s", dec.Action)
 	}
@@ -159,12 +140,12 @@ func TestDeciderPolicies(t *testing.T) {
 	w.full = false
 	n := w.n
 	info := rawWake(503, 100, 3, 4, randFeats(rng))
-	info[1] = bpf.WakeNoDecision
+	info[2] = features.WakeNoDecision // flags
 	if handle(info, d, w) || w.n != n || st.Informational.Load() != 1 {
 		t.Fatalf("informational event answered (writes %d -> %d)", n, w.n)
 	}
 	// Garbage is counted.
-	handle([]byte{bpf.EventSchedWake, 0, 0}, d, w)
+	handle([]byte{features.EventSchedWake, 0, 0}, d, w)
 	handle([]byte{42}, d, w)
 	handle(nil, d, w)
 	if st.DecodeErrors.Load() != 3 {
@@ -255,7 +236,7 @@ func TestGuard(t *testing.T) {
 	w := &fakeWriter{}
 	handle(rawWake(1, 1, 0, 4, randFeats(rand.New(rand.NewSource(1)))), d, w)
 	var dec Decision
-	DecodeDecision(w.buf[:], &dec)
+	features.DecodeDecision(w.buf[:], &dec)
 	if dec.Action != ActFIFO {
 		t.Fatalf("guard tripped, action %s", dec.Action)
 	}

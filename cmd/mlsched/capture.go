@@ -336,8 +336,8 @@ func (st *captureState) drain() error {
 
 func (st *captureState) handle(raw []byte) error {
 	switch features.EventType(raw) {
-	case features.EventWakeSparse:
-		if features.DecodeWakeSparse(raw, &st.wake) != nil {
+	case features.EventWake:
+		if features.DecodeWake(raw, &st.wake) != nil {
 			st.decodeErrors++
 			return nil
 		}

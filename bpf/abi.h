@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: GPL-2.0
+// The BPF/Go contract: every record and enum that crosses the boundary, for every object
+// (the capture probes, the scheduler, the test programs). Nothing else may define one.
+//
+// Go mirrors it in one place per kind: features/abi.go (records, event types, actions, wake
+// flags) and bpf/counters.go (the two counter enums). bpf/abi_test.go checks every Go offset,
+// size and enum value against the BTF of every object, field by field and value by name, so a
+// Go mirror or an object that disagrees with this header fails a test. What to touch to add a
+// field, a counter or an event: docs/DEVELOPING.md.
+#pragma once
+
+#include "schema_table.h"
+
+#define MLS_MAX_CPUS 4096
+#define MLS_NR_SCHED_YIELD 24 // x86_64
+
+enum mls_event_type {
+	MLS_EV_SWITCH = 2,        // struct mls_switch_event (capture)
+	MLS_EV_SCHED_WAKE = 3,    // struct mls_wake from the scheduler: seq names it, a decision is wanted
+	MLS_EV_SCHED_OUTCOME = 4, // struct mls_sched_outcome
+	MLS_EV_WAKE = 5,          // struct mls_wake from the capture probes
+};
+
+enum mls_wake_flags {
+	MLS_WAKE_NO_DECISION = 1, // informational (the model guard tripped): score it, do not answer
+};
+
+// W wakes while its previous CPU runs R: one sample, R's features at this moment. Both the
+// capture probes and the scheduler emit it (features.h fills it). Only the counts of the buckets
+// R has used follow (typically 5-15 of 64): the record's length is
+// sizeof(struct mls_wake) - 4*64 + 4*nvals. A listed count may be 0 (decayed).
+struct mls_wake {
+	__u8 type;  // MLS_EV_WAKE or MLS_EV_SCHED_WAKE
+	__u8 nvals; // popcount(mask)
+	__u8 flags; // enum mls_wake_flags
+	__u8 _pad0;
+	__u16 prev_cpu;
+	__u16 waker_cpu;
+	__u32 w_tid;
+	__u32 r_tid;
+	__u64 ts_ns;
+	__u64 r_oncpu_ns; // how long R has been on prev_cpu
+	__u64 seq;        // scheduler: names this wakeup in its decision and outcome (capture: 0)
+	__u16 nr_allowed; // scheduler: CPUs W may run on (capture: 0)
+	__u16 _pad1;
+	__u32 _pad2;
+	__u64 mask;                  // bit b: bucket b's count is in vals
+	__u32 vals[MLS_NUM_BUCKETS]; // those counts, in increasing bucket order
+};
+
+// A CPU with a pending capture sample switched tasks.
+struct mls_switch_event {
+	__u8 type;
+	__u8 voluntary; // mls_left_voluntarily (features.h)
+	__u16 cpu;
+	__u32 prev_tid;
+	__u32 next_tid;
+	__u32 _pad;
+	__u64 ts_ns;
+};
+
+// R, named by a scheduler wake event, left its CPU: the observed label of that sample.
+struct mls_sched_outcome {
+	__u8 type;
+	__u8 voluntary; // mls_left_voluntarily (features.h)
+	__u16 cpu;
+	__u32 r_tid;
+	__u64 seq;
+	__u64 leave_ns; // from the wakeup to R leaving the CPU
+	__u64 ts_ns;
+};
+
+// What user space wants done with a waking task.
+enum mls_action {
+	MLS_ACT_FIFO = 0, // no opinion: the base queue (vtime or FIFO, whichever runs)
+	MLS_ACT_KEEP_LOCAL = 1,
+	MLS_ACT_MIGRATE_IDLE = 2,
+};
+
+// One decision on the user ring buffer.
+struct mls_decision {
+	__u64 seq;
+	__u32 w_tid;
+	__u16 cpu; // KEEP_LOCAL: W's previous CPU
+	__u8 action;
+	__u8 _pad;
+};
+
+// Exit info, copied from struct scx_exit_info in ops.exit(); kind is written last.
+struct mls_exit_info {
+	__s32 kind;
+	__s32 exit_cpu;
+	__s64 exit_code;
+	char reason[128];
+	char msg[1024];
+};
+
+// The capture probes' per-CPU counters. Each counts one thing.
+enum mls_counter {
+	MLS_CNT_WAKE_TOTAL,       // sched_waking calls
+	MLS_CNT_WAKE_IDLE,        // the wakee's previous CPU ran nothing
+	MLS_CNT_WAKE_SELF,        // the wakee is the task running there
+	MLS_CNT_WAKE_OURS,        // mlsched's own threads, waking or running
+	MLS_CNT_WAKE_FILTERED,    // outside the captured process tree
+	MLS_CNT_WAKE_EMITTED,     // samples written to the ring buffer
+	MLS_CNT_WAKE_DROP,        // samples lost: ring buffer full
+	MLS_CNT_SWITCH_EMITTED,   // switch events written
+	MLS_CNT_SWITCH_DROP,      // switch events lost: ring buffer full
+	MLS_CNT_FEAT_TAKEOVER,    // a feature slot taken from a live thread (its state was lost)
+	MLS_CNT_WAKE_SAMPLED_OUT, // left out by --max-rate or --sample-every
+	MLS_CNT_MAX,
+};
+
+// The scheduler's per-CPU counters. Each counts one thing.
+enum mls_sched_counter {
+	MLS_SC_ENQUEUE,       // ops.enqueue calls
+	MLS_SC_SELECT_DIRECT, // select_cpu found an idle CPU and dispatched directly
+	MLS_SC_OURS,          // mlsched's own threads, dispatched directly at enqueue
+	MLS_SC_KTHREAD,       // per-CPU kthreads, kept local
+	MLS_SC_FIFO_POLICY,   // --policy fifo: shared FIFO, no event
+	MLS_SC_REENQ,         // not a wakeup (slice expired, preempted...): base queue
+	MLS_SC_NO_RUNNING,    // W's previous CPU runs no sched_ext task of interest: base queue
+	MLS_SC_EVENT,         // sent to user space, W waits in the pending queue
+	MLS_SC_RING_FULL,     // event ring full: base queue in BPF
+	MLS_SC_NO_CTX,        // enqueue: no task storage for W: base queue in BPF
+	MLS_SC_DEC_RX,        // decisions read from the user ring buffer
+	MLS_SC_DEC_STALE,     // decision for a task that was re-enqueued or already handled
+	MLS_SC_DEC_GONE,      // decision for a task that exited
+	MLS_SC_DEC_BAD,       // malformed decision record
+	MLS_SC_KEEP,          // applied: KEEP_LOCAL
+	MLS_SC_MIGRATE,       // applied: MIGRATE_IDLE to an idle CPU
+	MLS_SC_FIFO,          // applied: no opinion, the base queue
+	MLS_SC_BAD_CPU,       // KEEP_LOCAL named a CPU outside W's cpumask: base queue
+	MLS_SC_NO_IDLE,       // MIGRATE_IDLE found no idle CPU: base queue
+	MLS_SC_TIMEOUT,       // no decision within pending_timeout_ns: base queue
+	MLS_SC_MOVE_FAIL,     // the task left the pending queue while being moved
+	MLS_SC_OUTCOME,       // outcome events sent
+	MLS_SC_OUTCOME_DROP,  // outcome lost: ring full
+	MLS_SC_DISPATCH,      // ops.dispatch calls
+	MLS_SC_TIMER_KICK,    // the stall timer kicked idle CPUs for pending work
+	MLS_SC_DRAIN_ERR,     // bpf_user_ringbuf_drain failed
+	MLS_SC_DRAIN_BUSY,    // another CPU was draining the decisions
+	MLS_SC_RTT_NS,        // sum over applied decisions of enqueue -> applied, ns
+	MLS_SC_APPLY_RUN,     // user space ran mls_apply after a batch
+	MLS_SC_ORPHAN,        // found in the pending queue without a pending state: base queue
+	MLS_SC_GUARD_FIFO,    // the model guard tripped: base queue in BPF, event sent for scoring
+	MLS_SC_VTIME_POLICY,  // --policy vtime: shared weighted-vtime queue, no event
+	MLS_SC_APPLY_NO_CTX,  // apply: a pending task had no task storage: base queue
+	MLS_SC_FEAT_TAKEOVER, // a feature slot taken from a live thread (its state was lost)
+	MLS_SC_MAX,
+};
+
+// Every object keeps every record and enum of this header in its BTF (an otherwise unused
+// global), so that the ABI test can check each of them in each object. The records are
+// zero-length arrays: BTF then describes them whole (a pointer would leave only a forward
+// declaration) and the global costs nothing but its enums.
+struct mls_abi_types {
+	enum mls_event_type event_type;
+	enum mls_wake_flags wake_flags;
+	enum mls_action action;
+	enum mls_counter counter;
+	enum mls_sched_counter sched_counter;
+	struct mls_wake wake[0];
+	struct mls_switch_event switch_event[0];
+	struct mls_sched_outcome outcome[0];
+	struct mls_decision decision[0];
+	struct mls_exit_info exit_info[0];
+};
+struct mls_abi_types mls_abi_types __attribute__((unused));
