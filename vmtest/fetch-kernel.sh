@@ -2,13 +2,13 @@
 # Fetch Debian sid's kernel (the only Debian kernel with CONFIG_SCHED_CLASS_EXT)
 # and cache vmlinuz, config, vmlinux.btf and version under
 #   ${MLSCHED_CACHE:-$HOME/.cache/mlsched}/kernel/
-# The machine's own apt sources/state are never touched: apt runs against a
-# private sources list and private lists/cache dirs.
+# The machine's own apt sources/state are never touched (sid-apt.sh).
 # Progress goes to stderr; the last stdout line is the cache dir.
 # Env: MLSCHED_KERNEL_REFRESH=1 re-resolves even if the cache is valid (sid moves);
 #      MLSCHED_DEBIAN_MIRROR overrides the mirror (default: the machine's own).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/sid-apt.sh"
 
 CACHE=${MLSCHED_CACHE:-$HOME/.cache/mlsched}
 KDIR=$CACHE/kernel
@@ -35,34 +35,7 @@ if [[ ${MLSCHED_KERNEL_REFRESH:-0} != 1 ]] && valid "$KDIR"; then
 	exit 0
 fi
 
-# Use the Debian mirror the machine already uses (it's the one we can reach);
-# snapshot.debian.org URIs are frozen in time, so skip them.
-mirror=${MLSCHED_DEBIAN_MIRROR:-}
-if [[ -z $mirror ]]; then
-	mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		sed -n -E 's/#.*//; s/\[[^]]*\]//; s/^[[:space:]]*(deb[[:space:]]+|URIs:[[:space:]]*)//p' | tr ' \t' '\n\n' |
-		grep -E '^https?://[^ ]+/debian/?$' | grep -v snapshot.debian.org | head -1 || true)
-	mirror=${mirror:-http://deb.debian.org/debian}
-fi
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-[[ -r $keyring ]] || install debian-archive-keyring
-log "sid mirror: $mirror"
-
-mkdir -p "$APTDIR"/{lists/partial,cache/archives/partial,sources.list.d,debs}
-echo "deb [signed-by=$keyring] $mirror sid main" >"$APTDIR/sources.list"
-# Every option points apt away from the machine's state; preferences are
-# blanked so local pinning can't change the candidate; DEP-11 (appstream) is
-# skipped since we only need Packages. As root apt drops to _apt for downloads,
-# which can't write into $HOME, so stay root there (avoids a noisy warning).
-APT=(-q
-	-o "Dir::Etc::SourceList=$APTDIR/sources.list"
-	-o "Dir::Etc::SourceParts=$APTDIR/sources.list.d"
-	-o "Dir::State::Lists=$APTDIR/lists"
-	-o "Dir::Cache=$APTDIR/cache"
-	-o "Dir::Etc::Preferences=/dev/null" -o "Dir::Etc::PreferencesParts=/dev/null"
-	-o "APT::Default-Release=" -o "Acquire::Languages=none"
-	-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-	-o "APT::Sandbox::User=$(id -un)")
+sid_apt_init "$APTDIR"
 log "apt-get update (sid, private lists)"
 apt-get "${APT[@]}" update >&2
 

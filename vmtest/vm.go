@@ -260,8 +260,9 @@ type Scenario struct {
 	AllowKernelLog []*regexp.Regexp
 	// ExpectKernelLog lists console lines that must appear (they are also allowed).
 	ExpectKernelLog []*regexp.Regexp
-	// Files are added to the initramfs (absolute guest paths).
-	Files map[string][]byte
+	// Files are added to the initramfs (absolute guest paths); Programs too, executable.
+	Files    map[string][]byte
+	Programs map[string][]byte
 	// KernelDir boots another kernel (a directory with vmlinuz) instead of the sched_ext one.
 	KernelDir string
 
@@ -371,46 +372,11 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The agent's clock starts 5-20 s after qemu's (the boot), and it needs a moment to report
-	// and power off: its deadline leaves 35 s of the host's timeout for both.
-	script := proto.Script{Name: s.Name, Steps: s.steps, Deadline: s.Timeout - 35*time.Second}
-	if script.Deadline < s.Timeout/3 {
-		script.Deadline = s.Timeout / 3
-	}
-	js, err := json.MarshalIndent(script, "", "  ")
+	vm, err := e.prepare(s, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]cpioData{proto.ScriptPath: {perm: 0o644, data: js}}
-	for p, d := range s.Files {
-		files[p] = cpioData{perm: 0o644, data: d}
-	}
-	var extra bytes.Buffer
-	cw := newCpioWriter(&extra)
-	writeTree(cw, nil, files)
-	if err := cw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	initrd := filepath.Join(dir, "initrd")
-	// The kernel looks for a following uncompressed archive only at 4-byte aligned offsets
-	// (zeros in between are skipped): pad the compressed base.
-	img := append([]byte(nil), e.baseInitrd...)
-	img = append(img, make([]byte, (512-len(img)%512)%512)...)
-	if err := outfile.WriteFile(initrd, append(img, extra.Bytes()...)); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(initrd) // large, and rebuilt each time
-	consolePath, resultsPath := filepath.Join(dir, "console.log"), filepath.Join(dir, "results.jsonl")
-
-	// TCG only (ENVIRONMENT.md: /dev/kvm cannot run guests here). -nodefaults: no NIC or VGA
-	// to probe. ttyS0 = console, ttyS1 = results. panic=-1 + -no-reboot: a panic ends qemu.
-	args := []string{"-nodefaults", "-no-user-config",
-		"-accel", e.Accel, "-cpu", "max", "-m", "1G", "-smp", "2",
-		"-kernel", filepath.Join(cmp.Or(s.KernelDir, e.KernelDir), "vmlinuz"), "-initrd", initrd,
-		"-append", strings.TrimSpace(kernelArgs + " " + os.Getenv("MLSCHED_VMTEST_APPEND") + " mlsched.scenario=" + s.Name),
-		"-display", "none", "-monitor", "none", "-no-reboot",
-		"-serial", "file:" + consolePath, "-serial", "file:" + resultsPath,
-	}
+	defer os.Remove(vm.initrd) // large, and rebuilt each time
 	// Two failures are the emulator's, not the code under test's, and get another boot
 	// (said loudly in the log, first console kept): a kernel that dies before the agent even
 	// starts (it has not met mlsched yet), and an "Oops: int3" in kernel text, which is TCG's
@@ -419,56 +385,13 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	// tracepoint or sched_ext is enabled). It hit about one boot in fifteen on a loaded host;
 	// a real bug would come back on every attempt.
 	const maxAttempts = 3
-	var run *Run
-	var qerr error
-	var qout bytes.Buffer
-	var timedOut bool
-	var bootHung atomic.Bool
-	for attempt := 1; ; attempt++ {
-		_ = os.Remove(consolePath)
-		_ = os.Remove(resultsPath)
-		ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
-		cmd := exec.CommandContext(ctx, e.Qemu, args...)
-		qout.Reset()
-		cmd.Stdout, cmd.Stderr = &qout, &qout
-		start := time.Now()
-		// A boot that hangs (TCG sometimes stalls early, e.g. right after SMP bring-up) is
-		// cut short: the agent says hello within seconds of a good boot.
-		bootHung.Store(false)
-		stopWatch := make(chan struct{})
-		go func() {
-			deadline := time.After(bootTimeout)
-			tick := time.NewTicker(250 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stopWatch:
-					return
-				case <-tick.C:
-					if b, err := os.ReadFile(resultsPath); err == nil && bytes.Contains(b, []byte(`"kind":"hello"`)) {
-						return
-					}
-				case <-deadline:
-					bootHung.Store(true)
-					cancel()
-					return
-				}
-			}
-		}()
-		qerr = cmd.Run()
-		close(stopWatch)
-		timedOut = ctx.Err() != nil && !bootHung.Load()
-		cancel()
-		run = &Run{Wall: time.Since(start), Dir: dir, Steps: make([]proto.Result, len(s.steps)), Attempts: attempt}
-		con, _ := os.ReadFile(consolePath)
-		run.Console = strings.ReplaceAll(string(con), "\r", "")
-		parseErr := run.parseResults(resultsPath)
-		if parseErr != nil {
-			run.Errors = append(run.Errors, "results: "+parseErr.Error())
-		}
+	var a *attempt
+	for n := 1; ; n++ {
+		a = vm.boot(n, nil)
+		run := a.run
 		noAgent := run.Hello.Kind == ""
 		int3 := int3Oops.MatchString(run.Console)
-		if !noAgent && !int3 || attempt == maxAttempts || noAgent && !int3 && attempt == 2 {
+		if !noAgent && !int3 || n == maxAttempts || noAgent && !int3 && n == 2 {
 			break
 		}
 		findings := checkKernelLog(run.Console, nil)
@@ -478,28 +401,29 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 		} else {
 			first = tail(run.Console, 30)
 		}
-		_ = outfile.WriteFile(filepath.Join(dir, fmt.Sprintf("console.attempt%d.log", attempt)), []byte(run.Console))
+		_ = outfile.WriteFile(filepath.Join(dir, fmt.Sprintf("console.attempt%d.log", n)), []byte(run.Console))
 		why := "the kernel failed before the guest agent started"
-		if bootHung.Load() {
+		if a.bootHung {
 			why = fmt.Sprintf("the boot hung: no hello from the guest agent within %v", bootTimeout)
 		}
 		if int3 {
 			why = "TCG int3 flake (Oops: int3 at a patched static key)"
 		}
 		t.Logf("vmtest %s: RETRY: %s (attempt %d of %d, %v wall; timed out: %t); booting again. This attempt:\n%s",
-			s.Name, why, attempt, maxAttempts, run.Wall.Round(10*time.Millisecond), timedOut, first)
+			s.Name, why, n, maxAttempts, run.Wall.Round(10*time.Millisecond), a.timedOut, first)
 	}
+	run := a.run
 	t.Logf("vmtest %s: %v wall, guest uptime %.1fs at agent start; logs in %s", s.Name, run.Wall.Round(10*time.Millisecond), run.Hello.UptimeS, dir)
 
 	fatal := false
-	if bootHung.Load() {
+	if a.bootHung {
 		t.Errorf("VM %s: the boot hung (no hello from the guest agent within %v; attempt %d). Console tail:\n%s", s.Name, bootTimeout, run.Attempts, tail(run.Console, 40))
 		fatal = true
-	} else if timedOut {
+	} else if a.timedOut {
 		t.Errorf("VM %s timed out after %v (killed). Last results:\n%s\nConsole tail:\n%s", s.Name, s.Timeout, run.resultTail(), tail(run.Console, 40))
 		fatal = true
-	} else if qerr != nil {
-		t.Errorf("qemu: %v\n%s\nConsole tail:\n%s", qerr, qout.String(), tail(run.Console, 40))
+	} else if a.qerr != nil {
+		t.Errorf("qemu: %v\n%s\nConsole tail:\n%s", a.qerr, a.qout.String(), tail(run.Console, 40))
 		fatal = true
 	}
 	for _, msg := range run.Errors {
@@ -538,6 +462,142 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 		t.FailNow()
 	}
 	return run
+}
+
+// vmFiles is one scenario's VM, ready to boot: its initramfs and qemu command line.
+type vmFiles struct {
+	e                        *Env
+	s                        *Scenario
+	dir                      string
+	initrd                   string
+	consolePath, resultsPath string
+	args                     []string
+}
+
+// prepare writes the scenario's initramfs (the shared base plus an archive with the script
+// and the scenario's files) into dir and builds qemu's command line; logs go to dir.
+func (e *Env) prepare(s *Scenario, dir string) (*vmFiles, error) {
+	// The agent's clock starts 5-20 s after qemu's (the boot), and it needs a moment to report
+	// and power off: its deadline leaves 35 s of the host's timeout for both.
+	script := proto.Script{Name: s.Name, Steps: s.steps, Deadline: s.Timeout - 35*time.Second}
+	if script.Deadline < s.Timeout/3 {
+		script.Deadline = s.Timeout / 3
+	}
+	js, err := json.MarshalIndent(script, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]cpioData{proto.ScriptPath: {perm: 0o644, data: js}}
+	for p, d := range s.Files {
+		files[p] = cpioData{perm: 0o644, data: d}
+	}
+	for p, d := range s.Programs {
+		files[p] = cpioData{perm: 0o755, data: d}
+	}
+	var extra bytes.Buffer
+	cw := newCpioWriter(&extra)
+	writeTree(cw, nil, files)
+	if err := cw.Close(); err != nil {
+		return nil, err
+	}
+	vm := &vmFiles{e: e, s: s, dir: dir, initrd: filepath.Join(dir, "initrd"),
+		consolePath: filepath.Join(dir, "console.log"), resultsPath: filepath.Join(dir, "results.jsonl")}
+	// The kernel looks for a following uncompressed archive only at 4-byte aligned offsets
+	// (zeros in between are skipped): pad the compressed base.
+	img := append([]byte(nil), e.baseInitrd...)
+	img = append(img, make([]byte, (512-len(img)%512)%512)...)
+	if err := outfile.WriteFile(vm.initrd, append(img, extra.Bytes()...)); err != nil {
+		return nil, err
+	}
+	// TCG only (ENVIRONMENT.md: /dev/kvm cannot run guests here). -nodefaults: no NIC or VGA
+	// to probe. ttyS0 = console, ttyS1 = results. panic=-1 + -no-reboot: a panic ends qemu.
+	vm.args = []string{"-nodefaults", "-no-user-config",
+		"-accel", e.Accel, "-cpu", "max", "-m", "1G", "-smp", "2",
+		"-kernel", filepath.Join(cmp.Or(s.KernelDir, e.KernelDir), "vmlinuz"), "-initrd", vm.initrd,
+		"-append", strings.TrimSpace(kernelArgs + " " + os.Getenv("MLSCHED_VMTEST_APPEND") + " mlsched.scenario=" + s.Name),
+		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-serial", "file:" + vm.consolePath, "-serial", "file:" + vm.resultsPath,
+	}
+	return vm, nil
+}
+
+// attempt is one boot of a prepared VM.
+type attempt struct {
+	run      *Run
+	qerr     error
+	qout     bytes.Buffer
+	timedOut bool   // the scenario's timeout passed and qemu was killed
+	bootHung bool   // no hello from the agent within bootTimeout: qemu was killed
+	aborted  string // why boot's watch stopped qemu ("" if it did not)
+}
+
+// boot runs qemu once (the console and results files of an earlier attempt are replaced) and
+// parses what the VM reported. A boot that hangs is cut short. watch (nil: none) sees the
+// console and the results so far every 250 ms; an answer other than "" stops qemu (a caller's
+// way to end a VM that can no longer be trusted) and is kept as attempt.aborted.
+func (vm *vmFiles) boot(n int, watch func(console, results []byte) string) *attempt {
+	_ = os.Remove(vm.consolePath)
+	_ = os.Remove(vm.resultsPath)
+	a := &attempt{}
+	ctx, cancel := context.WithTimeout(context.Background(), vm.s.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, vm.e.Qemu, vm.args...)
+	cmd.Stdout, cmd.Stderr = &a.qout, &a.qout
+	start := time.Now()
+	// A boot that hangs (TCG sometimes stalls early, e.g. right after SMP bring-up) is
+	// cut short: the agent says hello within seconds of a good boot.
+	var bootHung atomic.Bool
+	var aborted atomic.Value
+	aborted.Store("")
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		deadline := time.After(bootTimeout)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		hello := false
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-tick.C:
+				if !hello {
+					if b, err := os.ReadFile(vm.resultsPath); err == nil && bytes.Contains(b, []byte(`"kind":"hello"`)) {
+						hello, deadline = true, nil
+					}
+				}
+				if watch != nil {
+					con, _ := os.ReadFile(vm.consolePath)
+					res, _ := os.ReadFile(vm.resultsPath)
+					if why := watch(con, res); why != "" {
+						aborted.Store(why)
+						cancel()
+						return
+					}
+				} else if hello {
+					return
+				}
+			case <-deadline:
+				bootHung.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	a.qerr = cmd.Run()
+	close(stopWatch)
+	<-watched
+	a.bootHung, a.aborted = bootHung.Load(), aborted.Load().(string)
+	a.timedOut = ctx.Err() != nil && !a.bootHung && a.aborted == ""
+	run := &Run{Wall: time.Since(start), Dir: vm.dir, Steps: make([]proto.Result, len(vm.s.steps)), Attempts: n}
+	con, _ := os.ReadFile(vm.consolePath)
+	run.Console = strings.ReplaceAll(string(con), "\r", "")
+	if err := run.parseResults(vm.resultsPath); err != nil {
+		run.Errors = append(run.Errors, "results: "+err.Error())
+	}
+	a.run = run
+	return a
 }
 
 func (r *Run) parseResults(path string) error {
