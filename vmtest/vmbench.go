@@ -357,22 +357,26 @@ func unitBudget(arm benchArm, works []benchWorkload) time.Duration {
 }
 
 // resumeAt says where the plan goes on after a VM that ran units (from its results): all
-// done; or the first unit not fully reported was cut short, and the next VM starts after it
-// if any of its steps had run (its finished workloads count), at it if none had (nothing of
-// it ran). It returns the number of units to move on by and whether one was cut short.
-func resumeAt(steps []proto.Result, units []unitSteps) (advance int, cut bool) {
+// done (cut < 0); or the first unit not fully reported, cut, was cut short. The next VM runs
+// it again if none of its steps had run (a boot that failed), or if none of its workloads had
+// finished (nothing of it counts yet: again is not twice) and it was not run again before
+// (again says so: a unit that kills the VM twice is not retried for ever); else the next VM
+// goes on after it.
+func resumeAt(steps []proto.Result, units []unitSteps, again map[int]bool) (next, cut int) {
 	for i, u := range units {
-		for j := u.First; j <= u.Last; j++ {
-			if steps[j].Kind != "" {
-				continue
-			}
-			if j == u.First {
-				return i, true
-			}
-			return i + 1, true
+		if steps[u.Last].Kind != "" {
+			continue
 		}
+		measured := slices.ContainsFunc(u.Work, func(w int) bool { return steps[w].Kind != "" })
+		if steps[u.First].Kind == "" || !measured && !again[u.Plan] {
+			return u.Plan, i
+		}
+		return u.Plan + 1, i
 	}
-	return len(units), false
+	if len(units) == 0 {
+		return 0, -1
+	}
+	return units[len(units)-1].Plan + 1, -1
 }
 
 // benchSample is one measured value.

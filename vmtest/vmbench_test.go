@@ -240,32 +240,43 @@ func TestBenchScriptResume(t *testing.T) {
 		}
 	}
 	steps := okResults(s, units, plan, arms, works)
-	if adv, cut := resumeAt(steps, units); adv != len(units) || cut {
-		t.Errorf("complete run: resumeAt = %d, %t", adv, cut)
+	if next, cut := resumeAt(steps, units, nil); next != len(plan) || cut != -1 {
+		t.Errorf("complete run: resumeAt = %d, %d", next, cut)
+	}
+	cutFrom := func(step int) []proto.Result {
+		partial := slices.Clone(steps)
+		for i := step; i < len(partial); i++ {
+			partial[i] = proto.Result{}
+		}
+		return partial
 	}
 	// The VM dies in unit 2's second workload: units 0 and 1 are done, unit 2 keeps its
 	// first workload and the next VM starts at unit 3.
-	cutAt := units[2].Work[1]
-	partial := slices.Clone(steps)
-	for i := cutAt; i < len(partial); i++ {
-		partial[i] = proto.Result{}
-	}
-	if adv, cut := resumeAt(partial, units); adv != 3 || !cut {
-		t.Errorf("died mid unit 2: resumeAt = %d, %t; want 3, true", adv, cut)
+	partial := cutFrom(units[2].Work[1])
+	if next, cut := resumeAt(partial, units, nil); next != 3 || cut != 2 {
+		t.Errorf("died mid unit 2: resumeAt = %d, %d; want 3, 2", next, cut)
 	}
 	res := collectUnit(partial, units[2], arms[plan[units[2].Plan].Arm], works)
 	if _, ok := res.Values["hackbench/pipes-processes"]; !ok || len(res.Values) != 1 || len(res.Problems) != len(works)-1 {
 		t.Errorf("unit 2 cut in its second workload: values %v, problems %v", res.Values, res.Problems)
 	}
-	// Dying before a unit's first step (e.g. on the next boot's kernel start) loses nothing.
-	for i := units[1].First; i < len(partial); i++ {
-		partial[i] = proto.Result{}
+	// Dying before any workload of unit 1 finished (on attach): unit 1 runs again, once.
+	partial = cutFrom(units[1].Work[0])
+	if next, cut := resumeAt(partial, units, nil); next != 1 || cut != 1 {
+		t.Errorf("died on unit 1's attach: resumeAt = %d, %d; want 1, 1", next, cut)
 	}
-	if adv, cut := resumeAt(partial, units); adv != 1 || !cut {
-		t.Errorf("died between units 0 and 1: resumeAt = %d, %t; want 1, true", adv, cut)
+	if next, cut := resumeAt(partial, units, map[int]bool{1: true}); next != 2 || cut != 1 {
+		t.Errorf("died on unit 1's attach again: resumeAt = %d, %d; want 2, 1", next, cut)
 	}
-	if adv, cut := resumeAt(make([]proto.Result, len(steps)), units); adv != 0 || !cut {
-		t.Errorf("no hello: resumeAt = %d, %t; want 0, true", adv, cut)
+	// A boot that never reached unit 1 costs it no retry.
+	if next, cut := resumeAt(cutFrom(units[1].First), units, map[int]bool{1: true}); next != 1 || cut != 1 {
+		t.Errorf("died before unit 1 (retried before): resumeAt = %d, %d; want 1, 1", next, cut)
+	}
+	// A later VM's script starts mid-plan: its units carry their plan indexes.
+	s2 := NewScenario("t2")
+	rest := []unitSteps{addUnit(s2, 4, arms[plan[4].Arm], works), addUnit(s2, 5, arms[plan[5].Arm], works)}
+	if next, cut := resumeAt(make([]proto.Result, len(s2.steps)), rest, nil); next != 4 || cut != 0 {
+		t.Errorf("no hello on a resumed VM: resumeAt = %d, %d; want 4, 0", next, cut)
 	}
 }
 
