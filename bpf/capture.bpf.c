@@ -240,10 +240,9 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			if (!have_state)
 				prev_state = task_state(prev);
 			e->type = MLS_EV_SWITCH;
-			// A task preempted in user mode leaves through a plain schedule() with preempt
-			// false but TASK_RUNNING: runnable. sched_yield leaves it runnable too, so
-			// sys_enter marks it.
-			e->voluntary = mls_left_voluntarily(preempt, prev_state == 0, c->run.yielding);
+			// Still runnable: preempted, or TASK_RUNNING (preempted in user mode, or
+			// sched_yield, which sys_enter marks).
+			e->voluntary = mls_left_voluntarily(preempt || prev_state == 0, c->run.yielding);
 			e->cpu = cpu;
 			e->prev_tid = c->run.tid;
 			e->next_tid = ids.pid;

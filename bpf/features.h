@@ -217,14 +217,16 @@ static __always_inline bool mls_run_take_sample(struct mls_cpu_run *r, __u32 lea
 	return named;
 }
 
-// The label's rule (features.LeftVoluntarily in Go): a task left its CPU voluntarily when it was
-// not preempted and either blocked (it is not runnable: slept, waited, exited) or yielded.
-// The facts differ by hook: sched_switch gives preempt and prev_state (runnable: prev_state ==
-// 0); sched_ext's stopping() gives runnable only, so the scheduler passes preempted = false (a
-// runnable task that did not yield, preempted or out of slice, counts as involuntary anyway).
-static __always_inline bool mls_left_voluntarily(bool preempted, bool runnable, __u32 yielding)
+// The label's rule (features.LeftVoluntarily in Go), over the two facts both hooks have: a task
+// left its CPU voluntarily when it is no longer runnable (it slept, waited or exited) or it
+// yielded. sched_ext's stopping() gives runnable; the capture probes derive it from
+// sched_switch: preempted, or prev_state TASK_RUNNING (a task preempted in user mode leaves
+// through a plain schedule() with preempt false). sched_switch's preempt flag alone is not used:
+// stopping() cannot see it, and a task that entered sched_yield but was preempted before it
+// got to yield is about to yield either way.
+static __always_inline bool mls_left_voluntarily(bool runnable, __u32 yielding)
 {
-	return !preempted && (!runnable || yielding);
+	return !runnable || yielding;
 }
 
 // Add v to counter idx of an object's per-CPU counter map.

@@ -445,9 +445,8 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 		count(MLS_SC_OUTCOME_DROP);
 	} else {
 		o->type = MLS_EV_SCHED_OUTCOME;
-		// stopping() says only whether p stays runnable: preempted or out of slice (it did
-		// not yield) counts as involuntary without telling them apart.
-		o->voluntary = mls_left_voluntarily(false, runnable, cs->run.yielding);
+		// stopping() says whether p stays runnable (preempted, out of slice or yielding).
+		o->voluntary = mls_left_voluntarily(runnable, cs->run.yielding);
 		o->cpu = bpf_get_smp_processor_id();
 		o->r_tid = p->pid;
 		o->seq = cs->run.sample_seq;

@@ -161,3 +161,28 @@ int mls_bench_ringbuf(void *ctx)
 	}
 	return 0;
 }
+
+// mls_test_voluntary applies the label's voluntary-leave rule (features.h), the one both the
+// capture probes and the scheduler call, to switches described by their facts.
+#define MLS_TEST_MAX_SWITCHES 64
+struct test_switch {
+	__u8 runnable;
+	__u8 yielding;
+	__u8 voluntary; // out
+	__u8 _pad;
+};
+struct test_switch test_switches[MLS_TEST_MAX_SWITCHES];
+__u32 test_nswitches;
+
+SEC("syscall")
+int mls_test_voluntary(void *ctx)
+{
+	for (__u32 i = 0; i < MLS_TEST_MAX_SWITCHES; i++) {
+		struct test_switch *t = &test_switches[i];
+
+		if (i >= test_nswitches)
+			break;
+		t->voluntary = mls_left_voluntarily(t->runnable, t->yielding);
+	}
+	return 0;
+}

@@ -44,16 +44,19 @@ const (
 	testprogsProgMlsBenchProbeRead   = "mls_bench_probe_read"
 	testprogsProgMlsBenchRingbuf     = "mls_bench_ringbuf"
 	testprogsProgMlsTestDecay        = "mls_test_decay"
+	testprogsProgMlsTestVoluntary    = "mls_test_voluntary"
 	testprogsVarExpSink              = "exp_sink"
 	testprogsVarMlsAbiTypes          = "mls_abi_types"
 	testprogsVarMlsFeatMask          = "mls_feat_mask"
 	testprogsVarTestCount            = "test_count"
 	testprogsVarTestNrs              = "test_nrs"
+	testprogsVarTestNswitches        = "test_nswitches"
 	testprogsVarTestOut              = "test_out"
 	testprogsVarTestSparse           = "test_sparse"
 	testprogsVarTestSparseMask       = "test_sparse_mask"
 	testprogsVarTestSparseN          = "test_sparse_n"
 	testprogsVarTestState            = "test_state"
+	testprogsVarTestSwitches         = "test_switches"
 )
 
 // loadTestprogs returns the embedded CollectionSpec for testprogs.
@@ -108,6 +111,7 @@ type testprogsProgramSpecs struct {
 	MlsBenchProbeRead   *ebpf.ProgramSpec `ebpf:"mls_bench_probe_read"`
 	MlsBenchRingbuf     *ebpf.ProgramSpec `ebpf:"mls_bench_ringbuf"`
 	MlsTestDecay        *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
+	MlsTestVoluntary    *ebpf.ProgramSpec `ebpf:"mls_test_voluntary"`
 }
 
 // testprogsMapSpecs contains maps before they are loaded into the kernel.
@@ -130,11 +134,13 @@ type testprogsVariableSpecs struct {
 	MlsFeatMask    *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.VariableSpec `ebpf:"test_count"`
 	TestNrs        *ebpf.VariableSpec `ebpf:"test_nrs"`
+	TestNswitches  *ebpf.VariableSpec `ebpf:"test_nswitches"`
 	TestOut        *ebpf.VariableSpec `ebpf:"test_out"`
 	TestSparse     *ebpf.VariableSpec `ebpf:"test_sparse"`
 	TestSparseMask *ebpf.VariableSpec `ebpf:"test_sparse_mask"`
 	TestSparseN    *ebpf.VariableSpec `ebpf:"test_sparse_n"`
 	TestState      *ebpf.VariableSpec `ebpf:"test_state"`
+	TestSwitches   *ebpf.VariableSpec `ebpf:"test_switches"`
 }
 
 // testprogsObjects contains all objects after they have been loaded into the kernel.
@@ -183,11 +189,13 @@ type testprogsVariables struct {
 	MlsFeatMask    *ebpf.Variable `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.Variable `ebpf:"test_count"`
 	TestNrs        *ebpf.Variable `ebpf:"test_nrs"`
+	TestNswitches  *ebpf.Variable `ebpf:"test_nswitches"`
 	TestOut        *ebpf.Variable `ebpf:"test_out"`
 	TestSparse     *ebpf.Variable `ebpf:"test_sparse"`
 	TestSparseMask *ebpf.Variable `ebpf:"test_sparse_mask"`
 	TestSparseN    *ebpf.Variable `ebpf:"test_sparse_n"`
 	TestState      *ebpf.Variable `ebpf:"test_state"`
+	TestSwitches   *ebpf.Variable `ebpf:"test_switches"`
 }
 
 // testprogsPrograms contains all programs after they have been loaded into the kernel.
@@ -204,6 +212,7 @@ type testprogsPrograms struct {
 	MlsBenchProbeRead   *ebpf.Program `ebpf:"mls_bench_probe_read"`
 	MlsBenchRingbuf     *ebpf.Program `ebpf:"mls_bench_ringbuf"`
 	MlsTestDecay        *ebpf.Program `ebpf:"mls_test_decay"`
+	MlsTestVoluntary    *ebpf.Program `ebpf:"mls_test_voluntary"`
 }
 
 func (p *testprogsPrograms) Close() error {
@@ -218,6 +227,7 @@ func (p *testprogsPrograms) Close() error {
 		p.MlsBenchProbeRead,
 		p.MlsBenchRingbuf,
 		p.MlsTestDecay,
+		p.MlsTestVoluntary,
 	)
 }
 

@@ -25,6 +25,30 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
+// LeftVoluntarily is the voluntary-leave rule of bpf/features.h (mls_left_voluntarily), which
+// both the capture probes and the scheduler apply in BPF, over the facts both have: R left its
+// CPU voluntarily when it is no longer runnable (slept, waited, exited) or it yielded. The
+// scheduler has runnable from sched_ext's stopping(); capture derives it from sched_switch
+// (preempted, or prev_state TASK_RUNNING).
+func LeftVoluntarily(runnable, yielding bool) bool {
+	return !runnable || yielding
+}
+
+// Label is the one label: R left its CPU leaveNs after the wakeup, voluntarily or not, and the
+// horizon is horizonNs. 1 (OutcomeVoluntary) if it left voluntarily within the horizon; 0 if it
+// was preempted within it (OutcomePreempted) or was still running at the horizon
+// (OutcomeTimeout). Capture's label join, the scheduler's scoring and training's relabelling
+// all decide with it.
+func Label(voluntary bool, leaveNs, horizonNs uint64) (Outcome, uint8) {
+	switch {
+	case leaveNs > horizonNs:
+		return OutcomeTimeout, 0
+	case voluntary:
+		return OutcomeVoluntary, 1
+	}
+	return OutcomePreempted, 0
+}
+
 // Sample is one training example: R's features when W woke on R's CPU, and what R did next.
 type Sample struct {
 	TsNs     uint64 // when W woke (monotonic ns; relative to the trace start inside a trace file)
@@ -116,13 +140,9 @@ func (j *Joiner) Switch(e *SwitchEvent) error {
 		if e.TsNs > s.TsNs {
 			d = e.TsNs - s.TsNs
 		}
-		switch {
-		case d > j.horizonNs:
-			s.Outcome = OutcomeTimeout
-		case e.Voluntary:
-			s.Outcome, s.Label, s.LeaveNs = OutcomeVoluntary, 1, d
-		default:
-			s.Outcome, s.LeaveNs = OutcomePreempted, d
+		s.Outcome, s.Label = Label(e.Voluntary, d, j.horizonNs)
+		if s.Outcome != OutcomeTimeout {
+			s.LeaveNs = d
 		}
 		if err := j.output(s); err != nil {
 			return err

@@ -351,13 +351,20 @@ func finite32(x float32) bool {
 func (m *Model) Normalize(in *[features.NumBuckets]uint32, out []float64) {
 	out = out[:len(in)]
 	for i, v := range in {
-		out[i] = (log1pCount(v) - float64(m.Mean[i])) / float64(m.Std[i])
+		out[i] = Standardized(Log1pCount(v), m.Mean[i], m.Std[i])
 	}
 }
 
-// log1pCount is log1p of a fixed-point count, clamped to features.MaxCount.
-func log1pCount(v uint32) float64 {
+// Log1pCount is the input normalisation's first step, the one training and inference share:
+// log1p of a fixed-point count, clamped to features.MaxCount.
+func Log1pCount(v uint32) float64 {
 	return math.Log1p(float64(min(v, features.MaxCount)) / features.FixedOne)
+}
+
+// Standardized is its second step: (x - mean) / std, in float64, with the stored float32 mean
+// and std (so that training standardises exactly as the exported model does).
+func Standardized(x float64, mean, std float32) float64 {
+	return (x - float64(mean)) / float64(std)
 }
 
 // Forward is the reference forward pass in float64 over already normalised inputs x

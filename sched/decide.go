@@ -113,7 +113,8 @@ func (d *Decider) Outcome(raw []byte) error {
 		return nil
 	}
 	p.seq = 0
-	label := o.Voluntary && o.LeaveNs <= d.horizonNs
+	_, l := features.Label(o.Voluntary, o.LeaveNs, d.horizonNs)
+	label := l == 1
 	if label {
 		d.Stats.Positives.Add(1)
 	}

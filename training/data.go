@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
 )
 
 // Inputs is the net's input width: one decayed syscall count per bucket.
@@ -72,8 +73,12 @@ func (ds *Dataset) SetHorizon(h uint64) error {
 // within h if it yielded within H and its switch-out came at most h after the wakeup (the
 // same rule as the capture's, which stores that delay in LeaveNs).
 func Relabel(s *features.Sample, h uint64) {
-	if s.Label == 1 && s.LeaveNs > h {
-		s.Label, s.Outcome, s.LeaveNs = 0, features.OutcomeTimeout, 0
+	if s.Outcome == features.OutcomeTimeout {
+		return // still running at the capture's horizon, so at any shorter one too
+	}
+	s.Outcome, s.Label = features.Label(s.Outcome == features.OutcomeVoluntary, s.LeaveNs, h)
+	if s.Outcome == features.OutcomeTimeout {
+		s.LeaveNs = 0
 	}
 }
 
@@ -174,7 +179,7 @@ func (ds *Dataset) appendSample(s *features.Sample) {
 	var row [Inputs]float32
 	for i, v := range s.Feats {
 		if v != 0 {
-			row[i] = float32(log1pCount(v))
+			row[i] = float32(model.Log1pCount(v))
 		}
 	}
 	ds.X = append(ds.X, row[:]...)
@@ -183,10 +188,6 @@ func (ds *Dataset) appendSample(s *features.Sample) {
 	ds.TsNs = append(ds.TsNs, s.TsNs)
 }
 
-// log1pCount is the first normalisation step, exactly as model.Normalize does it.
-func log1pCount(v uint32) float64 {
-	return math.Log1p(float64(min(v, features.MaxCount)) / features.FixedOne)
-}
 
 // split assigns rows first.. (one trace) to Train and Val by time: the last ValFrac of the
 // trace's samples, in timestamp order, are validation.
@@ -277,7 +278,7 @@ func (ds *Dataset) Standardize() {
 	for i := 0; i < len(ds.X); i += Inputs {
 		row := ds.X[i : i+Inputs]
 		for j, x := range row {
-			row[j] = float32((float64(x) - float64(ds.Mean[j])) / float64(ds.Std[j]))
+			row[j] = float32(model.Standardized(float64(x), ds.Mean[j], ds.Std[j]))
 		}
 	}
 	ds.standard = true
