@@ -13,16 +13,18 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mlsched/mlsched/bpf"
 )
 
 // DefaultSysfs is where the kernel shows sched_ext's state.
 const DefaultSysfs = "/sys/kernel/sched_ext"
 
-// Errors the CLI maps to exit codes.
+// Errors the CLI maps to exit codes: the kernel's (defined once, in bpf) and the runner's own.
 var (
-	ErrNoSchedExt = errors.New("kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT): needs Linux >= 6.12 built with it, e.g. Debian sid's 7.x, Ubuntu 25.04+, Fedora 42+, Arch")
-	ErrNotRoot    = errors.New("attaching a sched_ext scheduler needs root")
-	ErrBusy       = errors.New("another sched_ext scheduler is enabled")
+	ErrNoSchedExt = bpf.ErrNoSchedExt
+	ErrNotRoot    = bpf.ErrNotRoot
+	ErrBusy       = bpf.ErrBusy
 	ErrAttach     = errors.New("scheduler did not attach")
 	ErrDetached   = errors.New("scheduler detached during the run")
 )

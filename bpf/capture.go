@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -112,13 +111,10 @@ type Capture struct {
 	CastErr error
 }
 
-// ErrNoBTF means the kernel exposes no BTF, which CO-RE relocations need.
-var ErrNoBTF = errors.New("kernel has no BTF (/sys/kernel/btf/vmlinux missing): a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
-
 // LoadCapture loads the capture probes, attaches them and opens the event reader.
 func LoadCapture(cfg CaptureConfig) (*Capture, error) {
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, ErrNoBTF
+	if err := CheckBTF(); err != nil {
+		return nil, err
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)

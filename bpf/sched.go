@@ -142,12 +142,6 @@ type Sched struct {
 	Decisions *UserRingbuf
 }
 
-// Errors of LoadSched that callers map to exit codes.
-var (
-	ErrNoSchedExt = errors.New("kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT): needs Linux >= 6.12 built with it, e.g. Debian sid's 7.x, Ubuntu 25.04+, Fedora 42+, Arch")
-	ErrVerifier   = errors.New("verifier rejected the scheduler")
-)
-
 // kfuncVariant says which scheduler object fits the running kernel, from its BTF.
 type kfuncVariant struct {
 	v2     bool // scx_bpf_dsq_insert___v2 exists: load `sched`
@@ -196,8 +190,8 @@ func probeSpec(spec *btf.Spec) (kfuncVariant, error) {
 // LoadSched loads the scheduler and attaches it: from here on, sched_ext schedules every
 // task with it until Close, the process's exit, or the kernel ejects it.
 func LoadSched(cfg SchedConfig) (*Sched, error) {
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, ErrNoBTF
+	if err := CheckBTF(); err != nil {
+		return nil, err
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
@@ -271,9 +265,6 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	// only when every program it names was loaded.
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		if ve := (*ebpf.VerifierError)(nil); errors.As(err, &ve) {
-			return nil, fmt.Errorf("%w: %w", ErrVerifier, describeLoadError("load scheduler "+variant, err, cfg.LogVerifier))
-		}
 		return nil, describeLoadError("load scheduler "+variant, err, cfg.LogVerifier)
 	}
 	s.coll = coll

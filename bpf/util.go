@@ -71,7 +71,8 @@ func setVars(spec *ebpf.CollectionSpec, vars map[string]any) error {
 	return nil
 }
 
-// LoadError is a program the verifier rejected. Unwrap gives the *ebpf.VerifierError.
+// LoadError is a program the verifier rejected: it is ErrVerifier and, unwrapped, the
+// *ebpf.VerifierError with the log.
 type LoadError struct {
 	What    string
 	Log     *ebpf.VerifierError
@@ -85,7 +86,7 @@ func (e *LoadError) Error() string {
 	return fmt.Sprintf("%s: verifier rejected the program (run with -v for the full log): %v", e.What, e.Log)
 }
 
-func (e *LoadError) Unwrap() error { return e.Log }
+func (e *LoadError) Unwrap() []error { return []error{ErrVerifier, e.Log} }
 
 // describeLoadError wraps a load error; with verbose a verifier error shows its whole log.
 func describeLoadError(what string, err error, verbose bool) error {

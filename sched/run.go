@@ -79,7 +79,6 @@ func (r *Report) ExitLine() string {
 
 // Errors of Run that `mlsched run` maps to exit codes.
 var (
-	ErrBusy    = errors.New("another sched_ext scheduler is enabled")
 	ErrEjected = errors.New("the kernel disabled the scheduler")
 )
 
@@ -97,7 +96,7 @@ func preflight(dir string) error {
 		if name == "" {
 			name = "unknown"
 		}
-		return fmt.Errorf("%w: %q (state %s); stop it first", ErrBusy, name, s)
+		return fmt.Errorf("%w: %q (state %s); stop it first", bpf.ErrBusy, name, s)
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func TestPreflight(t *testing.T) {
 	write("state", "enabled\n")
 	write("root/ops", "scx_rusty_1.0.4\n")
 	err := preflight(dir)
-	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), `"scx_rusty_1.0.4"`) {
+	if !errors.Is(err, bpf.ErrBusy) || !strings.Contains(err.Error(), `"scx_rusty_1.0.4"`) {
 		t.Fatalf("enabled: %v", err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
@@ -133,8 +132,8 @@ func runCapture(o captureOpts, args []string) error {
 	if err := checkBPFPrivileges(); err != nil {
 		return err
 	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return withCode(exitNoKernel, bpf.ErrNoBTF)
+	if err := bpf.CheckBTF(); err != nil {
+		return withCode(exitNoKernel, err)
 	}
 	// The trace is written to a new file next to its destination and renamed into place when
 	// complete (features/outfile): an existing file of that name survives a failed capture, no
@@ -159,8 +158,7 @@ func runCapture(o captureOpts, args []string) error {
 		LogVerifier: o.verbose,
 	})
 	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
+		if errors.Is(err, bpf.ErrVerifier) {
 			return withCode(exitVerifier, err)
 		}
 		return withCode(exitFailure, err)

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/model"
 	"github.com/mlsched/mlsched/sched"
@@ -158,13 +157,12 @@ func runScheduler(o *runOpts, args []string) error {
 
 // schedError maps scheduler errors to exit codes.
 func schedError(err error) error {
-	var ve *ebpf.VerifierError
 	switch {
 	case errors.Is(err, bpf.ErrNoSchedExt), errors.Is(err, bpf.ErrNoBTF):
 		return withCode(exitNoKernel, err)
-	case errors.Is(err, sched.ErrBusy):
+	case errors.Is(err, bpf.ErrBusy):
 		return withCode(exitBusy, err)
-	case errors.Is(err, bpf.ErrVerifier), errors.As(err, &ve):
+	case errors.Is(err, bpf.ErrVerifier):
 		return withCode(exitVerifier, err)
 	}
 	return withCode(exitFailure, err)
