@@ -196,70 +196,10 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	kv, err := probeKernel()
+	spec, variant, err := schedSpec(cfg)
 	if err != nil {
 		return nil, err
 	}
-	load, variant := loadSched, "sched (___v2 kfuncs)"
-	if !kv.v2 {
-		load, variant = loadSchedcompat, "schedcompat (plain kfuncs)"
-		if kv.legacy {
-			variant = "schedcompat (6.12 kfuncs)"
-		}
-	}
-	spec, err := load()
-	if err != nil {
-		return nil, fmt.Errorf("load scheduler spec: %w", err)
-	}
-	ncpu := uint32(PossibleCPUs())
-	vars := map[string]any{
-		"self_tgid":       cfg.SelfTgid,
-		"use_model":       boolU8(cfg.UseModel),
-		"queue_vtime":     boolU8(cfg.QueueVtime),
-		"nr_cpus":         ncpu,
-		"kf_legacy_names": boolU8(kv.legacy),
-	}
-	if cfg.Slice > 0 {
-		vars["slice_ns"] = uint64(cfg.Slice)
-	}
-	if cfg.PendingTimeout > 0 {
-		vars["pending_timeout_ns"] = uint64(cfg.PendingTimeout)
-	}
-	if cfg.UserStall > 0 {
-		vars["user_stall_ns"] = uint64(cfg.UserStall)
-	}
-	if cfg.TimerPeriod > 0 {
-		vars["timer_period_ns"] = uint64(cfg.TimerPeriod)
-	}
-	if err := setVars(spec, vars); err != nil {
-		return nil, err
-	}
-	if err := setOpsField(spec.Maps["mlsched_ops"], "timeout_ms", uint32(cfg.Watchdog/time.Millisecond)); err != nil {
-		return nil, err
-	}
-	if cfg.EventRingBytes != 0 {
-		spec.Maps["events"].MaxEntries = cfg.EventRingBytes
-	}
-	if cfg.DecisionRingBytes != 0 {
-		spec.Maps["decisions"].MaxEntries = cfg.DecisionRingBytes
-	}
-	slots, err := featSlots(cfg.MaxTasks)
-	if err != nil {
-		return nil, err
-	}
-	spec.Maps["cpu_states"].MaxEntries = ncpu
-	if !cfg.UseModel {
-		// No events under FIFO: keep the unused maps small.
-		slots = 1024
-		spec.Maps["events"].MaxEntries = uint32(os.Getpagesize())
-		spec.Maps["decisions"].MaxEntries = uint32(os.Getpagesize())
-	}
-
-	spec.Maps["task_feat_slots"].MaxEntries = slots
-	if err := setVars(spec, map[string]any{"mls_feat_mask": slots - 1}); err != nil {
-		return nil, err
-	}
-
 	s := &Sched{Variant: variant}
 	// The whole collection, not LoadAndAssign: cilium/ebpf v0.22 fills the struct_ops value
 	// only when every program it names was loaded.
@@ -279,27 +219,89 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 		coll.Close()
 		return nil, errors.New("load scheduler: object lacks an expected map, program or variable")
 	}
-	if s.Events, err = ringbuf.NewReader(s.objs.Events); err != nil {
+	if err := s.attach(cfg.UseModel); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("open event ring buffer: %w", err)
-	}
-	if s.Decisions, err = NewUserRingbuf(s.objs.Decisions); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open decision ring buffer: %w", err)
-	}
-	if cfg.UseModel {
-		s.sysEnter, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: s.objs.SysEnter})
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("attach raw tracepoint sys_enter: %w", err)
-		}
-	}
-	s.ops, err = link.AttachStructOps(link.StructOpsOptions{Map: s.objs.Ops})
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("attach struct_ops mlsched_ops: %w", err)
+		return nil, err
 	}
 	return s, nil
+}
+
+// schedSpec picks the scheduler object for the running kernel and sets it up for cfg: its
+// variables, the struct_ops watchdog, and the maps' sizes.
+func schedSpec(cfg SchedConfig) (*ebpf.CollectionSpec, string, error) {
+	kv, err := probeKernel()
+	if err != nil {
+		return nil, "", err
+	}
+	load, variant := loadSched, "sched (___v2 kfuncs)"
+	if !kv.v2 {
+		load, variant = loadSchedcompat, "schedcompat (plain kfuncs)"
+		if kv.legacy {
+			variant = "schedcompat (6.12 kfuncs)"
+		}
+	}
+	spec, err := load()
+	if err != nil {
+		return nil, "", fmt.Errorf("load scheduler spec: %w", err)
+	}
+	ncpu := uint32(PossibleCPUs())
+	slots, err := featSlots(cfg.MaxTasks)
+	if err != nil {
+		return nil, "", err
+	}
+	spec.Maps["cpu_states"].MaxEntries = ncpu
+	if cfg.EventRingBytes != 0 {
+		spec.Maps["events"].MaxEntries = cfg.EventRingBytes
+	}
+	if cfg.DecisionRingBytes != 0 {
+		spec.Maps["decisions"].MaxEntries = cfg.DecisionRingBytes
+	}
+	if !cfg.UseModel {
+		// No events without the model: keep the unused maps small.
+		slots = 1024
+		spec.Maps["events"].MaxEntries = uint32(os.Getpagesize())
+		spec.Maps["decisions"].MaxEntries = uint32(os.Getpagesize())
+	}
+	spec.Maps["task_feat_slots"].MaxEntries = slots
+	vars := map[string]any{
+		"self_tgid": cfg.SelfTgid, "use_model": boolU8(cfg.UseModel), "queue_vtime": boolU8(cfg.QueueVtime),
+		"nr_cpus": ncpu, "kf_legacy_names": boolU8(kv.legacy), "mls_feat_mask": slots - 1,
+	}
+	for name, d := range map[string]time.Duration{"slice_ns": cfg.Slice, "pending_timeout_ns": cfg.PendingTimeout,
+		"user_stall_ns": cfg.UserStall, "timer_period_ns": cfg.TimerPeriod} {
+		if d > 0 {
+			vars[name] = uint64(d)
+		}
+	}
+	if err := setVars(spec, vars); err != nil {
+		return nil, "", err
+	}
+	if err := setOpsField(spec.Maps["mlsched_ops"], "timeout_ms", uint32(cfg.Watchdog/time.Millisecond)); err != nil {
+		return nil, "", err
+	}
+	return spec, variant, nil
+}
+
+// attach opens the two rings, attaches the sys_enter feature hook (model policy only) and
+// then the scheduler itself.
+func (s *Sched) attach(useModel bool) error {
+	var err error
+	if s.Events, err = ringbuf.NewReader(s.objs.Events); err != nil {
+		return fmt.Errorf("open event ring buffer: %w", err)
+	}
+	if s.Decisions, err = NewUserRingbuf(s.objs.Decisions); err != nil {
+		return fmt.Errorf("open decision ring buffer: %w", err)
+	}
+	if useModel {
+		s.sysEnter, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: s.objs.SysEnter})
+		if err != nil {
+			return fmt.Errorf("attach raw tracepoint sys_enter: %w", err)
+		}
+	}
+	if s.ops, err = link.AttachStructOps(link.StructOpsOptions{Map: s.objs.Ops}); err != nil {
+		return fmt.Errorf("attach struct_ops mlsched_ops: %w", err)
+	}
+	return nil
 }
 
 // setOpsField patches a scalar member of the struct_ops value before load: the ELF's initial

@@ -59,15 +59,18 @@ type Config struct {
 	Stats          time.Duration // 0: no --stats lines
 	MetricsAddr    string        // "": no metrics server
 	Verbose        bool
-	Out            io.Writer // --stats lines and the exit report
+	Out            io.Writer // --stats lines
 	Log            io.Writer // messages
 }
 
-// Report is what a run ends with.
+// Report is what a run ends with; `mlsched run` prints it (ExitLine and TotalsLine, or JSON).
 type Report struct {
 	Exit     bpf.ExitInfo
-	Counters bpf.SchedCounters
+	Counters bpf.SchedCounters // the last attach's BPF counters
+	User     map[string]uint64 // the dispatch loop's counters over the whole run
 	Variant  string
+	Policy   string
+	Queue    string
 	Duration time.Duration
 	Restarts int
 }
@@ -129,14 +132,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	st := &Stats{Policy: cfg.Policy, Queue: BaseQueue(cfg.Policy, cfg.Queue)}
 	var mt *metricsServer
 	start := time.Now()
-	rep := &Report{}
+	rep := &Report{Policy: st.Policy, Queue: st.Queue}
 	for {
 		if err := Preflight(); err != nil {
 			return rep, err
 		}
 		r, err := runOnce(ctx, cfg, st, &mt)
 		rep.Exit, rep.Counters, rep.Variant = r.Exit, r.Counters, r.Variant
-		rep.Duration = time.Since(start)
+		rep.Duration, rep.User = time.Since(start), userTotals(st)
 		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
 			if mt != nil {
 				mt.Close()
@@ -158,10 +161,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*Report, error) {
 	rep := &Report{}
-	useModel := cfg.Policy == PolicyModel
 	s, err := bpf.LoadSched(bpf.SchedConfig{
 		SelfTgid:       uint32(os.Getpid()),
-		UseModel:       useModel,
+		UseModel:       cfg.Policy == PolicyModel,
 		QueueVtime:     BaseQueue(cfg.Policy, cfg.Queue) == QueueVtime,
 		Slice:          cfg.Slice,
 		PendingTimeout: cfg.PendingTimeout,
@@ -177,33 +179,14 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	if cfg.Verbose {
 		fmt.Fprintf(cfg.Log, "attached %s, policy %s over the %s queue\n", s.Variant, cfg.Policy, st.Queue)
 	}
-
-	loopDone := make(chan error, 1)
-	var stopLoop atomic.Bool
-	loopRunning := false
-	if useModel {
-		guard := NewGuard(cfg.GuardWindow, st)
-		guard.OnChange = func(tripped bool, acc, maj float64) {
-			if err := s.SetGuardFIFO(tripped); err != nil {
-				fmt.Fprintf(cfg.Log, "model guard: %v\n", err)
-			}
-			if tripped {
-				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f < majority rate %.3f: switching to the %s queue\n", acc, maj, st.Queue)
-			} else {
-				fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f >= majority rate %.3f: back to the model\n", acc, maj)
-			}
-		}
-		d := NewDecider(cfg.Model, guard, st)
-		var flush func() error
-		if !cfg.NoFlush {
-			flush = s.Apply
-		}
-		loopRunning = true
-		go func() { loopDone <- loop(s.Events, d, s.Decisions, flush, &stopLoop) }()
+	var dl *dispatchLoop
+	if cfg.Policy == PolicyModel {
+		dl = startDispatchLoop(s, cfg, st)
 	}
 	if cfg.MetricsAddr != "" && *mt == nil {
 		m, err := startMetrics(cfg.MetricsAddr, st)
 		if err != nil {
+			dl.stop(s, cfg.Log)
 			return rep, err
 		}
 		*mt = m
@@ -212,7 +195,76 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		(*mt).setSched(s)
 		defer (*mt).setSched(nil)
 	}
+	runErr := watch(ctx, s, cfg, st, dl)
+	// Stop the loop before anything is unmapped (s.Close): it reads the event ring and writes
+	// the decision ring and BPF variables.
+	if err := dl.stop(s, cfg.Log); err != nil && runErr == nil {
+		runErr = err
+	}
+	if err := s.Detach(); err != nil {
+		fmt.Fprintf(cfg.Log, "detach: %v\n", err)
+	}
+	rep.Exit, _ = s.ExitInfo()
+	rep.Counters, _ = s.Counters()
+	if errors.Is(runErr, ErrEjected) && rep.Exit.Restart() {
+		runErr = nil
+	}
+	if errors.Is(runErr, ErrEjected) {
+		runErr = fmt.Errorf("%w: %s", ErrEjected, rep.ExitLine())
+	}
+	return rep, runErr
+}
 
+// dispatchLoop is the model policy's user-space loop: wake events in, decisions out.
+type dispatchLoop struct {
+	done    chan error
+	halt    atomic.Bool
+	running bool
+}
+
+// startDispatchLoop starts the loop with its guard, whose trips switch BPF to the base queue.
+func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
+	guard := NewGuard(cfg.GuardWindow, st)
+	guard.OnChange = func(tripped bool, acc, maj float64) {
+		if err := s.SetGuardFIFO(tripped); err != nil {
+			fmt.Fprintf(cfg.Log, "model guard: %v\n", err)
+		}
+		if tripped {
+			fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f < majority rate %.3f: switching to the %s queue\n", acc, maj, st.Queue)
+		} else {
+			fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f >= majority rate %.3f: back to the model\n", acc, maj)
+		}
+	}
+	d := NewDecider(cfg.Model, guard, st)
+	var flush func() error
+	if !cfg.NoFlush {
+		flush = s.Apply
+	}
+	dl := &dispatchLoop{done: make(chan error, 1), running: true}
+	go func() { dl.done <- loop(s.Events, d, s.Decisions, flush, &dl.halt) }()
+	return dl
+}
+
+// stop ends the loop (nil: no loop) and returns its error. Flushing the ring wakes it; it
+// reads what is left and returns.
+func (dl *dispatchLoop) stop(s *bpf.Sched, log io.Writer) error {
+	if dl == nil || !dl.running {
+		return nil
+	}
+	dl.running = false
+	dl.halt.Store(true)
+	if err := s.Events.Flush(); err != nil {
+		fmt.Fprintf(log, "stop dispatch loop: %v\n", err)
+	}
+	if err := <-dl.done; err != nil {
+		return fmt.Errorf("dispatch loop: %w", err)
+	}
+	return nil
+}
+
+// watch runs until ctx ends, the kernel disables the scheduler (ErrEjected) or the dispatch
+// loop fails, printing a --stats line every cfg.Stats.
+func watch(ctx context.Context, s *bpf.Sched, cfg Config, st *Stats, dl *dispatchLoop) error {
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
 	var statsC <-chan time.Time
@@ -221,23 +273,23 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		defer t.Stop()
 		statsC = t.C
 	}
+	var loopDone <-chan error
+	if dl != nil {
+		loopDone = dl.done
+	}
 	var prev bpf.SchedCounters
 	prevEvents := st.Events.Load()
 	last := time.Now()
-	var runErr error
-wait:
 	for {
 		select {
 		case <-ctx.Done():
-			break wait
+			return nil
 		case err := <-loopDone:
-			loopRunning = false
-			runErr = fmt.Errorf("dispatch loop: %w", err)
-			break wait
+			dl.running = false
+			return fmt.Errorf("dispatch loop: %w", err)
 		case <-poll.C:
 			if e, err := s.ExitInfo(); err == nil && e.Kind != bpf.ExitNone {
-				runErr = ErrEjected
-				break wait
+				return ErrEjected
 			}
 		case now := <-statsC:
 			cur, err := s.Counters()
@@ -249,44 +301,63 @@ wait:
 			prev, prevEvents, last = cur, st.Events.Load(), now
 		}
 	}
-	// Stop the loop before anything is unmapped (s.Close): it reads the event ring and writes
-	// the decision ring and BPF variables. Flush wakes it; it reads what is left and returns.
-	if loopRunning {
-		stopLoop.Store(true)
-		if err := s.Events.Flush(); err != nil {
-			fmt.Fprintf(cfg.Log, "stop dispatch loop: %v\n", err)
-		}
-		if err := <-loopDone; err != nil && runErr == nil {
-			runErr = fmt.Errorf("dispatch loop: %w", err)
-		}
-	}
-	if err := s.Detach(); err != nil {
-		fmt.Fprintf(cfg.Log, "detach: %v\n", err)
-	}
-	rep.Exit, _ = s.ExitInfo()
-	rep.Counters, _ = s.Counters()
-	fmt.Fprintln(cfg.Out, rep.ExitLine())
-	fmt.Fprintln(cfg.Out, totalsLine(&rep.Counters, st))
-	if errors.Is(runErr, ErrEjected) && rep.Exit.Restart() {
-		runErr = nil
-	}
-	if errors.Is(runErr, ErrEjected) {
-		runErr = fmt.Errorf("%w: %s", ErrEjected, rep.ExitLine())
-	}
-	return rep, runErr
 }
 
-func totalsLine(c *bpf.SchedCounters, st *Stats) string {
+// TotalsLine formats every nonzero BPF counter and the dispatch loop's counters as
+// `TOTALS: <bpf counters> | <user-space counters>`.
+func (r *Report) TotalsLine() string {
 	var b strings.Builder
 	b.WriteString("TOTALS:")
-	for i, v := range c {
+	for i, v := range r.Counters {
 		if v != 0 {
 			fmt.Fprintf(&b, " %s=%d", bpf.SchedCounter(i), v)
 		}
 	}
-	fmt.Fprintf(&b, " | events=%d outcomes=%d keep=%d migrate=%d fifo=%d urb_full=%d unmatched=%d guard_trips=%d",
-		st.Events.Load(), st.Outcomes.Load(), st.Keep.Load(), st.Migrate.Load(), st.FIFO.Load(),
-		st.RingFull.Load(), st.Unmatched.Load(), st.GuardTrips.Load())
-	fmt.Fprintf(&b, " flushes=%d flush_errors=%d scored_only=%d", st.Flushes.Load(), st.FlushErrors.Load(), st.Informational.Load())
+	b.WriteString(" |")
+	for _, k := range userTotalNames {
+		fmt.Fprintf(&b, " %s=%d", k, r.User[k])
+	}
 	return b.String()
+}
+
+// userTotalNames orders the dispatch loop's counters in TOTALS and the JSON report.
+var userTotalNames = []string{"events", "outcomes", "keep", "migrate", "fifo", "urb_full", "unmatched", "guard_trips",
+	"flushes", "flush_errors", "scored_only"}
+
+func userTotals(st *Stats) map[string]uint64 {
+	return map[string]uint64{
+		"events": st.Events.Load(), "outcomes": st.Outcomes.Load(), "keep": st.Keep.Load(), "migrate": st.Migrate.Load(),
+		"fifo": st.FIFO.Load(), "urb_full": st.RingFull.Load(), "unmatched": st.Unmatched.Load(),
+		"guard_trips": st.GuardTrips.Load(), "flushes": st.Flushes.Load(), "flush_errors": st.FlushErrors.Load(),
+		"scored_only": st.Informational.Load(),
+	}
+}
+
+// JSONReport is the report's structured form (`mlsched run --json`): what vmtest and scripts
+// read.
+type JSONReport struct {
+	Exit struct {
+		Kind   string `json:"kind"`
+		Reason string `json:"reason"`
+		Msg    string `json:"msg"`
+		Code   int64  `json:"code"`
+	} `json:"exit"`
+	Variant   string            `json:"variant"`
+	Policy    string            `json:"policy"`
+	Queue     string            `json:"queue"`
+	DurationS float64           `json:"duration_s"`
+	Restarts  int               `json:"restarts"`
+	BPF       map[string]uint64 `json:"bpf"`
+	User      map[string]uint64 `json:"user"`
+}
+
+// JSON returns the report's structured form; every BPF counter is named, zero or not.
+func (r *Report) JSON() JSONReport {
+	j := JSONReport{Variant: r.Variant, Policy: r.Policy, Queue: r.Queue, DurationS: r.Duration.Seconds(),
+		Restarts: r.Restarts, BPF: map[string]uint64{}, User: r.User}
+	j.Exit.Kind, j.Exit.Reason, j.Exit.Msg, j.Exit.Code = r.Exit.KindName(), r.Exit.ReasonString(), r.Exit.MsgString(), r.Exit.ExitCode
+	for i, v := range r.Counters {
+		j.BPF[bpf.SchedCounter(i).String()] = v
+	}
+	return j
 }

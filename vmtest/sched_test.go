@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -77,6 +78,9 @@ func needModelPolicy(t *testing.T, e *Env) {
 // embedded default model if the binary has one, else with /default.bin.
 func policyArgs(e *Env, policy string, extra ...string) []string {
 	args := []string{"/mlsched", "run"}
+	if e.HasCommand("run", "-json") {
+		args = append(args, "--json") // the exit report in its structured form
+	}
 	switch {
 	case policy == "fifo" || policy == "vtime":
 		return append(append(args, "--policy", policy), extra...)
@@ -92,20 +96,32 @@ func policyArgs(e *Env, policy string, extra ...string) []string {
 // The kernel's line when a scheduler attaches; its name must be mlsched's.
 var scxEnabled = regexp.MustCompile(`sched_ext: BPF scheduler "mlsched[^"]*" enabled`)
 
-// Totals is mlsched's final `TOTALS: <bpf counters> | <user-space counters>` line.
+// Totals are mlsched run's exit counters: BPF's and the dispatch loop's.
 type Totals struct {
 	BPF, User map[string]uint64
 }
 
 var exitLineRE = regexp.MustCompile(`(?m)^EXIT: (\S+) (.*)$`)
 
-// parseRunOutput finds the EXIT line (kind, rest) and the TOTALS line in mlsched run's stdout.
+// parseRunOutput reads mlsched run's exit report from its stdout: the JSON object of --json
+// (its structured form), or else the EXIT and TOTALS lines of older binaries.
 func parseRunOutput(stdout string) (exitKind, exitRest string, tot Totals, ok bool) {
+	lines := strings.Split(stdout, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var rep struct {
+			Exit struct{ Kind, Reason, Msg string } `json:"exit"`
+			BPF  map[string]uint64                  `json:"bpf"`
+			User map[string]uint64                  `json:"user"`
+		}
+		if strings.HasPrefix(lines[i], `{"exit"`) && json.Unmarshal([]byte(lines[i]), &rep) == nil && rep.Exit.Kind != "" {
+			return rep.Exit.Kind, fmt.Sprintf("%s (%s)", rep.Exit.Reason, rep.Exit.Msg), Totals{BPF: rep.BPF, User: rep.User}, true
+		}
+	}
 	if m := exitLineRE.FindStringSubmatch(stdout); m != nil {
 		exitKind, exitRest = m[1], m[2]
 	}
 	tot = Totals{BPF: map[string]uint64{}, User: map[string]uint64{}}
-	for _, line := range strings.Split(stdout, "\n") {
+	for _, line := range lines {
 		rest, found := strings.CutPrefix(line, "TOTALS:")
 		if !found {
 			continue

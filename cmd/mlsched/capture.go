@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,12 +12,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/features/outfile"
+	"github.com/mlsched/mlsched/sched"
 )
 
 // DefaultHorizon is the label's horizon H. Keeping a waking task on its busy previous CPU
@@ -96,38 +95,9 @@ func captureFlags(fs *flag.FlagSet) func([]string) error {
 }
 
 func runCapture(o captureOpts, args []string) error {
-	// Everything that can be checked is checked before anything is attached.
-	if o.out == "" {
-		return errorf(exitUsage, "-o FILE is required")
-	}
-	if o.horizon <= 0 || o.horizon > time.Minute {
-		return errorf(exitUsage, "--horizon %v: must be in (0, 1m]", o.horizon)
-	}
-	if o.ringMB == 0 || o.ringMB&(o.ringMB-1) != 0 || o.ringMB > 1024 {
-		return errorf(exitUsage, "--ringbuf-mb %d: must be a power of two, at most 1024", o.ringMB)
-	}
-	if o.onlyCommand && len(args) == 0 {
-		return errorf(exitUsage, "--only-command needs a command after '--'")
-	}
-	if o.sampleEvery == 0 || o.sampleEvery > 1<<20 {
-		return errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
-	}
-	if o.maxRate > bpf.MaxRateLimit {
-		return errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, bpf.MaxRateLimit)
-	}
-	if o.progress != "auto" && o.progress != "always" && o.progress != "never" {
-		return errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
-	}
-	if len(args) == 0 && o.duration == 0 {
-		o.duration = 10 * time.Second
-	}
-	var cmdPath string
-	if len(args) > 0 {
-		p, err := exec.LookPath(args[0])
-		if err != nil {
-			return errorf(exitUsage, "command %q: %v", args[0], err)
-		}
-		cmdPath = p
+	cmdPath, err := checkCaptureOpts(&o, args)
+	if err != nil {
+		return err
 	}
 	if err := checkBPFPrivileges(); err != nil {
 		return err
@@ -135,91 +105,140 @@ func runCapture(o captureOpts, args []string) error {
 	if err := bpf.CheckBTF(); err != nil {
 		return withCode(exitNoKernel, err)
 	}
-	// The trace is written to a new file next to its destination and renamed into place when
-	// complete (features/outfile): an existing file of that name survives a failed capture, no
-	// link planted at either name is followed, and a capture killed outright leaves a hidden
-	// ".NAME.tmp-*" file whose blocks are still readable.
-	if fi, err := os.Stat(o.out); err == nil && fi.IsDir() {
-		return errorf(exitUsage, "cannot write the trace: %s is a directory", o.out)
-	}
-	f, err := outfile.Create(o.out)
+	f, err := openTrace(o.out)
 	if err != nil {
-		return errorf(exitFailure, "cannot write the trace: %v", err)
+		return err
 	}
 	defer f.Abort()
-
-	capt, err := bpf.LoadCapture(bpf.CaptureConfig{
-		SelfTgid:    uint32(os.Getpid()),
-		FilterTree:  o.onlyCommand,
-		RingBytes:   uint32(o.ringMB) << 20,
-		MaxTasks:    uint32(o.maxTasks),
-		SampleEvery: uint32(o.sampleEvery),
-		MaxRate:     uint32(o.maxRate),
-		LogVerifier: o.verbose,
-	})
+	sess, err := sched.StartCapture(sched.CaptureConfig{
+		Probes: bpf.CaptureConfig{
+			SelfTgid: uint32(os.Getpid()), FilterTree: o.onlyCommand, RingBytes: uint32(o.ringMB) << 20,
+			MaxTasks: uint32(o.maxTasks), SampleEvery: uint32(o.sampleEvery), MaxRate: uint32(o.maxRate),
+			LogVerifier: o.verbose,
+		},
+		Header: features.TraceHeader{HorizonNs: uint64(o.horizon), KernelRelease: kernelRelease(),
+			Hostname: hostname(), Command: strings.Join(args, " ")},
+	}, f)
 	if err != nil {
 		if errors.Is(err, bpf.ErrVerifier) {
 			return withCode(exitVerifier, err)
 		}
 		return withCode(exitFailure, err)
 	}
-	defer capt.Close()
-
-	start := time.Now()
-	hdr := features.TraceHeader{
-		SchemaID:      features.SchemaID(),
-		HorizonNs:     uint64(o.horizon),
-		StartUnixNs:   start.UnixNano(),
-		StartKtimeNs:  monotonicNs(),
-		NumCPU:        uint32(bpf.PossibleCPUs()),
-		KernelRelease: kernelRelease(),
-		Hostname:      hostname(),
-		Command:       strings.Join(args, " "),
-	}
-	cw := &countingWriter{w: f}
-	bw := bufio.NewWriterSize(cw, 256<<10)
-	tw, err := features.NewTraceWriter(bw, hdr)
-	if err != nil {
-		return err
-	}
+	defer sess.Close()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-
 	var child *exec.Cmd
 	childDone := make(chan error, 1)
 	if len(args) > 0 {
-		child, err = startCaptured(cmdPath, args, o.onlyCommand, capt)
-		if err != nil {
+		if child, err = startCaptured(cmdPath, args, o.onlyCommand, sess.Probes); err != nil {
 			return err
 		}
 		go func() { childDone <- child.Wait() }()
 	}
-	// Least privilege from here on: the probes are attached, the trace is open and the command
-	// (started with the privileges mlsched was given) is running; what is left reads kernel
-	// data and writes one file.
-	keep := captureKeepCaps(o.out)
-	privs := keptCapsDesc(keep)
+	privs := dropCapturePrivileges(o.out)
+
+	var tick func()
+	if o.progress == "always" || (o.progress == "auto" && isTerminal(os.Stderr)) {
+		tick = func() { printProgress(sess.Progress()) }
+	}
+	reason, err := sess.Run(captureStops(o.duration, sigs, child, childDone), tick)
+	if err != nil {
+		return err
+	}
+	cmdErr := waitCommand(child, childDone)
+	rep, err := sess.Finish()
+	if err != nil {
+		return err
+	}
+	if tick != nil {
+		tick()
+		fmt.Fprintln(stderr)
+	}
+	if err := f.Commit(); err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	printCaptureSummary(stdout, o.out, reason, rep.Summary, rep.Bytes)
+	fmt.Fprintf(stdout, "  probes     %s\n", hooksDesc(sess.Probes))
+	fmt.Fprintf(stdout, "  privileges %s\n", privs)
+	if rep.SampledOut > 0 {
+		fmt.Fprintf(stdout, "  sampling   %d wakeups left out at random (%s)\n", rep.SampledOut, samplingDesc(o))
+	}
+	if cmdErr != nil {
+		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
+	}
+	return nil
+}
+
+// openTrace starts the trace: a new file next to its destination, renamed into place when
+// complete (features/outfile), so an existing file of that name survives a failed capture, no
+// link planted at either name is followed, and a capture killed outright leaves a hidden
+// ".NAME.tmp-*" file whose blocks are still readable.
+func openTrace(out string) (*outfile.File, error) {
+	if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+		return nil, errorf(exitUsage, "cannot write the trace: %s is a directory", out)
+	}
+	f, err := outfile.Create(out)
+	if err != nil {
+		return nil, errorf(exitFailure, "cannot write the trace: %v", err)
+	}
+	return f, nil
+}
+
+// checkCaptureOpts checks everything that can be checked before anything is attached, fills
+// in the default duration and resolves the command's path.
+func checkCaptureOpts(o *captureOpts, args []string) (cmdPath string, err error) {
+	switch {
+	case o.out == "":
+		return "", errorf(exitUsage, "-o FILE is required")
+	case o.horizon <= 0 || o.horizon > time.Minute:
+		return "", errorf(exitUsage, "--horizon %v: must be in (0, 1m]", o.horizon)
+	case o.ringMB == 0 || o.ringMB&(o.ringMB-1) != 0 || o.ringMB > 1024:
+		return "", errorf(exitUsage, "--ringbuf-mb %d: must be a power of two, at most 1024", o.ringMB)
+	case o.onlyCommand && len(args) == 0:
+		return "", errorf(exitUsage, "--only-command needs a command after '--'")
+	case o.sampleEvery == 0 || o.sampleEvery > 1<<20:
+		return "", errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
+	case o.maxRate > bpf.MaxRateLimit:
+		return "", errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, bpf.MaxRateLimit)
+	case o.progress != "auto" && o.progress != "always" && o.progress != "never":
+		return "", errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
+	}
+	if len(args) == 0 {
+		if o.duration == 0 {
+			o.duration = 10 * time.Second
+		}
+		return "", nil
+	}
+	p, err := exec.LookPath(args[0])
+	if err != nil {
+		return "", errorf(exitUsage, "command %q: %v", args[0], err)
+	}
+	return p, nil
+}
+
+// dropCapturePrivileges is least privilege from here on: the probes are attached, the trace
+// is open and the command (started with the privileges mlsched was given) is running; what is
+// left reads kernel data and writes one file. It returns the summary's line about it.
+func dropCapturePrivileges(out string) string {
+	keep := captureKeepCaps(out)
 	if err := dropPrivileges(keep); err != nil {
-		privs = fmt.Sprintf("kept all privileges: %v", err)
 		fmt.Fprintf(stderr, "mlsched capture: warning: could not drop privileges: %v\n", err)
+		return fmt.Sprintf("kept all privileges: %v", err)
 	}
+	return keptCapsDesc(keep)
+}
 
-	st := &captureState{
-		o: o, hdr: hdr, capt: capt, tw: tw, cw: cw, start: start,
-		showProgress: o.progress == "always" || (o.progress == "auto" && isTerminal(os.Stderr)),
-	}
-	st.joiner = features.NewJoiner(int(hdr.NumCPU), hdr.HorizonNs, func(s *features.Sample) error {
-		return tw.Write(s)
-	})
-
-	// The reader runs in this goroutine; stop conditions arrive through 'stop'.
+// captureStops delivers the reason the capture ends: the duration, a signal, or the command's
+// exit (put back on childDone for waitCommand).
+func captureStops(d time.Duration, sigs <-chan os.Signal, child *exec.Cmd, childDone chan error) <-chan string {
 	stop := make(chan string, 1)
 	go func() {
 		var timeout <-chan time.Time
-		if o.duration > 0 {
-			timeout = time.After(o.duration)
+		if d > 0 {
+			timeout = time.After(d)
 		}
 		select {
 		case <-timeout:
@@ -236,176 +255,25 @@ func runCapture(o captureOpts, args []string) error {
 			stop <- "command exited"
 		}
 	}()
-	reason, err := st.readLoop(stop)
-	if err != nil {
-		return err
-	}
-	var cmdErr error
-	if child != nil {
-		select {
-		case cmdErr = <-childDone:
-		case <-time.After(10 * time.Second):
-			cmdErr = errors.New("still running 10s after the capture ended; left running")
-		}
-	}
-	sum, err := st.finish()
-	if err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write trace: %w", err)
-	}
-	if err := f.Commit(); err != nil {
-		return fmt.Errorf("trace: %w", err)
-	}
-	printCaptureSummary(stdout, o.out, reason, sum, cw.n)
-	fmt.Fprintf(stdout, "  probes     %s\n", hooksDesc(capt))
-	fmt.Fprintf(stdout, "  privileges %s\n", privs)
-	if st.sampledOut > 0 {
-		fmt.Fprintf(stdout, "  sampling   %d wakeups left out at random (%s)\n", st.sampledOut, samplingDesc(o))
-	}
-	if cmdErr != nil {
-		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
-	}
-	return nil
+	return stop
 }
 
-// pollPeriod is how often the ring buffer is drained. The default 16 MiB ring holds ~58,000
-// wake events: 50 ms of polling keeps up with over a million events per second.
-const pollPeriod = 50 * time.Millisecond
-
-type captureState struct {
-	o            captureOpts
-	hdr          features.TraceHeader
-	capt         *bpf.Capture
-	tw           *features.TraceWriter
-	cw           *countingWriter
-	joiner       *features.Joiner
-	start        time.Time
-	showProgress bool
-	decodeErrors uint64
-	sampledOut   uint64 // wakeups left out by --max-rate or --sample-every, at the end
-	rec          ringbuf.Record
-	wake         features.WakeEvent
-	sw           features.SwitchEvent
-}
-
-// readLoop reads and joins events until a stop reason arrives.
-func (st *captureState) readLoop(stop <-chan string) (string, error) {
-	tick := time.Now()
-	for {
-		select {
-		case reason := <-stop:
-			return reason, nil
-		default:
-		}
-		// The probes never wake the reader (BPF_RB_NO_WAKEUP): read what accumulated each period.
-		st.capt.Events.SetDeadline(time.Now().Add(pollPeriod))
-		err := st.drain()
-		if err != nil {
-			return "", err
-		}
-		if st.showProgress && time.Since(tick) >= time.Second {
-			tick = time.Now()
-			st.printProgress()
-		}
-	}
-}
-
-// drain handles records until none is available before the reader's deadline, then tells
-// the joiner that everything stamped before now has been seen.
-func (st *captureState) drain() error {
-	for {
-		err := st.capt.Events.ReadInto(&st.rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return st.joiner.Advance(monotonicNs())
-		}
-		if errors.Is(err, ringbuf.ErrClosed) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read events: %w", err)
-		}
-		if err := st.handle(st.rec.RawSample); err != nil {
-			return err
-		}
-	}
-}
-
-func (st *captureState) handle(raw []byte) error {
-	switch features.EventType(raw) {
-	case features.EventWake:
-		if features.DecodeWake(raw, &st.wake) != nil {
-			st.decodeErrors++
-			return nil
-		}
-		return st.joiner.Wake(&st.wake)
-	case features.EventSwitch:
-		if features.DecodeSwitch(raw, &st.sw) != nil {
-			st.decodeErrors++
-			return nil
-		}
-		return st.joiner.Switch(&st.sw)
-	default:
-		st.decodeErrors++
+// waitCommand gives the command 10 s to end once the capture has.
+func waitCommand(child *exec.Cmd, childDone <-chan error) error {
+	if child == nil {
 		return nil
 	}
+	select {
+	case err := <-childDone:
+		return err
+	case <-time.After(10 * time.Second):
+		return errors.New("still running 10s after the capture ended; left running")
+	}
 }
 
-// finish detaches the probes, reads what is left in the ring buffer, resolves the samples that
-// can be resolved and writes the trailer.
-func (st *captureState) finish() (features.TraceSummary, error) {
-	st.capt.Detach()
-	end := monotonicNs()
-	st.capt.Events.SetDeadline(time.Now().Add(50 * time.Millisecond))
-	for {
-		err := st.capt.Events.ReadInto(&st.rec)
-		if err != nil {
-			break
-		}
-		if err := st.handle(st.rec.RawSample); err != nil {
-			return features.TraceSummary{}, err
-		}
-	}
-	if err := st.joiner.Finish(end); err != nil {
-		return features.TraceSummary{}, err
-	}
-	cnt, err := st.capt.Counters()
-	if err != nil {
-		return features.TraceSummary{}, err
-	}
-	js := st.joiner.Stats
-	st.sampledOut = cnt[bpf.CntWakeSampledOut]
-	sum := features.TraceSummary{
-		DurationNs:   end - st.hdr.StartKtimeNs,
-		WakeTotal:    cnt[bpf.CntWakeTotal],
-		WakeIdle:     cnt[bpf.CntWakeIdle],
-		WakeSkipped:  cnt[bpf.CntWakeSelf] + cnt[bpf.CntWakeOurs] + cnt[bpf.CntWakeFiltered] + cnt[bpf.CntWakeSampledOut],
-		RingDrops:    cnt[bpf.CntWakeDrop],
-		SwitchDrops:  cnt[bpf.CntSwitchDrop],
-		LostSwitch:   js.LostSwitch,
-		Unresolved:   js.Unresolved + js.BadCPU,
-		FeatTakeover: cnt[bpf.CntFeatTakeover],
-		DecodeErrors: st.decodeErrors,
-		WakeEmitted:  cnt[bpf.CntWakeEmitted],
-	}
-	if st.showProgress {
-		st.printProgress()
-		fmt.Fprintln(stderr)
-	}
-	if err := st.tw.Close(sum); err != nil {
-		return sum, err
-	}
-	sum.Samples, sum.Positives = st.tw.Samples()
-	return sum, nil
-}
-
-func (st *captureState) printProgress() {
-	n, pos := st.tw.Samples()
-	cnt, _ := st.capt.Counters()
+func printProgress(p sched.Progress) {
 	fmt.Fprintf(stderr, "\r%7.1fs  samples %d  positives %s  ring drops %d  written %.1f MB   ",
-		time.Since(st.start).Seconds(), n, pct(pos, n), cnt[bpf.CntWakeDrop]+cnt[bpf.CntSwitchDrop],
-		float64(st.cw.n)/1e6)
+		p.Elapsed.Seconds(), p.Samples, pct(p.Positive, p.Samples), p.RingDrops, float64(p.Bytes)/1e6)
 }
 
 // hooksDesc says which variant of the switch and wakeup hooks ran, and why not the newest.
@@ -523,23 +391,6 @@ func checkBPFPrivileges() error {
 		}
 	}
 	return errorf(exitNotRoot, "needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo")
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-func monotonicNs() uint64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
 }
 
 func kernelRelease() string {

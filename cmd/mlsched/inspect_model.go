@@ -28,60 +28,72 @@ func inspectModel(path string, jsonOut bool, w io.Writer) error {
 	if st, err := os.Stat(path); err == nil {
 		size = st.Size()
 	}
+	if jsonOut {
+		return writeModelJSON(w, path, size, m)
+	}
+	printModel(w, path, size, m)
+	return nil
+}
+
+// writeModelJSON is `inspect --json` of a model file.
+func writeModelJSON(w io.Writer, path string, size int64, m *model.Model) error {
 	md := &m.Meta
 	created := time.Unix(0, md.CreatedUnixNs).UTC()
-	if jsonOut {
-		type baseline struct {
-			Name     string    `json:"name"`
-			Accuracy jsonFloat `json:"accuracy"`
-		}
-		out := struct {
-			Path          string            `json:"path"`
-			Bytes         int64             `json:"bytes"`
-			Version       uint32            `json:"format_version"`
-			SchemaID      string            `json:"schema_id"`
-			Inputs        int               `json:"inputs"`
-			Hidden        int               `json:"hidden"`
-			Outputs       int               `json:"outputs"`
-			Normalisation string            `json:"normalisation"`
-			HorizonNs     uint64            `json:"horizon_ns"`
-			Threshold     jsonFloat         `json:"threshold"`
-			Created       string            `json:"created"`
-			Accuracy      jsonFloat         `json:"accuracy"`
-			Balanced      jsonFloat         `json:"balanced_accuracy"`
-			Precision     jsonFloat         `json:"precision"`
-			Recall        jsonFloat         `json:"recall"`
-			AUC           jsonFloat         `json:"auc"`
-			Baselines     []baseline        `json:"baselines"`
-			Samples       uint64            `json:"samples"`
-			Positives     uint64            `json:"positives"`
-			Traces        []string          `json:"traces"`
-			Notes         map[string]string `json:"notes"`
-		}{
-			Path: path, Bytes: size, Version: model.Version,
-			SchemaID: features.FormatSchemaID(m.SchemaID),
-			Inputs:   m.Inputs, Hidden: m.Hidden, Outputs: model.NumOutputs,
-			Normalisation: "log1p-standardise",
-			HorizonNs:     m.HorizonNs, Threshold: jsonFloat(m.Threshold),
-			Created:  created.Format(time.RFC3339),
-			Accuracy: jsonFloat(md.Metrics.Accuracy), Balanced: jsonFloat(md.Metrics.BalancedAccuracy),
-			Precision: jsonFloat(md.Metrics.Precision), Recall: jsonFloat(md.Metrics.Recall),
-			AUC:     jsonFloat(md.Metrics.AUC),
-			Samples: md.Data.Samples, Positives: md.Data.Positives,
-			Traces: md.Data.Traces, Notes: md.Notes,
-		}
-		out.Baselines = []baseline{}
-		for _, b := range md.Metrics.Baselines {
-			out.Baselines = append(out.Baselines, baseline{b.Name, jsonFloat(b.Accuracy)})
-		}
-		if out.Traces == nil {
-			out.Traces = []string{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+	type baseline struct {
+		Name     string    `json:"name"`
+		Accuracy jsonFloat `json:"accuracy"`
 	}
+	out := struct {
+		Path          string            `json:"path"`
+		Bytes         int64             `json:"bytes"`
+		Version       uint32            `json:"format_version"`
+		SchemaID      string            `json:"schema_id"`
+		Inputs        int               `json:"inputs"`
+		Hidden        int               `json:"hidden"`
+		Outputs       int               `json:"outputs"`
+		Normalisation string            `json:"normalisation"`
+		HorizonNs     uint64            `json:"horizon_ns"`
+		Threshold     jsonFloat         `json:"threshold"`
+		Created       string            `json:"created"`
+		Accuracy      jsonFloat         `json:"accuracy"`
+		Balanced      jsonFloat         `json:"balanced_accuracy"`
+		Precision     jsonFloat         `json:"precision"`
+		Recall        jsonFloat         `json:"recall"`
+		AUC           jsonFloat         `json:"auc"`
+		Baselines     []baseline        `json:"baselines"`
+		Samples       uint64            `json:"samples"`
+		Positives     uint64            `json:"positives"`
+		Traces        []string          `json:"traces"`
+		Notes         map[string]string `json:"notes"`
+	}{
+		Path: path, Bytes: size, Version: model.Version,
+		SchemaID: features.FormatSchemaID(m.SchemaID),
+		Inputs:   m.Inputs, Hidden: m.Hidden, Outputs: model.NumOutputs,
+		Normalisation: "log1p-standardise",
+		HorizonNs:     m.HorizonNs, Threshold: jsonFloat(m.Threshold),
+		Created:  created.Format(time.RFC3339),
+		Accuracy: jsonFloat(md.Metrics.Accuracy), Balanced: jsonFloat(md.Metrics.BalancedAccuracy),
+		Precision: jsonFloat(md.Metrics.Precision), Recall: jsonFloat(md.Metrics.Recall),
+		AUC:     jsonFloat(md.Metrics.AUC),
+		Samples: md.Data.Samples, Positives: md.Data.Positives,
+		Traces: md.Data.Traces, Notes: md.Notes,
+	}
+	out.Baselines = []baseline{}
+	for _, b := range md.Metrics.Baselines {
+		out.Baselines = append(out.Baselines, baseline{b.Name, jsonFloat(b.Accuracy)})
+	}
+	if out.Traces == nil {
+		out.Traces = []string{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
 
+// printModel is `inspect` of a model file, for people.
+func printModel(w io.Writer, path string, size int64, m *model.Model) {
+	md := &m.Meta
+	created := time.Unix(0, md.CreatedUnixNs).UTC()
 	mt := &md.Metrics
 	fmt.Fprintf(w, "model           %s (%d bytes, format version %d, checksum ok)\n", path, size, model.Version)
 	fmt.Fprintf(w, "schema          %s (this binary's)\n", features.FormatSchemaID(m.SchemaID))
@@ -116,5 +128,4 @@ func inspectModel(path string, jsonOut bool, w io.Writer) error {
 			fmt.Fprintf(w, "  %-28s %s\n", k, md.Notes[k])
 		}
 	}
-	return nil
 }

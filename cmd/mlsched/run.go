@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,6 +63,7 @@ type runOpts struct {
 	userStall      time.Duration
 	guardWindow    int
 	noFlush        bool
+	json           bool
 	verbose        bool
 }
 
@@ -78,6 +80,7 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.userStall, "user-stall", 10*time.Second, "model policy: BPF ends the scheduler when wake events sit unread and no decision comes for `D` (0: never)")
 	fs.IntVar(&o.guardWindow, "guard-window", 2000, "model guard: sliding window of `N` observed outcomes")
 	fs.BoolVar(&o.noFlush, "no-flush", false, "apply decisions only at the next dispatch, not right after each batch (for comparison)")
+	fs.BoolVar(&o.json, "json", false, "print the exit report as one JSON object on stdout instead of the EXIT and TOTALS lines")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: variant loaded, full verifier log on load errors")
 	return func(args []string) error { return runScheduler(o, args) }
 }
@@ -143,16 +146,31 @@ func runScheduler(o *runOpts, args []string) error {
 		Stats:          o.stats,
 		MetricsAddr:    o.metricsAddr,
 		Verbose:        o.verbose,
-		Out:            os.Stdout,
+		Out:            stdout,
 		Log:            os.Stderr,
 	})
+	if rep != nil && rep.Variant != "" { // it attached: say how it ended, however it ended
+		printRunReport(rep, o.json)
+	}
 	if err != nil {
 		return schedError(err)
 	}
-	if o.verbose && rep != nil {
+	if o.verbose {
 		fmt.Fprintf(os.Stderr, "ran %s with %s\n", rep.Duration.Round(time.Millisecond), rep.Variant)
 	}
 	return nil
+}
+
+// printRunReport prints the exit report: the EXIT and TOTALS lines, or with --json one JSON
+// object (what scripts and the VM tests read).
+func printRunReport(rep *sched.Report, asJSON bool) {
+	if asJSON {
+		b, _ := json.Marshal(rep.JSON())
+		fmt.Fprintf(stdout, "%s\n", b)
+		return
+	}
+	fmt.Fprintln(stdout, rep.ExitLine())
+	fmt.Fprintln(stdout, rep.TotalsLine())
 }
 
 // schedError maps scheduler errors to exit codes.

@@ -1,0 +1,212 @@
+package sched
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/mlsched/mlsched/bpf"
+	"github.com/mlsched/mlsched/features"
+	"golang.org/x/sys/unix"
+)
+
+// A capture session, beside Run: the probes attached, their ring buffer drained into the
+// label join, the labelled samples written as a trace, and the summary at the end. `mlsched
+// capture` adds the command line, the output file, the command it runs and the progress line.
+
+// CaptureConfig sets up a capture session.
+type CaptureConfig struct {
+	Probes bpf.CaptureConfig
+	Header features.TraceHeader // HorizonNs and the description fields; the rest is filled in
+}
+
+// CaptureSession is a running capture. Use it from one goroutine.
+type CaptureSession struct {
+	Probes *bpf.Capture
+	Header features.TraceHeader // as written
+	Start  time.Time
+
+	tw           *features.TraceWriter
+	bw           *bufio.Writer
+	cw           countingWriter
+	joiner       *features.Joiner
+	decodeErrors uint64
+	rec          ringbuf.Record
+	wake         features.WakeEvent
+	sw           features.SwitchEvent
+}
+
+// CaptureReport is how a capture ended.
+type CaptureReport struct {
+	Summary    features.TraceSummary
+	Bytes      int64  // trace bytes written
+	SampledOut uint64 // wakeups left out by --max-rate or --sample-every
+}
+
+// capturePoll is how often the ring buffer is drained. The default 16 MiB ring holds ~58,000
+// wake samples: 50 ms of polling keeps up with over a million events per second.
+const capturePoll = 50 * time.Millisecond
+
+// StartCapture loads and attaches the probes and writes the trace header to out.
+func StartCapture(cfg CaptureConfig, out io.Writer) (*CaptureSession, error) {
+	probes, err := bpf.LoadCapture(cfg.Probes)
+	if err != nil {
+		return nil, err
+	}
+	s := &CaptureSession{Probes: probes, Header: cfg.Header, Start: time.Now()}
+	s.Header.SchemaID = features.SchemaID()
+	s.Header.StartUnixNs = s.Start.UnixNano()
+	s.Header.StartKtimeNs = monotonicNs()
+	s.Header.NumCPU = uint32(bpf.PossibleCPUs())
+	s.cw.w = out
+	s.bw = bufio.NewWriterSize(&s.cw, 256<<10)
+	if s.tw, err = features.NewTraceWriter(s.bw, s.Header); err != nil {
+		probes.Close()
+		return nil, err
+	}
+	s.joiner = features.NewJoiner(int(s.Header.NumCPU), s.Header.HorizonNs, s.tw.Write)
+	return s, nil
+}
+
+// Run drains and joins events until a stop reason arrives, and returns it. tick, if not nil,
+// is called about once a second (for a progress line).
+func (s *CaptureSession) Run(stop <-chan string, tick func()) (string, error) {
+	last := time.Now()
+	for {
+		select {
+		case reason := <-stop:
+			return reason, nil
+		default:
+		}
+		// The probes never wake the reader (BPF_RB_NO_WAKEUP): read what accumulated each period.
+		s.Probes.Events.SetDeadline(time.Now().Add(capturePoll))
+		if err := s.drain(); err != nil {
+			return "", err
+		}
+		if tick != nil && time.Since(last) >= time.Second {
+			last = time.Now()
+			tick()
+		}
+	}
+}
+
+// drain handles records until none is available before the reader's deadline, then tells
+// the joiner that everything stamped before now has been seen.
+func (s *CaptureSession) drain() error {
+	for {
+		err := s.Probes.Events.ReadInto(&s.rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return s.joiner.Advance(monotonicNs())
+		}
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read events: %w", err)
+		}
+		if err := s.handle(s.rec.RawSample); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *CaptureSession) handle(raw []byte) error {
+	switch features.EventType(raw) {
+	case features.EventWake:
+		if features.DecodeWake(raw, &s.wake) != nil {
+			s.decodeErrors++
+			return nil
+		}
+		return s.joiner.Wake(&s.wake)
+	case features.EventSwitch:
+		if features.DecodeSwitch(raw, &s.sw) != nil {
+			s.decodeErrors++
+			return nil
+		}
+		return s.joiner.Switch(&s.sw)
+	}
+	s.decodeErrors++
+	return nil
+}
+
+// Finish detaches the probes, reads what is left in the ring buffer, resolves the samples that
+// can be resolved, writes the trailer and flushes. The caller then commits the output.
+func (s *CaptureSession) Finish() (CaptureReport, error) {
+	s.Probes.Detach()
+	end := monotonicNs()
+	s.Probes.Events.SetDeadline(time.Now().Add(capturePoll))
+	for s.Probes.Events.ReadInto(&s.rec) == nil {
+		if err := s.handle(s.rec.RawSample); err != nil {
+			return CaptureReport{}, err
+		}
+	}
+	if err := s.joiner.Finish(end); err != nil {
+		return CaptureReport{}, err
+	}
+	cnt, err := s.Probes.Counters()
+	if err != nil {
+		return CaptureReport{}, err
+	}
+	js := s.joiner.Stats
+	sum := features.TraceSummary{
+		DurationNs:   end - s.Header.StartKtimeNs,
+		WakeTotal:    cnt[bpf.CntWakeTotal],
+		WakeIdle:     cnt[bpf.CntWakeIdle],
+		WakeSkipped:  cnt[bpf.CntWakeSelf] + cnt[bpf.CntWakeOurs] + cnt[bpf.CntWakeFiltered] + cnt[bpf.CntWakeSampledOut],
+		RingDrops:    cnt[bpf.CntWakeDrop],
+		SwitchDrops:  cnt[bpf.CntSwitchDrop],
+		LostSwitch:   js.LostSwitch,
+		Unresolved:   js.Unresolved + js.BadCPU,
+		FeatTakeover: cnt[bpf.CntFeatTakeover],
+		DecodeErrors: s.decodeErrors,
+		WakeEmitted:  cnt[bpf.CntWakeEmitted],
+	}
+	if err := s.tw.Close(sum); err != nil {
+		return CaptureReport{}, err
+	}
+	if err := s.bw.Flush(); err != nil {
+		return CaptureReport{}, fmt.Errorf("write trace: %w", err)
+	}
+	sum.Samples, sum.Positives = s.tw.Samples()
+	return CaptureReport{Summary: sum, Bytes: s.cw.n, SampledOut: cnt[bpf.CntWakeSampledOut]}, nil
+}
+
+// Progress is a running capture's figures for a progress line.
+type Progress struct {
+	Elapsed           time.Duration
+	Samples, Positive uint64
+	RingDrops         uint64
+	Bytes             int64
+}
+
+// Progress reads the session's figures so far.
+func (s *CaptureSession) Progress() Progress {
+	n, pos := s.tw.Samples()
+	cnt, _ := s.Probes.Counters()
+	return Progress{Elapsed: time.Since(s.Start), Samples: n, Positive: pos,
+		RingDrops: cnt[bpf.CntWakeDrop] + cnt[bpf.CntSwitchDrop], Bytes: s.cw.n}
+}
+
+// Close detaches and frees the probes.
+func (s *CaptureSession) Close() error { return s.Probes.Close() }
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func monotonicNs() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
