@@ -29,6 +29,25 @@ func main() {
 		syscall.Sync()
 		_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 	}()
+	devrun()
+}
+
+// hotplug offlines and onlines cpu1: the kernel asks the scheduler to restart each time.
+func hotplug() {
+	for _, v := range []string{"0", "1"} {
+		err := os.WriteFile("/sys/devices/system/cpu/cpu1/online", []byte(v), 0)
+		fmt.Fprintf(out, "cpu1 online=%s: err=%v\n", v, err)
+		time.Sleep(3 * time.Second)
+		for i := 0; i < 300 && read("/sys/kernel/sched_ext/state") != "enabled"; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Fprintf(out, "state=%s ops=%s\n", read("/sys/kernel/sched_ext/state"), read("/sys/kernel/sched_ext/root/ops"))
+	}
+}
+
+// devrun is the developer loop's guest init: mount, run mlsched with the workload (or the
+// baseline alone), signal it as asked, report.
+func devrun() {
 	for _, m := range []struct{ src, dst, typ string }{
 		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
 		{"bpf", "/sys/fs/bpf", "bpf"}, {"tmpfs", "/tmp", "tmpfs"},
@@ -80,16 +99,8 @@ func main() {
 	if dur == "" {
 		dur = "10s"
 	}
-	if cfg["HOTPLUG"] == "1" { // CPU hotplug: the kernel asks the scheduler to restart
-		for _, v := range []string{"0", "1"} {
-			err := os.WriteFile("/sys/devices/system/cpu/cpu1/online", []byte(v), 0)
-			fmt.Fprintf(out, "cpu1 online=%s: err=%v\n", v, err)
-			time.Sleep(3 * time.Second)
-			for i := 0; i < 300 && read("/sys/kernel/sched_ext/state") != "enabled"; i++ {
-				time.Sleep(100 * time.Millisecond)
-			}
-			fmt.Fprintf(out, "state=%s ops=%s\n", read("/sys/kernel/sched_ext/state"), read("/sys/kernel/sched_ext/root/ops"))
-		}
+	if cfg["HOTPLUG"] == "1" {
+		hotplug()
 	}
 	if cfg["SIGNAL"] == "STOP" {
 		_ = cmd.Process.Signal(syscall.SIGSTOP)

@@ -202,6 +202,9 @@ type runner struct {
 	out   *reporter
 }
 
+// step runs one script step. It is one switch over every operation of the script protocol
+// (vmtest/internal/proto), one case per operation, on purpose: it reads as the protocol's table
+// of what each operation does in the guest, and the cases share the result they fill.
 func (a *runner) step(st proto.Step) (r proto.Result) {
 	r.OK = true
 	r.ExitCode = -1

@@ -47,102 +47,30 @@ func workload(args []string) error {
 	// kernel never sees more runnable threads than GOMAXPROCS.
 	runtime.GOMAXPROCS(n + 2)
 
-	var stop atomic.Bool
 	progress := make([]uint64, n) // each slot written by one thread only
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	var wl threads
 	start := time.Now()
 	slot := 0
 	for i := 0; i < *spin; i++ {
-		p := &progress[slot]
+		wl.spin(&progress[slot])
 		slot++
-		wg.Go(func() {
-			runtime.LockOSThread()
-			x := uint64(1)
-			for !stop.Load() {
-				for j := 0; j < 1000; j++ {
-					x = x*6364136223846793005 + 1442695040888963407
-				}
-				atomic.AddUint64(p, 1)
-			}
-			_ = x
-		})
 	}
 	for i := 0; i < *sleep; i++ {
-		p := &progress[slot]
+		wl.sleep(&progress[slot])
 		slot++
-		wg.Go(func() {
-			runtime.LockOSThread()
-			ts := unix.Timespec{Nsec: int64(time.Millisecond)}
-			for !stop.Load() {
-				_ = unix.Nanosleep(&ts, nil)
-				atomic.AddUint64(p, 1)
-			}
-		})
 	}
 	for i := 0; i < *pipes; i++ {
-		var ab, ba [2]int
-		if err := unix.Pipe2(ab[:], unix.O_CLOEXEC); err != nil {
-			return fmt.Errorf("pipe: %w", err)
+		if err := wl.pingPong(&progress[slot], &progress[slot+1]); err != nil {
+			return err
 		}
-		if err := unix.Pipe2(ba[:], unix.O_CLOEXEC); err != nil {
-			return fmt.Errorf("pipe: %w", err)
-		}
-		ping, pong := &progress[slot], &progress[slot+1]
 		slot += 2
-		wg.Go(func() { // ping: write, wait for the reply; closing ab ends pong
-			runtime.LockOSThread()
-			defer unix.Close(ab[1])
-			defer unix.Close(ba[0])
-			buf := []byte{1}
-			for !stop.Load() {
-				if _, err := unix.Write(ab[1], buf); err != nil {
-					errs <- fmt.Errorf("ping write: %w", err)
-					return
-				}
-				if _, err := unix.Read(ba[0], buf); err != nil {
-					errs <- fmt.Errorf("ping read: %w", err)
-					return
-				}
-				atomic.AddUint64(ping, 1)
-			}
-		})
-		wg.Go(func() { // pong: echo until EOF
-			runtime.LockOSThread()
-			defer unix.Close(ab[0])
-			defer unix.Close(ba[1])
-			buf := []byte{0}
-			for {
-				k, err := unix.Read(ab[0], buf)
-				if err != nil {
-					errs <- fmt.Errorf("pong read: %w", err)
-					return
-				}
-				if k == 0 {
-					return
-				}
-				if _, err := unix.Write(ba[1], buf); err != nil {
-					errs <- fmt.Errorf("pong write: %w", err)
-					return
-				}
-				atomic.AddUint64(pong, 1)
-			}
-		})
 	}
 	time.Sleep(*dur)
-	stop.Store(true)
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	if err := errors.Join(all...); err != nil {
+	if err := wl.stop(); err != nil {
 		return err
 	}
 
 	r := WorkloadReport{Threads: n, Spinners: *spin, Sleepers: *sleep, PipePairs: *pipes, ElapsedS: time.Since(start).Seconds()}
-	slot = 0
 	r.MinThreadProgress = ^uint64(0)
 	for i := range progress {
 		v := atomic.LoadUint64(&progress[i])
@@ -196,4 +124,103 @@ func flood(args []string) error {
 	}
 	wg.Wait()
 	return json.NewEncoder(os.Stdout).Encode(FloodReport{Threads: *n, Finished: int(finished.Load()), ElapsedS: time.Since(start).Seconds()})
+}
+
+// threads are the workload's locked OS threads, each counting its progress in its own slot.
+type threads struct {
+	halt atomic.Bool
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+func (w *threads) fail(err error) {
+	w.mu.Lock()
+	w.errs = append(w.errs, err)
+	w.mu.Unlock()
+}
+
+// stop ends every thread and returns what failed.
+func (w *threads) stop() error {
+	w.halt.Store(true)
+	w.wg.Wait()
+	return errors.Join(w.errs...)
+}
+
+// spin burns CPU, counting thousands of iterations.
+func (w *threads) spin(p *uint64) {
+	w.wg.Go(func() {
+		runtime.LockOSThread()
+		x := uint64(1)
+		for !w.halt.Load() {
+			for j := 0; j < 1000; j++ {
+				x = x*6364136223846793005 + 1442695040888963407
+			}
+			atomic.AddUint64(p, 1)
+		}
+		_ = x
+	})
+}
+
+// sleep sleeps 1 ms in a loop, counting wakeups.
+func (w *threads) sleep(p *uint64) {
+	w.wg.Go(func() {
+		runtime.LockOSThread()
+		ts := unix.Timespec{Nsec: int64(time.Millisecond)}
+		for !w.halt.Load() {
+			_ = unix.Nanosleep(&ts, nil)
+			atomic.AddUint64(p, 1)
+		}
+	})
+}
+
+// pingPong starts a pair over two pipes: ping writes and waits for the reply (closing its end
+// stops pong), pong echoes until EOF.
+func (w *threads) pingPong(ping, pong *uint64) error {
+	var ab, ba [2]int
+	if err := unix.Pipe2(ab[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	if err := unix.Pipe2(ba[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	w.wg.Go(func() {
+		runtime.LockOSThread()
+		defer unix.Close(ab[1])
+		defer unix.Close(ba[0])
+		buf := []byte{1}
+		for !w.halt.Load() {
+			if _, err := unix.Write(ab[1], buf); err != nil {
+				w.fail(fmt.Errorf("ping write: %w", err))
+				return
+			}
+			if _, err := unix.Read(ba[0], buf); err != nil {
+				w.fail(fmt.Errorf("ping read: %w", err))
+				return
+			}
+			atomic.AddUint64(ping, 1)
+		}
+	})
+	w.wg.Go(func() {
+		runtime.LockOSThread()
+		defer unix.Close(ab[0])
+		defer unix.Close(ba[1])
+		buf := []byte{0}
+		for {
+			k, err := unix.Read(ab[0], buf)
+			if err != nil {
+				w.fail(fmt.Errorf("pong read: %w", err))
+				return
+			}
+			if k == 0 {
+				return
+			}
+			if _, err := unix.Write(ba[1], buf); err != nil {
+				w.fail(fmt.Errorf("pong write: %w", err))
+				return
+			}
+			atomic.AddUint64(pong, 1)
+		}
+	})
+	return nil
 }
