@@ -116,8 +116,13 @@ func devrun() {
 		_ = cmd.Process.Signal(syscall.SIGCONT)
 		time.Sleep(time.Second)
 	}
+	stop(cmd, done, cfg["SIGNAL"] == "KILL", t0)
+}
+
+// stop signals mlsched (SIGINT, or SIGKILL), waits for it and for sched_ext to be disabled.
+func stop(cmd *exec.Cmd, done <-chan error, kill bool, t0 time.Time) {
 	sig := syscall.SIGINT
-	if cfg["SIGNAL"] == "KILL" {
+	if kill {
 		sig = syscall.SIGKILL
 	}
 	_ = cmd.Process.Signal(sig)
