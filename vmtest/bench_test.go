@@ -166,6 +166,13 @@ func TestVMBench(t *testing.T) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("round %d, %s: cut short by a VM restart twice, not run again", cutUnit.Round+1, arms[cutUnit.Arm].Name))
 		}
 		why := bootEnd(a)
+		if next >= len(plan) {
+			// The last unit's workloads were done: nothing is left to boot again for.
+			rep.Notes = append(rep.Notes, fmt.Sprintf("boot %d ended early in the last unit (round %d, %s) after its workloads: %s",
+				boot, cutUnit.Round+1, arms[cutUnit.Arm].Name, why))
+			fmt.Printf("vmbench: boot %d ended early (%s) in the last unit, after its workloads; nothing left to run\n", boot, why)
+			break
+		}
 		rep.Restarts++
 		rep.RestartReasons = append(rep.RestartReasons, fmt.Sprintf("boot %d: %s", boot, why))
 		_ = outfile.WriteFile(filepath.Join(dir, "why-restarted.txt"), []byte(why+"\n"))

@@ -464,7 +464,8 @@ type benchReport struct {
 	Order          [][]string        `json:"order"`    // per round, the arms in the order they ran
 	Skipped        map[string]string `json:"skipped,omitempty"`
 	RestartReasons []string          `json:"restart_reasons,omitempty"`
-	Problems       []string          `json:"problems,omitempty"`
+	Problems       []string          `json:"problems,omitempty"` // runs that do not count, and why
+	Notes          []string          `json:"notes,omitempty"`
 	KernelLog      []string          `json:"kernel_log,omitempty"`
 	Peers          string            `json:"peers,omitempty"` // the kernel source the example schedulers came from
 	RatioMethod    string            `json:"ratio_method"`
@@ -617,6 +618,12 @@ func (r *benchReport) tables() string {
 		b.WriteString("\nruns that do not count:\n")
 		for _, p := range r.Problems {
 			fmt.Fprintf(&b, "  %s\n", p)
+		}
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\nnotes:\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "  %s\n", n)
 		}
 	}
 	if len(r.KernelLog) > 0 {

@@ -5,6 +5,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -64,7 +65,8 @@ func (r *benchReport) panel(b *strings.Builder, metric string, x0, y0, w, h, pad
 	for v := 0.0; v <= hi+step/2; v += step {
 		y := yOf(v)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e4e4e4"/>`+"\n", left, y, right, y)
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#444">%s</text>`+"\n", left-6, y+4, svgEsc(num(v)))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#444">%s</text>`+"\n", left-6, y+4,
+			strconv.FormatFloat(v, 'f', max(0, int(-math.Floor(math.Log10(step)))), 64))
 	}
 	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#444"/>`+"\n", left, bottom, right, bottom)
 	slot := (right - left) / float64(max(1, len(r.Arms)))
