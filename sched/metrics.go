@@ -46,6 +46,7 @@ var fallbackReasons = []struct {
 	{"stale", bpf.SCDecStale},
 	{"task_gone", bpf.SCDecGone},
 	{"no_ctx", bpf.SCNoCtx},
+	{"apply_no_ctx", bpf.SCApplyNoCtx},
 	{"move_fail", bpf.SCMoveFail},
 	{"orphan", bpf.SCOrphan},
 	{"guard_fifo", bpf.SCGuardFIFO},
