@@ -371,32 +371,38 @@ func testOnCPUSleeper(t *testing.T, hooks hookSet) {
 		}
 	})
 	o.waker()
-	for range 200 {
-		time.Sleep(2 * time.Millisecond)
-		w.Write([]byte{1})
+	// For each sample of the sleeper waking while the spinner runs, after a reported
+	// switch-out of the spinner since its previous sample: the time since that switch-out
+	// minus the spinner's on-CPU time, i.e. how long the spinner was off the CPU. Rounds of 200
+	// wakeups until 50 such pairs (other tasks on a busy host take the CPU from the spinner
+	// too, and then no sample names it), at most 20 rounds.
+	var prevSample, lastOut uint64
+	var gaps []int64
+	collect := func() {
+		readEvents(t, c, func(e *features.WakeEvent) {
+			if e.RTid != spinner || e.WTid != sleeper {
+				return
+			}
+			if prevSample != 0 && lastOut > prevSample {
+				gaps = append(gaps, int64(e.TsNs-lastOut)-int64(e.ROnCPUNs))
+			}
+			prevSample = e.TsNs
+		}, func(e *features.SwitchEvent) {
+			if e.PrevTid == spinner {
+				lastOut = e.TsNs
+			}
+		})
+	}
+	for round := 0; round < 20 && len(gaps) < 50; round++ {
+		for range 200 {
+			time.Sleep(2 * time.Millisecond)
+			w.Write([]byte{1})
+		}
+		collect()
 	}
 	c.Detach()
 	w.Write([]byte{0})
 	o.done()
-
-	// For each sample of the sleeper waking while the spinner runs, after a reported
-	// switch-out of the spinner since its previous sample: the time since that switch-out
-	// minus the spinner's on-CPU time, i.e. how long the spinner was off the CPU.
-	var prevSample, lastOut uint64
-	var gaps []int64
-	readEvents(t, c, func(e *features.WakeEvent) {
-		if e.RTid != spinner || e.WTid != sleeper {
-			return
-		}
-		if prevSample != 0 && lastOut > prevSample {
-			gaps = append(gaps, int64(e.TsNs-lastOut)-int64(e.ROnCPUNs))
-		}
-		prevSample = e.TsNs
-	}, func(e *features.SwitchEvent) {
-		if e.PrevTid == spinner {
-			lastOut = e.TsNs
-		}
-	})
 	if len(gaps) < 50 {
 		t.Fatalf("only %d sample pairs (spinner %d, sleeper %d)", len(gaps), spinner, sleeper)
 	}
