@@ -1,0 +1,416 @@
+package model
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/big"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/mlsched/mlsched/features"
+)
+
+// The table's error, over every count a task can have (and clamped ones above), is within
+// KernelTableMaxErr; the table rises with the count, starts at 0 and is 0 after its last knot.
+func TestKernelTableError(t *testing.T) {
+	kf := &KernelForm{Table: kernelTable}
+	worst, at := 0.0, uint32(0)
+	for v := uint32(0); v <= features.MaxCount; v++ {
+		if e := math.Abs(float64(kf.input(v))/(1<<KernelInputShift) - Log1pCount(v)); e > worst {
+			worst, at = e, v
+		}
+	}
+	t.Logf("table: %d knots, worst error %.3g (%.2f units of 2^-13) at count %d; bound %.3g",
+		kernelLastKnot+1, worst, worst*(1<<KernelInputShift), at, KernelTableMaxErr)
+	if worst > KernelTableMaxErr {
+		t.Fatalf("worst error %g at %d > %g", worst, at, KernelTableMaxErr)
+	}
+	for _, v := range []uint32{features.MaxCount + 1, 1 << 30, math.MaxUint32} {
+		if kf.input(v) != kf.input(features.MaxCount) {
+			t.Errorf("count %d not clamped to MaxCount", v)
+		}
+	}
+	if kernelTable[0] != 0 {
+		t.Fatalf("Table[0] = %d", kernelTable[0])
+	}
+	for i := 1; i < KernelTableLen; i++ {
+		if i <= kernelLastKnot && kernelTable[i] < kernelTable[i-1] || i > kernelLastKnot && kernelTable[i] != 0 {
+			t.Fatalf("Table[%d] = %d after %d (last knot %d)", i, kernelTable[i], kernelTable[i-1], kernelLastKnot)
+		}
+	}
+}
+
+// taskInput fills in with the snapshot of a simulated task: 5 to 15 syscalls of distinct
+// buckets, Zipf-like frequencies, 20 to 3000 syscalls made (features.TaskState, the mirror of
+// the BPF decay).
+func taskInput(rng *rand.Rand, in *[features.NumBuckets]uint32) {
+	var byBucket [features.NumBuckets][]uint32
+	for nr := range uint32(features.SyscallTableLen) {
+		b := features.Bucket(nr)
+		byBucket[b] = append(byBucket[b], nr)
+	}
+	var nrs []uint32
+	for _, b := range rng.Perm(features.NumBuckets) {
+		if len(byBucket[b]) > 0 && len(nrs) < 5+rng.IntN(11) {
+			nrs = append(nrs, byBucket[b][rng.IntN(len(byBucket[b]))])
+		}
+	}
+	var st features.TaskState
+	for range 20 + rng.IntN(2981) {
+		// Zipf-like: the i-th syscall about 1/(i+1) as often as the first.
+		i := int(math.Exp(rng.Float64()*math.Log(float64(len(nrs)+1)))) - 1
+		st.Syscall(nrs[min(i, len(nrs)-1)])
+	}
+	st.Snapshot(in)
+}
+
+// agreementOn measures kf against the float net on n inputs from gen.
+func agreementOn(m *Model, kf *KernelForm, n int, gen func(*[features.NumBuckets]uint32)) KernelCheck {
+	p := NewPredictor(m)
+	x := make([]float64, m.Inputs)
+	var in [features.NumBuckets]uint32
+	c := KernelCheck{Inputs: n}
+	for range n {
+		gen(&in)
+		if kf.KeepLocal(&in) == p.KeepLocal(&in) {
+			c.Agree++
+		}
+		m.Normalize(&in, x)
+		ref := m.forwardLogit(x)
+		e := math.Abs(kf.FloatLogit(&in) - ref)
+		c.MaxLogitErr = max(c.MaxLogitErr, e)
+		c.MaxRelLogitErr = max(c.MaxRelLogitErr, e/max(1, math.Abs(ref)))
+	}
+	return c
+}
+
+func logCheck(t *testing.T, what string, c KernelCheck) {
+	t.Helper()
+	t.Logf("%s: agree on %d of %d (%.3f%%), largest logit error %.3g, relative %.3g",
+		what, c.Agree, c.Inputs, 100*c.Rate(), c.MaxLogitErr, c.MaxRelLogitErr)
+	if c.Rate() < KernelMinAgreement {
+		t.Errorf("%s: agreement %.3f%% < %.0f%%", what, 100*c.Rate(), 100*KernelMinAgreement)
+	}
+}
+
+// The embedded default model: the kernel form decides as the float net does on realistic
+// inputs, of both generators.
+func TestKernelFormDefaultAgreement(t *testing.T) {
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := NewKernelForm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("default model: hidden %d, shift %d, bound %d, out scale %.4g, x shifts %v", kf.Hidden, kf.Shift, kf.Bound, kf.OutScale, kf.XShift)
+	logCheck(t, "NewKernelForm's own check", kf.Check)
+	rng := rand.New(rand.NewPCG(21, 22))
+	n := 200_000
+	if testing.Short() {
+		n = 20_000
+	}
+	logCheck(t, "KernelCheckInput", agreementOn(m, kf, n, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
+	logCheck(t, "simulated tasks", agreementOn(m, kf, n/10, func(in *[features.NumBuckets]uint32) { taskInput(rng, in) }))
+}
+
+// handModel is a model with Std 1, Mean 0 and only the given parameters set.
+func handModel(hidden int, set func(m *Model)) *Model {
+	m := New(hidden, 1)
+	set(m)
+	return m
+}
+
+// Small models made by hand decide like the float net, on the inputs where the answer is
+// known exactly.
+func TestKernelFormHandMade(t *testing.T) {
+	// One unit on bucket 3: logit = log1p(v3) - log(2), keep iff v3 >= 1.0.
+	one := handModel(1, func(m *Model) { m.W1[3], m.W2[0], m.B2 = 1, 1, -math.Ln2 })
+	kf, err := NewKernelForm(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in [features.NumBuckets]uint32
+	for _, c := range []struct {
+		v    uint32
+		keep bool
+	}{{0, false}, {1, false}, {65536 - 100, false}, {65536 + 100, true}, {features.MaxCount, true}} {
+		in[3] = c.v
+		if got := kf.KeepLocal(&in); got != c.keep {
+			t.Errorf("one unit, count %d: keep %v, want %v (logit %d, bound %d)", c.v, got, c.keep, kf.Logit(&in), kf.Bound)
+		}
+	}
+	// The zero net: the decision is b2 against the threshold alone, whatever the counts.
+	for _, c := range []struct {
+		b2, thr float32
+		keep    bool
+	}{{0, 0.5, true}, {0.1, 0.5, true}, {-0.1, 0.5, false}, {2, 0.9, false}, {2.2, 0.9, true}} {
+		kf, err := NewKernelForm(handModel(16, func(m *Model) { m.B2, m.Threshold = c.b2, c.thr }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := randomInput(rand.New(rand.NewPCG(1, 1)), 12)
+		if kf.KeepLocal(in) != c.keep || kf.Logit(in) != 0 {
+			t.Errorf("zero net, b2 %v threshold %v: keep %v logit %d, want %v", c.b2, c.thr, kf.KeepLocal(in), kf.Logit(in), c.keep)
+		}
+	}
+	rng := rand.New(rand.NewPCG(31, 32))
+	models := map[string]*Model{
+		// A rare syscall's input: a tiny Std makes its weights thousands of times the rest.
+		"rare bucket": func() *Model {
+			m := testModel(rng, 8)
+			m.Std[10], m.Std[23] = 0.0005, 0.0002
+			return m
+		}(),
+		// A unit whose bias dwarfs its weights, and one that is all zero.
+		"big bias": func() *Model {
+			m := testModel(rng, 4)
+			m.B1[1] = 5000
+			m.W2[1] = 1e-3
+			for j := range NumInputs {
+				m.W1[2*NumInputs+j] = 0
+			}
+			m.B1[2] = 0
+			return m
+		}(),
+		"hidden 1":  testModel(rng, 1),
+		"hidden 5":  testModel(rng, 5),
+		"hidden 16": testModel(rng, 16),
+	}
+	for name, m := range models {
+		kf, err := NewKernelForm(m)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		logCheck(t, name, agreementOn(m, kf, 20_000, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
+	}
+}
+
+// bigLogit is Logit in exact integer arithmetic, to show that the s64 one never overflows.
+func bigLogit(kf *KernelForm, feats *[features.NumBuckets]uint32) *big.Int {
+	out := new(big.Int)
+	for k := range KernelMaxHidden {
+		acc := big.NewInt(kf.B1[k])
+		for j, v := range feats {
+			if v != 0 {
+				x := new(big.Int).Lsh(big.NewInt(kf.input(v)), uint(kf.XShift[j]))
+				acc.Add(acc, x.Mul(x, big.NewInt(int64(kf.W1[j][k]))))
+			}
+		}
+		if acc.Sign() > 0 {
+			acc.Rsh(acc, uint(kf.Shift))
+			out.Add(out, acc.Mul(acc, big.NewInt(int64(kf.W2[k]))))
+		}
+	}
+	return out
+}
+
+// The largest model Validate allows and models of every kind: no overflow anywhere, on the
+// largest inputs either.
+func TestKernelFormNoOverflow(t *testing.T) {
+	extreme := New(16, 1)
+	for i := range extreme.Std {
+		extreme.Mean[i], extreme.Std[i] = -MaxAbsMean, MinStd
+	}
+	for _, xs := range [][]float32{extreme.W1, extreme.B1, extreme.W2} {
+		for i := range xs {
+			xs[i] = MaxAbsWeight
+		}
+	}
+	rng := rand.New(rand.NewPCG(41, 42))
+	mixed := testModel(rng, 16)
+	for i := range mixed.W1 {
+		mixed.W1[i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(12)-6)))
+	}
+	mixed.Std[5] = MinStd
+	for name, m := range map[string]*Model{"extreme": extreme, "mixed": mixed, "test": testModel(rng, 16)} {
+		kf := &KernelForm{}
+		// The extreme model may be refused for agreement; its arithmetic must hold anyway.
+		if got, err := NewKernelForm(m); err == nil {
+			kf = got
+		} else if !errors.Is(err, ErrKernelForm) {
+			t.Fatalf("%s: %v", name, err)
+		} else {
+			kf = kernelFormUnchecked(t, m)
+		}
+		var full [features.NumBuckets]uint32
+		for i := range full {
+			full[i] = features.MaxCount
+		}
+		for i := range 2000 {
+			in := &full
+			if i > 0 {
+				in = randomInput(rng, 1+rng.IntN(64))
+			}
+			if got, want := kf.Logit(in), bigLogit(kf, in); !want.IsInt64() || got != want.Int64() {
+				t.Fatalf("%s: logit %d, exact %v", name, got, want)
+			}
+		}
+	}
+}
+
+// kernelFormUnchecked builds the form of a model NewKernelForm refuses for its agreement.
+func kernelFormUnchecked(t *testing.T, m *Model) *KernelForm {
+	t.Helper()
+	kf, err := newKernelForm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kf
+}
+
+// What the kernel form cannot hold is refused, with an error naming the limit.
+func TestKernelFormRefuses(t *testing.T) {
+	nan := New(16, 1)
+	nan.W1[5] = float32(math.NaN())
+	// Unit 0 puts a large weight on every input but c (and counts for nothing); unit 1 has
+	// weight 1 on c and 1e-6 on the rest, which rounds to zero at unit 1's scale: where c is 0
+	// the float logit is b2 + sum of log1p, the integer one the constant b2.
+	const c = 63
+	lost := New(2, 1)
+	for j := range NumInputs {
+		if j != c {
+			lost.W1[j] = 1
+			lost.W1[NumInputs+j] = 1e-6
+		}
+	}
+	lost.W1[NumInputs+c] = 1
+	lost.W2[1] = 1e6
+	lost.B2 = -4
+	for _, tc := range []struct {
+		name string
+		m    *Model
+		is   error
+		says string
+	}{
+		{"hidden 17", New(17, 1), ErrKernelForm, "hidden 17 > 16"},
+		{"hidden 1024", New(MaxHidden, 1), ErrKernelForm, "hidden 1024 > 16"},
+		{"NaN weight", nan, ErrNonFinite, "w1[5]"},
+		{"weights lost in rounding", lost, ErrKernelForm, "need 99%"},
+	} {
+		_, err := NewKernelForm(tc.m)
+		if !errors.Is(err, tc.is) || !strings.Contains(fmtErr(err), tc.says) {
+			t.Errorf("%s: %v, want %v saying %q", tc.name, err, tc.is, tc.says)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func fmtErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// MarshalBinary writes every field where NetRecord says, and NetRecord covers the record
+// without gaps or overlaps.
+func TestKernelFormMarshalLayout(t *testing.T) {
+	rng := rand.New(rand.NewPCG(51, 52))
+	kf, err := NewKernelForm(testModel(rng, 12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf.Generation, kf.Lower, kf.Upper = 0x1122334455667788, kf.Bound-7, kf.Bound+9
+	b, err := kf.MarshalBinary()
+	if err != nil || len(b) != NetSize {
+		t.Fatalf("%d bytes, %v; want %d", len(b), err, NetSize)
+	}
+	le := binary.LittleEndian
+	field := func(name string) []byte {
+		for _, f := range NetRecord.Fields {
+			if f.Name == name {
+				return b[f.Offset : f.Offset+f.Size]
+			}
+		}
+		t.Fatalf("no field %s", name)
+		return nil
+	}
+	if le.Uint32(field("version")) != KernelFormVersion || le.Uint32(field("hidden")) != 12 ||
+		le.Uint64(field("generation")) != kf.Generation || int64(le.Uint64(field("bound"))) != kf.Bound ||
+		int64(le.Uint64(field("lower"))) != kf.Lower || int64(le.Uint64(field("upper"))) != kf.Upper ||
+		le.Uint32(field("shift")) != kf.Shift || le.Uint32(field("_pad")) != 0 {
+		t.Fatalf("header: % x", b[:netOffB1])
+	}
+	b1, w2, table, xs, w1 := field("b1"), field("w2"), field("table"), field("x_shift"), field("w1")
+	for k := range KernelMaxHidden {
+		if int64(le.Uint64(b1[8*k:])) != kf.B1[k] || int32(le.Uint32(w2[4*k:])) != kf.W2[k] {
+			t.Fatalf("unit %d: b1/w2 bytes differ", k)
+		}
+	}
+	for i := range KernelTableLen {
+		if le.Uint16(table[2*i:]) != kf.Table[i] {
+			t.Fatalf("table[%d]", i)
+		}
+	}
+	for j := range features.NumBuckets {
+		if xs[j] != kf.XShift[j] {
+			t.Fatalf("x_shift[%d]", j)
+		}
+		for k := range KernelMaxHidden {
+			if int16(le.Uint16(w1[2*(j*KernelMaxHidden+k):])) != kf.W1[j][k] {
+				t.Fatalf("w1[%d][%d]", j, k)
+			}
+		}
+	}
+	end := 0
+	for _, f := range NetRecord.Fields {
+		if f.Offset != end {
+			t.Fatalf("%s at %d, previous field ends at %d", f.Name, f.Offset, end)
+		}
+		end = f.Offset + f.Size
+	}
+	if end != NetRecord.Size || NetRecord.Size%8 != 0 {
+		t.Fatalf("fields end at %d, size %d", end, NetRecord.Size)
+	}
+}
+
+func TestKernelFormAllocs(t *testing.T) {
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := NewKernelForm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := randomInput(rand.New(rand.NewPCG(3, 4)), 12)
+	var sink int64
+	var keep bool
+	if n := testing.AllocsPerRun(100, func() {
+		sink += kf.Logit(in)
+		keep = kf.KeepLocal(in)
+	}); n != 0 {
+		t.Fatalf("%v allocations per call", n)
+	}
+	_, _ = sink, keep
+}
+
+// BenchmarkKernelFormLogit: the Go reference on typical inputs (5-15 nonzero buckets).
+func BenchmarkKernelFormLogit(b *testing.B) {
+	m, err := Default()
+	if err != nil {
+		b.Fatal(err)
+	}
+	kf, err := NewKernelForm(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var ins [64][features.NumBuckets]uint32
+	for i := range ins {
+		KernelCheckInput(rng, &ins[i])
+	}
+	b.ReportAllocs()
+	var sink int64
+	i := 0
+	for b.Loop() {
+		sink += kf.Logit(&ins[i%len(ins)])
+		i++
+	}
+	_ = sink
+}
