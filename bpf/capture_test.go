@@ -419,8 +419,11 @@ func testOnCPUSleeper(t *testing.T, hooks hookSet) {
 	if len(over) > len(gaps)/20 {
 		t.Errorf("%d of %d on-CPU times exceed the time since R's switch-out by > 20 us: %v", len(over), len(gaps), over)
 	}
-	if med < 0 || med > 100_000 {
-		t.Errorf("median gap %d ns: on-CPU time off", med)
+	// A gap is the spinner's time off the CPU, which on a busy host includes other tasks'
+	// turns: judge the on-CPU time by the gaps where the sleeper alone ran in between (the
+	// shortest tenth), which a late or early switch-in time would shift as much as the rest.
+	if p10 := gaps[len(gaps)/10]; med < 0 || p10 > 100_000 {
+		t.Errorf("gaps p10 %d ns, median %d ns: on-CPU time off", p10, med)
 	}
 }
 
