@@ -180,13 +180,17 @@ func parseStressNG(out string) (map[string]float64, error) {
 		}
 	}
 	completed := strings.Contains(out, "] successful run completed")
-	dispatched := ""
+	dispatched := map[string]bool{} // stressor -> at least one instance
 	if m := stressDispatch.FindStringSubmatch(out); m != nil {
-		dispatched = ", " + m[1] + ","
+		for _, hog := range strings.Split(m[1], ",") {
+			if f := strings.Fields(hog); len(f) == 2 && f[0] != "0" {
+				dispatched[f[1]] = true
+			}
+		}
 	}
 	var missing []string
 	for _, s := range stressors {
-		if _, ok := got[s]; !ok && completed && regexp.MustCompile(`, [1-9][0-9]* `+s+`,`).MatchString(dispatched) {
+		if _, ok := got[s]; !ok && completed && dispatched[s] {
 			got[s] = 0
 		} else if !ok {
 			missing = append(missing, s)
