@@ -150,6 +150,30 @@ enum mls_sched_counter {
 	MLS_SC_MAX,
 };
 
+// The net in integer form (model.KernelForm, whose MarshalBinary writes this image; net.h
+// evaluates it): keep local iff sum_k w2[k] * (max(acc_k, 0) >> shift) >= bound, with
+// acc_k = b1[k] + sum over R's used buckets j of w1[j][k] * (x_j << x_shift[j]) and x_j R's
+// decayed count j through the interpolated table. Hidden units past hidden are all zero. Its
+// Go mirror is model.NetRecord (model/kernelform.go, which documents the arithmetic's bounds).
+#define MLS_NET_VERSION 1
+#define MLS_NET_HIDDEN 16
+#define MLS_NET_TABLE_LEN 512
+struct mls_net {
+	__u32 version;    // MLS_NET_VERSION
+	__u32 hidden;     // the model's hidden units, 1..MLS_NET_HIDDEN
+	__u64 generation; // names this net: a reader that sees it change knows the net was swapped
+	__s64 bound;      // keep local iff logit >= bound
+	__s64 lower;      // abstention band: lower <= logit < upper is no opinion (lower == upper:
+	__s64 upper;      // none)
+	__u32 shift;      // right shift of the ReLU outputs
+	__u32 _pad;
+	__s64 b1[MLS_NET_HIDDEN];
+	__s32 w2[MLS_NET_HIDDEN];
+	__u16 table[MLS_NET_TABLE_LEN];            // log1p knots, * 2^13 (model.kernelTable)
+	__u8 x_shift[MLS_NUM_BUCKETS];             // per input: x_j is shifted left by this
+	__s16 w1[MLS_NUM_BUCKETS][MLS_NET_HIDDEN]; // input-major: w1[j] is input j's row
+};
+
 // Every object keeps every record and enum of this header in its BTF (an otherwise unused
 // global), so that the ABI test can check each of them in each object. The records are
 // zero-length arrays: BTF then describes them whole (a pointer would leave only a forward
@@ -165,5 +189,6 @@ struct mls_abi_types {
 	struct mls_sched_outcome outcome[0];
 	struct mls_decision decision[0];
 	struct mls_exit_info exit_info[0];
+	struct mls_net net[0];
 };
 struct mls_abi_types mls_abi_types __attribute__((unused));

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
 )
 
 // abiObjects are every BPF object mlsched builds; each includes bpf/abi.h.
@@ -84,7 +85,7 @@ func checkEnum(spec *btf.Spec, name string, want map[string]int64) []string {
 // abiErrors checks every record and enum Go mirrors against one object's BTF.
 func abiErrors(spec *btf.Spec) []string {
 	var errs []string
-	for _, r := range append(slices.Clone(features.ABIRecords), exitInfoRecord()) {
+	for _, r := range append(slices.Clone(features.ABIRecords), exitInfoRecord(), model.NetRecord) {
 		errs = append(errs, checkRecord(spec, r)...)
 	}
 	for _, e := range features.ABIEnums {

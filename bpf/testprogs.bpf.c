@@ -11,6 +11,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "features.h"
+#include "net.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -185,4 +186,61 @@ int mls_test_voluntary(void *ctx)
 		t->voluntary = mls_left_voluntarily(t->runnable, t->yielding);
 	}
 	return 0;
+}
+
+// mls_test_net evaluates the net in test_net_map (model.KernelForm.MarshalBinary's image) on
+// the task state test_net_feat, as the scheduler would (net.h), and returns 2 for a record it
+// cannot use; mls_bench_net is the same in an
+// XDP program, which BPF_PROG_TEST_RUN repeats (it refuses Repeat for syscall programs), and
+// mls_bench_net_empty its floor: the same lookups, no net.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mls_net);
+} test_net_map SEC(".maps");
+
+struct task_feat test_net_feat;
+__s64 test_net_logit;
+__u32 test_net_keep;
+
+static __always_inline int test_net_run(void)
+{
+	__u32 zero = 0;
+	struct mls_net *net = bpf_map_lookup_elem(&test_net_map, &zero);
+	__s64 logit;
+
+	if (!net)
+		return 1;
+	if (!mls_net_usable(net))
+		return 2;
+	logit = mls_net_logit(net, &test_net_feat);
+	test_net_logit = logit;
+	test_net_keep = mls_net_keep_local(net, logit);
+	return 0;
+}
+
+SEC("syscall")
+int mls_test_net(void *ctx)
+{
+	return test_net_run();
+}
+
+SEC("xdp")
+int mls_bench_net(struct xdp_md *ctx)
+{
+	return test_net_run() ? XDP_ABORTED : XDP_PASS;
+}
+
+SEC("xdp")
+int mls_bench_net_empty(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct mls_net *net = bpf_map_lookup_elem(&test_net_map, &zero);
+
+	if (!net)
+		return XDP_ABORTED;
+	test_net_logit = test_net_feat.mask;
+	test_net_keep = net->bound;
+	return XDP_PASS;
 }

@@ -34,6 +34,7 @@ const (
 	testprogsMapExpRing              = "exp_ring"
 	testprogsMapNaiveStore           = "naive_store"
 	testprogsMapTaskFeatSlots        = "task_feat_slots"
+	testprogsMapTestNetMap           = "test_net_map"
 	testprogsProgMlsBenchArray       = "mls_bench_array"
 	testprogsProgMlsBenchEmpty       = "mls_bench_empty"
 	testprogsProgMlsBenchEmptySwitch = "mls_bench_empty_switch"
@@ -41,14 +42,20 @@ const (
 	testprogsProgMlsBenchHash        = "mls_bench_hash"
 	testprogsProgMlsBenchKtime       = "mls_bench_ktime"
 	testprogsProgMlsBenchNaive       = "mls_bench_naive"
+	testprogsProgMlsBenchNet         = "mls_bench_net"
+	testprogsProgMlsBenchNetEmpty    = "mls_bench_net_empty"
 	testprogsProgMlsBenchProbeRead   = "mls_bench_probe_read"
 	testprogsProgMlsBenchRingbuf     = "mls_bench_ringbuf"
 	testprogsProgMlsTestDecay        = "mls_test_decay"
+	testprogsProgMlsTestNet          = "mls_test_net"
 	testprogsProgMlsTestVoluntary    = "mls_test_voluntary"
 	testprogsVarExpSink              = "exp_sink"
 	testprogsVarMlsAbiTypes          = "mls_abi_types"
 	testprogsVarMlsFeatMask          = "mls_feat_mask"
 	testprogsVarTestCount            = "test_count"
+	testprogsVarTestNetFeat          = "test_net_feat"
+	testprogsVarTestNetKeep          = "test_net_keep"
+	testprogsVarTestNetLogit         = "test_net_logit"
 	testprogsVarTestNrs              = "test_nrs"
 	testprogsVarTestNswitches        = "test_nswitches"
 	testprogsVarTestOut              = "test_out"
@@ -108,9 +115,12 @@ type testprogsProgramSpecs struct {
 	MlsBenchHash        *ebpf.ProgramSpec `ebpf:"mls_bench_hash"`
 	MlsBenchKtime       *ebpf.ProgramSpec `ebpf:"mls_bench_ktime"`
 	MlsBenchNaive       *ebpf.ProgramSpec `ebpf:"mls_bench_naive"`
+	MlsBenchNet         *ebpf.ProgramSpec `ebpf:"mls_bench_net"`
+	MlsBenchNetEmpty    *ebpf.ProgramSpec `ebpf:"mls_bench_net_empty"`
 	MlsBenchProbeRead   *ebpf.ProgramSpec `ebpf:"mls_bench_probe_read"`
 	MlsBenchRingbuf     *ebpf.ProgramSpec `ebpf:"mls_bench_ringbuf"`
 	MlsTestDecay        *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
+	MlsTestNet          *ebpf.ProgramSpec `ebpf:"mls_test_net"`
 	MlsTestVoluntary    *ebpf.ProgramSpec `ebpf:"mls_test_voluntary"`
 }
 
@@ -123,6 +133,7 @@ type testprogsMapSpecs struct {
 	ExpRing       *ebpf.MapSpec `ebpf:"exp_ring"`
 	NaiveStore    *ebpf.MapSpec `ebpf:"naive_store"`
 	TaskFeatSlots *ebpf.MapSpec `ebpf:"task_feat_slots"`
+	TestNetMap    *ebpf.MapSpec `ebpf:"test_net_map"`
 }
 
 // testprogsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -133,6 +144,9 @@ type testprogsVariableSpecs struct {
 	MlsAbiTypes    *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 	MlsFeatMask    *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.VariableSpec `ebpf:"test_count"`
+	TestNetFeat    *ebpf.VariableSpec `ebpf:"test_net_feat"`
+	TestNetKeep    *ebpf.VariableSpec `ebpf:"test_net_keep"`
+	TestNetLogit   *ebpf.VariableSpec `ebpf:"test_net_logit"`
 	TestNrs        *ebpf.VariableSpec `ebpf:"test_nrs"`
 	TestNswitches  *ebpf.VariableSpec `ebpf:"test_nswitches"`
 	TestOut        *ebpf.VariableSpec `ebpf:"test_out"`
@@ -168,6 +182,7 @@ type testprogsMaps struct {
 	ExpRing       *ebpf.Map `ebpf:"exp_ring"`
 	NaiveStore    *ebpf.Map `ebpf:"naive_store"`
 	TaskFeatSlots *ebpf.Map `ebpf:"task_feat_slots"`
+	TestNetMap    *ebpf.Map `ebpf:"test_net_map"`
 }
 
 func (m *testprogsMaps) Close() error {
@@ -177,6 +192,7 @@ func (m *testprogsMaps) Close() error {
 		m.ExpRing,
 		m.NaiveStore,
 		m.TaskFeatSlots,
+		m.TestNetMap,
 	)
 }
 
@@ -188,6 +204,9 @@ type testprogsVariables struct {
 	MlsAbiTypes    *ebpf.Variable `ebpf:"mls_abi_types"`
 	MlsFeatMask    *ebpf.Variable `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.Variable `ebpf:"test_count"`
+	TestNetFeat    *ebpf.Variable `ebpf:"test_net_feat"`
+	TestNetKeep    *ebpf.Variable `ebpf:"test_net_keep"`
+	TestNetLogit   *ebpf.Variable `ebpf:"test_net_logit"`
 	TestNrs        *ebpf.Variable `ebpf:"test_nrs"`
 	TestNswitches  *ebpf.Variable `ebpf:"test_nswitches"`
 	TestOut        *ebpf.Variable `ebpf:"test_out"`
@@ -209,9 +228,12 @@ type testprogsPrograms struct {
 	MlsBenchHash        *ebpf.Program `ebpf:"mls_bench_hash"`
 	MlsBenchKtime       *ebpf.Program `ebpf:"mls_bench_ktime"`
 	MlsBenchNaive       *ebpf.Program `ebpf:"mls_bench_naive"`
+	MlsBenchNet         *ebpf.Program `ebpf:"mls_bench_net"`
+	MlsBenchNetEmpty    *ebpf.Program `ebpf:"mls_bench_net_empty"`
 	MlsBenchProbeRead   *ebpf.Program `ebpf:"mls_bench_probe_read"`
 	MlsBenchRingbuf     *ebpf.Program `ebpf:"mls_bench_ringbuf"`
 	MlsTestDecay        *ebpf.Program `ebpf:"mls_test_decay"`
+	MlsTestNet          *ebpf.Program `ebpf:"mls_test_net"`
 	MlsTestVoluntary    *ebpf.Program `ebpf:"mls_test_voluntary"`
 }
 
@@ -224,9 +246,12 @@ func (p *testprogsPrograms) Close() error {
 		p.MlsBenchHash,
 		p.MlsBenchKtime,
 		p.MlsBenchNaive,
+		p.MlsBenchNet,
+		p.MlsBenchNetEmpty,
 		p.MlsBenchProbeRead,
 		p.MlsBenchRingbuf,
 		p.MlsTestDecay,
+		p.MlsTestNet,
 		p.MlsTestVoluntary,
 	)
 }

@@ -177,7 +177,8 @@ func NewKernelForm(m *Model) (*KernelForm, error) {
 	if err != nil {
 		return nil, err
 	}
-	kf.Check = kf.agreement(m, rand.New(rand.NewPCG(0x6d6c73636865640a, 12)), kernelCheckInputs)
+	rng := rand.New(rand.NewPCG(0x6d6c73636865640a, 12))
+	kf.Check = kf.agreement(m, kernelCheckInputs, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) })
 	if r := kf.Check.Rate(); r < KernelMinAgreement {
 		return nil, fmt.Errorf("integer decisions agree with the float net's on %.2f%% of %d inputs, need %.0f%% (largest relative logit error %.3g): %w",
 			100*r, kf.Check.Inputs, 100*KernelMinAgreement, kf.Check.MaxRelLogitErr, ErrKernelForm)
@@ -286,15 +287,15 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 // clampRound rounds x to an integer within +-lim.
 func clampRound(x, lim float64) float64 { return max(min(math.Round(x), lim), -lim) }
 
-// agreement compares KeepLocal with the float net's Predictor.KeepLocal on n inputs from rng
-// (KernelCheckInput), and the logit with the float64 reference.
-func (kf *KernelForm) agreement(m *Model, rng *rand.Rand, n int) KernelCheck {
+// agreement compares KeepLocal with the float net's Predictor.KeepLocal on n inputs from gen,
+// and the logit with the float64 reference.
+func (kf *KernelForm) agreement(m *Model, n int, gen func(*[features.NumBuckets]uint32)) KernelCheck {
 	p := NewPredictor(m)
 	x := make([]float64, m.Inputs)
 	var in [features.NumBuckets]uint32
 	c := KernelCheck{Inputs: n}
 	for range n {
-		KernelCheckInput(rng, &in)
+		gen(&in)
 		if kf.KeepLocal(&in) == p.KeepLocal(&in) {
 			c.Agree++
 		}

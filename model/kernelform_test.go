@@ -66,24 +66,18 @@ func taskInput(rng *rand.Rand, in *[features.NumBuckets]uint32) {
 	st.Snapshot(in)
 }
 
-// agreementOn measures kf against the float net on n inputs from gen.
-func agreementOn(m *Model, kf *KernelForm, n int, gen func(*[features.NumBuckets]uint32)) KernelCheck {
-	p := NewPredictor(m)
-	x := make([]float64, m.Inputs)
-	var in [features.NumBuckets]uint32
-	c := KernelCheck{Inputs: n}
-	for range n {
-		gen(&in)
-		if kf.KeepLocal(&in) == p.KeepLocal(&in) {
-			c.Agree++
-		}
-		m.Normalize(&in, x)
-		ref := m.forwardLogit(x)
-		e := math.Abs(kf.FloatLogit(&in) - ref)
-		c.MaxLogitErr = max(c.MaxLogitErr, e)
-		c.MaxRelLogitErr = max(c.MaxRelLogitErr, e/max(1, math.Abs(ref)))
+// defaultForm is the embedded default model and its kernel form.
+func defaultForm(t testing.TB) (*Model, *KernelForm) {
+	t.Helper()
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return c
+	kf, err := NewKernelForm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, kf
 }
 
 func logCheck(t *testing.T, what string, c KernelCheck) {
@@ -98,14 +92,7 @@ func logCheck(t *testing.T, what string, c KernelCheck) {
 // The embedded default model: the kernel form decides as the float net does on realistic
 // inputs, of both generators.
 func TestKernelFormDefaultAgreement(t *testing.T) {
-	m, err := Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kf, err := NewKernelForm(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, kf := defaultForm(t)
 	t.Logf("default model: hidden %d, shift %d, bound %d, out scale %.4g, x shifts %v", kf.Hidden, kf.Shift, kf.Bound, kf.OutScale, kf.XShift)
 	logCheck(t, "NewKernelForm's own check", kf.Check)
 	rng := rand.New(rand.NewPCG(21, 22))
@@ -113,8 +100,8 @@ func TestKernelFormDefaultAgreement(t *testing.T) {
 	if testing.Short() {
 		n = 20_000
 	}
-	logCheck(t, "KernelCheckInput", agreementOn(m, kf, n, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
-	logCheck(t, "simulated tasks", agreementOn(m, kf, n/10, func(in *[features.NumBuckets]uint32) { taskInput(rng, in) }))
+	logCheck(t, "KernelCheckInput", kf.agreement(m, n, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
+	logCheck(t, "simulated tasks", kf.agreement(m, n/10, func(in *[features.NumBuckets]uint32) { taskInput(rng, in) }))
 }
 
 // handModel is a model with Std 1, Mean 0 and only the given parameters set.
@@ -185,7 +172,7 @@ func TestKernelFormHandMade(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		logCheck(t, name, agreementOn(m, kf, 20_000, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
+		logCheck(t, name, kf.agreement(m, 20_000, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
 	}
 }
 
@@ -227,14 +214,12 @@ func TestKernelFormNoOverflow(t *testing.T) {
 	}
 	mixed.Std[5] = MinStd
 	for name, m := range map[string]*Model{"extreme": extreme, "mixed": mixed, "test": testModel(rng, 16)} {
-		kf := &KernelForm{}
-		// The extreme model may be refused for agreement; its arithmetic must hold anyway.
-		if got, err := NewKernelForm(m); err == nil {
-			kf = got
-		} else if !errors.Is(err, ErrKernelForm) {
+		kf, err := NewKernelForm(m)
+		if errors.Is(err, ErrKernelForm) { // refused for its agreement: the arithmetic must hold anyway
+			kf, err = newKernelForm(m)
+		}
+		if err != nil {
 			t.Fatalf("%s: %v", name, err)
-		} else {
-			kf = kernelFormUnchecked(t, m)
 		}
 		var full [features.NumBuckets]uint32
 		for i := range full {
@@ -250,16 +235,6 @@ func TestKernelFormNoOverflow(t *testing.T) {
 			}
 		}
 	}
-}
-
-// kernelFormUnchecked builds the form of a model NewKernelForm refuses for its agreement.
-func kernelFormUnchecked(t *testing.T, m *Model) *KernelForm {
-	t.Helper()
-	kf, err := newKernelForm(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kf
 }
 
 // What the kernel form cannot hold is refused, with an error naming the limit.
@@ -370,14 +345,7 @@ func TestKernelFormMarshalLayout(t *testing.T) {
 }
 
 func TestKernelFormAllocs(t *testing.T) {
-	m, err := Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kf, err := NewKernelForm(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, kf := defaultForm(t)
 	in := randomInput(rand.New(rand.NewPCG(3, 4)), 12)
 	var sink int64
 	var keep bool
@@ -392,14 +360,7 @@ func TestKernelFormAllocs(t *testing.T) {
 
 // BenchmarkKernelFormLogit: the Go reference on typical inputs (5-15 nonzero buckets).
 func BenchmarkKernelFormLogit(b *testing.B) {
-	m, err := Default()
-	if err != nil {
-		b.Fatal(err)
-	}
-	kf, err := NewKernelForm(m)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, kf := defaultForm(b)
 	rng := rand.New(rand.NewPCG(5, 6))
 	var ins [64][features.NumBuckets]uint32
 	for i := range ins {

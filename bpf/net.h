@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+// The net in BPF: the integer form of the model (struct mls_net, abi.h; written by
+// model.KernelForm.MarshalBinary) evaluated on a task's features with no floating point.
+// model.KernelForm.Logit is its Go reference, bit for bit (bpf/net_test.go). No object-specific
+// code in here.
+#pragma once
+
+#include "abi.h"
+#include "features.h"
+
+// Table segments per octave: 2^MLS_NET_MANT (model.KernelTableMant).
+#define MLS_NET_MANT 4
+// Counts are clamped to features.MaxCount, 64.0 in Q16.
+#define MLS_NET_MAX_COUNT (64 * MLS_FIXED_ONE)
+
+// A may_goto loop condition (the kernel's bpf_experimental.h can_loop, kernels >= 6.9): the
+// verifier checks the body once per distinct state, not once per iteration, and the kernel
+// bounds the iterations at run time.
+#define mls_can_loop                                                                   \
+	({                                                                             \
+		__label__ l_break, l_continue;                                         \
+		bool ret = true;                                                       \
+		asm volatile goto("may_goto %l[l_break]" :::: l_break);                \
+		goto l_continue;                                                       \
+	l_break:                                                                       \
+		ret = false;                                                           \
+	l_continue:;                                                                   \
+		ret;                                                                   \
+	})
+
+// x, with clang not knowing anything about it: it keeps arithmetic as written (a select turned
+// back into a branch, or a mask dropped, would cost the verifier or the branch predictor).
+static __always_inline __u64 mls_net_opaque(__u64 x)
+{
+	asm volatile("" : "+r"(x));
+	return x;
+}
+
+// 1 if y > c, for y, c < 2^63, without a branch.
+static __always_inline __u64 mls_net_gt(__u64 y, __u64 c)
+{
+	return mls_net_opaque(c - y) >> 63;
+}
+
+// The quantised input of count v: log1p(min(v, MaxCount) / 2^16) * 2^13, interpolated between
+// two table knots (model.KernelForm.input). Branch-free: v's segment s is the bit length of
+// v >> (MLS_NET_MANT + 1), found by halving.
+static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 count)
+{
+	__u64 v = count, d, y, s, t, i, frac;
+	__s64 t0, t1;
+
+	d = v - MLS_NET_MAX_COUNT; // negative (as s64) below the clamp
+	v = MLS_NET_MAX_COUNT + (d & (__u64)((__s64)mls_net_opaque(d) >> 63));
+	y = v >> (MLS_NET_MANT + 1);
+	s = mls_net_gt(y, 0xffff) << 4;
+	y >>= s;
+	t = mls_net_gt(y, 0xff) << 3;
+	y >>= t;
+	s += t;
+	t = mls_net_gt(y, 0xf) << 2;
+	y >>= t;
+	s += t;
+	t = mls_net_gt(y, 0x3) << 1;
+	y >>= t;
+	s += t;
+	t = mls_net_gt(y, 0x1);
+	y >>= t;
+	s += t + y;
+	i = mls_net_opaque((s << MLS_NET_MANT) + (v >> s));
+	frac = v & ((1ULL << s) - 1);
+	t0 = net->table[i & (MLS_NET_TABLE_LEN - 1)];
+	t1 = net->table[(i + 1) & (MLS_NET_TABLE_LEN - 1)];
+	return t0 + (((t1 - t0) * (__s64)frac) >> s);
+}
+
+// The net's integer logit for task state f, its counts decayed to its current syscall number
+// as mls_feat_snapshot_sparse does: only the buckets of f->mask are read. Keep local iff the
+// result is >= net->bound (mls_net_keep_local).
+//
+// Each weight is read as a u16 and offset to w + 2^15 >= 0 by flipping its top bit (one
+// instruction; without -mcpu=v4 a sign-extending load takes three), and 2^15 times the sum of
+// the inputs is taken off each accumulator at the end. Every sum stays below 2^63 (the bounds of
+// model.KernelForm), so the result is the exact one.
+static __always_inline __s64 mls_net_logit(const struct mls_net *net, const struct task_feat *f)
+{
+	__s64 accs[MLS_NET_HIDDEN], *acc = accs;
+	__u64 m = f->mask, xsum = 0;
+	__u32 n = f->n, sh;
+	__s64 out = 0;
+
+#pragma unroll
+	for (int k = 0; k < MLS_NET_HIDDEN; k++)
+		acc[k] = net->b1[k];
+	// The accumulators stay in memory, each read and written once per bucket, the weights
+	// loaded one at a time: left to itself clang loads all 16 weights first and spills them.
+	asm volatile("" : "+r"(acc)::"memory");
+	while (m && mls_can_loop) {
+		__u64 low = m & -m, x;
+		const __u16 *row;
+		__u32 b;
+
+		m ^= low;
+		b = mls_debruijn[(low * MLS_DEBRUIJN) >> 58];
+		// clang knows the table's values are < 64 and would drop the mask the verifier needs.
+		asm volatile("" : "+r"(b));
+		b &= MLS_NUM_BUCKETS - 1;
+		x = mls_net_input(net, mls_decay(f->b[b].val, f->b[b].last, n)) << (net->x_shift[b] & 31);
+		xsum += x;
+		row = (const __u16 *)net->w1[b];
+#pragma unroll
+		for (int k = 0; k < MLS_NET_HIDDEN; k++) {
+			acc[k] += (__s64)((mls_net_opaque(row[k]) ^ 0x8000) * x);
+			asm volatile("" ::: "memory");
+		}
+	}
+	xsum <<= 15;
+	sh = net->shift & 63;
+#pragma unroll
+	for (int k = 0; k < MLS_NET_HIDDEN; k++) {
+		__s64 a = acc[k] - (__s64)xsum;
+
+		a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
+		out += (__s64)net->w2[k] * (a >> sh);
+	}
+	return out;
+}
+
+static __always_inline bool mls_net_keep_local(const struct mls_net *net, __s64 logit)
+{
+	return logit >= net->bound;
+}
+
+// Whether net is a record of this layout (a zeroed map value, or one from another version of
+// mlsched, is not).
+static __always_inline bool mls_net_usable(const struct mls_net *net)
+{
+	return net->version == MLS_NET_VERSION && net->hidden >= 1 && net->hidden <= MLS_NET_HIDDEN;
+}

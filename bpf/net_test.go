@@ -1,0 +1,276 @@
+package bpf
+
+import (
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
+)
+
+// netProgs is the test object with a net loaded into its map.
+type netProgs struct {
+	objs testprogsObjects
+}
+
+func loadNetProgs(t testing.TB) *netProgs {
+	t.Helper()
+	requireRoot(t)
+	p := &netProgs{}
+	if err := loadTestprogsObjects(&p.objs, nil); err != nil {
+		t.Fatalf("load test programs: %v", err)
+	}
+	t.Cleanup(func() { p.objs.Close() })
+	return p
+}
+
+func (p *netProgs) setNet(t testing.TB, kf *model.KernelForm) {
+	t.Helper()
+	b, err := kf.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.objs.TestNetMap.Put(uint32(0), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *netProgs) setState(t testing.TB, st *testprogsTaskFeat) {
+	t.Helper()
+	if err := p.objs.TestNetFeat.Set(st); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eval runs mls_test_net on the state set: the logit and the decision.
+func (p *netProgs) eval(t testing.TB) (int64, bool) {
+	t.Helper()
+	ret, err := p.objs.MlsTestNet.Run(&ebpf.RunOptions{})
+	if err != nil || ret != 0 {
+		t.Fatalf("test run: ret %d, %v", ret, err)
+	}
+	var logit int64
+	var keep uint32
+	if err := p.objs.TestNetLogit.Get(&logit); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.objs.TestNetKeep.Get(&keep); err != nil {
+		t.Fatal(err)
+	}
+	return logit, keep != 0
+}
+
+// defaultKernelForm is the kernel form of the embedded default model.
+func defaultKernelForm(t testing.TB) *model.KernelForm {
+	t.Helper()
+	m, err := model.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := model.NewKernelForm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kf
+}
+
+// bpfState is the BPF image of a Go task state whose used buckets are mask.
+func bpfState(st *features.TaskState, mask uint64) *testprogsTaskFeat {
+	f := &testprogsTaskFeat{N: st.N, Tid: 1, Mask: mask}
+	for b := range f.B {
+		f.B[b].Val, f.B[b].Last = st.Val[b], st.Last[b]
+	}
+	return f
+}
+
+// goFeats is what the BPF code sees of a state: the buckets of mask, decayed to st.N.
+func goFeats(st *features.TaskState, mask uint64) *[features.NumBuckets]uint32 {
+	used := *st
+	for b := range used.Val {
+		if mask>>b&1 == 0 {
+			used.Val[b] = 0
+		}
+	}
+	var in [features.NumBuckets]uint32
+	used.Snapshot(&in)
+	return &in
+}
+
+// simulatedTask runs a task of 5-15 syscalls (distinct buckets, skewed frequencies) for up to
+// calls syscalls, the way the sys_enter hook would: the mask is every bucket it touched.
+func simulatedTask(rng *rand.Rand, calls int) (*features.TaskState, uint64) {
+	common := []uint32{0, 1, 3, 7, 9, 10, 11, 12, 13, 17, 20, 23, 24, 35, 39, 41, 42, 44, 45, 47,
+		56, 59, 61, 72, 202, 228, 230, 232, 257, 262, 270, 271, 281, 288, 291, 318}
+	nrs := make([]uint32, 5+rng.IntN(11))
+	for i := range nrs {
+		nrs[i] = common[rng.IntN(len(common))]
+		if rng.IntN(10) == 0 {
+			nrs[i] = rng.Uint32N(1000) // past the table: the other bucket
+		}
+	}
+	st := &features.TaskState{}
+	var mask uint64
+	for range 1 + rng.IntN(calls) {
+		i := min(int(rng.ExpFloat64()*float64(len(nrs))/3), len(nrs)-1)
+		st.Syscall(nrs[i])
+		mask |= 1 << features.Bucket(nrs[i])
+	}
+	return st, mask
+}
+
+// rawState is any state the record can hold: random counts (past MaxCount too), ages on both
+// sides of the decay table's end, a random mask.
+func rawState(rng *rand.Rand) (*features.TaskState, uint64) {
+	st := &features.TaskState{N: rng.Uint32()}
+	mask := rng.Uint64() & rng.Uint64()
+	if rng.IntN(4) == 0 {
+		mask = rng.Uint64()
+	}
+	for b := range st.Val {
+		switch rng.IntN(4) {
+		case 0:
+			st.Val[b] = rng.Uint32()
+		case 1:
+			st.Val[b] = 0
+		default:
+			st.Val[b] = rng.Uint32N(features.MaxCount)
+		}
+		st.Last[b] = st.N - rng.Uint32N(features.PowLen+100)
+	}
+	return st, mask
+}
+
+// randomForm is a kernel form with every field random within the bounds NewKernelForm keeps
+// (so no sum overflows): the arithmetic, not a model.
+func randomForm(rng *rand.Rand) *model.KernelForm {
+	kf := &model.KernelForm{Hidden: 16, Generation: rng.Uint64(), Shift: 22 + rng.Uint32N(10)}
+	kf.Bound = rng.Int64N(1<<40) - 1<<39
+	kf.Lower, kf.Upper = kf.Bound, kf.Bound
+	for k := range model.KernelMaxHidden {
+		kf.B1[k] = rng.Int64N(1<<53) - 1<<52
+		kf.W2[k] = int32(rng.Int64N(1<<27) - 1<<26)
+	}
+	for i := 1; i < model.KernelTableLen; i++ { // Table[0] = 0: a zero count adds nothing
+		kf.Table[i] = uint16(rng.Uint32())
+	}
+	for j := range kf.W1 {
+		kf.XShift[j] = uint8(rng.IntN(16))
+		for k := range kf.W1[j] {
+			kf.W1[j][k] = int16(rng.Uint32())
+		}
+	}
+	return kf
+}
+
+// The net in BPF (net.h) computes exactly the Go reference's logit and decision
+// (model.KernelForm.Logit, KeepLocal) for the default model on simulated and arbitrary task
+// states, and for random kernel forms.
+func TestBPFNetMatchesGo(t *testing.T) {
+	p := loadNetProgs(t)
+	if info, err := p.objs.MlsTestNet.Info(); err == nil {
+		if n, ok := info.VerifiedInstructions(); ok {
+			t.Logf("mls_test_net: %d instructions verified", n)
+		}
+	}
+	def := defaultKernelForm(t)
+	rng := rand.New(rand.NewPCG(61, 62))
+	check := func(what string, i int, kf *model.KernelForm, st *features.TaskState, mask uint64) {
+		t.Helper()
+		p.setState(t, bpfState(st, mask))
+		got, keep := p.eval(t)
+		in := goFeats(st, mask)
+		if want := kf.Logit(in); got != want || keep != kf.KeepLocal(in) {
+			t.Fatalf("%s %d: BPF logit %d keep %v, Go %d keep %v\nmask %#x counts %v", what, i, got, keep, want, kf.KeepLocal(in), mask, in)
+		}
+	}
+	p.setNet(t, def)
+	keeps := 0
+	for i := range 3000 {
+		st, mask := simulatedTask(rng, []int{10, 200, 3000}[i%3])
+		check("default model, simulated task", i, def, st, mask)
+		if def.KeepLocal(goFeats(st, mask)) {
+			keeps++
+		}
+	}
+	t.Logf("default model: %d of 3000 simulated tasks kept local", keeps)
+	for i := range 2000 {
+		st, mask := rawState(rng)
+		check("default model, raw state", i, def, st, mask)
+	}
+	var empty features.TaskState
+	check("default model, empty state", 0, def, &empty, 0)
+	// A record of another layout version (or a zeroed map value) is not evaluated.
+	for _, rec := range [][]byte{make([]byte, model.NetSize), func() []byte {
+		b, _ := def.MarshalBinary()
+		b[0]++
+		return b
+	}()} {
+		if err := p.objs.TestNetMap.Put(uint32(0), rec); err != nil {
+			t.Fatal(err)
+		}
+		if ret, err := p.objs.MlsTestNet.Run(&ebpf.RunOptions{}); err != nil || ret != 2 {
+			t.Fatalf("record of version %d: ret %d, %v; want 2 (not usable)", rec[0], ret, err)
+		}
+	}
+	for f := range 100 {
+		kf := randomForm(rng)
+		p.setNet(t, kf)
+		for i := range 20 {
+			st, mask := rawState(rng)
+			check("random form", f*100+i, kf, st, mask)
+		}
+	}
+}
+
+// The cost of one evaluation in BPF, by number of used buckets: mls_bench_net minus its floor
+// (the same map lookups without the net), repeated in the kernel. Not an assertion: figures for
+// docs, read +-30% on a shared vCPU.
+//
+//	go test -run '^$' -bench BPFNet ./bpf
+func BenchmarkBPFNet(b *testing.B) {
+	p := loadNetProgs(b)
+	p.setNet(b, defaultKernelForm(b))
+	rng := rand.New(rand.NewPCG(71, 72))
+	for _, nbits := range []int{0, 8, 12, 16, 64} {
+		b.Run(bitsName(nbits), func(b *testing.B) {
+			st := &features.TaskState{N: 5000}
+			var mask uint64
+			for _, j := range rng.Perm(features.NumBuckets)[:nbits] {
+				st.Val[j], st.Last[j] = 1+rng.Uint32N(features.MaxCount), st.N-rng.Uint32N(300)
+				mask |= 1 << j
+			}
+			if bits.OnesCount64(mask) != nbits {
+				b.Fatal("mask")
+			}
+			p.setState(b, bpfState(st, mask))
+			const repeat, trials = 20000, 25
+			var costs []float64
+			for b.Loop() {
+				costs = costs[:0]
+				for range trials {
+					costs = append(costs, runNs(b, p.objs.MlsBenchNet, repeat)-runNs(b, p.objs.MlsBenchNetEmpty, repeat))
+				}
+			}
+			mean := 0.0
+			for _, c := range costs {
+				mean += c
+			}
+			b.ReportMetric(slices.Min(costs), "best-ns/eval")
+			b.ReportMetric(mean/float64(len(costs)), "mean-ns/eval")
+		})
+	}
+}
+
+func bitsName(n int) string { return string(rune('0'+n/10)) + string(rune('0'+n%10)) + "-buckets" }
+
+// runNs is the kernel's mean run time of prog over repeat runs on a minimal packet.
+func runNs(b *testing.B, prog *ebpf.Program, repeat int) float64 {
+	ret, d, err := prog.Benchmark(make([]byte, 14), repeat, nil)
+	if err != nil || ret != 2 { // XDP_PASS
+		b.Fatalf("benchmark run: ret %d, %v", ret, err)
+	}
+	return float64(d.Nanoseconds())
+}
