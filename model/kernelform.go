@@ -24,8 +24,8 @@ import (
 //	keep local iff logit >= Bound
 //
 // The normalisation is folded into the first layer as in Predictor: with w_kj = W1[k][j]/Std_j
-// (float), unit k's pre-activation is b_k + sum_j w_kj*log1p(v_j), b_k = B1_k - sum_j
-// w_kj*Mean_j. Unit k has a scale s_k from its largest |w_kj|, which it puts at 32767 * 2^15
+// (float), unit k's pre-activation is b_k + sum_j w_kj*log1p(v_j), with b_k = the model's
+// B1[k] - sum_j w_kj*Mean_j. Unit k has a scale s_k from its largest |w_kj|, which it puts at 32767 * 2^15
 // (lowered so that |B1[k]| <= 2^52 where the bias is that large), and each input j a shift
 // XShift[j] in 0..15, the least that keeps round(w_kj * s_k / 2^XShift[j]) = W1[j][k] within
 // s16 for every unit: every weight is resolved to 15 bits of its input's largest, not of its
@@ -41,8 +41,9 @@ import (
 // reachable logit, so the clamp changes no decision.
 //
 // The input error is the table's, at most KernelTableMaxErr in log1p units (measured 3.3e-4
-// over every count, TestKernelTableError); the weights' rounding adds at most 2^-16 of each
-// input's largest weight, the shift and W2 below 2^-26 of the largest term.
+// over every count, TestKernelTableError); a weight's rounding is half a unit of W1, at most
+// 2^-15 of its input's largest weight (of its unit's largest divided by 2^15 where all of its
+// input's weights are that small); the shift and W2 lose less than 2^-26 of the largest term.
 //
 // NewKernelForm fills the fields; change them only to test. Logit and KeepLocal are the Go
 // reference of the BPF code, bit for bit (bpf/net_test.go), and allocate nothing.
