@@ -50,6 +50,8 @@ extern bool scx_bpf_dsq_move(struct bpf_iter_scx_dsq *it__iter, struct task_stru
 extern void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym;
 extern bool scx_bpf_dsq_move_vtime(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id, u64 enq_flags) __ksym;
 extern void scx_bpf_dsq_move_set_vtime(struct bpf_iter_scx_dsq *it__iter, u64 vtime) __ksym;
+// 7.x deprecates writing p->scx.dsq_vtime directly (a kernel notice at attach) for this kfunc.
+extern bool scx_bpf_task_set_dsq_vtime(struct task_struct *p, u64 vtime) __ksym;
 
 // Unused in this object; kept so that both objects have the same variables.
 const volatile u8 kf_legacy_names = 0;
@@ -78,6 +80,11 @@ static __always_inline bool mls_dsq_move_vtime(struct bpf_iter_scx_dsq *it, stru
 {
 	scx_bpf_dsq_move_set_vtime(it, vtime);
 	return scx_bpf_dsq_move_vtime(it, p, dsq_id, 0);
+}
+
+static __always_inline void mls_set_dsq_vtime(struct task_struct *p, u64 vtime)
+{
+	scx_bpf_task_set_dsq_vtime(p, vtime);
 }
 
 #else
@@ -136,6 +143,12 @@ static __always_inline bool mls_dsq_move_vtime(struct bpf_iter_scx_dsq *it, stru
 	}
 	scx_bpf_dsq_move_set_vtime(it, vtime);
 	return scx_bpf_dsq_move_vtime(it, p, dsq_id, 0);
+}
+
+// Before 7.x a struct_ops program writes the field itself.
+static __always_inline void mls_set_dsq_vtime(struct task_struct *p, u64 vtime)
+{
+	p->scx.dsq_vtime = vtime;
 }
 
 #endif

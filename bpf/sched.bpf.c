@@ -435,7 +435,7 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 	// Weighted vtime: the run time since running() (the kernel's own account of it, which
 	// sched_ext updates before calling stopping), x 100 / weight.
 	if (queue_vtime && cs->run.tid == p->pid && p->scx.weight)
-		p->scx.dsq_vtime += (p->se.sum_exec_runtime - cs->exec_start) * 100 / p->scx.weight;
+		mls_set_dsq_vtime(p, p->scx.dsq_vtime + (p->se.sum_exec_runtime - cs->exec_start) * 100 / p->scx.weight);
 	cs->run.tid = 0;
 	if (!mls_run_take_sample(&cs->run, p->pid))
 		return;
@@ -461,7 +461,7 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 SEC("struct_ops/mls_enable")
 void BPF_PROG(mls_enable, struct task_struct *p)
 {
-	p->scx.dsq_vtime = vtime_now;
+	mls_set_dsq_vtime(p, vtime_now);
 }
 
 SEC("struct_ops/mls_exit_task")
