@@ -135,15 +135,23 @@ static __always_inline bool is_ours(const struct task_struct *p)
 	return p->tgid == self_tgid;
 }
 
+// A task's lead over vtime_now is capped at this many slices: a low-weight task (nice 19 has
+// weight 1 of 100) is charged 100x its run time, and uncapped it could wait for seconds behind
+// CPU hogs, past the watchdog (see docs/SCHEDULER.md).
+#define VTIME_LEAD_SLICES 8
+
 // The vtime a task queues with: its own, but at most one slice behind the largest vtime of a
 // running task, so that a long sleep earns at most one slice of credit over the tasks that ran
-// meanwhile (the clamp is the queue's own slice, slice_ns: see docs/SCHEDULER.md).
+// meanwhile (the clamp is the queue's own slice, slice_ns: see docs/SCHEDULER.md), and at most
+// VTIME_LEAD_SLICES ahead of it.
 static __always_inline u64 queue_vtime_of(const struct task_struct *p)
 {
-	u64 vtime = p->scx.dsq_vtime, floor = vtime_now - slice_ns;
+	u64 vtime = p->scx.dsq_vtime, floor = vtime_now - slice_ns, ceiling = vtime_now + VTIME_LEAD_SLICES * slice_ns;
 
 	if ((s64)(vtime - floor) < 0)
 		vtime = floor;
+	if ((s64)(vtime - ceiling) > 0)
+		vtime = ceiling;
 	return vtime;
 }
 
