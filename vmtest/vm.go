@@ -118,22 +118,39 @@ func setup(t testing.TB) (*Env, error) {
 		return nil, fmt.Errorf("qemu-system-x86_64 not found (apt-get install qemu-system-x86): %w", err)
 	}
 
-	var stdout bytes.Buffer
-	cmd := exec.Command(filepath.Join(root, "vmtest", "fetch-kernel.sh"))
-	cmd.Dir = root
-	var stderr bytes.Buffer
+	if err := e.fetchKernel(); err != nil {
+		return nil, err
+	}
+	t.Logf("vmtest: kernel %s from %s (%v)", e.Kernel, e.KernelDir, time.Since(start).Round(time.Millisecond))
+	t0 := time.Now()
+	if err := e.buildInitrd(); err != nil {
+		return nil, err
+	}
+	t.Logf("vmtest: built mlsched + guest agent, initramfs %.1f MB (%v)", float64(len(e.baseInitrd))/1e6, time.Since(t0).Round(time.Millisecond))
+	return e, nil
+}
+
+// fetchKernel runs fetch-kernel.sh (Debian sid's sched_ext kernel, cached) and records it.
+func (e *Env) fetchKernel() error {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(filepath.Join(e.Root, "vmtest", "fetch-kernel.sh"))
+	cmd.Dir = e.Root
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("fetch-kernel.sh: %v\n%s", err, stderr.String())
+		return fmt.Errorf("fetch-kernel.sh: %v\n%s", err, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	e.KernelDir = lines[len(lines)-1]
 	if b, err := os.ReadFile(filepath.Join(e.KernelDir, "version")); err == nil {
 		e.Kernel = strings.TrimSpace(string(b))
 	}
-	t.Logf("vmtest: kernel %s from %s (%v)", e.Kernel, e.KernelDir, time.Since(start).Round(time.Millisecond))
+	return nil
+}
 
-	t0 := time.Now()
+// buildInitrd builds the static mlsched and the guest agent and packs them (and the
+// repository's default model) into the base initramfs every scenario starts from.
+func (e *Env) buildInitrd() error {
+	root := e.Root
 	bin := filepath.Join(e.OutDir, "bin")
 	e.BinDir = bin
 	builds := []struct{ out, pkg, ldflags string }{
@@ -144,21 +161,21 @@ func setup(t testing.TB) (*Env, error) {
 		if b.out == "mlsched" && os.Getenv("MLSCHED_VMTEST_MLSCHED") != "" {
 			// A prebuilt static binary (e.g. from a clean worktree while the tree is mid-edit).
 			if out, err := runCmd(root, nil, "cp", os.Getenv("MLSCHED_VMTEST_MLSCHED"), filepath.Join(bin, b.out)); err != nil {
-				return nil, fmt.Errorf("MLSCHED_VMTEST_MLSCHED: %v\n%s", err, out)
+				return fmt.Errorf("MLSCHED_VMTEST_MLSCHED: %v\n%s", err, out)
 			}
 			continue
 		}
 		env := []string{"CGO_ENABLED=0"}
 		if out, err := runCmd(root, env, goTool(), "build", "-trimpath", "-ldflags", b.ldflags,
 			"-o", filepath.Join(bin, b.out), b.pkg); err != nil {
-			return nil, fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
+			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
 		}
 	}
 	files := map[string]cpioData{}
 	for _, b := range builds {
 		data, err := os.ReadFile(filepath.Join(bin, b.out))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		files[b.out] = cpioData{perm: 0o755, data: data}
 	}
@@ -173,18 +190,17 @@ func setup(t testing.TB) (*Env, error) {
 	writeTree(cw, []string{"dev", "proc", "sys", "tmp", "root", "bin", "run"}, files)
 	cw.CharDev("dev/console", 5, 1) // init's stdio before devtmpfs is mounted
 	if err := cw.Close(); err != nil {
-		return nil, err
+		return err
 	}
 	// gzip -1: a few MB smaller than raw at a fraction of a second either side.
 	var gz bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
 	zw.Write(raw.Bytes())
 	if err := zw.Close(); err != nil {
-		return nil, err
+		return err
 	}
 	e.baseInitrd = gz.Bytes()
-	t.Logf("vmtest: built mlsched + guest agent, initramfs %.1f MB (%v)", float64(len(e.baseInitrd))/1e6, time.Since(t0).Round(time.Millisecond))
-	return e, nil
+	return nil
 }
 
 // HasCommand reports whether the mlsched under test has subcommand name, and, if flags are
@@ -414,8 +430,18 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 	}
 	run := a.run
 	t.Logf("vmtest %s: %v wall, guest uptime %.1fs at agent start; logs in %s", s.Name, run.Wall.Round(10*time.Millisecond), run.Hello.UptimeS, dir)
+	if e.report(t, s, a) {
+		t.FailNow()
+	}
+	return run
+}
 
-	fatal := false
+// report fails the test for everything that went wrong in a boot: the VM itself, the agent,
+// the steps that were not allowed to fail, and the kernel log (checked whatever else
+// happened: a splat explains most failures). It returns whether the failure is fatal.
+func (e *Env) report(t testing.TB, s *Scenario, a *attempt) (fatal bool) {
+	t.Helper()
+	run := a.run
 	if a.bootHung {
 		t.Errorf("VM %s: the boot hung (no hello from the guest agent within %v; attempt %d). Console tail:\n%s", s.Name, bootTimeout, run.Attempts, tail(run.Console, 40))
 		fatal = true
@@ -444,7 +470,6 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 			t.Errorf("step %d (%s %s%v) failed: %s\nstdout:\n%s\nstderr:\n%s", i, st.Op, st.Name, st.Args, r.Error, r.Stdout, r.Stderr)
 		}
 	}
-	// The kernel log is checked whatever else happened: a splat explains most failures.
 	allow := append(append([]*regexp.Regexp(nil), s.AllowKernelLog...), s.ExpectKernelLog...)
 	for _, f := range checkKernelLog(run.Console, allow) {
 		if f.context == "" {
@@ -458,10 +483,7 @@ func (e *Env) Boot(t testing.TB, s *Scenario) *Run {
 			t.Errorf("kernel console never printed a line matching %q. Tail:\n%s", re, tail(run.Console, 30))
 		}
 	}
-	if fatal {
-		t.FailNow()
-	}
-	return run
+	return fatal
 }
 
 // vmFiles is one scenario's VM, ready to boot: its initramfs and qemu command line.
