@@ -161,8 +161,7 @@ int BPF_PROG(mls_sys_enter, struct pt_regs *regs, long id)
 		if (!bpf_map_lookup_elem(&tree_tgids, &tgid))
 			return 0;
 	}
-	if (mls_on_sys_enter(&cpu_cur, (__u32)pid_tgid, id) == MLS_FEAT_TAKEOVER)
-		count(MLS_CNT_FEAT_TAKEOVER);
+	mls_on_sys_enter(&cpu_cur, &counters, MLS_CNT_FEAT_TAKEOVER, (__u32)pid_tgid, id);
 	return 0;
 }
 

@@ -178,24 +178,36 @@ static __always_inline struct mls_cpu_run *mls_cpu_run_of(void *cpu_map, __u32 c
 	return bpf_map_lookup_elem(cpu_map, &cpu);
 }
 
+// Add v to counter idx of an object's per-CPU counter map.
+static __always_inline void mls_count_add(void *counters, __u32 idx, __u64 v)
+{
+	__u64 *c = bpf_map_lookup_elem(counters, &idx);
+
+	if (c)
+		*c += v;
+}
+
 // sys_enter of task tid (pid_tgid's low half), syscall id: one decayed bucket bumped; a
 // sched_yield marks the CPU's running task, so that its leave counts as voluntary. cpu_map is
-// the object's per-CPU state map (looked up only for sched_yield). Returns how the task's
-// feature slot was found, for the object's take-over counter.
-static __always_inline enum mls_feat_claim mls_on_sys_enter(void *cpu_map, __u32 tid, __u64 id)
+// the object's per-CPU state map (looked up only for sched_yield); a feature slot taken from a
+// live thread adds one to counter takeover_idx of the object's per-CPU counter map (in the
+// branch that claims the slot, off the common path).
+static __always_inline void mls_on_sys_enter(void *cpu_map, void *counters, __u32 takeover_idx, __u32 tid, __u64 id)
 {
-	enum mls_feat_claim claim = MLS_FEAT_OWNED;
+	enum mls_feat_claim claim;
 	struct task_feat *f = mls_feat_own(tid, &claim);
 
-	if (f)
-		mls_feat_syscall(f, id);
+	if (!f)
+		return;
+	if (claim == MLS_FEAT_TAKEOVER)
+		mls_count_add(counters, takeover_idx, 1);
+	mls_feat_syscall(f, id);
 	if (id == MLS_NR_SCHED_YIELD) {
 		struct mls_cpu_run *r = mls_cpu_run_of(cpu_map, bpf_get_smp_processor_id());
 
 		if (r)
 			r->yielding = 1;
 	}
-	return claim;
 }
 
 // A task starts running on the CPU r describes (tid 0: the idle task).
@@ -229,14 +241,6 @@ static __always_inline bool mls_left_voluntarily(bool runnable, __u32 yielding)
 	return !runnable || yielding;
 }
 
-// Add v to counter idx of an object's per-CPU counter map.
-static __always_inline void mls_count_add(void *counters, __u32 idx, __u64 v)
-{
-	__u64 *c = bpf_map_lookup_elem(counters, &idx);
-
-	if (c)
-		*c += v;
-}
 
 // Fill the wake sample e, W (w_tid) waking while prev_cpu runs R (r->tid), and mark it pending
 // on r (the caller clears r->sample_tid if the sample is not emitted after all). The caller sets

@@ -556,8 +556,7 @@ int BPF_PROG(mls_sched_sys_enter, struct pt_regs *regs, long id)
 
 	if ((pid_tgid >> 32) == self_tgid)
 		return 0;
-	if (mls_on_sys_enter(&cpu_states, (u32)pid_tgid, id) == MLS_FEAT_TAKEOVER)
-		count(MLS_SC_FEAT_TAKEOVER);
+	mls_on_sys_enter(&cpu_states, &sched_counters, MLS_SC_FEAT_TAKEOVER, (u32)pid_tgid, id);
 	return 0;
 }
 
