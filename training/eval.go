@@ -22,6 +22,31 @@ type Evaluation struct {
 	HasHeuristic bool
 	Threshold    float64
 	Traces       []string
+
+	// Kernel is set when the evaluation ran with a kernel form (EvaluateFilesWith): how its
+	// decisions compare with the float net's, and its own figures against the labels.
+	Kernel *KernelEvaluation
+}
+
+// KernelEvaluation is the kernel form (model.KernelForm, the integer net BPF evaluates) on the
+// same samples as the float net (model.Predictor).
+type KernelEvaluation struct {
+	// Agree counts the samples on which KernelForm.KeepLocal decided as Predictor.KeepLocal;
+	// KernelKeeps and FloatKeeps those each decided to keep local.
+	N, Agree                int
+	KernelKeeps, FloatKeeps int
+	// MaxLogitErr is the largest |KernelForm.FloatLogit - Predictor.Logit| over the samples.
+	MaxLogitErr float64
+	// Net scores the kernel form's decisions (its logit as the AUC score).
+	Net Metrics
+}
+
+// Agreement is the fraction of the samples on which both decided alike (1 with no samples).
+func (k *KernelEvaluation) Agreement() float64 {
+	if k.N == 0 {
+		return 1
+	}
+	return float64(k.Agree) / float64(k.N)
 }
 
 // EvaluateFiles runs m over every sample of the trace files, as the scheduler would (model's
@@ -29,6 +54,12 @@ type Evaluation struct {
 // the model's feature schema and a horizon at least the model's (longer ones are relabelled,
 // see Relabel). Memory: 19 bytes per sample.
 func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
+	return EvaluateFilesWith(m, paths, nil)
+}
+
+// EvaluateFilesWith is EvaluateFiles that also runs kf, the kernel form of m, on every sample
+// and fills Evaluation.Kernel (kf nil: EvaluateFiles). Memory: 28 bytes per sample with kf.
+func EvaluateFilesWith(m *model.Model, paths []string, kf *model.KernelForm) (*Evaluation, error) {
 	ev := &Evaluation{Threshold: float64(m.Threshold)}
 	if s, ok := m.Meta.Notes[NoteHeuristicNs]; ok {
 		if t, err := strconv.ParseUint(s, 10, 64); err == nil {
@@ -40,6 +71,9 @@ func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 	var decisions []bool
 	var scores []float64
 	var onCPU []uint64
+	var kdecisions []bool
+	var kscores []float64
+	var kev KernelEvaluation
 	for _, path := range paths {
 		err := func() error {
 			f, err := os.Open(path)
@@ -67,9 +101,16 @@ func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 				}
 				Relabel(&s, m.HorizonNs)
 				labels = append(labels, s.Label&1)
-				decisions = append(decisions, pred.KeepLocal(&s.Feats))
-				scores = append(scores, float64(pred.Logit(&s.Feats)))
+				keep, logit := pred.KeepLocal(&s.Feats), float64(pred.Logit(&s.Feats))
+				decisions = append(decisions, keep)
+				scores = append(scores, logit)
 				onCPU = append(onCPU, s.ROnCPUNs)
+				if kf != nil {
+					kkeep, klogit := kf.KeepLocal(&s.Feats), kf.FloatLogit(&s.Feats)
+					kev.add(keep, kkeep, math.Abs(klogit-logit))
+					kdecisions = append(kdecisions, kkeep)
+					kscores = append(kscores, klogit)
+				}
 			}
 		}()
 		if err != nil {
@@ -78,6 +119,10 @@ func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 		ev.Traces = append(ev.Traces, path)
 	}
 	ev.Net = Score(labels, decisions, scores)
+	if kf != nil {
+		kev.Net = Score(labels, kdecisions, kscores)
+		ev.Kernel = &kev
+	}
 	ev.Majority = Majority(labels)
 	if ev.HasHeuristic {
 		ev.Heuristic = Heuristic(labels, onCPU, ev.HeuristicNs)
@@ -86,4 +131,18 @@ func EvaluateFiles(m *model.Model, paths []string) (*Evaluation, error) {
 			Precision: math.NaN(), Recall: math.NaN(), AUC: math.NaN()}
 	}
 	return ev, nil
+}
+
+func (k *KernelEvaluation) add(floatKeep, kernelKeep bool, logitErr float64) {
+	k.N++
+	if floatKeep == kernelKeep {
+		k.Agree++
+	}
+	if floatKeep {
+		k.FloatKeeps++
+	}
+	if kernelKeep {
+		k.KernelKeeps++
+	}
+	k.MaxLogitErr = max(k.MaxLogitErr, logitErr)
 }
