@@ -244,3 +244,49 @@ int mls_bench_net_empty(struct xdp_md *ctx)
 	test_net_keep = net->bound;
 	return XDP_PASS;
 }
+
+// One whole decision of the wakeup path, as the scheduler takes it: the net (test_net_map) and
+// R's feature slot (task_feat_slots, features.h) found by R's tid test_dec_tid, the used
+// buckets decayed and the net evaluated on them (net.h), the logit compared with the bound.
+// mls_test_decision checks it (a syscall program), mls_bench_decision times it (XDP, which
+// BPF_PROG_TEST_RUN repeats) over its floor mls_bench_xdp_empty: returns 2 for a record it
+// cannot use, 3 for a tid with no slot.
+__u32 test_dec_tid;
+__s64 test_dec_logit;
+__u32 test_dec_keep;
+
+static __always_inline int test_decision(void)
+{
+	__u32 zero = 0;
+	struct mls_net *net = bpf_map_lookup_elem(&test_net_map, &zero);
+	struct task_feat *f;
+	__s64 logit;
+
+	if (!net || !mls_net_usable(net))
+		return 2;
+	f = mls_feat_peek(test_dec_tid);
+	if (!f)
+		return 3;
+	logit = mls_net_logit(net, f);
+	test_dec_logit = logit;
+	test_dec_keep = mls_net_keep_local(net, logit);
+	return 0;
+}
+
+SEC("syscall")
+int mls_test_decision(void *ctx)
+{
+	return test_decision();
+}
+
+SEC("xdp")
+int mls_bench_decision(struct xdp_md *ctx)
+{
+	return test_decision() ? XDP_ABORTED : XDP_PASS;
+}
+
+SEC("xdp")
+int mls_bench_xdp_empty(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}

@@ -36,6 +36,7 @@ const (
 	testprogsMapTaskFeatSlots        = "task_feat_slots"
 	testprogsMapTestNetMap           = "test_net_map"
 	testprogsProgMlsBenchArray       = "mls_bench_array"
+	testprogsProgMlsBenchDecision    = "mls_bench_decision"
 	testprogsProgMlsBenchEmpty       = "mls_bench_empty"
 	testprogsProgMlsBenchEmptySwitch = "mls_bench_empty_switch"
 	testprogsProgMlsBenchEmptyWaking = "mls_bench_empty_waking"
@@ -46,13 +47,18 @@ const (
 	testprogsProgMlsBenchNetEmpty    = "mls_bench_net_empty"
 	testprogsProgMlsBenchProbeRead   = "mls_bench_probe_read"
 	testprogsProgMlsBenchRingbuf     = "mls_bench_ringbuf"
+	testprogsProgMlsBenchXdpEmpty    = "mls_bench_xdp_empty"
 	testprogsProgMlsTestDecay        = "mls_test_decay"
+	testprogsProgMlsTestDecision     = "mls_test_decision"
 	testprogsProgMlsTestNet          = "mls_test_net"
 	testprogsProgMlsTestVoluntary    = "mls_test_voluntary"
 	testprogsVarExpSink              = "exp_sink"
 	testprogsVarMlsAbiTypes          = "mls_abi_types"
 	testprogsVarMlsFeatMask          = "mls_feat_mask"
 	testprogsVarTestCount            = "test_count"
+	testprogsVarTestDecKeep          = "test_dec_keep"
+	testprogsVarTestDecLogit         = "test_dec_logit"
+	testprogsVarTestDecTid           = "test_dec_tid"
 	testprogsVarTestNetFeat          = "test_net_feat"
 	testprogsVarTestNetKeep          = "test_net_keep"
 	testprogsVarTestNetLogit         = "test_net_logit"
@@ -109,6 +115,7 @@ type testprogsSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsProgramSpecs struct {
 	MlsBenchArray       *ebpf.ProgramSpec `ebpf:"mls_bench_array"`
+	MlsBenchDecision    *ebpf.ProgramSpec `ebpf:"mls_bench_decision"`
 	MlsBenchEmpty       *ebpf.ProgramSpec `ebpf:"mls_bench_empty"`
 	MlsBenchEmptySwitch *ebpf.ProgramSpec `ebpf:"mls_bench_empty_switch"`
 	MlsBenchEmptyWaking *ebpf.ProgramSpec `ebpf:"mls_bench_empty_waking"`
@@ -119,7 +126,9 @@ type testprogsProgramSpecs struct {
 	MlsBenchNetEmpty    *ebpf.ProgramSpec `ebpf:"mls_bench_net_empty"`
 	MlsBenchProbeRead   *ebpf.ProgramSpec `ebpf:"mls_bench_probe_read"`
 	MlsBenchRingbuf     *ebpf.ProgramSpec `ebpf:"mls_bench_ringbuf"`
+	MlsBenchXdpEmpty    *ebpf.ProgramSpec `ebpf:"mls_bench_xdp_empty"`
 	MlsTestDecay        *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
+	MlsTestDecision     *ebpf.ProgramSpec `ebpf:"mls_test_decision"`
 	MlsTestNet          *ebpf.ProgramSpec `ebpf:"mls_test_net"`
 	MlsTestVoluntary    *ebpf.ProgramSpec `ebpf:"mls_test_voluntary"`
 }
@@ -144,6 +153,9 @@ type testprogsVariableSpecs struct {
 	MlsAbiTypes    *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 	MlsFeatMask    *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.VariableSpec `ebpf:"test_count"`
+	TestDecKeep    *ebpf.VariableSpec `ebpf:"test_dec_keep"`
+	TestDecLogit   *ebpf.VariableSpec `ebpf:"test_dec_logit"`
+	TestDecTid     *ebpf.VariableSpec `ebpf:"test_dec_tid"`
 	TestNetFeat    *ebpf.VariableSpec `ebpf:"test_net_feat"`
 	TestNetKeep    *ebpf.VariableSpec `ebpf:"test_net_keep"`
 	TestNetLogit   *ebpf.VariableSpec `ebpf:"test_net_logit"`
@@ -204,6 +216,9 @@ type testprogsVariables struct {
 	MlsAbiTypes    *ebpf.Variable `ebpf:"mls_abi_types"`
 	MlsFeatMask    *ebpf.Variable `ebpf:"mls_feat_mask"`
 	TestCount      *ebpf.Variable `ebpf:"test_count"`
+	TestDecKeep    *ebpf.Variable `ebpf:"test_dec_keep"`
+	TestDecLogit   *ebpf.Variable `ebpf:"test_dec_logit"`
+	TestDecTid     *ebpf.Variable `ebpf:"test_dec_tid"`
 	TestNetFeat    *ebpf.Variable `ebpf:"test_net_feat"`
 	TestNetKeep    *ebpf.Variable `ebpf:"test_net_keep"`
 	TestNetLogit   *ebpf.Variable `ebpf:"test_net_logit"`
@@ -222,6 +237,7 @@ type testprogsVariables struct {
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsPrograms struct {
 	MlsBenchArray       *ebpf.Program `ebpf:"mls_bench_array"`
+	MlsBenchDecision    *ebpf.Program `ebpf:"mls_bench_decision"`
 	MlsBenchEmpty       *ebpf.Program `ebpf:"mls_bench_empty"`
 	MlsBenchEmptySwitch *ebpf.Program `ebpf:"mls_bench_empty_switch"`
 	MlsBenchEmptyWaking *ebpf.Program `ebpf:"mls_bench_empty_waking"`
@@ -232,7 +248,9 @@ type testprogsPrograms struct {
 	MlsBenchNetEmpty    *ebpf.Program `ebpf:"mls_bench_net_empty"`
 	MlsBenchProbeRead   *ebpf.Program `ebpf:"mls_bench_probe_read"`
 	MlsBenchRingbuf     *ebpf.Program `ebpf:"mls_bench_ringbuf"`
+	MlsBenchXdpEmpty    *ebpf.Program `ebpf:"mls_bench_xdp_empty"`
 	MlsTestDecay        *ebpf.Program `ebpf:"mls_test_decay"`
+	MlsTestDecision     *ebpf.Program `ebpf:"mls_test_decision"`
 	MlsTestNet          *ebpf.Program `ebpf:"mls_test_net"`
 	MlsTestVoluntary    *ebpf.Program `ebpf:"mls_test_voluntary"`
 }
@@ -240,6 +258,7 @@ type testprogsPrograms struct {
 func (p *testprogsPrograms) Close() error {
 	return _TestprogsClose(
 		p.MlsBenchArray,
+		p.MlsBenchDecision,
 		p.MlsBenchEmpty,
 		p.MlsBenchEmptySwitch,
 		p.MlsBenchEmptyWaking,
@@ -250,7 +269,9 @@ func (p *testprogsPrograms) Close() error {
 		p.MlsBenchNetEmpty,
 		p.MlsBenchProbeRead,
 		p.MlsBenchRingbuf,
+		p.MlsBenchXdpEmpty,
 		p.MlsTestDecay,
+		p.MlsTestDecision,
 		p.MlsTestNet,
 		p.MlsTestVoluntary,
 	)
