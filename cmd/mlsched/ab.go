@@ -168,8 +168,9 @@ func runAB(o *abOpts, args []string) error {
 		return abError(err)
 	}
 	rep := ab.Analyze(res, ab.AnalyzeOptions{LowerIsBetter: o.lowerIsBetter, Resamples: o.resamples})
-	fmt.Fprintln(stdout)
-	if err := rep.WriteText(stdout); err != nil {
+	w := reportWriter(o.jsonPath, o.plotPath)
+	fmt.Fprintln(w)
+	if err := rep.WriteText(w); err != nil {
 		return err
 	}
 	if o.jsonPath != "" {

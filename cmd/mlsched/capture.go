@@ -160,11 +160,12 @@ func runCapture(o captureOpts, args []string) error {
 	if err := f.Commit(); err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
-	printCaptureSummary(stdout, o.out, reason, rep.Summary, rep.Bytes)
-	fmt.Fprintf(stdout, "  probes     %s\n", hooksDesc(sess.Probes))
-	fmt.Fprintf(stdout, "  privileges %s\n", privs)
+	w := reportWriter(o.out)
+	printCaptureSummary(w, o.out, reason, rep.Summary, rep.Bytes)
+	fmt.Fprintf(w, "  probes     %s\n", hooksDesc(sess.Probes))
+	fmt.Fprintf(w, "  privileges %s\n", privs)
 	if rep.SampledOut > 0 {
-		fmt.Fprintf(stdout, "  sampling   %d wakeups left out at random (%s)\n", rep.SampledOut, samplingDesc(o))
+		fmt.Fprintf(w, "  sampling   %d wakeups left out at random (%s)\n", rep.SampledOut, samplingDesc(o))
 	}
 	if cmdErr != nil {
 		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/mlsched/mlsched/features/outfile"
 	"io"
 	"os"
 	"sort"
@@ -71,6 +72,7 @@ func main() {
 
 func run(args []string, outW, errW io.Writer) int {
 	stdout, stderr = outW, errW
+	outfile.Stdout = outW // an output named "-"
 	if len(args) > 0 && args[0] == gateCommand {
 		return execGate(args[1:])
 	}
@@ -148,4 +150,15 @@ func printCommandHelp(w io.Writer, c *command, fs *flag.FlagSet) {
 			fmt.Fprintf(w, "\nFlags:\n%s", b.String())
 		}
 	}
+}
+
+// reportWriter is where a command prints its report for people: stdout, unless one of its
+// outputs is "-" (written to stdout itself), then stderr, so the two never mix.
+func reportWriter(outputs ...string) io.Writer {
+	for _, o := range outputs {
+		if o == "-" {
+			return stderr
+		}
+	}
+	return stdout
 }

@@ -76,7 +76,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	fs.StringVar(&o.thrFor, "threshold-for", "balanced", "the decision threshold maximises `balanced` accuracy or plain `accuracy` on validation")
 	fs.DurationVar(&o.horizon, "horizon", 0, "label for horizon `H` instead of the traces' own (relabels traces captured with H or longer)")
 	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
-	return func(args []string) error { return runTrain(o, args, os.Stdout) }
+	return func(args []string) error { return runTrain(o, args, reportWriter(o.out, o.plot)) }
 }
 
 func runTrain(o trainOpts, traces []string, w io.Writer) error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
 )
 
 // writeSynthTrace writes n samples labelled by a known rule (R yields iff its futex bucket is
@@ -145,5 +146,25 @@ func TestTrainRefuses(t *testing.T) {
 	}
 	if _, err := os.Stat(m); err == nil {
 		t.Error("a failed train left a model behind")
+	}
+}
+
+// `-o -` writes the model to stdout, and the report goes to stderr so that the two never mix.
+func TestTrainToStdout(t *testing.T) {
+	tr := filepath.Join(t.TempDir(), "a.trace")
+	writeSynthTrace(t, tr, 2000, 5, 1_000_000)
+	code, out, errs := runCLI(t, "train", "-o", "-", "--epochs", "2", tr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	p := filepath.Join(t.TempDir(), "m.bin")
+	if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := model.Load(p); err != nil {
+		t.Errorf("stdout is not a model file: %v", err)
+	}
+	if !strings.Contains(errs, "validation") {
+		t.Errorf("the report did not go to stderr:\n%s", errs)
 	}
 }

@@ -34,6 +34,7 @@ const Mode = 0o644
 // can be deferred) removes the temporary file and leaves the target as it was.
 type File struct {
 	f      *os.File
+	std    io.Writer // the target "-": Stdout
 	target string
 	tmp    string // "" when the target is written directly
 	done   bool
@@ -42,7 +43,7 @@ type File struct {
 // Create starts writing path. Nothing is visible at path until Commit.
 func Create(path string) (*File, error) {
 	if path == "-" {
-		return &File{f: os.Stdout, target: path}, nil
+		return &File{std: Stdout, target: path}, nil
 	}
 	if direct, follow, err := writeDirectly(path); err != nil {
 		return nil, err
@@ -147,8 +148,16 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// Stdout is where the target "-" goes (a command's own standard output; tests set it).
+var Stdout io.Writer = os.Stdout
+
 // Write writes to the temporary file (or the direct target).
-func (o *File) Write(p []byte) (int, error) { return o.f.Write(p) }
+func (o *File) Write(p []byte) (int, error) {
+	if o.std != nil {
+		return o.std.Write(p)
+	}
+	return o.f.Write(p)
+}
 
 // Name is where the bytes go until Commit: the temporary file, or the target written directly.
 func (o *File) Name() string {
@@ -168,7 +177,7 @@ func (o *File) Commit() error {
 		return errors.New("outfile: commit after commit or abort")
 	}
 	o.done = true
-	if o.f == os.Stdout {
+	if o.std != nil {
 		return nil
 	}
 	if o.tmp == "" {
@@ -199,7 +208,7 @@ func (o *File) Abort() {
 		return
 	}
 	o.done = true
-	if o.f == os.Stdout {
+	if o.std != nil {
 		return
 	}
 	o.f.Close()
