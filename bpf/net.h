@@ -42,9 +42,23 @@ static __always_inline __u64 mls_net_gt(__u64 y, __u64 c)
 	return mls_net_opaque(c - y) >> 63;
 }
 
+// Bit lengths of 0..511 (bits.Len): mls_net_len9[y] for y < 512.
+#define MLS_NET_R2(n) n, n
+#define MLS_NET_R4(n) MLS_NET_R2(n), MLS_NET_R2(n)
+#define MLS_NET_R8(n) MLS_NET_R4(n), MLS_NET_R4(n)
+#define MLS_NET_R16(n) MLS_NET_R8(n), MLS_NET_R8(n)
+#define MLS_NET_R32(n) MLS_NET_R16(n), MLS_NET_R16(n)
+#define MLS_NET_R64(n) MLS_NET_R32(n), MLS_NET_R32(n)
+#define MLS_NET_R128(n) MLS_NET_R64(n), MLS_NET_R64(n)
+#define MLS_NET_R256(n) MLS_NET_R128(n), MLS_NET_R128(n)
+static const __u8 mls_net_len9[512] = {
+	0, 1, MLS_NET_R2(2), MLS_NET_R4(3), MLS_NET_R8(4), MLS_NET_R16(5), MLS_NET_R32(6), MLS_NET_R64(7),
+	MLS_NET_R128(8), MLS_NET_R256(9),
+};
+
 // The quantised input of count v: log1p(min(v, MaxCount) / 2^16) * 2^13, interpolated between
 // two table knots (model.KernelForm.input). Branch-free: v's segment s is the bit length of
-// v >> (MLS_NET_MANT + 1), found by halving.
+// y = v >> (MLS_NET_MANT + 1) < 2^18, read from mls_net_len9 for y or, past 511, for y >> 9.
 static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 count)
 {
 	__u64 v = count, d, y, s, t, i, frac;
@@ -53,20 +67,9 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 	d = v - MLS_NET_MAX_COUNT; // negative (as s64) below the clamp
 	v = MLS_NET_MAX_COUNT + (d & (__u64)((__s64)mls_net_opaque(d) >> 63));
 	y = v >> (MLS_NET_MANT + 1);
-	s = mls_net_gt(y, 0xffff) << 4;
-	y >>= s;
-	t = mls_net_gt(y, 0xff) << 3;
-	y >>= t;
-	s += t;
-	t = mls_net_gt(y, 0xf) << 2;
-	y >>= t;
-	s += t;
-	t = mls_net_gt(y, 0x3) << 1;
-	y >>= t;
-	s += t;
-	t = mls_net_gt(y, 0x1);
-	y >>= t;
-	s += t + y;
+	t = mls_net_gt(y, 511);
+	t += t << 3; // 9 past 511, else 0
+	s = mls_net_opaque(mls_net_len9[(y >> t) & 511]) + t;
 	i = mls_net_opaque((s << MLS_NET_MANT) + (v >> s));
 	frac = v & ((1ULL << s) - 1);
 	t0 = net->table[i & (MLS_NET_TABLE_LEN - 1)];

@@ -289,7 +289,7 @@ var benchBuckets = []int{0, 4, 8, 12, 16, 32, 64}
 
 // benchState is a task state with nbits used buckets (random ones, counts up to MaxCount, all
 // touched within the last 300 syscalls: every count decays to a nonzero value).
-func benchState(b *testing.B, rng *rand.Rand, nbits int) (*features.TaskState, uint64) {
+func benchState(b testing.TB, rng *rand.Rand, nbits int) (*features.TaskState, uint64) {
 	st := &features.TaskState{N: 5000}
 	var mask uint64
 	for _, j := range rng.Perm(features.NumBuckets)[:nbits] {
@@ -354,7 +354,7 @@ func BenchmarkBPFDecision(b *testing.B) {
 func bitsName(n int) string { return string(rune('0'+n/10)) + string(rune('0'+n%10)) + "-buckets" }
 
 // runNs is the kernel's mean run time of prog over repeat runs on a minimal packet.
-func runNs(b *testing.B, prog *ebpf.Program, repeat int) float64 {
+func runNs(b testing.TB, prog *ebpf.Program, repeat int) float64 {
 	ret, d, err := prog.Benchmark(make([]byte, 14), repeat, nil)
 	if err != nil || ret != 2 { // XDP_PASS
 		b.Fatalf("benchmark run: ret %d, %v", ret, err)

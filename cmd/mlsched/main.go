@@ -7,11 +7,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/mlsched/mlsched/features/outfile"
 	"io"
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/mlsched/mlsched/features/outfile"
 )
 
 // Exit codes shared by all commands; scripts can rely on them.
