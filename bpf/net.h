@@ -114,7 +114,6 @@ static __always_inline __s64 mls_net_logit(const struct mls_net *net, const stru
 #pragma unroll
 		for (int k = 0; k < MLS_NET_HIDDEN; k++) {
 			acc[k] += (__s64)((mls_net_opaque(row[k]) ^ 0x8000) * x);
-			asm volatile("" ::: "memory");
 		}
 	}
 	xsum <<= 15;

@@ -100,7 +100,7 @@ func abFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.duration, "duration", 0, "length of each run `D` (see above; 0: the workload's own)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill a workload run after `D` (0: 3x --duration + 1m, or 10m)")
 	fs.DurationVar(&o.attachTimeout, "attach-timeout", 30*time.Second, "an arm's scheduler must be enabled within `D` (loading takes ~5 s under qemu TCG)")
-	fs.StringVar(&o.jsonPath, "json", "", "write the report and every run as JSON to `FILE`")
+	fs.StringVar(&o.jsonPath, "json", "", "write the report and every run as JSON to `FILE` (- for stdout, the text report then goes to stderr)")
 	fs.StringVar(&o.plotPath, "plot", "", "write an SVG plot to `FILE`")
 	fs.StringVar(&o.metricRegexp, "metric-regexp", "", "read the throughput from the workload's output with `RE` (first group)")
 	fs.BoolVar(&o.lowerIsBetter, "lower-is-better", false, "the metric is a time or a latency: lower wins")

@@ -81,7 +81,7 @@ type captureOpts struct {
 
 func captureFlags(fs *flag.FlagSet) func([]string) error {
 	var o captureOpts
-	fs.StringVar(&o.out, "o", "", "write the trace to `FILE` (required)")
+	fs.StringVar(&o.out, "o", "", "write the trace to `FILE` (required; - for stdout, the summary then goes to stderr)")
 	fs.DurationVar(&o.duration, "duration", 0, "capture for `D` (default 10s without a command; with one, until it exits)")
 	fs.DurationVar(&o.horizon, "horizon", DefaultHorizon, "label horizon `H`: 1 if R yields within H")
 	fs.BoolVar(&o.onlyCommand, "only-command", false, "sample only COMMAND's process tree")

@@ -65,7 +65,7 @@ type trainOpts struct {
 
 func trainFlags(fs *flag.FlagSet) func([]string) error {
 	var o trainOpts
-	fs.StringVar(&o.out, "o", "", "write the model to `MODEL` (required)")
+	fs.StringVar(&o.out, "o", "", "write the model to `MODEL` (required; - for stdout, the report then goes to stderr)")
 	fs.StringVar(&o.plot, "plot", "", "write the training curves to `FILE` (SVG)")
 	fs.IntVar(&o.hidden, "hidden", model.DefaultHidden, "hidden units")
 	fs.IntVar(&o.epochs, "epochs", 20, "training epochs")
