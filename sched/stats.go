@@ -96,6 +96,7 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 	fmt.Fprintf(&b, "enq/s=%.0f ev/s=%.0f", float64(delta(bpf.SCEnqueue))/sec, float64(s.Events.Load()-prevEvents)/sec)
 	fmt.Fprintf(&b, " dec keep=%d migrate=%d fifo=%d", cur[bpf.SCKeep], cur[bpf.SCMigrate], cur[bpf.SCFIFO])
 	fmt.Fprintf(&b, " direct sel=%d ours=%d kthr=%d", cur[bpf.SCSelectDirect], cur[bpf.SCOurs], cur[bpf.SCKthread])
+	fmt.Fprintf(&b, " base(%s) policy=%d", s.Queue, cur[bpf.SCFIFOPolicy]+cur[bpf.SCVtimePolicy])
 	fmt.Fprintf(&b, " fb guard=%d ring=%d timeout=%d noidle=%d badcpu=%d stale=%d gone=%d reenq=%d norun=%d urbfull=%d",
 		cur[bpf.SCGuardFIFO], cur[bpf.SCRingFull], cur[bpf.SCTimeout], cur[bpf.SCNoIdle], cur[bpf.SCBadCPU], cur[bpf.SCDecStale],
 		cur[bpf.SCDecGone], cur[bpf.SCReenq], cur[bpf.SCNoRunning], s.RingFull.Load())
