@@ -1,11 +1,16 @@
 package model
 
 import (
+	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,17 +85,25 @@ func defaultForm(t testing.TB) (*Model, *KernelForm) {
 	return m, kf
 }
 
-func logCheck(t *testing.T, what string, c KernelCheck) {
+// logCheck reports c and fails below KernelMinAgreement.
+func logCheck(t *testing.T, what string, c KernelCheck) { logCheckGoal(t, what, c, KernelMinAgreement) }
+
+func logCheckGoal(t *testing.T, what string, c KernelCheck, goal float64) {
 	t.Helper()
 	t.Logf("%s: agree on %d of %d (%.3f%%), largest logit error %.3g, relative %.3g",
 		what, c.Agree, c.Inputs, 100*c.Rate(), c.MaxLogitErr, c.MaxRelLogitErr)
-	if c.Rate() < KernelMinAgreement {
-		t.Errorf("%s: agreement %.3f%% < %.0f%%", what, 100*c.Rate(), 100*KernelMinAgreement)
+	if c.Rate() < goal {
+		t.Errorf("%s: agreement %.3f%% < %.1f%%", what, 100*c.Rate(), 100*goal)
 	}
 }
 
-// The embedded default model: the kernel form decides as the float net does on realistic
-// inputs, of both generators.
+// defaultAgreementGoal is issue 12's bar for the default model: its kernel form decides as the
+// float net (Predictor.KeepLocal) on at least this fraction of the decisions.
+const defaultAgreementGoal = 0.995
+
+// The embedded default model: the kernel form decides as the float net does on at least 99.5%
+// of realistic inputs, of both generators. (The default model's training traces are not in
+// the repository; TestKernelFormTraceAgreement measures real traces when given them.)
 func TestKernelFormDefaultAgreement(t *testing.T) {
 	m, kf := defaultForm(t)
 	t.Logf("default model: hidden %d, shift %d, bound %d, out scale %.4g, x shifts %v", kf.Hidden, kf.Shift, kf.Bound, kf.OutScale, kf.XShift)
@@ -100,8 +113,66 @@ func TestKernelFormDefaultAgreement(t *testing.T) {
 	if testing.Short() {
 		n = 20_000
 	}
-	logCheck(t, "KernelCheckInput", kf.agreement(m, n, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
-	logCheck(t, "simulated tasks", kf.agreement(m, n/10, func(in *[features.NumBuckets]uint32) { taskInput(rng, in) }))
+	logCheckGoal(t, "KernelCheckInput", kf.agreement(m, n, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }), defaultAgreementGoal)
+	logCheckGoal(t, "simulated tasks", kf.agreement(m, n/10, func(in *[features.NumBuckets]uint32) { taskInput(rng, in) }), defaultAgreementGoal)
+}
+
+// The default model's kernel form on real traces: the time-held-out last 20% of each trace
+// named in MLSCHED_KERNEL_TRACES (space-separated; captured as `make default-model` does),
+// split as training splits them (by timestamp). Skipped without it.
+//
+//	MLSCHED_KERNEL_TRACES="a.trace b.trace" go test -run TraceAgreement -v ./model
+func TestKernelFormTraceAgreement(t *testing.T) {
+	paths := strings.Fields(os.Getenv("MLSCHED_KERNEL_TRACES"))
+	if len(paths) == 0 {
+		t.Skip("MLSCHED_KERNEL_TRACES names no traces")
+	}
+	m, kf := defaultForm(t)
+	var all KernelCheck
+	for _, path := range paths {
+		val := heldOut(t, path, 0.2)
+		i := 0
+		c := kf.agreement(m, len(val), func(in *[features.NumBuckets]uint32) { *in = val[i]; i++ })
+		logCheckGoal(t, path+", last 20%", c, defaultAgreementGoal)
+		all.Inputs += c.Inputs
+		all.Agree += c.Agree
+		all.MaxLogitErr, all.MaxRelLogitErr = max(all.MaxLogitErr, c.MaxLogitErr), max(all.MaxRelLogitErr, c.MaxRelLogitErr)
+	}
+	logCheckGoal(t, "all traces, last 20%", all, defaultAgreementGoal)
+}
+
+// heldOut is the counts of the last frac of trace path's samples by timestamp.
+func heldOut(t *testing.T, path string, frac float64) [][features.NumBuckets]uint32 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr, err := features.NewTraceReader(bufio.NewReader(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type sample struct {
+		ts    uint64
+		feats [features.NumBuckets]uint32
+	}
+	var ss []sample
+	var s features.Sample
+	for {
+		if err := tr.Next(&s); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, sample{s.TsNs, s.Feats})
+	}
+	slices.SortStableFunc(ss, func(a, b sample) int { return cmp.Compare(a.ts, b.ts) })
+	out := make([][features.NumBuckets]uint32, 0, len(ss))
+	for _, x := range ss[len(ss)-int(float64(len(ss))*frac):] {
+		out = append(out, x.feats)
+	}
+	return out
 }
 
 // handModel is a model with Std 1, Mean 0 and only the given parameters set.
