@@ -80,8 +80,13 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 }
 
 // The net's integer logit for task state f, its counts decayed to its current syscall number
-// as mls_feat_snapshot_sparse does: only the buckets of f->mask are read. Keep local iff the
-// result is >= net->bound (mls_net_keep_local).
+// as mls_feat_snapshot_sparse does: only the buckets of f->mask are read, and only those whose
+// count has not decayed to zero are evaluated. Keep local iff the result is >= net->bound
+// (mls_net_keep_local).
+//
+// Cost (docs/BENCHMARKS.md, issue 12): per evaluated bucket ~1 ns per hidden unit's multiply-add
+// (16 of them, about 60% of it), ~5 ns for the input quantisation, ~2 ns for the decay; a used
+// bucket decayed to zero costs ~6 ns (the bit scan, its two loads and the decay).
 //
 // Each weight is read as a u16 and offset to w + 2^15 >= 0 by flipping its top bit (one
 // instruction; without -mcpu=v4 a sign-extending load takes three), and 2^15 times the sum of
@@ -103,14 +108,19 @@ static __always_inline __s64 mls_net_logit(const struct mls_net *net, const stru
 	while (m && mls_can_loop) {
 		__u64 low = m & -m, x;
 		const __u16 *row;
-		__u32 b;
+		__u32 b, c;
 
 		m ^= low;
 		b = mls_debruijn[(low * MLS_DEBRUIJN) >> 58];
 		// clang knows the table's values are < 64 and would drop the mask the verifier needs.
 		asm volatile("" : "+r"(b));
 		b &= MLS_NUM_BUCKETS - 1;
-		x = mls_net_input(net, mls_decay(f->b[b].val, f->b[b].last, n)) << (net->x_shift[b] & 31);
+		c = mls_decay(f->b[b].val, f->b[b].last, n);
+		// A bucket decayed to zero adds nothing: most of a long-lived task's used buckets
+		// (its mask keeps every bucket since its slot was claimed) cost only this far.
+		if (!c)
+			continue;
+		x = mls_net_input(net, c) << (net->x_shift[b] & 31);
 		xsum += x;
 		row = (const __u16 *)net->w1[b];
 #pragma unroll

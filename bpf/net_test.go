@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"fmt"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -202,8 +203,9 @@ func (p *netProgs) decide(t testing.TB) (int64, bool) {
 
 // The net in BPF (net.h) computes exactly the Go reference's logit and decision
 // (model.KernelForm.Logit, KeepLocal) for the default model on simulated and arbitrary task
-// states, and for random kernel forms: at least 10,000 samples, each bit for bit. The whole
-// decision (R's slot found by its tid, then the net) gives the same on a part of them.
+// states (with buckets decayed to zero among the used ones too), and for random kernel forms:
+// at least 10,000 samples, each bit for bit. The whole decision (R's slot found by its tid,
+// then the net) gives the same on a part of them.
 func TestBPFNetMatchesGo(t *testing.T) {
 	p := loadNetProgs(t)
 	for name, prog := range map[string]*ebpf.Program{"mls_test_net": p.objs.MlsTestNet, "mls_test_decision": p.objs.MlsTestDecision} {
@@ -248,6 +250,11 @@ func TestBPFNetMatchesGo(t *testing.T) {
 		st, mask := rawState(rng)
 		check("default model, raw state", i, def, st, mask)
 	}
+	for i := range 1000 { // used buckets of which some decayed to zero, skipped by the net
+		used := rng.IntN(features.NumBuckets + 1)
+		st, mask := benchState(t, rng, benchCase{used, rng.IntN(used + 1)})
+		check("default model, stale buckets", i, def, st, mask)
+	}
 	var empty features.TaskState
 	check("default model, empty state", 0, def, &empty, 0)
 	// A record of another layout version (or a zeroed map value) is not evaluated.
@@ -284,37 +291,60 @@ func TestBPFNetMatchesGo(t *testing.T) {
 	}
 }
 
-// benchBuckets are the used-bucket counts the BPF benchmarks time.
-var benchBuckets = []int{0, 4, 8, 12, 16, 32, 64}
+// benchCase is a task state to time: used buckets in its mask, of which live have not
+// decayed to zero (the rest were last used more than features.PowLen syscalls ago).
+type benchCase struct{ used, live int }
 
-// benchState is a task state with nbits used buckets (random ones, counts up to MaxCount, all
-// touched within the last 300 syscalls: every count decays to a nonzero value).
-func benchState(b testing.TB, rng *rand.Rand, nbits int) (*features.TaskState, uint64) {
+func (c benchCase) String() string {
+	if c.live == c.used {
+		return fmt.Sprintf("%02d-buckets", c.used)
+	}
+	return fmt.Sprintf("%02d-buckets-%02d-live", c.used, c.live)
+}
+
+// benchCases are the states the BPF benchmarks time: every used bucket live, and the medians
+// of captured wakeups here (stress-ng: R has used 9 buckets, 1 of them live; nginx: 20, 7).
+var benchCases = []benchCase{{0, 0}, {4, 4}, {8, 8}, {12, 12}, {16, 16}, {32, 32}, {64, 64}, {9, 1}, {12, 3}, {20, 7}}
+
+// benchState is a task state of c's used buckets (random ones, live counts up to MaxCount
+// touched within the last 300 syscalls, so that they decay to nonzero values).
+func benchState(b testing.TB, rng *rand.Rand, c benchCase) (*features.TaskState, uint64) {
 	st := &features.TaskState{N: 5000}
 	var mask uint64
-	for _, j := range rng.Perm(features.NumBuckets)[:nbits] {
+	for i, j := range rng.Perm(features.NumBuckets)[:c.used] {
 		st.Val[j], st.Last[j] = 1+rng.Uint32N(features.MaxCount), st.N-rng.Uint32N(300)
+		if i >= c.live {
+			st.Last[j] = st.N - features.PowLen - rng.Uint32N(3000)
+		}
 		mask |= 1 << j
 	}
-	if bits.OnesCount64(mask) != nbits {
-		b.Fatal("mask")
+	var in [features.NumBuckets]uint32
+	st.Snapshot(&in)
+	live := 0
+	for _, v := range in {
+		if v != 0 {
+			live++
+		}
+	}
+	if bits.OnesCount64(mask) != c.used || live != c.live {
+		b.Fatalf("state: %d used, %d live; want %v", bits.OnesCount64(mask), live, c)
 	}
 	return st, mask
 }
 
 // benchTrials times prog over floor, repeated in the kernel, in trials each on a new state of
-// nbits used buckets (set by put), and reports the median, best and worst trial in ns per run.
-// Not an assertion: figures for docs, read +-30% on a shared vCPU.
+// each case (set by put), and reports the median, best and worst trial in ns per run. Not an
+// assertion: figures for docs, read +-30% on a shared vCPU.
 func benchTrials(b *testing.B, prog, floor *ebpf.Program, put func(*features.TaskState, uint64)) {
 	rng := rand.New(rand.NewPCG(71, 72))
-	for _, nbits := range benchBuckets {
-		b.Run(bitsName(nbits), func(b *testing.B) {
+	for _, c := range benchCases {
+		b.Run(c.String(), func(b *testing.B) {
 			const repeat, trials = 20000, 31
 			var costs []float64
 			for b.Loop() {
 				costs = costs[:0]
 				for range trials {
-					put(benchState(b, rng, nbits))
+					put(benchState(b, rng, c))
 					costs = append(costs, runNs(b, prog, repeat)-runNs(b, floor, repeat))
 				}
 			}
@@ -350,8 +380,6 @@ func BenchmarkBPFDecision(b *testing.B) {
 		p.setSlot(b, decTid, st, mask)
 	})
 }
-
-func bitsName(n int) string { return string(rune('0'+n/10)) + string(rune('0'+n%10)) + "-buckets" }
 
 // runNs is the kernel's mean run time of prog over repeat runs on a minimal packet.
 func runNs(b testing.TB, prog *ebpf.Program, repeat int) float64 {
