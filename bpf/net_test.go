@@ -49,16 +49,22 @@ func (p *netProgs) setState(t testing.TB, st *testprogsTaskFeat) {
 // eval runs mls_test_net on the state set: the logit and the decision.
 func (p *netProgs) eval(t testing.TB) (int64, bool) {
 	t.Helper()
-	ret, err := p.objs.MlsTestNet.Run(&ebpf.RunOptions{})
+	return runNet(t, p.objs.MlsTestNet, p.objs.TestNetLogit, p.objs.TestNetKeep)
+}
+
+// runNet runs prog, which must return 0, and reads the logit and the decision it stored.
+func runNet(t testing.TB, prog *ebpf.Program, logitVar, keepVar *ebpf.Variable) (int64, bool) {
+	t.Helper()
+	ret, err := prog.Run(&ebpf.RunOptions{})
 	if err != nil || ret != 0 {
-		t.Fatalf("test run: ret %d, %v", ret, err)
+		t.Fatalf("test run of %v: ret %d, %v", prog, ret, err)
 	}
 	var logit int64
 	var keep uint32
-	if err := p.objs.TestNetLogit.Get(&logit); err != nil {
+	if err := logitVar.Get(&logit); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.objs.TestNetKeep.Get(&keep); err != nil {
+	if err := keepVar.Get(&keep); err != nil {
 		t.Fatal(err)
 	}
 	return logit, keep != 0
@@ -186,19 +192,7 @@ func (p *netProgs) setSlot(t testing.TB, tid uint32, st *features.TaskState, mas
 // decide runs mls_test_decision (R's slot, the decay, the net): the logit and the decision.
 func (p *netProgs) decide(t testing.TB) (int64, bool) {
 	t.Helper()
-	ret, err := p.objs.MlsTestDecision.Run(&ebpf.RunOptions{})
-	if err != nil || ret != 0 {
-		t.Fatalf("decision run: ret %d, %v", ret, err)
-	}
-	var logit int64
-	var keep uint32
-	if err := p.objs.TestDecLogit.Get(&logit); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.objs.TestDecKeep.Get(&keep); err != nil {
-		t.Fatal(err)
-	}
-	return logit, keep != 0
+	return runNet(t, p.objs.MlsTestDecision, p.objs.TestDecLogit, p.objs.TestDecKeep)
 }
 
 // The net in BPF (net.h) computes exactly the Go reference's logit and decision

@@ -42,26 +42,25 @@ func boundaryCase(t *testing.T, dir string) (modelPath, trace string) {
 	m := model.New(1, 1_000_000)
 	m.W1[9], m.W2[0], m.B2 = 1, 1, -float32(math.Log(3))
 	trace = filepath.Join(dir, "boundary.trace")
-	var buf bytes.Buffer
-	w, err := features.NewTraceWriter(&buf, features.TraceHeader{
-		SchemaID: features.SchemaID(), HorizonNs: 1_000_000, NumCPU: 2, Command: "boundary"})
+	f, err := os.Create(trace)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2000 {
+	defer f.Close()
+	h := features.TraceHeader{SchemaID: features.SchemaID(), HorizonNs: 1_000_000, NumCPU: 2, Command: "boundary"}
+	tw, err := features.NewTraceWriter(f, h)
+	for i := 0; err == nil && i < 2000; i++ {
 		s := features.Sample{TsNs: uint64(i+1) * 1000, Outcome: features.OutcomeTimeout}
 		if i%2 == 1 {
 			s.Label, s.Outcome = 1, features.OutcomeVoluntary
 		}
 		s.Feats[9] = uint32(2*features.FixedOne - 200 + i%400)
-		if err := w.Write(&s); err != nil {
-			t.Fatal(err)
-		}
+		err = tw.Write(&s)
 	}
-	if err := w.Close(features.TraceSummary{}); err != nil {
-		t.Fatal(err)
+	if err == nil {
+		err = tw.Close(features.TraceSummary{})
 	}
-	if err := os.WriteFile(trace, buf.Bytes(), 0o644); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 	return saveModel(t, m, filepath.Join(dir, "boundary.bin")), trace
