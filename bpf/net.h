@@ -86,7 +86,7 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 //
 // Cost (docs/BENCHMARKS.md, issue 12): per evaluated bucket ~1 ns per hidden unit's multiply-add
 // (16 of them, about 60% of it), ~5 ns for the input quantisation, ~2 ns for the decay; a used
-// bucket decayed to zero costs ~6 ns (the bit scan, its two loads and the decay).
+// bucket decayed to zero costs 2-3.5 ns (the bit scan, its two loads and the decay).
 //
 // Each weight is read as a u16 and offset to w + 2^15 >= 0 by flipping its top bit (one
 // instruction; without -mcpu=v4 a sign-extending load takes three), and 2^15 times the sum of
