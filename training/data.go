@@ -188,7 +188,6 @@ func (ds *Dataset) appendSample(s *features.Sample) {
 	ds.TsNs = append(ds.TsNs, s.TsNs)
 }
 
-
 // split assigns rows first.. (one trace) to Train and Val by time: the last ValFrac of the
 // trace's samples, in timestamp order, are validation.
 func (ds *Dataset) split(first int) {
