@@ -147,6 +147,11 @@ enum mls_sched_counter {
 	MLS_SC_VTIME_POLICY,  // --policy vtime: shared weighted-vtime queue, no event
 	MLS_SC_APPLY_NO_CTX,  // apply: a pending task had no task storage: base queue
 	MLS_SC_FEAT_TAKEOVER, // a feature slot taken from a live thread (its state was lost)
+	MLS_SC_KERNEL_KEEP,    // --infer kernel: the net kept W on prev_cpu (its keep queue)
+	MLS_SC_KERNEL_MIGRATE, // --infer kernel: the net moved W to an idle CPU
+	MLS_SC_KERNEL_NO_IDLE, // --infer kernel: the net said migrate, no idle CPU: base queue
+	MLS_SC_KERNEL_NO_NET,  // --infer kernel: no usable net in the map: base queue
+	MLS_SC_KEEP_STOLEN,    // a kept task waited past --keep-budget and another CPU took it
 	MLS_SC_MAX,
 };
 

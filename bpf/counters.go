@@ -71,6 +71,11 @@ const (
 	SCVtimePolicy
 	SCApplyNoCtx
 	SCFeatTakeover
+	SCKernelKeep
+	SCKernelMigrate
+	SCKernelNoIdle
+	SCKernelNoNet
+	SCKeepStolen
 	NumSchedCounters
 )
 
@@ -89,6 +94,9 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_RTT_NS", "rtt_ns"}, {"MLS_SC_APPLY_RUN", "apply_run"}, {"MLS_SC_ORPHAN", "orphan"},
 	{"MLS_SC_GUARD_FIFO", "guard_fifo"}, {"MLS_SC_VTIME_POLICY", "vtime_policy"},
 	{"MLS_SC_APPLY_NO_CTX", "apply_no_ctx"}, {"MLS_SC_FEAT_TAKEOVER", "feat_takeover"},
+	{"MLS_SC_KERNEL_KEEP", "kernel_keep"}, {"MLS_SC_KERNEL_MIGRATE", "kernel_migrate"},
+	{"MLS_SC_KERNEL_NO_IDLE", "kernel_no_idle"}, {"MLS_SC_KERNEL_NO_NET", "kernel_no_net"},
+	{"MLS_SC_KEEP_STOLEN", "keep_stolen"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -23,12 +23,14 @@
 #include <bpf/bpf_core_read.h>
 
 #include "features.h"
+#include "net.h"
 #include "compat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define SHARED_DSQ 0
 #define PENDING_DSQ 1
+#define KEEP_DSQ(cpu) (2 + (u64)(cpu)) // --infer kernel: tasks the net kept on that CPU
 #define SCAN_MAX 64   // pending tasks looked at per dispatch
 #define DRAIN_MAX 128 // decisions read per dispatch
 
@@ -41,6 +43,8 @@ const volatile u64 pending_timeout_ns = 20000000;  // then the base queue withou
 const volatile u64 timer_period_ns = 2000000;      // stall timer
 const volatile u32 nr_cpus = 1;
 const volatile u64 user_stall_ns = 0; // exit when tasks wait and no decision came for this long; 0: never
+const volatile u8 infer_kernel = 0;     // the model policy decides in BPF with the net in `nets`
+const volatile u64 keep_budget_ns = 1000000; // a kept task waits at most this long for its CPU
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
@@ -49,6 +53,7 @@ u64 nr_rx;         // decisions read, for the stall timer
 u64 stall_rx_seen; // nr_rx at the stall timer's last tick
 u64 stall_since_ns; // since when events wait unread and no decision is read (0: not stalled)
 u64 vtime_now;      // the largest vtime of a task that started running (weighted ns)
+u32 net_active;     // which slot of `nets` the wakeup path reads (user space flips it after a write)
 
 enum task_state {
 	TS_NONE = 0,
@@ -58,7 +63,7 @@ enum task_state {
 
 struct task_ctx {
 	u64 seq;
-	u64 enq_ns;
+	u64 enq_ns;  // when it was queued for a decision, or kept (--infer kernel)
 	u32 state;
 	u16 cpu;
 	u8 action;
@@ -89,6 +94,23 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20); // resized by the loader
 } events SEC(".maps");
+
+// The net's kernel form (--infer kernel), two slots: user space writes the one not in use,
+// then flips net_active, so the wakeup path never reads half of one.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct mls_net);
+} nets SEC(".maps");
+
+// Per CPU: kept tasks it has run in a row ahead of the base queue (fairness to the base queue).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} keep_streak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
@@ -192,6 +214,107 @@ s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags
 	return prev_cpu;
 }
 
+// --infer kernel: W wakes while prev_cpu runs R; the net decides from R's features now.
+// Keep: W waits in prev_cpu's keep queue, which that CPU runs first, for at most keep_budget_ns
+// (then any CPU may take it). Migrate: an idle CPU W may run on, else the base queue. The sample
+// still goes to user space, marked as decided, for scoring and the guard.
+static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flags, s32 prev, struct cpu_state *cs,
+					     struct task_ctx *tctx)
+{
+	u32 slot = net_active & 1;
+	struct mls_net *net = bpf_map_lookup_elem(&nets, &slot);
+	struct task_feat *f = mls_feat_peek(cs->run.tid);
+	struct mls_wake *e;
+	u64 now = bpf_ktime_get_ns(), seq;
+	bool keep = false;
+	s32 cpu;
+
+	if (!net || !mls_net_usable(net)) {
+		enqueue_base(p, enq_flags);
+		count(MLS_SC_KERNEL_NO_NET);
+		return;
+	}
+	if (f)
+		keep = mls_net_keep_local(net, mls_net_logit(net, f));
+	else
+		keep = mls_net_keep_local(net, 0);
+	if (p->nr_cpus_allowed == 1)
+		keep = true;
+	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
+	tctx->seq = seq;
+	tctx->enq_ns = now;
+	tctx->state = TS_NONE;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
+		e->flags = MLS_WAKE_NO_DECISION;
+		e->nr_allowed = p->nr_cpus_allowed;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (keep) {
+		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, enq_flags);
+		count(MLS_SC_KERNEL_KEEP);
+		return;
+	}
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0) {
+		mls_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice_ns, enq_flags);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		count(MLS_SC_KERNEL_MIGRATE);
+		return;
+	}
+	enqueue_base(p, enq_flags);
+	count(MLS_SC_KERNEL_NO_IDLE);
+}
+
+// Another CPU's kept task that has waited past the budget, moved to this CPU; false if none.
+static __always_inline bool steal_overdue(s32 self)
+{
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	u64 now = bpf_ktime_get_ns();
+	bool moved = false;
+
+	for (u32 c = 0; c < MLS_MAX_CPUS && !moved; c++) {
+		if (c >= nr_cpus)
+			break;
+		if (c == (u32)self || scx_bpf_dsq_nr_queued(KEEP_DSQ(c)) == 0)
+			continue;
+		bpf_iter_scx_dsq_new(&it, KEEP_DSQ(c), 0);
+		p = bpf_iter_scx_dsq_next(&it); // the oldest: the queue is FIFO
+		if (p) {
+			tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+			if ((!tctx || now - tctx->enq_ns >= keep_budget_ns) && mls_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
+				count(MLS_SC_KEEP_STOLEN);
+				moved = true;
+			}
+		}
+		bpf_iter_scx_dsq_destroy(&it);
+	}
+	return moved;
+}
+
+// --infer kernel: this CPU's kept tasks first (they wait for it, cache-warm), but after 4 in a
+// row the base queue goes first once, so kept tasks never starve it.
+static __always_inline bool dispatch_kept(s32 cpu)
+{
+	u32 zero = 0, *streak = bpf_map_lookup_elem(&keep_streak, &zero);
+
+	if (!streak)
+		return false;
+	if (*streak >= 4 && scx_bpf_dsq_nr_queued(SHARED_DSQ) > 0) {
+		*streak = 0;
+		return false;
+	}
+	if (mls_dsq_move_to_local(KEEP_DSQ(cpu))) {
+		(*streak)++;
+		return true;
+	}
+	*streak = 0;
+	return false;
+}
+
 SEC("struct_ops/mls_enqueue")
 void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 {
@@ -238,6 +361,10 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	if (!tctx) {
 		enqueue_base(p, enq_flags);
 		count(MLS_SC_NO_CTX);
+		return;
+	}
+	if (infer_kernel && !guard_fifo) {
+		decide_in_kernel(p, enq_flags, prev, cs, tctx);
 		return;
 	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -401,6 +528,12 @@ SEC("struct_ops/mls_dispatch")
 void BPF_PROG(mls_dispatch, s32 cpu, struct task_struct *prev)
 {
 	count(MLS_SC_DISPATCH);
+	if (use_model && infer_kernel) {
+		if (dispatch_kept(cpu) || mls_dsq_move_to_local(SHARED_DSQ) || mls_dsq_move_to_local(KEEP_DSQ(cpu)))
+			return;
+		steal_overdue(cpu);
+		return;
+	}
 	if (use_model)
 		apply_decisions(false);
 	mls_dsq_move_to_local(SHARED_DSQ);
@@ -480,6 +613,18 @@ void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *a
 	mls_feat_forget(tid);
 }
 
+// Whether any CPU's keep queue holds a task (idle CPUs must look: one may be overdue).
+static __always_inline bool kept_anywhere(void)
+{
+	for (u32 c = 0; c < MLS_MAX_CPUS; c++) {
+		if (c >= nr_cpus)
+			break;
+		if (scx_bpf_dsq_nr_queued(KEEP_DSQ(c)) > 0)
+			return true;
+	}
+	return false;
+}
+
 // Kicks idle CPUs while tasks wait for decisions, so that a stalled user space still ends in
 // the base queue (idle CPUs call dispatch only when kicked).
 static char stall_fmt[] = "user space stalled: events unread and no decision for %llu ms";
@@ -496,13 +641,14 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		stall_since_ns = 0;
 	}
 	stall_rx_seen = rx;
-	if (user_stall_ns && stall_since_ns && now - stall_since_ns >= user_stall_ns) {
+	// (With the net in BPF nothing waits for user space: its events are only scored.)
+	if (!infer_kernel && user_stall_ns && stall_since_ns && now - stall_since_ns >= user_stall_ns) {
 		u64 arg[1] = { (now - stall_since_ns) / 1000000 };
 
 		scx_bpf_exit_bstr(0, stall_fmt, arg, sizeof(arg));
 		return 0;
 	}
-	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0) {
+	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0 || (infer_kernel && kept_anywhere())) {
 		for (u32 cpu = 0; cpu < MLS_MAX_CPUS; cpu++) {
 			if (cpu >= nr_cpus)
 				break;
@@ -529,6 +675,13 @@ s32 BPF_PROG(mls_init)
 	err = scx_bpf_create_dsq(PENDING_DSQ, -1);
 	if (err)
 		return err;
+	for (u32 c = 0; c < MLS_MAX_CPUS && infer_kernel; c++) {
+		if (c >= nr_cpus)
+			break;
+		err = scx_bpf_create_dsq(KEEP_DSQ(c), -1);
+		if (err)
+			return err;
+	}
 	st = bpf_map_lookup_elem(&stall_timer, &key);
 	if (!st)
 		return -2;

@@ -22,6 +22,13 @@ type SchedConfig struct {
 	// UseModel sends wakeups with a busy previous CPU to user space for a decision; without
 	// it the scheduler is its base queue alone, in BPF.
 	UseModel bool
+	// InferKernel (with UseModel) decides every wakeup in BPF with the net written by SetNet,
+	// instead of asking user space; KeepBudget bounds how long a kept task waits for its CPU.
+	InferKernel bool
+	KeepBudget  time.Duration
+	// Net is the first net (model.KernelForm.MarshalBinary), written before the scheduler
+	// attaches.
+	Net []byte
 	// QueueVtime orders the base queue (the shared DSQ every fallback goes to) by weighted
 	// virtual time, as the kernel's scx_simple does; false: a plain FIFO.
 	QueueVtime bool
@@ -127,6 +134,8 @@ type schedObjs struct {
 	Apply      *ebpf.Program  `ebpf:"mls_apply"`
 	ExitInfo   *ebpf.Variable `ebpf:"exit_info"`
 	SeqCounter *ebpf.Variable `ebpf:"mls_seq"`
+	Nets       *ebpf.Map      `ebpf:"nets"`
+	NetActive  *ebpf.Variable `ebpf:"net_active"`
 	GuardFIFO  *ebpf.Variable `ebpf:"guard_fifo"`
 }
 
@@ -213,11 +222,18 @@ func LoadSched(cfg SchedConfig) (*Sched, error) {
 		Counters: coll.Maps["sched_counters"], TaskFeats: coll.Maps["task_feat_slots"],
 		SysEnter: coll.Programs["mls_sched_sys_enter"], Apply: coll.Programs["mls_apply"], ExitInfo: coll.Variables["exit_info"],
 		SeqCounter: coll.Variables["mls_seq"], GuardFIFO: coll.Variables["guard_fifo"],
+		Nets: coll.Maps["nets"], NetActive: coll.Variables["net_active"],
 	}
 	if s.objs.Ops == nil || s.objs.Events == nil || s.objs.Decisions == nil || s.objs.Counters == nil ||
-		s.objs.SysEnter == nil || s.objs.ExitInfo == nil || s.objs.GuardFIFO == nil {
+		s.objs.SysEnter == nil || s.objs.ExitInfo == nil || s.objs.GuardFIFO == nil || s.objs.Nets == nil || s.objs.NetActive == nil {
 		coll.Close()
 		return nil, errors.New("load scheduler: object lacks an expected map, program or variable")
+	}
+	if cfg.Net != nil {
+		if err := s.SetNet(cfg.Net); err != nil {
+			coll.Close()
+			return nil, err
+		}
 	}
 	if err := s.attach(cfg.UseModel); err != nil {
 		s.Close()
@@ -265,9 +281,10 @@ func schedSpec(cfg SchedConfig) (*ebpf.CollectionSpec, string, error) {
 	spec.Maps["task_feat_slots"].MaxEntries = slots
 	vars := map[string]any{
 		"self_tgid": cfg.SelfTgid, "use_model": boolU8(cfg.UseModel), "queue_vtime": boolU8(cfg.QueueVtime),
+		"infer_kernel": boolU8(cfg.UseModel && cfg.InferKernel),
 		"nr_cpus": ncpu, "kf_legacy_names": boolU8(kv.legacy), "mls_feat_mask": slots - 1,
 	}
-	for name, d := range map[string]time.Duration{"slice_ns": cfg.Slice, "pending_timeout_ns": cfg.PendingTimeout,
+	for name, d := range map[string]time.Duration{"slice_ns": cfg.Slice, "pending_timeout_ns": cfg.PendingTimeout, "keep_budget_ns": cfg.KeepBudget,
 		"user_stall_ns": cfg.UserStall, "timer_period_ns": cfg.TimerPeriod} {
 		if d > 0 {
 			vars[name] = uint64(d)
@@ -334,6 +351,24 @@ func setOpsField(ms *ebpf.MapSpec, name string, v uint32) error {
 func (s *Sched) Apply() error {
 	_, err := s.objs.Apply.Run(&s.applyOpts)
 	return err
+}
+
+// SetNet makes net (a model.KernelForm's MarshalBinary) the one BPF decides with: it is written
+// to the slot not in use, then BPF is pointed at it, so a wakeup reads the old net or the new
+// one, never half of each. Call it from one goroutine.
+func (s *Sched) SetNet(net []byte) error {
+	var active uint32
+	if err := s.objs.NetActive.Get(&active); err != nil {
+		return fmt.Errorf("read the active net: %w", err)
+	}
+	next := (active & 1) ^ 1
+	if err := s.objs.Nets.Update(next, net, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write the net: %w", err)
+	}
+	if err := s.objs.NetActive.Set(next); err != nil {
+		return fmt.Errorf("switch to the new net: %w", err)
+	}
+	return nil
 }
 
 // SetGuardFIFO tells BPF that the model guard holds the policy at FIFO: wakeups then go to

@@ -19,7 +19,9 @@ const (
 	schedcompatMapCpuStates         = "cpu_states"
 	schedcompatMapDecisions         = "decisions"
 	schedcompatMapEvents            = "events"
+	schedcompatMapKeepStreak        = "keep_streak"
 	schedcompatMapMlschedOps        = "mlsched_ops"
+	schedcompatMapNets              = "nets"
 	schedcompatMapSchedCounters     = "sched_counters"
 	schedcompatMapStallTimer        = "stall_timer"
 	schedcompatMapTaskCtxs          = "task_ctxs"
@@ -37,10 +39,13 @@ const (
 	schedcompatProgMlsStopping      = "mls_stopping"
 	schedcompatVarExitInfo          = "exit_info"
 	schedcompatVarGuardFifo         = "guard_fifo"
+	schedcompatVarInferKernel       = "infer_kernel"
+	schedcompatVarKeepBudgetNs      = "keep_budget_ns"
 	schedcompatVarKfLegacyNames     = "kf_legacy_names"
 	schedcompatVarMlsAbiTypes       = "mls_abi_types"
 	schedcompatVarMlsFeatMask       = "mls_feat_mask"
 	schedcompatVarMlsSeq            = "mls_seq"
+	schedcompatVarNetActive         = "net_active"
 	schedcompatVarNrCpus            = "nr_cpus"
 	schedcompatVarNrRx              = "nr_rx"
 	schedcompatVarPendingTimeoutNs  = "pending_timeout_ns"
@@ -117,7 +122,9 @@ type schedcompatMapSpecs struct {
 	CpuStates     *ebpf.MapSpec `ebpf:"cpu_states"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	KeepStreak    *ebpf.MapSpec `ebpf:"keep_streak"`
 	MlschedOps    *ebpf.MapSpec `ebpf:"mlsched_ops"`
+	Nets          *ebpf.MapSpec `ebpf:"nets"`
 	SchedCounters *ebpf.MapSpec `ebpf:"sched_counters"`
 	StallTimer    *ebpf.MapSpec `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.MapSpec `ebpf:"task_ctxs"`
@@ -130,10 +137,13 @@ type schedcompatMapSpecs struct {
 type schedcompatVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
 	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
+	InferKernel      *ebpf.VariableSpec `ebpf:"infer_kernel"`
+	KeepBudgetNs     *ebpf.VariableSpec `ebpf:"keep_budget_ns"`
 	KfLegacyNames    *ebpf.VariableSpec `ebpf:"kf_legacy_names"`
 	MlsAbiTypes      *ebpf.VariableSpec `ebpf:"mls_abi_types"`
 	MlsFeatMask      *ebpf.VariableSpec `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.VariableSpec `ebpf:"mls_seq"`
+	NetActive        *ebpf.VariableSpec `ebpf:"net_active"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
@@ -171,7 +181,9 @@ type schedcompatMaps struct {
 	CpuStates     *ebpf.Map `ebpf:"cpu_states"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
 	Events        *ebpf.Map `ebpf:"events"`
+	KeepStreak    *ebpf.Map `ebpf:"keep_streak"`
 	MlschedOps    *ebpf.Map `ebpf:"mlsched_ops"`
+	Nets          *ebpf.Map `ebpf:"nets"`
 	SchedCounters *ebpf.Map `ebpf:"sched_counters"`
 	StallTimer    *ebpf.Map `ebpf:"stall_timer"`
 	TaskCtxs      *ebpf.Map `ebpf:"task_ctxs"`
@@ -183,7 +195,9 @@ func (m *schedcompatMaps) Close() error {
 		m.CpuStates,
 		m.Decisions,
 		m.Events,
+		m.KeepStreak,
 		m.MlschedOps,
+		m.Nets,
 		m.SchedCounters,
 		m.StallTimer,
 		m.TaskCtxs,
@@ -197,10 +211,13 @@ func (m *schedcompatMaps) Close() error {
 type schedcompatVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
 	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
+	InferKernel      *ebpf.Variable `ebpf:"infer_kernel"`
+	KeepBudgetNs     *ebpf.Variable `ebpf:"keep_budget_ns"`
 	KfLegacyNames    *ebpf.Variable `ebpf:"kf_legacy_names"`
 	MlsAbiTypes      *ebpf.Variable `ebpf:"mls_abi_types"`
 	MlsFeatMask      *ebpf.Variable `ebpf:"mls_feat_mask"`
 	MlsSeq           *ebpf.Variable `ebpf:"mls_seq"`
+	NetActive        *ebpf.Variable `ebpf:"net_active"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`

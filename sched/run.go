@@ -24,6 +24,12 @@ const (
 	PolicyVtime = "vtime" // the shared weighted-vtime queue, no model (scx_simple's placement)
 )
 
+// Where the model policy decides (--infer).
+const (
+	InferKernel = "kernel" // in BPF, at the wakeup, with the net's integer kernel form
+	InferUser   = "user"   // in the Go loop, with a round trip per wakeup
+)
+
 // Base queue names (--queue): where every wakeup the model does not place goes.
 const (
 	QueueVtime = "vtime"
@@ -48,8 +54,10 @@ func BaseQueue(policy, queue string) string {
 // Config is everything `mlsched run` passes on.
 type Config struct {
 	Policy         string
-	Queue          string       // the model policy's base queue: QueueVtime (default) or QueueFIFO
-	Model          *model.Model // required for PolicyModel
+	Queue          string        // the model policy's base queue: QueueVtime (default) or QueueFIFO
+	Infer          string        // the model policy: InferKernel (decide in BPF) or InferUser (ask the loop)
+	KeepBudget     time.Duration // --infer kernel: the longest a kept task waits for its CPU (0: the model's horizon)
+	Model          *model.Model  // required for PolicyModel
 	Slice          time.Duration
 	Watchdog       time.Duration
 	PendingTimeout time.Duration
@@ -161,7 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*Report, error) {
 	rep := &Report{}
-	s, err := bpf.LoadSched(bpf.SchedConfig{
+	sc := bpf.SchedConfig{
 		SelfTgid:       uint32(os.Getpid()),
 		UseModel:       cfg.Policy == PolicyModel,
 		QueueVtime:     BaseQueue(cfg.Policy, cfg.Queue) == QueueVtime,
@@ -170,14 +178,22 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		UserStall:      cfg.UserStall,
 		Watchdog:       cfg.Watchdog,
 		LogVerifier:    cfg.Verbose,
-	})
+	}
+	if cfg.Policy == PolicyModel && cfg.Infer != InferUser {
+		net, err := kernelNet(cfg.Model)
+		if err != nil {
+			return rep, err
+		}
+		sc.InferKernel, sc.Net, sc.KeepBudget = true, net, cmpOr(cfg.KeepBudget, time.Duration(cfg.Model.HorizonNs))
+	}
+	s, err := bpf.LoadSched(sc)
 	if err != nil {
 		return rep, err
 	}
 	defer s.Close()
 	rep.Variant = s.Variant
 	if cfg.Verbose {
-		fmt.Fprintf(cfg.Log, "attached %s, policy %s over the %s queue\n", s.Variant, cfg.Policy, st.Queue)
+		fmt.Fprintf(cfg.Log, "attached %s, policy %s over the %s queue%s\n", s.Variant, cfg.Policy, st.Queue, inferDesc(cfg))
 	}
 	var dl *dispatchLoop
 	if cfg.Policy == PolicyModel {
@@ -213,6 +229,32 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		runErr = fmt.Errorf("%w: %s", ErrEjected, rep.ExitLine())
 	}
 	return rep, runErr
+}
+
+// kernelNet is m's integer kernel form, as BPF reads it.
+func kernelNet(m *model.Model) ([]byte, error) {
+	kf, err := model.NewKernelForm(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w (or run it with --infer user)", err)
+	}
+	return kf.MarshalBinary()
+}
+
+func inferDesc(cfg Config) string {
+	if cfg.Policy != PolicyModel {
+		return ""
+	}
+	if cfg.Infer == InferUser {
+		return ", deciding in user space (--infer user)"
+	}
+	return ", deciding in the kernel (--infer kernel)"
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 // dispatchLoop is the model policy's user-space loop: wake events in, decisions out.

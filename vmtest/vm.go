@@ -94,6 +94,10 @@ func Setup(t testing.TB) *Env {
 	return env
 }
 
+// attachTimeout: loading the scheduler in the VM parses the kernel's BTF and runs the verifier
+// under TCG, several seconds on a busy host.
+const attachTimeout = 45 * time.Second
+
 func setup(t testing.TB) (*Env, error) {
 	start := time.Now()
 	root, err := moduleRoot()

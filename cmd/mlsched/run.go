@@ -54,6 +54,8 @@ type runOpts struct {
 	modelPath      string
 	policy         string
 	queue          string
+	infer          string
+	keepBudget     time.Duration
 	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
 	stats          time.Duration
@@ -72,6 +74,8 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.StringVar(&o.modelPath, "model", "", "model file `MODEL` (default: the model embedded in the binary)")
 	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model, vtime or fifo")
 	fs.StringVar(&o.queue, "queue", sched.QueueVtime, "model policy: the base `QUEUE` every fallback goes to, vtime or fifo")
+	fs.StringVar(&o.infer, "infer", sched.InferUser, "model policy: where the net decides, `WHERE`: kernel (in BPF, at the wakeup, nothing waits for user space) or user (a round trip to this process per wakeup)")
+	fs.DurationVar(&o.keepBudget, "keep-budget", 0, "--infer kernel: a task kept on its busy previous CPU waits at most `D` for it, then any allowed CPU may run it (default: the model's horizon)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
 	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
@@ -94,6 +98,9 @@ func runScheduler(o *runOpts, args []string) error {
 	o.fs.Visit(func(f *flag.Flag) { queueSet = queueSet || f.Name == "queue" })
 	if o.queue != sched.QueueVtime && o.queue != sched.QueueFIFO {
 		return errorf(exitUsage, "--queue %q: want vtime or fifo", o.queue)
+	}
+	if o.infer != sched.InferKernel && o.infer != sched.InferUser {
+		return errorf(exitUsage, "--infer %q: want kernel or user", o.infer)
 	}
 	switch o.policy {
 	case sched.PolicyFIFO, sched.PolicyVtime:
@@ -136,6 +143,8 @@ func runScheduler(o *runOpts, args []string) error {
 	rep, err := sched.Run(ctx, sched.Config{
 		Policy:         o.policy,
 		Queue:          o.queue,
+		Infer:          o.infer,
+		KeepBudget:     o.keepBudget,
 		Model:          m,
 		Slice:          o.slice,
 		Watchdog:       o.watchdog,
@@ -178,6 +187,8 @@ func schedError(err error) error {
 	switch {
 	case errors.Is(err, bpf.ErrNoSchedExt), errors.Is(err, bpf.ErrNoBTF):
 		return withCode(exitNoKernel, err)
+	case errors.Is(err, model.ErrKernelForm):
+		return withCode(exitBadInput, err)
 	case errors.Is(err, bpf.ErrBusy):
 		return withCode(exitBusy, err)
 	case errors.Is(err, bpf.ErrVerifier):
