@@ -259,10 +259,12 @@ func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]st
 		{"mlsched vtime", append(slices.Clone(run), "--policy", "vtime"), map[string]string{"-policy": "vtime"}, false},
 		{"mlsched model/fifo", append(slices.Clone(withModel), "--policy", "model", "--queue", "fifo"), map[string]string{"-policy": "model", "-queue": "fifo"}, true},
 		{"mlsched", withModel, nil, true}, // the default run: the model over the vtime queue
+		// The net in BPF (--infer kernel): nothing waits for user space.
+		{"mlsched kernel", append(slices.Clone(withModel), "--infer", "kernel"), map[string]string{"-infer": "kernel"}, true},
 	} {
 		why := ""
 		for flag, word := range c.needs {
-			entry := map[string]string{"-policy": policy, "-queue": queue}[flag]
+			entry := map[string]string{"-policy": policy, "-queue": queue, "-infer": flagHelp(runUsage, "-infer")}[flag]
 			if entry == "" {
 				why = fmt.Sprintf("`mlsched run` has no %s flag", flag)
 			} else if !strings.Contains(entry, word) {

@@ -113,6 +113,8 @@ const runUsageOld = `Flags:
 `
 
 const runUsageNew = `Flags:
+  -infer WHERE
+    	model policy: where the net decides, WHERE: kernel (in BPF) or user (default "user")
   -policy POLICY
     	POLICY: model, vtime or fifo (default "model")
   -queue QUEUE
@@ -136,14 +138,14 @@ func TestMlschedArms(t *testing.T) {
 		return n
 	}
 	arms, skipped := mlschedArms(runUsageOld, "embedded")
-	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched"}) {
+	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched"}) || !strings.Contains(skipped["mlsched kernel"], "-infer") {
 		t.Errorf("old binary: arms %v", got)
 	}
 	if !strings.Contains(skipped["mlsched vtime"], "vtime") || !strings.Contains(skipped["mlsched model/fifo"], "-queue") {
 		t.Errorf("old binary: skipped %v", skipped)
 	}
 	arms, skipped = mlschedArms(runUsageNew, "file")
-	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched"}) || len(skipped) != 0 {
+	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel"}) || len(skipped) != 0 {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
 	}
 	want := "/mlsched run --metrics-addr \"\" --model /default.bin --policy model --queue fifo"
@@ -152,6 +154,9 @@ func TestMlschedArms(t *testing.T) {
 	}
 	if got := shellJoinArgs(arms[1].Cmd); got != `/mlsched run --metrics-addr "" --policy vtime` {
 		t.Errorf("vtime command %q", got)
+	}
+	if got := shellJoinArgs(arms[4].Cmd); got != `/mlsched run --metrics-addr "" --model /default.bin --infer kernel` {
+		t.Errorf("kernel command %q", got)
 	}
 	if arms, skipped := mlschedArms(runUsageNew, ""); len(arms) != 2 || !strings.Contains(skipped["mlsched"], "model") {
 		t.Errorf("no model: arms %v, skipped %v", names(arms), skipped)
