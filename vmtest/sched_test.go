@@ -89,6 +89,11 @@ func policyArgs(e *Env, policy string, extra ...string) []string {
 	case "model-kernel":
 		args = append(args, "--infer", "kernel")
 	}
+	// "model" and "model-fifo" are the round-trip path (ring full, timeouts, the user ring):
+	// pinned to it where the binary decides in the kernel by default.
+	if (policy == "model" || policy == "model-fifo") && e.HasCommand("run", "-infer") {
+		args = append(args, "--infer", "user")
+	}
 	return append(args, extra...)
 }
 

@@ -23,11 +23,15 @@ func init() {
 		usage:   "[--model MODEL [--queue vtime|fifo] | --policy vtime|fifo] [--metrics-addr ADDR] [--stats D] [--slice D] [-v]",
 		help: `
 Attach mlsched as the machine's sched_ext scheduler until SIGINT or SIGTERM, then detach and
-print the exit report. With the model policy, a wakeup whose previous CPU is busy goes to user
-space: the model predicts from the running task's recent syscalls whether it will leave the CPU
-soon; if so the waking task stays on its cache-warm CPU (keep_local), otherwise it moves to an
-idle CPU (migrate_idle). Every wakeup the model does not place (no decision, user space late,
-ring full, the model guard tripped) goes to the base queue, in BPF.
+print the exit report. With the model policy, when a task wakes and its previous CPU is busy,
+the model predicts from the running task's recent syscalls whether it will leave the CPU soon;
+if so the waking task stays on its cache-warm CPU (keep_local), otherwise it moves to an idle
+CPU (migrate_idle). By default (--infer kernel) BPF decides at the wakeup with the model's
+integer form, and a kept task waits at most --keep-budget for its CPU before any idle CPU may
+run it; user space only scores the outcomes and runs the guard. --infer user asks this process
+for every decision instead (the older design, for comparison). Every wakeup the model does not
+place (the guard tripped, no idle CPU; with --infer user also user space late or ring full)
+goes to the base queue, in BPF.
 
 Policies:
   model  (default) the model's placement over --queue: vtime (default), or fifo (the
@@ -74,7 +78,7 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.StringVar(&o.modelPath, "model", "", "model file `MODEL` (default: the model embedded in the binary)")
 	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model, vtime or fifo")
 	fs.StringVar(&o.queue, "queue", sched.QueueVtime, "model policy: the base `QUEUE` every fallback goes to, vtime or fifo")
-	fs.StringVar(&o.infer, "infer", sched.InferUser, "model policy: where the net decides, `WHERE`: kernel (in BPF, at the wakeup, nothing waits for user space) or user (a round trip to this process per wakeup)")
+	fs.StringVar(&o.infer, "infer", sched.InferKernel, "model policy: where the net decides, `WHERE`: kernel (in BPF, at the wakeup, nothing waits for user space) or user (the older round trip to this process per wakeup, for comparison)")
 	fs.DurationVar(&o.keepBudget, "keep-budget", 0, "--infer kernel: a task kept on its busy previous CPU waits at most `D` for it, then any allowed CPU may run it (default: the model's horizon)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
