@@ -240,6 +240,9 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		keep = mls_net_keep_local(net, 0);
 	if (p->nr_cpus_allowed == 1)
 		keep = true;
+	// Its affinity may have changed since it last ran there.
+	if (keep && !bpf_cpumask_test_cpu(prev, p->cpus_ptr))
+		keep = false;
 	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	tctx->seq = seq;
 	tctx->enq_ns = now;
@@ -281,11 +284,18 @@ static __always_inline bool steal_overdue(s32 self)
 			break;
 		if (c == (u32)self || scx_bpf_dsq_nr_queued(KEEP_DSQ(c)) == 0)
 			continue;
+		// The oldest first (the queue is FIFO): the first overdue task this CPU may run.
 		bpf_iter_scx_dsq_new(&it, KEEP_DSQ(c), 0);
-		p = bpf_iter_scx_dsq_next(&it); // the oldest: the queue is FIFO
-		if (p) {
+		for (int i = 0; i < 8 && !moved; i++) {
+			p = bpf_iter_scx_dsq_next(&it);
+			if (!p)
+				break;
+			if (!bpf_cpumask_test_cpu(self, p->cpus_ptr))
+				continue;
 			tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-			if ((!tctx || now - tctx->enq_ns >= keep_budget_ns) && mls_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
+			if (tctx && now - tctx->enq_ns < keep_budget_ns)
+				break; // the rest came later
+			if (mls_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
 				count(MLS_SC_KEEP_STOLEN);
 				moved = true;
 			}
@@ -529,9 +539,11 @@ void BPF_PROG(mls_dispatch, s32 cpu, struct task_struct *prev)
 {
 	count(MLS_SC_DISPATCH);
 	if (use_model && infer_kernel) {
-		if (dispatch_kept(cpu) || mls_dsq_move_to_local(SHARED_DSQ) || mls_dsq_move_to_local(KEEP_DSQ(cpu)))
+		// Overdue kept tasks of other CPUs before the base queue: a CPU busy with the base
+		// queue must still take them, or they would wait for the watchdog.
+		if (dispatch_kept(cpu) || steal_overdue(cpu) || mls_dsq_move_to_local(SHARED_DSQ))
 			return;
-		steal_overdue(cpu);
+		mls_dsq_move_to_local(KEEP_DSQ(cpu));
 		return;
 	}
 	if (use_model)

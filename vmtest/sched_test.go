@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -214,6 +215,21 @@ func attachScenario(t *testing.T, policy string) {
 	enabled := s.MayFail(s.WaitFile(SCXState, "enabled", attachTimeout))
 	ops := s.Read(SCXOps, "/sys/kernel/sched_ext/switch_all", "/sys/kernel/sched_ext/enable_seq")
 	wl := s.Exec(d+60*time.Second, workloadArgs(d)...)
+	stress := -1
+	if policy == "model-kernel" {
+		// Kept tasks against CPU hogs and affinity churn (a task whose CPU is no longer
+		// allowed to it): every one still runs within its bound, the watchdog stays quiet.
+		if sng, err := exec.LookPath("stress-ng"); err == nil {
+			progs, err := hostPrograms(map[string]string{"/usr/bin/stress-ng": sng})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Programs = progs
+			stress = s.Exec(90*time.Second, "/usr/bin/stress-ng", "-c", "2", "--pipe", "2", "--affinity", "2", "--aggressive", "-t", "8s", "--metrics-brief")
+		} else if os.Getenv("CI") != "" {
+			t.Fatal("stress-ng is not installed (make test installs it)")
+		}
+	}
 	during := s.Read(SCXState)
 	s.Signal("sched", "INT")
 	exit := s.Wait("sched", 30*time.Second)
@@ -233,6 +249,9 @@ func attachScenario(t *testing.T, policy string) {
 		t.Errorf("state %q before mlsched started", got)
 	}
 	w := decodeWorkload(t, "under mlsched "+policy, r.Step(wl).Stdout)
+	if stress >= 0 && r.Step(stress).ExitCode != 0 {
+		t.Errorf("stress-ng under mlsched %s: exit %d\n%s\n%s", policy, r.Step(stress).ExitCode, r.Step(stress).Stdout, r.Step(stress).Stderr)
+	}
 	if got := r.Step(during).Values[SCXState]; got != "enabled" {
 		t.Errorf("state %q after the workload, want still enabled (ejected mid-run?)\nmlsched stderr:\n%s", got, sched.Stderr)
 	}
