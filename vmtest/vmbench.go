@@ -259,8 +259,9 @@ func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]st
 		{"mlsched vtime", append(slices.Clone(run), "--policy", "vtime"), map[string]string{"-policy": "vtime"}, false},
 		{"mlsched model/fifo", append(slices.Clone(withModel), "--policy", "model", "--queue", "fifo"), map[string]string{"-policy": "model", "-queue": "fifo"}, true},
 		{"mlsched", withModel, nil, true}, // the default run: the model over the vtime queue
-		// The net in BPF (--infer kernel): nothing waits for user space.
+		// The net in BPF (--infer kernel, the default since it exists), and the older round trip.
 		{"mlsched kernel", append(slices.Clone(withModel), "--infer", "kernel"), map[string]string{"-infer": "kernel"}, true},
+		{"mlsched user", append(slices.Clone(withModel), "--infer", "user"), map[string]string{"-infer": "user"}, true},
 	} {
 		why := ""
 		for flag, word := range c.needs {

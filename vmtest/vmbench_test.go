@@ -145,7 +145,7 @@ func TestMlschedArms(t *testing.T) {
 		t.Errorf("old binary: skipped %v", skipped)
 	}
 	arms, skipped = mlschedArms(runUsageNew, "file")
-	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel"}) || len(skipped) != 0 {
+	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user"}) || len(skipped) != 0 {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
 	}
 	want := "/mlsched run --metrics-addr \"\" --model /default.bin --policy model --queue fifo"
