@@ -36,8 +36,8 @@ func TestMetricsLint(t *testing.T) {
 			t.Errorf("metric %s missing", n)
 		}
 	}
-	if n := testutil.CollectAndCount(c, metricDecisions); n != 3 {
-		t.Errorf("%d decision series, want 3", n)
+	if n := testutil.CollectAndCount(c, metricDecisions); n != 5 { // keep, migrate, fifo; the kernel's keep and migrate
+		t.Errorf("%d decision series, want 5", n)
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(`
 # HELP mlsched_live_accuracy_ratio Model accuracy over the guard's sliding window of observed outcomes.
