@@ -76,6 +76,7 @@ const (
 	SCKernelNoIdle
 	SCKernelNoNet
 	SCKeepStolen
+	SCKernelSampleDrop
 	NumSchedCounters
 )
 
@@ -96,7 +97,7 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_APPLY_NO_CTX", "apply_no_ctx"}, {"MLS_SC_FEAT_TAKEOVER", "feat_takeover"},
 	{"MLS_SC_KERNEL_KEEP", "kernel_keep"}, {"MLS_SC_KERNEL_MIGRATE", "kernel_migrate"},
 	{"MLS_SC_KERNEL_NO_IDLE", "kernel_no_idle"}, {"MLS_SC_KERNEL_NO_NET", "kernel_no_net"},
-	{"MLS_SC_KEEP_STOLEN", "keep_stolen"},
+	{"MLS_SC_KEEP_STOLEN", "keep_stolen"}, {"MLS_SC_KERNEL_SAMPLE_DROP", "kernel_sample_drop"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -252,7 +252,9 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
 		e->flags = MLS_WAKE_NO_DECISION;
 		e->nr_allowed = p->nr_cpus_allowed;
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP); // user space polls: nothing waits for it
+	} else {
+		count(MLS_SC_KERNEL_SAMPLE_DROP);
 	}
 	if (keep) {
 		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, enq_flags);
@@ -605,7 +607,7 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 		o->seq = cs->run.sample_seq;
 		o->leave_ns = now > cs->run.sample_ns ? now - cs->run.sample_ns : 0;
 		o->ts_ns = now;
-		bpf_ringbuf_submit(o, 0);
+		bpf_ringbuf_submit(o, infer_kernel ? BPF_RB_NO_WAKEUP : 0);
 		count(MLS_SC_OUTCOME);
 	}
 }

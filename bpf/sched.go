@@ -282,7 +282,7 @@ func schedSpec(cfg SchedConfig) (*ebpf.CollectionSpec, string, error) {
 	vars := map[string]any{
 		"self_tgid": cfg.SelfTgid, "use_model": boolU8(cfg.UseModel), "queue_vtime": boolU8(cfg.QueueVtime),
 		"infer_kernel": boolU8(cfg.UseModel && cfg.InferKernel),
-		"nr_cpus": ncpu, "kf_legacy_names": boolU8(kv.legacy), "mls_feat_mask": slots - 1,
+		"nr_cpus":      ncpu, "kf_legacy_names": boolU8(kv.legacy), "mls_feat_mask": slots - 1,
 	}
 	for name, d := range map[string]time.Duration{"slice_ns": cfg.Slice, "pending_timeout_ns": cfg.PendingTimeout, "keep_budget_ns": cfg.KeepBudget,
 		"user_stall_ns": cfg.UserStall, "timer_period_ns": cfg.TimerPeriod} {

@@ -2,8 +2,10 @@ package sched
 
 import (
 	"errors"
+	"os"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/mlsched/mlsched/bpf"
@@ -20,16 +22,27 @@ type DecisionWriter interface {
 // copies the record into a reused buffer, decides and writes: no allocation. When the event
 // ring is empty and decisions were written, flush (if set) has BPF apply them at once.
 // It returns when the reader is closed, or flushed (Reader.Flush) once stop is set.
-func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error, stop *atomic.Bool) error {
+// With poll > 0 (--infer kernel: BPF submits without waking the reader) it reads what
+// accumulated every poll instead of being woken per event.
+func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error, stop *atomic.Bool, poll time.Duration) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var rec ringbuf.Record
 	rec.RawSample = make([]byte, 0, 512)
 	unflushed := 0
 	for {
+		if poll > 0 && rd.AvailableBytes() == 0 {
+			rd.SetDeadline(time.Now().Add(poll))
+		}
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if stop.Load() {
+					return nil
+				}
+				continue
 			}
 			if errors.Is(err, ringbuf.ErrFlushed) {
 				if stop.Load() {

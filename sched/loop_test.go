@@ -32,7 +32,7 @@ func TestLoopStopsOnFlush(t *testing.T) {
 	st := &Stats{}
 	var stop atomic.Bool
 	done := make(chan error, 1)
-	go func() { done <- loop(rd, NewDecider(nil, nil, st), &fakeWriter{}, nil, &stop) }()
+	go func() { done <- loop(rd, NewDecider(nil, nil, st), &fakeWriter{}, nil, &stop, 0) }()
 	// A flush without stop is ignored.
 	if err := rd.Flush(); err != nil {
 		t.Fatal(err)

@@ -283,7 +283,11 @@ func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
 		flush = s.Apply
 	}
 	dl := &dispatchLoop{done: make(chan error, 1), running: true}
-	go func() { dl.done <- loop(s.Events, d, s.Decisions, flush, &dl.halt) }()
+	var poll time.Duration
+	if cfg.Infer != InferUser {
+		poll = 50 * time.Millisecond // BPF does not wake the loop: nothing waits for it
+	}
+	go func() { dl.done <- loop(s.Events, d, s.Decisions, flush, &dl.halt, poll) }()
 	return dl
 }
 
