@@ -153,6 +153,7 @@ enum mls_sched_counter {
 	MLS_SC_KERNEL_NO_NET,  // --infer kernel: no usable net in the map: base queue
 	MLS_SC_KEEP_STOLEN,    // a kept task waited past --keep-budget and another CPU took it
 	MLS_SC_KERNEL_SAMPLE_DROP, // --infer kernel: the decided sample was lost (ring full), not scored
+	MLS_SC_KERNEL_CACHED,  // --infer kernel: R made no syscall since the net's last verdict on it: reused
 	MLS_SC_MAX,
 };
 

@@ -77,6 +77,7 @@ const (
 	SCKernelNoNet
 	SCKeepStolen
 	SCKernelSampleDrop
+	SCKernelCached
 	NumSchedCounters
 )
 
@@ -98,6 +99,7 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_KERNEL_KEEP", "kernel_keep"}, {"MLS_SC_KERNEL_MIGRATE", "kernel_migrate"},
 	{"MLS_SC_KERNEL_NO_IDLE", "kernel_no_idle"}, {"MLS_SC_KERNEL_NO_NET", "kernel_no_net"},
 	{"MLS_SC_KEEP_STOLEN", "keep_stolen"}, {"MLS_SC_KERNEL_SAMPLE_DROP", "kernel_sample_drop"},
+	{"MLS_SC_KERNEL_CACHED", "kernel_cached"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -22,6 +22,12 @@ struct task_feat {
 		__u32 val;
 		__u32 last;
 	} b[MLS_NUM_BUCKETS];
+	// The scheduler's verdict cache (--infer kernel): the net's answer for this state, valid
+	// while the task makes no syscall (n unchanged) and the net is the same (its generation):
+	// the features it reads change only with syscalls.
+	__u64 verdict_gen;
+	__u32 verdict_n; // n + 1 when cached (0: nothing cached)
+	__u32 verdict;   // 1: keep local
 };
 
 // Feature state in slots indexed by tid & mls_feat_mask. An array, not a hash or task

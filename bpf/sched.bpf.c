@@ -45,6 +45,7 @@ const volatile u32 nr_cpus = 1;
 const volatile u64 user_stall_ns = 0; // exit when tasks wait and no decision came for this long; 0: never
 const volatile u8 infer_kernel = 0;     // the model policy decides in BPF with the net in `nets`
 const volatile u64 keep_budget_ns = 1000000; // a kept task waits at most this long for its CPU
+const volatile u32 score_mask = 7;           // --infer kernel: one decided sample in score_mask+1 is scored
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
@@ -234,10 +235,19 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		count(MLS_SC_KERNEL_NO_NET);
 		return;
 	}
-	if (f)
-		keep = mls_net_keep_local(net, mls_net_logit(net, f));
-	else
+	if (!f) {
 		keep = mls_net_keep_local(net, 0);
+	} else if (f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
+		keep = f->verdict;
+		count(MLS_SC_KERNEL_CACHED);
+	} else {
+		u32 n = f->n; // before the net reads the state: R may make a syscall meanwhile
+
+		keep = mls_net_keep_local(net, mls_net_logit(net, f));
+		f->verdict = keep;
+		f->verdict_gen = net->generation;
+		f->verdict_n = n + 1;
+	}
 	if (p->nr_cpus_allowed == 1)
 		keep = true;
 	// Its affinity may have changed since it last ran there.
@@ -247,13 +257,15 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	tctx->seq = seq;
 	tctx->enq_ns = now;
 	tctx->state = TS_NONE;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	// A sample of the decisions goes to user space for scoring: enough for the guard's window,
+	// without a record per wakeup for a loop that is not in the decision path.
+	e = (seq & score_mask) ? NULL : bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (e) {
 		mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
 		e->flags = MLS_WAKE_NO_DECISION;
 		e->nr_allowed = p->nr_cpus_allowed;
 		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP); // user space polls: nothing waits for it
-	} else {
+	} else if (!(seq & score_mask)) {
 		count(MLS_SC_KERNEL_SAMPLE_DROP);
 	}
 	if (keep) {

@@ -50,6 +50,7 @@ const (
 	schedVarNrRx              = "nr_rx"
 	schedVarPendingTimeoutNs  = "pending_timeout_ns"
 	schedVarQueueVtime        = "queue_vtime"
+	schedVarScoreMask         = "score_mask"
 	schedVarSelfTgid          = "self_tgid"
 	schedVarSliceNs           = "slice_ns"
 	schedVarStallRxSeen       = "stall_rx_seen"
@@ -148,6 +149,7 @@ type schedVariableSpecs struct {
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
 	QueueVtime       *ebpf.VariableSpec `ebpf:"queue_vtime"`
+	ScoreMask        *ebpf.VariableSpec `ebpf:"score_mask"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
@@ -222,6 +224,7 @@ type schedVariables struct {
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
 	QueueVtime       *ebpf.Variable `ebpf:"queue_vtime"`
+	ScoreMask        *ebpf.Variable `ebpf:"score_mask"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`

@@ -50,6 +50,7 @@ const (
 	schedcompatVarNrRx              = "nr_rx"
 	schedcompatVarPendingTimeoutNs  = "pending_timeout_ns"
 	schedcompatVarQueueVtime        = "queue_vtime"
+	schedcompatVarScoreMask         = "score_mask"
 	schedcompatVarSelfTgid          = "self_tgid"
 	schedcompatVarSliceNs           = "slice_ns"
 	schedcompatVarStallRxSeen       = "stall_rx_seen"
@@ -148,6 +149,7 @@ type schedcompatVariableSpecs struct {
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
 	QueueVtime       *ebpf.VariableSpec `ebpf:"queue_vtime"`
+	ScoreMask        *ebpf.VariableSpec `ebpf:"score_mask"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
@@ -222,6 +224,7 @@ type schedcompatVariables struct {
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
 	QueueVtime       *ebpf.Variable `ebpf:"queue_vtime"`
+	ScoreMask        *ebpf.Variable `ebpf:"score_mask"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`

@@ -23,6 +23,9 @@ type testprogsTaskFeat struct {
 		Val  uint32
 		Last uint32
 	}
+	VerdictGen uint64
+	VerdictN   uint32
+	Verdict    uint32
 }
 
 // Names of all BPF objects in the ELF.

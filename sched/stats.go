@@ -95,8 +95,8 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 	sec := d.Seconds()
 	fmt.Fprintf(&b, "enq/s=%.0f ev/s=%.0f", float64(delta(bpf.SCEnqueue))/sec, float64(s.Events.Load()-prevEvents)/sec)
 	fmt.Fprintf(&b, " dec keep=%d migrate=%d fifo=%d", cur[bpf.SCKeep], cur[bpf.SCMigrate], cur[bpf.SCFIFO])
-	fmt.Fprintf(&b, " kernel keep=%d migrate=%d noidle=%d stolen=%d", cur[bpf.SCKernelKeep], cur[bpf.SCKernelMigrate],
-		cur[bpf.SCKernelNoIdle], cur[bpf.SCKeepStolen])
+	fmt.Fprintf(&b, " kernel keep=%d migrate=%d noidle=%d stolen=%d cached=%d", cur[bpf.SCKernelKeep], cur[bpf.SCKernelMigrate],
+		cur[bpf.SCKernelNoIdle], cur[bpf.SCKeepStolen], cur[bpf.SCKernelCached])
 	fmt.Fprintf(&b, " direct sel=%d ours=%d kthr=%d", cur[bpf.SCSelectDirect], cur[bpf.SCOurs], cur[bpf.SCKthread])
 	fmt.Fprintf(&b, " base(%s) policy=%d", s.Queue, cur[bpf.SCFIFOPolicy]+cur[bpf.SCVtimePolicy])
 	fmt.Fprintf(&b, " fb guard=%d ring=%d timeout=%d noidle=%d badcpu=%d stale=%d gone=%d reenq=%d norun=%d urbfull=%d",
