@@ -43,7 +43,7 @@ test: deps-test check-generate
 test-extra::
 
 # The main loop, end to end, in a VM with a sched_ext kernel (vmtest/demo.mk): capture ->
-# train -> run -> A/B default vs fifo vs the model; report, JSON and plots in $(DEMO_DIR)/.
+# train -> run -> A/B default vs fifo vs vtime vs the model; report, JSON and plots in $(DEMO_DIR)/.
 DEMO_DIR ?= demo-out
 demo: build
 	$(MAKE) --no-print-directory demo-vm

@@ -1,7 +1,7 @@
 # The end-to-end demo in the sched_ext VM (vmtest/demo_test.go; `make demo` runs demo-vm).
 # Boots Debian sid's sched_ext kernel under qemu TCG (thread=single: no int3 flake over the
 # demo's dozen attach/detach cycles) and, inside it: capture -> train -> run --stats 1s ->
-# ab default vs fifo vs the model. Prints each part, copies the A/B report, JSON and plots
+# ab default vs fifo vs vtime vs the model. Prints each part, copies the A/B report, JSON and plots
 # to $(DEMO_DIR)/. Installs qemu and fetches the kernel on first use (root). TCG numbers show
 # behaviour and overhead, not real-hardware speedups.
 #   make demo                         the whole loop (~6-9 min on 2 cores)

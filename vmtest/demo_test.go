@@ -108,11 +108,12 @@ func TestVMDemo(t *testing.T) {
 			t.Fatal("no default model: mlsched embeds none and model/default.bin is missing")
 		}
 	}
-	// 4. A/B: default vs fifo vs the model, interleaved, warm-up discarded.
+	// 4. A/B: default vs fifo vs vtime (the base queue alone) vs the model, interleaved,
+	// warm-up discarded.
 	warmup := 1
 	perRun := dur + 45*time.Second // attach (BPF load and verifier under TCG) + run + detach
-	abTimeout := time.Duration((runs+warmup)*3)*perRun + 2*time.Minute
-	abArgs := []string{"/mlsched", "ab", "--arm", "default", "--arm", "fifo", "--arm", modelArm,
+	abTimeout := time.Duration((runs+warmup)*4)*perRun + 2*time.Minute
+	abArgs := []string{"/mlsched", "ab", "--arm", "default", "--arm", "fifo", "--arm", "vtime", "--arm", modelArm,
 		"--runs", strconv.Itoa(runs), "--warmup", strconv.Itoa(warmup), "--duration", dur.String(),
 		"--attach-timeout", "90s", "--json", "/tmp/ab.json", "--plot", "/tmp/ab.svg", "--note", tcgNote, "--"}
 	d.step("mlsched ab", s.Exec(abTimeout, append(abArgs, demoWorkload...)...))
