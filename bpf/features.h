@@ -247,7 +247,6 @@ static __always_inline bool mls_left_voluntarily(bool runnable, __u32 yielding)
 	return !runnable || yielding;
 }
 
-
 // Fill the wake sample e, W (w_tid) waking while prev_cpu runs R (r->tid), and mark it pending
 // on r (the caller clears r->sample_tid if the sample is not emitted after all). The caller sets
 // the scheduler's fields (nr_allowed, flags).

@@ -2,8 +2,9 @@
 
 // SPDX-License-Identifier: GPL-2.0
 // The mlsched sched_ext scheduler: a shared base queue (weighted virtual time, or a plain FIFO),
-// plus, under the model policy, a round trip to user space for every wakeup whose previous
-// CPU is busy.
+// plus, under the model policy, a decision for every wakeup whose previous CPU is busy: by the
+// net in BPF at the wakeup (--infer kernel, decide_in_kernel below), or by a round trip to user
+// space (--infer user):
 //
 //   enqueue(W), prev_cpu runs R -> event {W, prev_cpu, R, R's features, seq} on `events`,
 //                                  W waits in PENDING_DSQ
@@ -105,13 +106,20 @@ struct {
 	__type(value, struct mls_net);
 } nets SEC(".maps");
 
-// Per CPU: kept tasks it has run in a row ahead of the base queue (fairness to the base queue).
+// Per CPU, --infer kernel: kept tasks it has run in a row ahead of the base queue (fairness to
+// the base queue), and when it last looked for other CPUs' overdue kept tasks.
+struct keep_state {
+	u32 streak;
+	u32 _pad;
+	u64 scan_ns;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, u32);
-} keep_streak SEC(".maps");
+	__type(value, struct keep_state);
+} keep_states SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
@@ -215,6 +223,22 @@ s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags
 	return prev_cpu;
 }
 
+// Send the wake sample of W (waking while prev_cpu runs R, cs) to user space, named seq, and
+// mark it pending on prev_cpu so that R's leaving reports its outcome. false: the ring is full.
+static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct cpu_state *cs, u64 now, u64 seq,
+					u8 flags, u64 rb_flags)
+{
+	struct mls_wake *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e)
+		return false;
+	mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
+	e->flags = flags;
+	e->nr_allowed = p->nr_cpus_allowed;
+	bpf_ringbuf_submit(e, rb_flags);
+	return true;
+}
+
 // --infer kernel: W wakes while prev_cpu runs R; the net decides from R's features now.
 // Keep: W waits in prev_cpu's keep queue, which that CPU runs first, for at most keep_budget_ns
 // (then any CPU may take it). Migrate: an idle CPU W may run on, else the base queue. The sample
@@ -225,7 +249,6 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	u32 slot = net_active & 1;
 	struct mls_net *net = bpf_map_lookup_elem(&nets, &slot);
 	struct task_feat *f = mls_feat_peek(cs->run.tid);
-	struct mls_wake *e;
 	u64 now = bpf_ktime_get_ns(), seq;
 	bool keep = false;
 	s32 cpu;
@@ -257,17 +280,11 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	tctx->seq = seq;
 	tctx->enq_ns = now;
 	tctx->state = TS_NONE;
-	// A sample of the decisions goes to user space for scoring: enough for the guard's window,
-	// without a record per wakeup for a loop that is not in the decision path.
-	e = (seq & score_mask) ? NULL : bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (e) {
-		mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
-		e->flags = MLS_WAKE_NO_DECISION;
-		e->nr_allowed = p->nr_cpus_allowed;
-		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP); // user space polls: nothing waits for it
-	} else if (!(seq & score_mask)) {
+	// A sample of the decisions goes to user space for scoring, without waking it (it polls):
+	// enough for the guard's window, without a record per wakeup for a loop that is not in the
+	// decision path.
+	if (!(seq & score_mask) && !send_sample(p, prev, cs, now, seq, MLS_WAKE_NO_DECISION, BPF_RB_NO_WAKEUP))
 		count(MLS_SC_KERNEL_SAMPLE_DROP);
-	}
 	if (keep) {
 		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, enq_flags);
 		count(MLS_SC_KERNEL_KEEP);
@@ -285,7 +302,9 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 }
 
 // Another CPU's kept task that has waited past the budget, moved to this CPU; false if none.
-static __always_inline bool steal_overdue(s32 self)
+// Each CPU looks at most four times per budget (the scan costs a queue count per CPU): an
+// overdue task waits at most a quarter budget more.
+static __always_inline bool steal_overdue(s32 self, struct keep_state *ks)
 {
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *p;
@@ -293,6 +312,9 @@ static __always_inline bool steal_overdue(s32 self)
 	u64 now = bpf_ktime_get_ns();
 	bool moved = false;
 
+	if (now - ks->scan_ns < keep_budget_ns / 4)
+		return false;
+	ks->scan_ns = now;
 	for (u32 c = 0; c < MLS_MAX_CPUS && !moved; c++) {
 		if (c >= nr_cpus)
 			break;
@@ -321,28 +343,23 @@ static __always_inline bool steal_overdue(s32 self)
 
 // --infer kernel: this CPU's kept tasks first (they wait for it, cache-warm), but after 4 in a
 // row the base queue goes first once, so kept tasks never starve it.
-static __always_inline bool dispatch_kept(s32 cpu)
+static __always_inline bool dispatch_kept(s32 cpu, struct keep_state *ks)
 {
-	u32 zero = 0, *streak = bpf_map_lookup_elem(&keep_streak, &zero);
-
-	if (!streak)
-		return false;
-	if (*streak >= 4 && scx_bpf_dsq_nr_queued(SHARED_DSQ) > 0) {
-		*streak = 0;
+	if (ks->streak >= 4 && scx_bpf_dsq_nr_queued(SHARED_DSQ) > 0) {
+		ks->streak = 0;
 		return false;
 	}
 	if (mls_dsq_move_to_local(KEEP_DSQ(cpu))) {
-		(*streak)++;
+		ks->streak++;
 		return true;
 	}
-	*streak = 0;
+	ks->streak = 0;
 	return false;
 }
 
 SEC("struct_ops/mls_enqueue")
 void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 {
-	struct mls_wake *e;
 	struct cpu_state *cs;
 	struct task_ctx *tctx;
 	u64 now, seq;
@@ -391,32 +408,27 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 		decide_in_kernel(p, enq_flags, prev, cs, tctx);
 		return;
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		enqueue_base(p, enq_flags);
-		count(MLS_SC_RING_FULL);
-		return;
-	}
 	now = bpf_ktime_get_ns();
 	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	tctx->seq = seq;
 	tctx->enq_ns = now;
+	// Pending before the event goes out: a decision may come back before W is in PENDING_DSQ
+	// (it is stored, and applied when a scan finds W there).
 	tctx->state = guard_fifo ? TS_NONE : TS_PENDING;
-
-	mls_wake_fill(e, &cs->run, MLS_EV_SCHED_WAKE, prev, p->pid, now, seq);
-	e->flags = guard_fifo ? MLS_WAKE_NO_DECISION : 0;
-	e->nr_allowed = p->nr_cpus_allowed;
-
+	if (!send_sample(p, prev, cs, now, seq, guard_fifo ? MLS_WAKE_NO_DECISION : 0, 0)) {
+		tctx->state = TS_NONE;
+		enqueue_base(p, enq_flags);
+		count(MLS_SC_RING_FULL);
+		return;
+	}
 	if (guard_fifo) {
 		// The model guard tripped: the base queue without a round trip, but the event still
 		// goes out so that user space keeps scoring the model and can switch back.
 		enqueue_base(p, enq_flags);
-		bpf_ringbuf_submit(e, 0);
 		count(MLS_SC_GUARD_FIFO);
 		return;
 	}
 	mls_dsq_insert(p, PENDING_DSQ, slice_ns, enq_flags);
-	bpf_ringbuf_submit(e, 0);
 	count(MLS_SC_EVENT);
 }
 
@@ -553,11 +565,15 @@ void BPF_PROG(mls_dispatch, s32 cpu, struct task_struct *prev)
 {
 	count(MLS_SC_DISPATCH);
 	if (use_model && infer_kernel) {
+		u32 zero = 0;
+		struct keep_state *ks = bpf_map_lookup_elem(&keep_states, &zero);
+
 		// Overdue kept tasks of other CPUs before the base queue: a CPU busy with the base
 		// queue must still take them, or they would wait for the watchdog.
-		if (dispatch_kept(cpu) || steal_overdue(cpu) || mls_dsq_move_to_local(SHARED_DSQ))
+		if (ks && (dispatch_kept(cpu, ks) || steal_overdue(cpu, ks)))
 			return;
-		mls_dsq_move_to_local(KEEP_DSQ(cpu));
+		if (!mls_dsq_move_to_local(SHARED_DSQ))
+			mls_dsq_move_to_local(KEEP_DSQ(cpu));
 		return;
 	}
 	if (use_model)

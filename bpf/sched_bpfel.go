@@ -19,7 +19,7 @@ const (
 	schedMapCpuStates         = "cpu_states"
 	schedMapDecisions         = "decisions"
 	schedMapEvents            = "events"
-	schedMapKeepStreak        = "keep_streak"
+	schedMapKeepStates        = "keep_states"
 	schedMapMlschedOps        = "mlsched_ops"
 	schedMapNets              = "nets"
 	schedMapSchedCounters     = "sched_counters"
@@ -123,7 +123,7 @@ type schedMapSpecs struct {
 	CpuStates     *ebpf.MapSpec `ebpf:"cpu_states"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
-	KeepStreak    *ebpf.MapSpec `ebpf:"keep_streak"`
+	KeepStates    *ebpf.MapSpec `ebpf:"keep_states"`
 	MlschedOps    *ebpf.MapSpec `ebpf:"mlsched_ops"`
 	Nets          *ebpf.MapSpec `ebpf:"nets"`
 	SchedCounters *ebpf.MapSpec `ebpf:"sched_counters"`
@@ -183,7 +183,7 @@ type schedMaps struct {
 	CpuStates     *ebpf.Map `ebpf:"cpu_states"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
 	Events        *ebpf.Map `ebpf:"events"`
-	KeepStreak    *ebpf.Map `ebpf:"keep_streak"`
+	KeepStates    *ebpf.Map `ebpf:"keep_states"`
 	MlschedOps    *ebpf.Map `ebpf:"mlsched_ops"`
 	Nets          *ebpf.Map `ebpf:"nets"`
 	SchedCounters *ebpf.Map `ebpf:"sched_counters"`
@@ -197,7 +197,7 @@ func (m *schedMaps) Close() error {
 		m.CpuStates,
 		m.Decisions,
 		m.Events,
-		m.KeepStreak,
+		m.KeepStates,
 		m.MlschedOps,
 		m.Nets,
 		m.SchedCounters,

@@ -19,7 +19,7 @@ const (
 	schedcompatMapCpuStates         = "cpu_states"
 	schedcompatMapDecisions         = "decisions"
 	schedcompatMapEvents            = "events"
-	schedcompatMapKeepStreak        = "keep_streak"
+	schedcompatMapKeepStates        = "keep_states"
 	schedcompatMapMlschedOps        = "mlsched_ops"
 	schedcompatMapNets              = "nets"
 	schedcompatMapSchedCounters     = "sched_counters"
@@ -123,7 +123,7 @@ type schedcompatMapSpecs struct {
 	CpuStates     *ebpf.MapSpec `ebpf:"cpu_states"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
-	KeepStreak    *ebpf.MapSpec `ebpf:"keep_streak"`
+	KeepStates    *ebpf.MapSpec `ebpf:"keep_states"`
 	MlschedOps    *ebpf.MapSpec `ebpf:"mlsched_ops"`
 	Nets          *ebpf.MapSpec `ebpf:"nets"`
 	SchedCounters *ebpf.MapSpec `ebpf:"sched_counters"`
@@ -183,7 +183,7 @@ type schedcompatMaps struct {
 	CpuStates     *ebpf.Map `ebpf:"cpu_states"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
 	Events        *ebpf.Map `ebpf:"events"`
-	KeepStreak    *ebpf.Map `ebpf:"keep_streak"`
+	KeepStates    *ebpf.Map `ebpf:"keep_states"`
 	MlschedOps    *ebpf.Map `ebpf:"mlsched_ops"`
 	Nets          *ebpf.Map `ebpf:"nets"`
 	SchedCounters *ebpf.Map `ebpf:"sched_counters"`
@@ -197,7 +197,7 @@ func (m *schedcompatMaps) Close() error {
 		m.CpuStates,
 		m.Decisions,
 		m.Events,
-		m.KeepStreak,
+		m.KeepStates,
 		m.MlschedOps,
 		m.Nets,
 		m.SchedCounters,

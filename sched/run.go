@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -179,12 +180,12 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		Watchdog:       cfg.Watchdog,
 		LogVerifier:    cfg.Verbose,
 	}
-	if cfg.Policy == PolicyModel && cfg.Infer != InferUser {
+	if cfg.inKernel() {
 		net, err := kernelNet(cfg.Model)
 		if err != nil {
 			return rep, err
 		}
-		sc.InferKernel, sc.Net, sc.KeepBudget = true, net, cmpOr(cfg.KeepBudget, time.Duration(cfg.Model.HorizonNs))
+		sc.InferKernel, sc.Net, sc.KeepBudget = true, net, cmp.Or(cfg.KeepBudget, time.Duration(cfg.Model.HorizonNs))
 	}
 	s, err := bpf.LoadSched(sc)
 	if err != nil {
@@ -240,21 +241,17 @@ func kernelNet(m *model.Model) ([]byte, error) {
 	return kf.MarshalBinary()
 }
 
+// inKernel says whether the net decides in BPF: the model policy, unless --infer user.
+func (cfg Config) inKernel() bool { return cfg.Policy == PolicyModel && cfg.Infer != InferUser }
+
 func inferDesc(cfg Config) string {
-	if cfg.Policy != PolicyModel {
-		return ""
-	}
-	if cfg.Infer == InferUser {
+	switch {
+	case cfg.inKernel():
+		return ", deciding in the kernel (--infer kernel)"
+	case cfg.Policy == PolicyModel:
 		return ", deciding in user space (--infer user)"
 	}
-	return ", deciding in the kernel (--infer kernel)"
-}
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
+	return ""
 }
 
 // dispatchLoop is the model policy's user-space loop: wake events in, decisions out.
@@ -284,7 +281,7 @@ func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
 	}
 	dl := &dispatchLoop{done: make(chan error, 1), running: true}
 	var poll time.Duration
-	if cfg.Infer != InferUser {
+	if cfg.inKernel() {
 		poll = 50 * time.Millisecond // BPF does not wake the loop: nothing waits for it
 	}
 	go func() { dl.done <- loop(s.Events, d, s.Decisions, flush, &dl.halt, poll) }()
