@@ -22,7 +22,18 @@ enum mls_event_type {
 };
 
 enum mls_wake_flags {
-	MLS_WAKE_NO_DECISION = 1, // informational (the model guard tripped): score it, do not answer
+	MLS_WAKE_NO_DECISION = 1, // informational (BPF placed W already): score it, do not answer
+	MLS_WAKE_VERDICT = 2,     // BPF decided at the wakeup (--infer kernel, a fixed placement): MLS_WAKE_KEEP is its verdict
+	MLS_WAKE_KEEP = 4,        // that verdict was keep on prev_cpu (absent: migrate)
+	MLS_WAKE_BASE = 8,        // W went to the base queue whatever the verdict (--shadow, guard, no idle CPU)
+};
+
+// What decides a wakeup in BPF (the scheduler's `placement`): the net, or a fixed rule.
+enum mls_placement {
+	MLS_PLACE_NET = 0,     // the net in `nets` (--policy model --infer kernel)
+	MLS_PLACE_KEEP = 1,    // --policy keep: always keep W on prev_cpu
+	MLS_PLACE_MIGRATE = 2, // --policy migrate: always an idle CPU (else the base queue)
+	MLS_PLACE_ONCPU = 3,   // --policy oncpu: keep while R has been on the CPU less than oncpu_ns
 };
 
 // W wakes while its previous CPU runs R: one sample, R's features at this moment. Both the
@@ -154,6 +165,11 @@ enum mls_sched_counter {
 	MLS_SC_KEEP_STOLEN,    // a kept task waited past --keep-budget and another CPU took it
 	MLS_SC_KERNEL_SAMPLE_DROP, // --infer kernel: the decided sample was lost (ring full), not scored
 	MLS_SC_KERNEL_CACHED,  // --infer kernel: R made no syscall since the net's last verdict on it: reused
+	MLS_SC_BUSY_PREV,      // a wakeup whose prev_cpu runs another task: the placement's question (not a path)
+	MLS_SC_SHADOW,         // --shadow: the net decided and is scored, W went to the base queue
+	MLS_SC_KERNEL_FORCED,  // of kernel_keep/migrate/no_idle: W's affinity overrode the verdict (not a path)
+	MLS_SC_NET_RUNS,       // --bpf-stats: evaluations of the net timed in BPF
+	MLS_SC_NET_NS,         // --bpf-stats: their summed run time, ns
 	MLS_SC_MAX,
 };
 
@@ -188,6 +204,7 @@ struct mls_net {
 struct mls_abi_types {
 	enum mls_event_type event_type;
 	enum mls_wake_flags wake_flags;
+	enum mls_placement placement;
 	enum mls_action action;
 	enum mls_counter counter;
 	enum mls_sched_counter sched_counter;

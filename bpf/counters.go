@@ -78,6 +78,11 @@ const (
 	SCKeepStolen
 	SCKernelSampleDrop
 	SCKernelCached
+	SCBusyPrev
+	SCShadow
+	SCKernelForced
+	SCNetRuns
+	SCNetNs
 	NumSchedCounters
 )
 
@@ -100,6 +105,11 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_KERNEL_NO_IDLE", "kernel_no_idle"}, {"MLS_SC_KERNEL_NO_NET", "kernel_no_net"},
 	{"MLS_SC_KEEP_STOLEN", "keep_stolen"}, {"MLS_SC_KERNEL_SAMPLE_DROP", "kernel_sample_drop"},
 	{"MLS_SC_KERNEL_CACHED", "kernel_cached"},
+	{"MLS_SC_BUSY_PREV", "busy_prev"},
+	{"MLS_SC_SHADOW", "shadow"},
+	{"MLS_SC_KERNEL_FORCED", "kernel_forced"},
+	{"MLS_SC_NET_RUNS", "net_runs"},
+	{"MLS_SC_NET_NS", "net_ns"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -47,6 +47,11 @@ const volatile u64 user_stall_ns = 0; // exit when tasks wait and no decision ca
 const volatile u8 infer_kernel = 0;     // the model policy decides in BPF with the net in `nets`
 const volatile u64 keep_budget_ns = 1000000; // a kept task waits at most this long for its CPU
 const volatile u32 score_mask = 7;           // --infer kernel: one decided sample in score_mask+1 is scored
+const volatile u8 placement = MLS_PLACE_NET; // what decides in BPF (enum mls_placement)
+const volatile u64 oncpu_ns = 1000000;       // MLS_PLACE_ONCPU: keep while R has run less than this
+const volatile u8 shadow = 0;                // --shadow: the net decides and is scored, placement is the base queue's
+const volatile u8 time_net = 0;              // --bpf-stats: time each evaluation of the net (MLS_SC_NET_NS)
+const volatile u8 verdict_cache = 1;         // reuse R's verdict while R makes no syscall
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
@@ -239,66 +244,111 @@ static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct 
 	return true;
 }
 
-// --infer kernel: W wakes while prev_cpu runs R; the net decides from R's features now.
-// Keep: W waits in prev_cpu's keep queue, which that CPU runs first, for at most keep_budget_ns
-// (then any CPU may take it). Migrate: an idle CPU W may run on, else the base queue. The sample
-// still goes to user space, marked as decided, for scoring and the guard.
-static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flags, s32 prev, struct cpu_state *cs,
-					     struct task_ctx *tctx)
+// The net's verdict on W behind R (cs): keep on prev_cpu (1) or migrate (0); -1: no usable net.
+// R's verdict is reused while R makes no syscall (its features have not changed).
+static __always_inline int net_verdict(struct cpu_state *cs)
 {
 	u32 slot = net_active & 1;
 	struct mls_net *net = bpf_map_lookup_elem(&nets, &slot);
-	struct task_feat *f = mls_feat_peek(cs->run.tid);
+	struct task_feat *f;
+	u64 t0 = 0;
+	bool keep;
+	u32 n;
+
+	if (!net || !mls_net_usable(net))
+		return -1;
+	f = mls_feat_peek(cs->run.tid);
+	if (!f)
+		return mls_net_keep_local(net, 0);
+	if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
+		count(MLS_SC_KERNEL_CACHED);
+		return f->verdict;
+	}
+	n = f->n; // before the net reads the state: R may make a syscall meanwhile
+	if (time_net)
+		t0 = bpf_ktime_get_ns();
+	keep = mls_net_keep_local(net, mls_net_logit(net, f));
+	if (time_net) {
+		count_add(MLS_SC_NET_NS, bpf_ktime_get_ns() - t0);
+		count(MLS_SC_NET_RUNS);
+	}
+	f->verdict = keep;
+	f->verdict_gen = net->generation;
+	f->verdict_n = n + 1;
+	return keep;
+}
+
+// The placement's verdict on W behind R: the net's, or a fixed rule's (the yardsticks).
+static __always_inline int verdict(struct cpu_state *cs, u64 now)
+{
+	switch (placement) {
+	case MLS_PLACE_KEEP:
+		return 1;
+	case MLS_PLACE_MIGRATE:
+		return 0;
+	case MLS_PLACE_ONCPU:
+		return now - cs->run.start_ns < oncpu_ns;
+	}
+	return net_verdict(cs);
+}
+
+// W wakes while prev_cpu runs R: decided in BPF, now (--infer kernel, or a fixed placement).
+// Keep: W waits in prev_cpu's keep queue, which that CPU runs first, for at most keep_budget_ns
+// (then any CPU may take it). Migrate: an idle CPU W may run on, else the base queue. Under
+// --shadow or a tripped guard the verdict is only scored: W goes to the base queue. A sample of
+// the decisions goes to user space, with the verdict, for scoring and the guard.
+static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flags, s32 prev, struct cpu_state *cs,
+					     struct task_ctx *tctx)
+{
 	u64 now = bpf_ktime_get_ns(), seq;
-	bool keep = false;
+	u8 flags = MLS_WAKE_NO_DECISION | MLS_WAKE_VERDICT;
+	int v = verdict(cs, now);
+	bool keep = v > 0;
+	u32 cnt;
 	s32 cpu;
 
-	if (!net || !mls_net_usable(net)) {
+	if (v < 0) {
 		enqueue_base(p, enq_flags);
 		count(MLS_SC_KERNEL_NO_NET);
 		return;
 	}
-	if (!f) {
-		keep = mls_net_keep_local(net, 0);
-	} else if (f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
-		keep = f->verdict;
-		count(MLS_SC_KERNEL_CACHED);
-	} else {
-		u32 n = f->n; // before the net reads the state: R may make a syscall meanwhile
-
-		keep = mls_net_keep_local(net, mls_net_logit(net, f));
-		f->verdict = keep;
-		f->verdict_gen = net->generation;
-		f->verdict_n = n + 1;
-	}
-	if (p->nr_cpus_allowed == 1)
+	if (keep)
+		flags |= MLS_WAKE_KEEP;
+	// W's affinity overrides the verdict: a task allowed one CPU stays, and one whose CPU is no
+	// longer allowed to it (affinity changed since it ran there) cannot be kept.
+	if (!keep && p->nr_cpus_allowed == 1)
 		keep = true;
-	// Its affinity may have changed since it last ran there.
-	if (keep && !bpf_cpumask_test_cpu(prev, p->cpus_ptr))
+	else if (keep && !bpf_cpumask_test_cpu(prev, p->cpus_ptr))
 		keep = false;
 	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	tctx->seq = seq;
 	tctx->enq_ns = now;
 	tctx->state = TS_NONE;
-	// A sample of the decisions goes to user space for scoring, without waking it (it polls):
-	// enough for the guard's window, without a record per wakeup for a loop that is not in the
-	// decision path.
-	if (!(seq & score_mask) && !send_sample(p, prev, cs, now, seq, MLS_WAKE_NO_DECISION, BPF_RB_NO_WAKEUP))
-		count(MLS_SC_KERNEL_SAMPLE_DROP);
-	if (keep) {
+	if (shadow || guard_fifo) {
+		enqueue_base(p, enq_flags);
+		flags |= MLS_WAKE_BASE;
+		cnt = shadow ? MLS_SC_SHADOW : MLS_SC_GUARD_FIFO;
+	} else if (keep) {
 		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, enq_flags);
-		count(MLS_SC_KERNEL_KEEP);
-		return;
-	}
-	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-	if (cpu >= 0) {
+		cnt = MLS_SC_KERNEL_KEEP;
+	} else if ((cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0)) >= 0) {
 		mls_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice_ns, enq_flags);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-		count(MLS_SC_KERNEL_MIGRATE);
-		return;
+		cnt = MLS_SC_KERNEL_MIGRATE;
+	} else {
+		enqueue_base(p, enq_flags);
+		flags |= MLS_WAKE_BASE;
+		cnt = MLS_SC_KERNEL_NO_IDLE;
 	}
-	enqueue_base(p, enq_flags);
-	count(MLS_SC_KERNEL_NO_IDLE);
+	count(cnt);
+	if (keep != (v > 0) && !(flags & MLS_WAKE_BASE))
+		count(MLS_SC_KERNEL_FORCED);
+	// enqueue runs under prev_cpu's runqueue lock, as R's stopping() does: sending after placing
+	// W still marks the sample before R can leave. The sample goes
+	// without waking user space (it polls): enough for the guard's window, without a record per
+	// wakeup for a loop that is not in the decision path.
+	if (!(seq & score_mask) && !send_sample(p, prev, cs, now, seq, flags, BPF_RB_NO_WAKEUP))
+		count(MLS_SC_KERNEL_SAMPLE_DROP);
 }
 
 // Another CPU's kept task that has waited past the budget, moved to this CPU; false if none.
@@ -398,13 +448,14 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 		count(MLS_SC_NO_RUNNING);
 		return;
 	}
+	count(MLS_SC_BUSY_PREV);
 	tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!tctx) {
 		enqueue_base(p, enq_flags);
 		count(MLS_SC_NO_CTX);
 		return;
 	}
-	if (infer_kernel && !guard_fifo) {
+	if (infer_kernel) {
 		decide_in_kernel(p, enq_flags, prev, cs, tctx);
 		return;
 	}

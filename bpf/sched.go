@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // SchedConfig sets up the scheduler before it is loaded.
@@ -26,6 +28,19 @@ type SchedConfig struct {
 	// instead of asking user space; KeepBudget bounds how long a kept task waits for its CPU.
 	InferKernel bool
 	KeepBudget  time.Duration
+	// Placement (with InferKernel) is what decides in BPF: the net (features.PlaceNet), or a
+	// fixed rule (PlaceKeep, PlaceMigrate, PlaceOnCPU with OnCPU its bound on R's run time).
+	Placement uint8
+	OnCPU     time.Duration
+	// Shadow (with InferKernel): the net decides and every decision is scored, but W goes
+	// where the base queue puts it.
+	Shadow bool
+	// TimeNet times every evaluation of the net in BPF (counters net_runs, net_ns): for
+	// --bpf-stats, at the cost of two clock reads per evaluation.
+	TimeNet bool
+	// NoVerdictCache evaluates the net on every decision, even when R made no syscall since
+	// its last verdict (to measure what the cache saves).
+	NoVerdictCache bool
 	// Net is the first net (model.KernelForm.MarshalBinary), written before the scheduler
 	// attaches.
 	Net []byte
@@ -282,13 +297,21 @@ func schedSpec(cfg SchedConfig) (*ebpf.CollectionSpec, string, error) {
 	vars := map[string]any{
 		"self_tgid": cfg.SelfTgid, "use_model": boolU8(cfg.UseModel), "queue_vtime": boolU8(cfg.QueueVtime),
 		"infer_kernel": boolU8(cfg.UseModel && cfg.InferKernel),
-		"nr_cpus":      ncpu, "kf_legacy_names": boolU8(kv.legacy), "mls_feat_mask": slots - 1,
+		"placement":    cfg.Placement, "shadow": boolU8(cfg.Shadow), "time_net": boolU8(cfg.TimeNet),
+		"verdict_cache": boolU8(!cfg.NoVerdictCache),
+		"nr_cpus":       ncpu, "kf_legacy_names": boolU8(kv.legacy), "mls_feat_mask": slots - 1,
 	}
 	for name, d := range map[string]time.Duration{"slice_ns": cfg.Slice, "pending_timeout_ns": cfg.PendingTimeout, "keep_budget_ns": cfg.KeepBudget,
 		"user_stall_ns": cfg.UserStall, "timer_period_ns": cfg.TimerPeriod} {
 		if d > 0 {
 			vars[name] = uint64(d)
 		}
+	}
+	if cfg.Shadow {
+		vars["score_mask"] = uint32(0) // the operator wants the model's live accuracy: score every decision
+	}
+	if cfg.OnCPU > 0 {
+		vars["oncpu_ns"] = uint64(cfg.OnCPU)
 	}
 	if err := setVars(spec, vars); err != nil {
 		return nil, "", err
@@ -375,6 +398,37 @@ func (s *Sched) SetNet(net []byte) error {
 // the FIFO in BPF at once, and their events are sent only for scoring.
 func (s *Sched) SetGuardFIFO(on bool) error {
 	return s.objs.GuardFIFO.Set(boolU8(on))
+}
+
+// ProgStat is one BPF program's run time and run count since the kernel's run-time statistics
+// were enabled (EnableRunTimeStats).
+type ProgStat struct {
+	Runs    uint64
+	Runtime time.Duration
+}
+
+// EnableRunTimeStats turns on the kernel's per-program run-time statistics
+// (kernel.bpf_stats_enabled) until the returned closer is closed. They cost two clock reads
+// per program run, for every BPF program on the machine.
+func EnableRunTimeStats() (io.Closer, error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enable BPF run-time statistics: %w", err)
+	}
+	return c, nil
+}
+
+// ProgStats returns each of the scheduler's programs' statistics, by program name.
+func (s *Sched) ProgStats() (map[string]ProgStat, error) {
+	out := make(map[string]ProgStat, len(s.coll.Programs))
+	for name, p := range s.coll.Programs {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("read the statistics of %s: %w", name, err)
+		}
+		out[name] = ProgStat{Runs: st.RunCount, Runtime: st.Runtime}
+	}
+	return out, nil
 }
 
 // ExitInfo reads what ops.exit recorded; Kind is ExitNone while the scheduler runs.

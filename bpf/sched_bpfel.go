@@ -48,16 +48,21 @@ const (
 	schedVarNetActive         = "net_active"
 	schedVarNrCpus            = "nr_cpus"
 	schedVarNrRx              = "nr_rx"
+	schedVarOncpuNs           = "oncpu_ns"
 	schedVarPendingTimeoutNs  = "pending_timeout_ns"
+	schedVarPlacement         = "placement"
 	schedVarQueueVtime        = "queue_vtime"
 	schedVarScoreMask         = "score_mask"
 	schedVarSelfTgid          = "self_tgid"
+	schedVarShadow            = "shadow"
 	schedVarSliceNs           = "slice_ns"
 	schedVarStallRxSeen       = "stall_rx_seen"
 	schedVarStallSinceNs      = "stall_since_ns"
+	schedVarTimeNet           = "time_net"
 	schedVarTimerPeriodNs     = "timer_period_ns"
 	schedVarUseModel          = "use_model"
 	schedVarUserStallNs       = "user_stall_ns"
+	schedVarVerdictCache      = "verdict_cache"
 	schedVarVtimeNow          = "vtime_now"
 )
 
@@ -147,16 +152,21 @@ type schedVariableSpecs struct {
 	NetActive        *ebpf.VariableSpec `ebpf:"net_active"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
+	OncpuNs          *ebpf.VariableSpec `ebpf:"oncpu_ns"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
+	Placement        *ebpf.VariableSpec `ebpf:"placement"`
 	QueueVtime       *ebpf.VariableSpec `ebpf:"queue_vtime"`
 	ScoreMask        *ebpf.VariableSpec `ebpf:"score_mask"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	Shadow           *ebpf.VariableSpec `ebpf:"shadow"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.VariableSpec `ebpf:"stall_since_ns"`
+	TimeNet          *ebpf.VariableSpec `ebpf:"time_net"`
 	TimerPeriodNs    *ebpf.VariableSpec `ebpf:"timer_period_ns"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
 	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
+	VerdictCache     *ebpf.VariableSpec `ebpf:"verdict_cache"`
 	VtimeNow         *ebpf.VariableSpec `ebpf:"vtime_now"`
 }
 
@@ -222,16 +232,21 @@ type schedVariables struct {
 	NetActive        *ebpf.Variable `ebpf:"net_active"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
+	OncpuNs          *ebpf.Variable `ebpf:"oncpu_ns"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
+	Placement        *ebpf.Variable `ebpf:"placement"`
 	QueueVtime       *ebpf.Variable `ebpf:"queue_vtime"`
 	ScoreMask        *ebpf.Variable `ebpf:"score_mask"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	Shadow           *ebpf.Variable `ebpf:"shadow"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.Variable `ebpf:"stall_since_ns"`
+	TimeNet          *ebpf.Variable `ebpf:"time_net"`
 	TimerPeriodNs    *ebpf.Variable `ebpf:"timer_period_ns"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
 	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
+	VerdictCache     *ebpf.Variable `ebpf:"verdict_cache"`
 	VtimeNow         *ebpf.Variable `ebpf:"vtime_now"`
 }
 

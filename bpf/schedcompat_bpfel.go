@@ -48,16 +48,21 @@ const (
 	schedcompatVarNetActive         = "net_active"
 	schedcompatVarNrCpus            = "nr_cpus"
 	schedcompatVarNrRx              = "nr_rx"
+	schedcompatVarOncpuNs           = "oncpu_ns"
 	schedcompatVarPendingTimeoutNs  = "pending_timeout_ns"
+	schedcompatVarPlacement         = "placement"
 	schedcompatVarQueueVtime        = "queue_vtime"
 	schedcompatVarScoreMask         = "score_mask"
 	schedcompatVarSelfTgid          = "self_tgid"
+	schedcompatVarShadow            = "shadow"
 	schedcompatVarSliceNs           = "slice_ns"
 	schedcompatVarStallRxSeen       = "stall_rx_seen"
 	schedcompatVarStallSinceNs      = "stall_since_ns"
+	schedcompatVarTimeNet           = "time_net"
 	schedcompatVarTimerPeriodNs     = "timer_period_ns"
 	schedcompatVarUseModel          = "use_model"
 	schedcompatVarUserStallNs       = "user_stall_ns"
+	schedcompatVarVerdictCache      = "verdict_cache"
 	schedcompatVarVtimeNow          = "vtime_now"
 )
 
@@ -147,16 +152,21 @@ type schedcompatVariableSpecs struct {
 	NetActive        *ebpf.VariableSpec `ebpf:"net_active"`
 	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	NrRx             *ebpf.VariableSpec `ebpf:"nr_rx"`
+	OncpuNs          *ebpf.VariableSpec `ebpf:"oncpu_ns"`
 	PendingTimeoutNs *ebpf.VariableSpec `ebpf:"pending_timeout_ns"`
+	Placement        *ebpf.VariableSpec `ebpf:"placement"`
 	QueueVtime       *ebpf.VariableSpec `ebpf:"queue_vtime"`
 	ScoreMask        *ebpf.VariableSpec `ebpf:"score_mask"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	Shadow           *ebpf.VariableSpec `ebpf:"shadow"`
 	SliceNs          *ebpf.VariableSpec `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.VariableSpec `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.VariableSpec `ebpf:"stall_since_ns"`
+	TimeNet          *ebpf.VariableSpec `ebpf:"time_net"`
 	TimerPeriodNs    *ebpf.VariableSpec `ebpf:"timer_period_ns"`
 	UseModel         *ebpf.VariableSpec `ebpf:"use_model"`
 	UserStallNs      *ebpf.VariableSpec `ebpf:"user_stall_ns"`
+	VerdictCache     *ebpf.VariableSpec `ebpf:"verdict_cache"`
 	VtimeNow         *ebpf.VariableSpec `ebpf:"vtime_now"`
 }
 
@@ -222,16 +232,21 @@ type schedcompatVariables struct {
 	NetActive        *ebpf.Variable `ebpf:"net_active"`
 	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	NrRx             *ebpf.Variable `ebpf:"nr_rx"`
+	OncpuNs          *ebpf.Variable `ebpf:"oncpu_ns"`
 	PendingTimeoutNs *ebpf.Variable `ebpf:"pending_timeout_ns"`
+	Placement        *ebpf.Variable `ebpf:"placement"`
 	QueueVtime       *ebpf.Variable `ebpf:"queue_vtime"`
 	ScoreMask        *ebpf.Variable `ebpf:"score_mask"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	Shadow           *ebpf.Variable `ebpf:"shadow"`
 	SliceNs          *ebpf.Variable `ebpf:"slice_ns"`
 	StallRxSeen      *ebpf.Variable `ebpf:"stall_rx_seen"`
 	StallSinceNs     *ebpf.Variable `ebpf:"stall_since_ns"`
+	TimeNet          *ebpf.Variable `ebpf:"time_net"`
 	TimerPeriodNs    *ebpf.Variable `ebpf:"timer_period_ns"`
 	UseModel         *ebpf.Variable `ebpf:"use_model"`
 	UserStallNs      *ebpf.Variable `ebpf:"user_stall_ns"`
+	VerdictCache     *ebpf.Variable `ebpf:"verdict_cache"`
 	VtimeNow         *ebpf.Variable `ebpf:"vtime_now"`
 }
 

@@ -19,9 +19,26 @@ const (
 	EventWake         = 5 // struct mls_wake from the capture probes
 )
 
-// WakeNoDecision (enum mls_wake_flags) marks a scheduler wake event that is only to be scored:
-// the model guard tripped and BPF has queued the task already.
-const WakeNoDecision = 1
+// Wake flags (enum mls_wake_flags) of a scheduler wake event.
+const (
+	// WakeNoDecision: only to be scored; BPF has placed the task already.
+	WakeNoDecision = 1
+	// WakeVerdict: BPF decided at the wakeup (--infer kernel, a fixed placement), and
+	// WakeKeep is that verdict (set: keep on the previous CPU; clear: migrate).
+	WakeVerdict = 2
+	WakeKeep    = 4
+	// WakeBase: the task went to the base queue whatever the verdict (--shadow, the guard, no
+	// idle CPU to migrate to).
+	WakeBase = 8
+)
+
+// Placements (enum mls_placement): what decides a wakeup in BPF.
+const (
+	PlaceNet     = 0
+	PlaceKeep    = 1
+	PlaceMigrate = 2
+	PlaceOnCPU   = 3
+)
 
 // Action is what BPF does with a waking task (enum mls_action).
 type Action uint8
@@ -147,7 +164,10 @@ var ABIEnums = []Enum{
 		"MLS_EV_SWITCH": EventSwitch, "MLS_EV_SCHED_WAKE": EventSchedWake,
 		"MLS_EV_SCHED_OUTCOME": EventSchedOutcome, "MLS_EV_WAKE": EventWake,
 	}},
-	{"mls_wake_flags", map[string]int64{"MLS_WAKE_NO_DECISION": WakeNoDecision}},
+	{"mls_wake_flags", map[string]int64{"MLS_WAKE_NO_DECISION": WakeNoDecision, "MLS_WAKE_VERDICT": WakeVerdict,
+		"MLS_WAKE_KEEP": WakeKeep, "MLS_WAKE_BASE": WakeBase}},
+	{"mls_placement", map[string]int64{"MLS_PLACE_NET": PlaceNet, "MLS_PLACE_KEEP": PlaceKeep,
+		"MLS_PLACE_MIGRATE": PlaceMigrate, "MLS_PLACE_ONCPU": PlaceOnCPU}},
 	{"mls_action", map[string]int64{
 		"MLS_ACT_FIFO": int64(ActFIFO), "MLS_ACT_KEEP_LOCAL": int64(ActKeepLocal), "MLS_ACT_MIGRATE_IDLE": int64(ActMigrateIdle),
 	}},

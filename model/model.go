@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/mlsched/mlsched/features"
@@ -342,6 +344,19 @@ func checkFloats(at func(string, int) string, name string, xs []float32, maxAbs 
 
 func finite32(x float32) bool {
 	return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
+}
+
+// NoteHeuristicNs is the note in which train records the one-parameter on-CPU heuristic's
+// bound (R yields if it has been on the CPU less than this many ns), chosen on the training rows.
+const NoteHeuristicNs = "heuristic_oncpu_ns"
+
+// HeuristicOnCPU returns the heuristic's bound recorded in the model's notes; false if none.
+func (m *Model) HeuristicOnCPU() (time.Duration, bool) {
+	ns, err := strconv.ParseUint(m.Meta.Notes[NoteHeuristicNs], 10, 64)
+	if err != nil || ns == 0 || ns > math.MaxInt64 {
+		return 0, false
+	}
+	return time.Duration(ns), true
 }
 
 // Normalize writes the model's normalised inputs for the fixed-point counts in:

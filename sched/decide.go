@@ -24,8 +24,12 @@ const (
 // predRingLen more wakeups finds its slot reused and is counted as unmatched.
 const predRingLen = 1 << 14
 
+// predEntry is a scored wakeup's verdict, and where it was made: its outcome must come from
+// the same CPU and the same R.
 type predEntry struct {
 	seq  uint64
+	rTid uint32
+	cpu  uint16
 	keep bool
 }
 
@@ -54,6 +58,12 @@ func NewDecider(m *model.Model, guard *Guard, stats *Stats) *Decider {
 	return d
 }
 
+// NewScorer returns a decider that only scores the verdicts BPF made (a fixed placement),
+// labelling outcomes with horizonNs.
+func NewScorer(horizonNs uint64, guard *Guard, stats *Stats) *Decider {
+	return &Decider{Guard: guard, Stats: stats, timeEvery: 8, horizonNs: horizonNs}
+}
+
 // Wake decides for one raw wake event.
 func (d *Decider) Wake(raw []byte, out *Decision) error {
 	w := &d.wake
@@ -63,6 +73,13 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	}
 	n := d.Stats.Events.Add(1)
 	out.Seq, out.WTid, out.CPU, out.Action = w.Seq, w.WTid, w.PrevCPU, ActFIFO
+	if w.Flags&features.WakeVerdict != 0 {
+		// BPF decided already (--infer kernel, a fixed placement): score its own verdict, the
+		// kernel form's, not a re-prediction by the float net.
+		d.remember(w, w.Flags&features.WakeKeep != 0)
+		d.Stats.KernelVerdicts.Add(1)
+		return nil
+	}
 	if d.pred == nil {
 		d.Stats.FIFO.Add(1)
 		return nil
@@ -82,7 +99,7 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	} else {
 		keep = d.pred.KeepLocal(&w.Feats)
 	}
-	d.preds[w.Seq&(predRingLen-1)] = predEntry{seq: w.Seq, keep: keep}
+	d.remember(w, keep)
 	switch {
 	case d.Guard != nil && d.Guard.Tripped():
 		d.Stats.FIFO.Add(1)
@@ -96,6 +113,10 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	return nil
 }
 
+func (d *Decider) remember(w *features.WakeEvent, keep bool) {
+	d.preds[w.Seq&(predRingLen-1)] = predEntry{seq: w.Seq, rTid: w.RTid, cpu: w.PrevCPU, keep: keep}
+}
+
 // Outcome scores the prediction an outcome event refers to.
 func (d *Decider) Outcome(raw []byte) error {
 	o := &d.outcome
@@ -104,7 +125,7 @@ func (d *Decider) Outcome(raw []byte) error {
 		return err
 	}
 	d.Stats.Outcomes.Add(1)
-	if d.pred == nil {
+	if d.horizonNs == 0 { // nothing is scored: a base queue alone
 		return nil
 	}
 	p := &d.preds[o.Seq&(predRingLen-1)]
@@ -113,6 +134,11 @@ func (d *Decider) Outcome(raw []byte) error {
 		return nil
 	}
 	p.seq = 0
+	if p.rTid != o.RTid || p.cpu != o.CPU {
+		// Another wakeup's sample: never score it (the attribution test counts these).
+		d.Stats.Misattributed.Add(1)
+		return nil
+	}
 	_, l := features.Label(o.Voluntary, o.LeaveNs, d.horizonNs)
 	label := l == 1
 	if label {

@@ -16,7 +16,10 @@ type Guard struct {
 	Margin float64
 	// OnChange is called when the guard trips (tripped true) or recovers.
 	OnChange func(tripped bool, accuracy, majority float64)
-	stats    *Stats
+	// Passive guards only measure the live accuracy (a fixed placement, --shadow): they never
+	// trip.
+	Passive bool
+	stats   *Stats
 }
 
 // NewGuard returns a guard over the last window outcomes.
@@ -69,7 +72,7 @@ func (g *Guard) Observe(correct, label bool) {
 	if g.stats != nil {
 		g.stats.setLiveAccuracy(acc)
 	}
-	if g.n < len(g.window) {
+	if g.n < len(g.window) || g.Passive {
 		return
 	}
 	switch {

@@ -32,6 +32,8 @@ const (
 	metricRoundTrip    = "mlsched_decision_roundtrip_seconds"
 	metricEventAge     = "mlsched_event_age_seconds"
 	metricPolicy       = "mlsched_policy_info"
+	metricProgRun      = "mlsched_bpf_prog_run_seconds_total"
+	metricProgRuns     = "mlsched_bpf_prog_runs_total"
 )
 
 // fallbackReasons maps fallback label values to the BPF counters behind them.
@@ -64,7 +66,7 @@ type collector struct {
 	sched *bpf.Sched
 	st    *Stats
 
-	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge, policy *prometheus.Desc
+	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge, policy, progRun, progRuns *prometheus.Desc
 }
 
 func newCollector(st *Stats) *collector {
@@ -82,11 +84,13 @@ func newCollector(st *Stats) *collector {
 		roundTrip:   prometheus.NewDesc(metricRoundTrip, "Time from enqueue to the decision being applied in BPF.", nil, nil),
 		eventAge:    prometheus.NewDesc(metricEventAge, "Time from enqueue in BPF to user space reading the wake event (sampled).", nil, nil),
 		policy:      prometheus.NewDesc(metricPolicy, "1, labelled with the policy and the base queue every fallback goes to.", []string{"policy", "queue"}, nil),
+		progRun:     prometheus.NewDesc(metricProgRun, "--bpf-stats: run time of each of the scheduler's BPF programs (kernel.bpf_stats_enabled).", []string{"prog"}, nil),
+		progRuns:    prometheus.NewDesc(metricProgRuns, "--bpf-stats: runs of each of the scheduler's BPF programs.", []string{"prog"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge, c.policy} {
+	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge, c.policy, c.progRun, c.progRuns} {
 		ch <- d
 	}
 }
@@ -141,6 +145,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.outcomes, pos, "1")
 	counter(c.outcomes, scored-pos, "0")
+	if s != nil && c.st.BPFStats {
+		progs, _ := s.ProgStats()
+		for name, p := range progs {
+			ch <- prometheus.MustNewConstMetric(c.progRun, prometheus.CounterValue, p.Runtime.Seconds(), name)
+			counter(c.progRuns, p.Runs, name)
+		}
+	}
 }
 
 // newRegistry returns a registry with mlsched's collector and the Go runtime's metrics.

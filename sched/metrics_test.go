@@ -31,7 +31,7 @@ func TestMetricsLint(t *testing.T) {
 		names[mf.GetName()] = true
 	}
 	for _, n := range []string{metricDecisions, metricFallbacks, metricInference, metricLiveAccuracy, metricRingDrops,
-		metricBPFEvents, metricGuardActive, metricGuardTrips, metricOutcomes, metricRoundTrip, metricEventAge, "go_goroutines", "process_resident_memory_bytes"} {
+		metricBPFEvents, metricGuardActive, metricGuardTrips, metricOutcomes, metricRoundTrip, metricEventAge, "go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
 		if !names[n] {
 			t.Errorf("metric %s missing", n)
 		}

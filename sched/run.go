@@ -23,7 +23,20 @@ const (
 	PolicyModel = "model"
 	PolicyFIFO  = "fifo"  // the plain shared FIFO, no model
 	PolicyVtime = "vtime" // the shared weighted-vtime queue, no model (scx_simple's placement)
+	// Fixed placements in BPF, the yardsticks a model is measured against: they decide the
+	// same question as the net (keep W on its busy previous CPU, or an idle CPU) by a rule.
+	PolicyKeep    = "keep"    // always keep W on its previous CPU (bounded by the keep budget)
+	PolicyMigrate = "migrate" // always an idle CPU, else the base queue
+	PolicyOnCPU   = "oncpu"   // keep while R has been on the CPU less than the bound (Config.OnCPU)
 )
+
+// fixedPlacements are the fixed policies' rules in BPF (enum mls_placement).
+var fixedPlacements = map[string]uint8{
+	PolicyKeep: features.PlaceKeep, PolicyMigrate: features.PlaceMigrate, PolicyOnCPU: features.PlaceOnCPU,
+}
+
+// Fixed says whether policy is a fixed placement (keep, migrate, oncpu).
+func Fixed(policy string) bool { _, ok := fixedPlacements[policy]; return ok }
 
 // Where the model policy decides (--infer).
 const (
@@ -58,7 +71,11 @@ type Config struct {
 	Queue          string        // the model policy's base queue: QueueVtime (default) or QueueFIFO
 	Infer          string        // the model policy: InferKernel (decide in BPF) or InferUser (ask the loop)
 	KeepBudget     time.Duration // --infer kernel: the longest a kept task waits for its CPU (0: the model's horizon)
-	Model          *model.Model  // required for PolicyModel
+	OnCPU          time.Duration // PolicyOnCPU: keep while R has run less than this (required)
+	Shadow         bool          // PolicyModel: the net decides and is scored on every wakeup, W goes to the base queue
+	BPFStats       bool          // enable the kernel's BPF run-time statistics; time the net in BPF
+	NoVerdictCache bool          // evaluate the net on every decision (to measure what the cache saves)
+	Model          *model.Model  // required for PolicyModel; for a fixed placement, the keep budget's default
 	Slice          time.Duration
 	Watchdog       time.Duration
 	PendingTimeout time.Duration
@@ -82,6 +99,8 @@ type Report struct {
 	Queue    string
 	Duration time.Duration
 	Restarts int
+	CPU      time.Duration           // the scheduler process's own CPU time (user + system)
+	Progs    map[string]bpf.ProgStat // --bpf-stats: each BPF program's run time over the last attach
 }
 
 // ExitLine formats the exit as `EXIT: <kind> <reason> (<msg>)`.
@@ -128,8 +147,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, errors.New("policy model needs a model")
 		}
 	case PolicyFIFO, PolicyVtime:
+	case PolicyKeep, PolicyMigrate:
+	case PolicyOnCPU:
+		if cfg.OnCPU <= 0 {
+			return nil, errors.New("policy oncpu needs its bound on R's on-CPU time")
+		}
 	default:
 		return nil, fmt.Errorf("unknown policy %q", cfg.Policy)
+	}
+	if cfg.Shadow && (cfg.Policy != PolicyModel || !cfg.inKernel()) {
+		return nil, errors.New("--shadow scores the net deciding in the kernel: it needs the model policy with --infer kernel")
 	}
 	if q := BaseQueue(cfg.Policy, cfg.Queue); q != QueueVtime && q != QueueFIFO {
 		return nil, fmt.Errorf("unknown queue %q", cfg.Queue)
@@ -138,7 +165,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
 		fmt.Fprintf(cfg.Log, "warning: mlockall: %v\n", err)
 	}
-	st := &Stats{Policy: cfg.Policy, Queue: BaseQueue(cfg.Policy, cfg.Queue)}
+	st := &Stats{Policy: cfg.Policy, Queue: BaseQueue(cfg.Policy, cfg.Queue), BPFStats: cfg.BPFStats}
+	if cfg.BPFStats {
+		c, err := bpf.EnableRunTimeStats()
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+	}
 	var mt *metricsServer
 	start := time.Now()
 	rep := &Report{Policy: st.Policy, Queue: st.Queue}
@@ -147,8 +181,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, err
 		}
 		r, err := runOnce(ctx, cfg, st, &mt)
-		rep.Exit, rep.Counters, rep.Variant = r.Exit, r.Counters, r.Variant
-		rep.Duration, rep.User = time.Since(start), userTotals(st)
+		rep.Exit, rep.Counters, rep.Variant, rep.Progs = r.Exit, r.Counters, r.Variant, r.Progs
+		rep.Duration, rep.User, rep.CPU = time.Since(start), userTotals(st), processCPU()
 		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
 			if mt != nil {
 				mt.Close()
@@ -172,7 +206,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	rep := &Report{}
 	sc := bpf.SchedConfig{
 		SelfTgid:       uint32(os.Getpid()),
-		UseModel:       cfg.Policy == PolicyModel,
+		UseModel:       cfg.Policy == PolicyModel || Fixed(cfg.Policy),
 		QueueVtime:     BaseQueue(cfg.Policy, cfg.Queue) == QueueVtime,
 		Slice:          cfg.Slice,
 		PendingTimeout: cfg.PendingTimeout,
@@ -181,11 +215,18 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		LogVerifier:    cfg.Verbose,
 	}
 	if cfg.inKernel() {
+		sc.InferKernel, sc.Placement, sc.OnCPU, sc.KeepBudget = true, fixedPlacements[cfg.Policy], cfg.OnCPU, cfg.KeepBudget
+		if cfg.Model != nil {
+			sc.KeepBudget = cmp.Or(cfg.KeepBudget, time.Duration(cfg.Model.HorizonNs))
+		}
+		sc.Shadow, sc.TimeNet, sc.NoVerdictCache = cfg.Shadow, cfg.BPFStats, cfg.NoVerdictCache
+	}
+	if cfg.inKernel() && cfg.Policy == PolicyModel {
 		net, err := kernelNet(cfg.Model)
 		if err != nil {
 			return rep, err
 		}
-		sc.InferKernel, sc.Net, sc.KeepBudget = true, net, cmp.Or(cfg.KeepBudget, time.Duration(cfg.Model.HorizonNs))
+		sc.Net = net
 	}
 	s, err := bpf.LoadSched(sc)
 	if err != nil {
@@ -197,7 +238,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		fmt.Fprintf(cfg.Log, "attached %s, policy %s over the %s queue%s\n", s.Variant, cfg.Policy, st.Queue, inferDesc(cfg))
 	}
 	var dl *dispatchLoop
-	if cfg.Policy == PolicyModel {
+	if sc.UseModel {
 		dl = startDispatchLoop(s, cfg, st)
 	}
 	if cfg.MetricsAddr != "" && *mt == nil {
@@ -223,6 +264,9 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	}
 	rep.Exit, _ = s.ExitInfo()
 	rep.Counters, _ = s.Counters()
+	if cfg.BPFStats {
+		rep.Progs, _ = s.ProgStats()
+	}
 	if errors.Is(runErr, ErrEjected) && rep.Exit.Restart() {
 		runErr = nil
 	}
@@ -241,11 +285,18 @@ func kernelNet(m *model.Model) ([]byte, error) {
 	return kf.MarshalBinary()
 }
 
-// inKernel says whether the net decides in BPF: the model policy, unless --infer user.
-func (cfg Config) inKernel() bool { return cfg.Policy == PolicyModel && cfg.Infer != InferUser }
+// inKernel says whether BPF decides at the wakeup: a fixed placement, or the model policy
+// unless --infer user.
+func (cfg Config) inKernel() bool {
+	return Fixed(cfg.Policy) || cfg.Policy == PolicyModel && cfg.Infer != InferUser
+}
 
 func inferDesc(cfg Config) string {
 	switch {
+	case Fixed(cfg.Policy):
+		return ", a fixed placement in the kernel"
+	case cfg.Shadow:
+		return ", the net deciding in the kernel in shadow (scored, not applied: --shadow)"
 	case cfg.inKernel():
 		return ", deciding in the kernel (--infer kernel)"
 	case cfg.Policy == PolicyModel:
@@ -262,8 +313,11 @@ type dispatchLoop struct {
 }
 
 // startDispatchLoop starts the loop with its guard, whose trips switch BPF to the base queue.
+// Under a fixed placement or --shadow the guard only measures the live accuracy: there is no
+// model placement to switch off.
 func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
 	guard := NewGuard(cfg.GuardWindow, st)
+	guard.Passive = cfg.Policy != PolicyModel || cfg.Shadow
 	guard.OnChange = func(tripped bool, acc, maj float64) {
 		if err := s.SetGuardFIFO(tripped); err != nil {
 			fmt.Fprintf(cfg.Log, "model guard: %v\n", err)
@@ -274,7 +328,15 @@ func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
 			fmt.Fprintf(cfg.Log, "model guard: live accuracy %.3f >= majority rate %.3f: back to the model\n", acc, maj)
 		}
 	}
-	d := NewDecider(cfg.Model, guard, st)
+	var d *Decider
+	switch {
+	case cfg.Policy == PolicyModel:
+		d = NewDecider(cfg.Model, guard, st)
+	case cfg.Model != nil: // a fixed placement, scored with the model's horizon
+		d = NewScorer(cfg.Model.HorizonNs, guard, st)
+	default:
+		d = NewScorer(uint64(cmp.Or(cfg.KeepBudget, time.Millisecond)), guard, st)
+	}
 	var flush func() error
 	if !cfg.NoFlush {
 		flush = s.Apply
@@ -321,7 +383,8 @@ func watch(ctx context.Context, s *bpf.Sched, cfg Config, st *Stats, dl *dispatc
 		loopDone = dl.done
 	}
 	var prev bpf.SchedCounters
-	prevEvents := st.Events.Load()
+	var prevProgs map[string]bpf.ProgStat
+	prevEvents, prevCPU := st.Events.Load(), processCPU()
 	last := time.Now()
 	for {
 		select {
@@ -340,10 +403,25 @@ func watch(ctx context.Context, s *bpf.Sched, cfg Config, st *Stats, dl *dispatc
 				fmt.Fprintf(cfg.Log, "stats: %v\n", err)
 				continue
 			}
-			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/features.WakeMaxSize))
-			prev, prevEvents, last = cur, st.Events.Load(), now
+			var progs map[string]bpf.ProgStat
+			if cfg.BPFStats {
+				progs, _ = s.ProgStats()
+			}
+			cpu := processCPU()
+			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/features.WakeMaxSize)+
+				runtimeLine(now.Sub(last), cpu-prevCPU, progs, prevProgs, cur[bpf.SCNetNs]-prev[bpf.SCNetNs]))
+			prev, prevProgs, prevEvents, prevCPU, last = cur, progs, st.Events.Load(), cpu, now
 		}
 	}
+}
+
+// processCPU is this process's CPU time so far, user and system.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TotalsLine formats every nonzero BPF counter and the dispatch loop's counters as
@@ -365,14 +443,15 @@ func (r *Report) TotalsLine() string {
 
 // userTotalNames orders the dispatch loop's counters in TOTALS and the JSON report.
 var userTotalNames = []string{"events", "outcomes", "keep", "migrate", "fifo", "urb_full", "unmatched", "guard_trips",
-	"flushes", "flush_errors", "scored_only"}
+	"flushes", "flush_errors", "scored_only", "kernel_verdicts", "misattributed"}
 
 func userTotals(st *Stats) map[string]uint64 {
 	return map[string]uint64{
 		"events": st.Events.Load(), "outcomes": st.Outcomes.Load(), "keep": st.Keep.Load(), "migrate": st.Migrate.Load(),
 		"fifo": st.FIFO.Load(), "urb_full": st.RingFull.Load(), "unmatched": st.Unmatched.Load(),
 		"guard_trips": st.GuardTrips.Load(), "flushes": st.Flushes.Load(), "flush_errors": st.FlushErrors.Load(),
-		"scored_only": st.Informational.Load(),
+		"scored_only": st.Informational.Load(), "kernel_verdicts": st.KernelVerdicts.Load(),
+		"misattributed": st.Misattributed.Load(),
 	}
 }
 
@@ -385,19 +464,33 @@ type JSONReport struct {
 		Msg    string `json:"msg"`
 		Code   int64  `json:"code"`
 	} `json:"exit"`
-	Variant   string            `json:"variant"`
-	Policy    string            `json:"policy"`
-	Queue     string            `json:"queue"`
-	DurationS float64           `json:"duration_s"`
-	Restarts  int               `json:"restarts"`
-	BPF       map[string]uint64 `json:"bpf"`
-	User      map[string]uint64 `json:"user"`
+	Variant   string              `json:"variant"`
+	Policy    string              `json:"policy"`
+	Queue     string              `json:"queue"`
+	DurationS float64             `json:"duration_s"`
+	Restarts  int                 `json:"restarts"`
+	BPF       map[string]uint64   `json:"bpf"`
+	User      map[string]uint64   `json:"user"`
+	CPUS      float64             `json:"cpu_s"`               // the scheduler process's CPU time
+	Progs     map[string]JSONProg `json:"bpf_progs,omitempty"` // --bpf-stats, by program
+}
+
+// JSONProg is one BPF program's run-time statistics in the JSON report.
+type JSONProg struct {
+	Runs  uint64 `json:"runs"`
+	RunNs uint64 `json:"run_ns"`
 }
 
 // JSON returns the report's structured form; every BPF counter is named, zero or not.
 func (r *Report) JSON() JSONReport {
 	j := JSONReport{Variant: r.Variant, Policy: r.Policy, Queue: r.Queue, DurationS: r.Duration.Seconds(),
-		Restarts: r.Restarts, BPF: map[string]uint64{}, User: r.User}
+		Restarts: r.Restarts, BPF: map[string]uint64{}, User: r.User, CPUS: r.CPU.Seconds()}
+	for name, p := range r.Progs {
+		if j.Progs == nil {
+			j.Progs = map[string]JSONProg{}
+		}
+		j.Progs[name] = JSONProg{Runs: p.Runs, RunNs: uint64(p.Runtime)}
+	}
 	j.Exit.Kind, j.Exit.Reason, j.Exit.Msg, j.Exit.Code = r.Exit.KindName(), r.Exit.ReasonString(), r.Exit.MsgString(), r.Exit.ExitCode
 	for i, v := range r.Counters {
 		j.BPF[bpf.SchedCounter(i).String()] = v

@@ -43,9 +43,10 @@ func rawWake(seq uint64, wTid uint32, prevCPU, nrAllowed uint16, feats *[feature
 	return b // the full reserved size, as the scheduler submits it
 }
 
-func rawOutcome(seq uint64, voluntary bool, leaveNs uint64) []byte {
+// rawOutcome is the outcome of rawWake's sample seq: from its CPU and its R (wTid+1).
+func rawOutcome(seq uint64, cpu uint16, wTid uint32, voluntary bool, leaveNs uint64) []byte {
 	b := make([]byte, features.OutcomeSize)
-	features.EncodeOutcome(b, &features.OutcomeEvent{Voluntary: voluntary, CPU: 1, RTid: 7, Seq: seq, LeaveNs: leaveNs, TsNs: 99})
+	features.EncodeOutcome(b, &features.OutcomeEvent{Voluntary: voluntary, CPU: cpu, RTid: wTid + 1, Seq: seq, LeaveNs: leaveNs, TsNs: 99})
 	return b
 }
 
@@ -173,16 +174,59 @@ func TestOutcomeScoring(t *testing.T) {
 		if pred.KeepLocal(f) == label {
 			correct++
 		}
-		handle(rawOutcome(seq, vol, leave), d, w)
+		handle(rawOutcome(seq, 0, 1, vol, leave), d, w)
 	}
 	if st.Correct.Load() != correct || st.Outcomes.Load() != 300 {
 		t.Fatalf("correct %d want %d, outcomes %d", st.Correct.Load(), correct, st.Outcomes.Load())
 	}
 	// An outcome for an unknown or already scored seq is unmatched.
-	handle(rawOutcome(5, true, 1), d, w)
-	handle(rawOutcome(1<<40, true, 1), d, w)
+	handle(rawOutcome(5, 0, 1, true, 1), d, w)
+	handle(rawOutcome(1<<40, 0, 1, true, 1), d, w)
 	if st.Unmatched.Load() != 2 {
 		t.Fatalf("unmatched %d", st.Unmatched.Load())
+	}
+}
+
+// A sample that BPF decided carries its verdict: that is what is scored (the kernel form's
+// answer), not a re-prediction; and an outcome from another CPU or another R than its
+// sample's is counted and never scored.
+func TestKernelVerdictScoring(t *testing.T) {
+	st := &Stats{}
+	d := NewScorer(1_000_000, nil, st) // a fixed placement: no net in user space
+	w := &fakeWriter{}
+	rng := rand.New(rand.NewSource(5))
+	var want, positives uint64
+	for seq := uint64(1); seq <= 200; seq++ {
+		ev := rawWake(seq, 10, 1, 2, randFeats(rng))
+		keep := seq%4 != 0
+		ev[2] = features.WakeNoDecision | features.WakeVerdict
+		if keep {
+			ev[2] |= features.WakeKeep
+		}
+		if handle(ev, d, w) {
+			t.Fatal("a decided sample was answered")
+		}
+		label := seq%3 != 0
+		if label {
+			positives++
+		}
+		if keep == label {
+			want++
+		}
+		handle(rawOutcome(seq, 1, 10, label, 1000), d, w)
+	}
+	if st.Correct.Load() != want || st.Positives.Load() != positives || st.KernelVerdicts.Load() != 200 {
+		t.Fatalf("correct %d want %d, positives %d want %d, verdicts %d", st.Correct.Load(), want, st.Positives.Load(), positives, st.KernelVerdicts.Load())
+	}
+	// Outcomes from the wrong CPU, or the wrong R: not scored.
+	for seq, o := range map[uint64][]byte{300: rawOutcome(300, 0, 10, true, 1000), 301: rawOutcome(301, 1, 20, true, 1000)} {
+		ev := rawWake(seq, 10, 1, 2, randFeats(rng))
+		ev[2] = features.WakeNoDecision | features.WakeVerdict | features.WakeKeep
+		handle(ev, d, w)
+		handle(o, d, w)
+	}
+	if st.Misattributed.Load() != 2 || st.Correct.Load() != want || st.Positives.Load() != positives {
+		t.Fatalf("misattributed %d (want 2), correct %d, positives %d", st.Misattributed.Load(), st.Correct.Load(), st.Positives.Load())
 	}
 }
 
@@ -249,7 +293,7 @@ func benchEvents(n int) [][]byte {
 	for i := 0; i < n; i++ {
 		seq := uint64(i + 1)
 		ev = append(ev, rawWake(seq, uint32(1000+i%50), uint16(i%8), 8, randFeats(rng)))
-		ev = append(ev, rawOutcome(seq, i%3 != 0, uint64(rng.Intn(2_000_000))))
+		ev = append(ev, rawOutcome(seq, uint16(i%8), uint32(1000+i%50), i%3 != 0, uint64(rng.Intn(2_000_000))))
 	}
 	return ev
 }
@@ -301,4 +345,24 @@ func threadCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// The --stats cost fields: the process's CPU share, each hook's mean run time per call over
+// the interval, the net's share of the scheduler's BPF run time; and the decided fraction.
+func TestRuntimeLine(t *testing.T) {
+	prev := map[string]bpf.ProgStat{"mls_enqueue": {Runs: 10, Runtime: 1000}, "mls_dispatch": {Runs: 5, Runtime: 500}}
+	cur := map[string]bpf.ProgStat{"mls_enqueue": {Runs: 110, Runtime: 31000}, "mls_dispatch": {Runs: 105, Runtime: 10500}}
+	got := runtimeLine(time.Second, 20*time.Millisecond, cur, prev, 10000)
+	if want := " cpu=2.00% bpf enq=300ns disp=100ns net=25.0%"; got != want {
+		t.Fatalf("runtimeLine = %q, want %q", got, want)
+	}
+	if got := runtimeLine(2*time.Second, 10*time.Millisecond, nil, nil, 0); got != " cpu=0.50%" {
+		t.Fatalf("without --bpf-stats: %q", got)
+	}
+	var c bpf.SchedCounters
+	c[bpf.SCBusyPrev], c[bpf.SCKernelKeep], c[bpf.SCKernelMigrate], c[bpf.SCKernelNoIdle], c[bpf.SCKernelForced] = 100, 30, 20, 10, 4
+	c[bpf.SCGuardFIFO] = 40
+	if f := DecidedFraction(func(i bpf.SchedCounter) float64 { return float64(c[i]) }); f != 0.56 {
+		t.Fatalf("decided fraction %v, want 0.56", f)
+	}
 }

@@ -13,26 +13,29 @@ import (
 // Stats are the dispatch loop's counters. Written by the loop with atomics, read by --stats and
 // the metrics collector at any time.
 type Stats struct {
-	Policy        string // set before the run starts: the policy and its base queue
-	Queue         string
-	Events        atomic.Uint64 // wake events read
-	Outcomes      atomic.Uint64 // outcome events read
-	Informational atomic.Uint64 // wake events scored but not answered (guard tripped: base queue in BPF)
-	Keep          atomic.Uint64 // decisions sent, by action
-	Migrate       atomic.Uint64
-	FIFO          atomic.Uint64
-	RingFull      atomic.Uint64 // decisions lost: the user ring buffer was full
-	DecodeErrors  atomic.Uint64
-	Flushes       atomic.Uint64 // runs of the BPF apply program after a batch
-	FlushErrors   atomic.Uint64
-	Unmatched     atomic.Uint64 // outcomes whose prediction was no longer remembered
-	Positives     atomic.Uint64 // scored outcomes with label 1
-	Correct       atomic.Uint64 // scored outcomes the model predicted right
-	GuardTrips    atomic.Uint64 // switches to the base queue by the model guard
-	GuardActive   atomic.Bool   // the guard holds the policy at the base queue now
-	liveAccBits   atomic.Uint64 // float64 bits: the guard's window accuracy
-	Inference     Histogram     // sampled Predict durations, ns
-	EventAge      Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
+	Policy         string // set before the run starts: the policy and its base queue
+	Queue          string
+	BPFStats       bool          // --bpf-stats: the kernel keeps the programs' run-time statistics
+	Events         atomic.Uint64 // wake events read
+	Outcomes       atomic.Uint64 // outcome events read
+	Informational  atomic.Uint64 // wake events scored but not answered (guard tripped: base queue in BPF)
+	Keep           atomic.Uint64 // decisions sent, by action
+	Migrate        atomic.Uint64
+	FIFO           atomic.Uint64
+	RingFull       atomic.Uint64 // decisions lost: the user ring buffer was full
+	DecodeErrors   atomic.Uint64
+	Flushes        atomic.Uint64 // runs of the BPF apply program after a batch
+	FlushErrors    atomic.Uint64
+	Unmatched      atomic.Uint64 // outcomes whose prediction was no longer remembered
+	Misattributed  atomic.Uint64 // outcomes from another CPU or task than their sample's (never scored)
+	KernelVerdicts atomic.Uint64 // wake events carrying BPF's own verdict (scored as BPF decided)
+	Positives      atomic.Uint64 // scored outcomes with label 1
+	Correct        atomic.Uint64 // scored outcomes the model predicted right
+	GuardTrips     atomic.Uint64 // switches to the base queue by the model guard
+	GuardActive    atomic.Bool   // the guard holds the policy at the base queue now
+	liveAccBits    atomic.Uint64 // float64 bits: the guard's window accuracy
+	Inference      Histogram     // sampled Predict durations, ns
+	EventAge       Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
 }
 
 // LiveAccuracy is the model's accuracy over the guard's window (NaN before the first outcome).
@@ -116,5 +119,51 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 		b.WriteString("(guard:" + s.Queue + ")")
 	}
 	fmt.Fprintf(&b, " age=%.0fus inf=%.0fns drops=%d", s.EventAge.Mean()/1e3, s.Inference.Mean(), cur[bpf.SCRingFull]+cur[bpf.SCOutcomeDrop]+s.RingFull.Load())
+	if n := delta(bpf.SCBusyPrev); n > 0 {
+		fmt.Fprintf(&b, " decided=%.1f%%", 100*DecidedFraction(func(c bpf.SchedCounter) float64 { return float64(delta(c)) }))
+	}
+	return b.String()
+}
+
+// DecidedFraction is the share of the wakeups whose previous CPU was busy that BPF's placement
+// (the net, or a fixed rule) decided and applied: not the guard, a fallback, --shadow, or W's
+// affinity overriding the verdict. c reads a counter (a total or a delta); 0 with no such wakeup.
+func DecidedFraction(c func(bpf.SchedCounter) float64) float64 {
+	busy := c(bpf.SCBusyPrev)
+	if busy == 0 {
+		return 0
+	}
+	return (c(bpf.SCKernelKeep) + c(bpf.SCKernelMigrate) + c(bpf.SCKernelNoIdle) - c(bpf.SCKernelForced)) / busy
+}
+
+// progShort names the scheduler's programs in the --stats line's bpf= field.
+var progShort = map[string]string{
+	"mls_select_cpu": "sel", "mls_enqueue": "enq", "mls_dispatch": "disp", "mls_running": "run",
+	"mls_stopping": "stop", "mls_sched_sys_enter": "sys",
+}
+
+// runtimeLine formats the --stats line's cost fields over an interval d: the process's CPU
+// time as a share of one core, and with --bpf-stats each hook's mean run time per call and the
+// net's share of the scheduler's BPF run time.
+func runtimeLine(d time.Duration, cpu time.Duration, cur, prev map[string]bpf.ProgStat, netNs uint64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, " cpu=%.2f%%", 100*cpu.Seconds()/d.Seconds())
+	if cur == nil {
+		return b.String()
+	}
+	var total time.Duration
+	b.WriteString(" bpf")
+	for _, name := range []string{"mls_select_cpu", "mls_enqueue", "mls_dispatch", "mls_running", "mls_stopping", "mls_sched_sys_enter"} {
+		c, p := cur[name], prev[name]
+		if runs := c.Runs - p.Runs; runs > 0 {
+			fmt.Fprintf(&b, " %s=%.0fns", progShort[name], float64(c.Runtime-p.Runtime)/float64(runs))
+		}
+	}
+	for name, c := range cur {
+		total += c.Runtime - prev[name].Runtime
+	}
+	if total > 0 {
+		fmt.Fprintf(&b, " net=%.1f%%", 100*float64(netNs)/float64(total))
+	}
 	return b.String()
 }

@@ -219,7 +219,7 @@ const (
 	BaselineMajority  = "majority"
 	BaselineHeuristic = "oncpu-heuristic"
 	// NoteHeuristicNs is the model note holding the heuristic's on-CPU bound in ns.
-	NoteHeuristicNs = "heuristic_oncpu_ns"
+	NoteHeuristicNs = model.NoteHeuristicNs
 )
 
 func (res *Result) export(ds *Dataset, cfg Config, thr float32) *model.Model {

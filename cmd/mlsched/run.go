@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:    "run",
 		summary: "run the scheduler (sched_ext; needs root)",
-		usage:   "[--model MODEL [--queue vtime|fifo] | --policy vtime|fifo] [--metrics-addr ADDR] [--stats D] [--slice D] [-v]",
+		usage:   "[--model MODEL [--queue vtime|fifo] [--shadow] | --policy vtime|fifo|keep|migrate|oncpu] [--metrics-addr ADDR] [--stats D] [--bpf-stats] [--slice D] [-v]",
 		help: `
 Attach mlsched as the machine's sched_ext scheduler until SIGINT or SIGTERM, then detach and
 print the exit report. With the model policy, when a task wakes and its previous CPU is busy,
@@ -41,6 +41,24 @@ Policies:
          kernel's scx_simple does the same); fair between CPU hogs and tasks that sleep
   fifo   the plain shared FIFO, no model
 
+Fixed placements, in BPF over --queue: the yardsticks a model is measured against (they
+answer the same question by a rule; what a model can gain lies between them):
+  keep     always keep the waking task on its busy previous CPU (for at most --keep-budget)
+  migrate  always an idle CPU, else the base queue
+  oncpu    keep while the running task has been on the CPU less than --oncpu-threshold (the
+           model's one-parameter heuristic, recorded by train), else migrate
+They take the keep budget and the threshold from the model (--model, or the embedded one).
+
+--shadow runs the model policy without letting it act: the net decides in BPF and every
+decision is scored (the live accuracy in --stats and metrics), but every task goes where the
+base queue puts it. Use it to see a model's live accuracy on a machine before it places tasks.
+
+--bpf-stats turns on the kernel's BPF run-time statistics (kernel.bpf_stats_enabled) while
+mlsched runs: --stats then shows each hook's mean run time per call (bpf sel=.. enq=..) and the
+net's share of the scheduler's BPF run time (net=..%), and the JSON report has bpf_progs. They
+cost two clock reads per BPF program run, machine-wide. Every --stats line has cpu=, this
+process's own CPU time as a share of one core (also process_cpu_seconds_total in metrics).
+
 If mlsched dies, however it dies, the kernel puts every task back on the default scheduler.
 Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT, Linux >= 6.12) and BTF.
 
@@ -60,6 +78,10 @@ type runOpts struct {
 	queue          string
 	infer          string
 	keepBudget     time.Duration
+	oncpu          time.Duration
+	shadow         bool
+	bpfStats       bool
+	noVerdictCache bool
 	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
 	stats          time.Duration
@@ -76,10 +98,14 @@ type runOpts struct {
 func runFlags(fs *flag.FlagSet) func([]string) error {
 	o := &runOpts{fs: fs}
 	fs.StringVar(&o.modelPath, "model", "", "model file `MODEL` (default: the model embedded in the binary)")
-	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model, vtime or fifo")
+	fs.StringVar(&o.policy, "policy", sched.PolicyModel, "`POLICY`: model, vtime, fifo, or a fixed placement: keep, migrate, oncpu")
 	fs.StringVar(&o.queue, "queue", sched.QueueVtime, "model policy: the base `QUEUE` every fallback goes to, vtime or fifo")
 	fs.StringVar(&o.infer, "infer", sched.InferKernel, "model policy: where the net decides, `WHERE`: kernel (in BPF, at the wakeup, nothing waits for user space) or user (the older round trip to this process per wakeup, for comparison)")
 	fs.DurationVar(&o.keepBudget, "keep-budget", 0, "--infer kernel: a task kept on its busy previous CPU waits at most `D` for it, then any allowed CPU may run it (default: the model's horizon)")
+	fs.DurationVar(&o.oncpu, "oncpu-threshold", 0, "--policy oncpu: keep while the running task has been on the CPU less than `D` (default: the model's heuristic_oncpu_ns)")
+	fs.BoolVar(&o.shadow, "shadow", false, "model policy: the net decides and is scored on every wakeup, but tasks go where the base queue puts them")
+	fs.BoolVar(&o.bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics: per-hook run time and the net's share in --stats and the report")
+	fs.BoolVar(&o.noVerdictCache, "no-verdict-cache", false, "--infer kernel: evaluate the net on every wakeup, even when the running task made no syscall since its last verdict (to measure the cache)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
 	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
@@ -112,28 +138,18 @@ func runScheduler(o *runOpts, args []string) error {
 			return errorf(exitUsage, "--model and --policy %s exclude each other", o.policy)
 		}
 		if queueSet {
-			return errorf(exitUsage, "--queue is for the model policy; --policy %s is its own queue", o.policy)
+			return errorf(exitUsage, "--queue is for the model policy and the fixed placements; --policy %s is its own queue", o.policy)
 		}
-	case sched.PolicyModel:
-		if o.modelPath == "" {
-			var err error
-			if m, err = model.Default(); err != nil {
-				return errorf(exitBadInput, "%v (pass --model FILE, or --policy vtime for no model)", err)
-			}
-		} else {
-			if os.Geteuid() == 0 {
-				// run_model.go: root runs only a model root alone can change.
-				if err := checkModelTrusted(o.modelPath, 0); err != nil {
-					return withCode(exitBadInput, err)
-				}
-			}
-			var err error
-			if m, err = model.Load(o.modelPath); err != nil {
-				return errorf(exitBadInput, "%v", err)
-			}
+	case sched.PolicyModel, sched.PolicyKeep, sched.PolicyMigrate, sched.PolicyOnCPU:
+		var err error
+		if m, err = loadRunModel(o.modelPath); err != nil {
+			return err
 		}
 	default:
-		return errorf(exitUsage, "unknown policy %q (model, vtime or fifo)", o.policy)
+		return errorf(exitUsage, "unknown policy %q (model, vtime, fifo, keep, migrate or oncpu)", o.policy)
+	}
+	if err := checkRunFlags(o, m); err != nil {
+		return err
 	}
 	if os.Geteuid() != 0 {
 		return errorf(exitNotRoot, "attaching a sched_ext scheduler needs root (CAP_SYS_ADMIN, CAP_BPF): run with sudo")
@@ -149,6 +165,10 @@ func runScheduler(o *runOpts, args []string) error {
 		Queue:          o.queue,
 		Infer:          o.infer,
 		KeepBudget:     o.keepBudget,
+		OnCPU:          o.oncpu,
+		Shadow:         o.shadow,
+		BPFStats:       o.bpfStats,
+		NoVerdictCache: o.noVerdictCache,
 		Model:          m,
 		Slice:          o.slice,
 		Watchdog:       o.watchdog,
@@ -170,6 +190,54 @@ func runScheduler(o *runOpts, args []string) error {
 	}
 	if o.verbose {
 		fmt.Fprintf(os.Stderr, "ran %s with %s\n", rep.Duration.Round(time.Millisecond), rep.Variant)
+	}
+	return nil
+}
+
+// loadRunModel is the model `run` uses: the file given (as root, only one root alone can
+// change), else the embedded default.
+func loadRunModel(path string) (*model.Model, error) {
+	if path == "" {
+		m, err := model.Default()
+		if err != nil {
+			return nil, errorf(exitBadInput, "%v (pass --model FILE, or --policy vtime for no model)", err)
+		}
+		return m, nil
+	}
+	if os.Geteuid() == 0 {
+		// run_model.go: root runs only a model root alone can change.
+		if err := checkModelTrusted(path, 0); err != nil {
+			return nil, withCode(exitBadInput, err)
+		}
+	}
+	m, err := model.Load(path)
+	if err != nil {
+		return nil, errorf(exitBadInput, "%v", err)
+	}
+	return m, nil
+}
+
+// checkRunFlags refuses flags that do not apply to the policy, and fills --oncpu-threshold
+// from the model's heuristic.
+func checkRunFlags(o *runOpts, m *model.Model) error {
+	set := map[string]bool{}
+	o.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fixed := sched.Fixed(o.policy)
+	if fixed && set["infer"] {
+		return errorf(exitUsage, "--infer is for the model policy: --policy %s decides in the kernel", o.policy)
+	}
+	if o.shadow && (o.policy != sched.PolicyModel || o.infer != sched.InferKernel) {
+		return errorf(exitUsage, "--shadow scores the net deciding in the kernel: it needs the model policy with --infer kernel")
+	}
+	if set["oncpu-threshold"] && o.policy != sched.PolicyOnCPU {
+		return errorf(exitUsage, "--oncpu-threshold is for --policy oncpu")
+	}
+	if o.policy == sched.PolicyOnCPU && o.oncpu <= 0 {
+		d, ok := m.HeuristicOnCPU()
+		if !ok {
+			return errorf(exitUsage, "--policy oncpu: the model records no on-CPU heuristic (note %s); pass --oncpu-threshold D", model.NoteHeuristicNs)
+		}
+		o.oncpu = d
 	}
 	return nil
 }
