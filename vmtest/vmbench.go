@@ -31,6 +31,9 @@ type benchArm struct {
 	Name string
 	Cmd  []string
 	Ops  string
+	// Extra arms run only when MLSCHED_VMBENCH_ARMS names them (the cost arms: --bpf-stats
+	// slows every BPF program on the machine, so it is never on beside the others' figures).
+	Extra bool
 }
 
 func (a benchArm) sched() bool { return a.Cmd != nil }
@@ -243,30 +246,40 @@ func flagHelp(usage, name string) string {
 func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]string) {
 	skipped = map[string]string{}
 	run := []string{"/mlsched", "run", "--metrics-addr", ""}
+	if flagHelp(runUsage, "-json") != "" {
+		run = append(run, "--json") // the exit report, read into the arms' own account
+	}
 	withModel := run
 	if model == "file" {
 		withModel = append(slices.Clone(run), "--model", "/default.bin")
 	}
-	policy := flagHelp(runUsage, "-policy")
-	queue := flagHelp(runUsage, "-queue")
+	with := func(base []string, args ...string) []string { return append(slices.Clone(base), args...) }
 	for _, c := range []struct {
 		name  string
 		cmd   []string
 		needs map[string]string // flag entry -> word it must mention
 		model bool
+		extra bool
 	}{
-		{"mlsched fifo", append(slices.Clone(run), "--policy", "fifo"), map[string]string{"-policy": "fifo"}, false},
-		{"mlsched vtime", append(slices.Clone(run), "--policy", "vtime"), map[string]string{"-policy": "vtime"}, false},
-		{"mlsched model/fifo", append(slices.Clone(withModel), "--policy", "model", "--queue", "fifo"), map[string]string{"-policy": "model", "-queue": "fifo"}, true},
-		{"mlsched", withModel, nil, true}, // the default run: the model over the vtime queue
+		{"mlsched fifo", with(run, "--policy", "fifo"), map[string]string{"-policy": "fifo"}, false, false},
+		{"mlsched vtime", with(run, "--policy", "vtime"), map[string]string{"-policy": "vtime"}, false, false},
+		{"mlsched model/fifo", with(withModel, "--policy", "model", "--queue", "fifo"), map[string]string{"-policy": "model", "-queue": "fifo"}, true, false},
+		{"mlsched", withModel, nil, true, false}, // the default run: the model over the vtime queue
 		// The net in BPF (--infer kernel, the default since it exists), and the older round trip.
-		{"mlsched kernel", append(slices.Clone(withModel), "--infer", "kernel"), map[string]string{"-infer": "kernel"}, true},
-		{"mlsched user", append(slices.Clone(withModel), "--infer", "user"), map[string]string{"-infer": "user"}, true},
+		{"mlsched kernel", with(withModel, "--infer", "kernel"), map[string]string{"-infer": "kernel"}, true, false},
+		{"mlsched user", with(withModel, "--infer", "user"), map[string]string{"-infer": "user"}, true, false},
+		// The fixed placements: what any model's placement lies between.
+		{"mlsched keep", with(withModel, "--policy", "keep"), map[string]string{"-policy": "keep"}, true, false},
+		{"mlsched migrate", with(withModel, "--policy", "migrate"), map[string]string{"-policy": "migrate"}, true, false},
+		{"mlsched oncpu", with(withModel, "--policy", "oncpu"), map[string]string{"-policy": "oncpu"}, true, false},
+		// The cost arms: BPF run time per hook with and without the net, and without its cache.
+		{"mlsched vtime +stats", with(run, "--policy", "vtime", "--bpf-stats"), map[string]string{"-policy": "vtime", "-bpf-stats": "statistics"}, false, true},
+		{"mlsched +stats", with(withModel, "--bpf-stats"), map[string]string{"-bpf-stats": "statistics"}, true, true},
+		{"mlsched +stats nocache", with(withModel, "--bpf-stats", "--no-verdict-cache"), map[string]string{"-bpf-stats": "statistics", "-no-verdict-cache": "net"}, true, true},
 	} {
 		why := ""
 		for flag, word := range c.needs {
-			entry := map[string]string{"-policy": policy, "-queue": queue, "-infer": flagHelp(runUsage, "-infer")}[flag]
-			if entry == "" {
+			if entry := flagHelp(runUsage, flag); entry == "" {
 				why = fmt.Sprintf("`mlsched run` has no %s flag", flag)
 			} else if !strings.Contains(entry, word) {
 				why = fmt.Sprintf("`mlsched run %s` does not offer %s", flag, word)
@@ -279,9 +292,152 @@ func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]st
 			skipped[c.name] = why
 			continue
 		}
-		arms = append(arms, benchArm{Name: c.name, Cmd: c.cmd, Ops: "mlsched"})
+		arms = append(arms, benchArm{Name: c.name, Cmd: c.cmd, Ops: "mlsched", Extra: c.extra})
 	}
 	return arms, skipped
+}
+
+// The arms' own account: what each mlsched run's exit report (run --json) says, summed over the
+// arm's runs: how many wakeups had a busy previous CPU and how many of those the placement
+// decided (the net or a fixed rule, not the guard, a fallback or W's affinity), the verdicts
+// reused, the scheduler's own CPU time, and with --bpf-stats each hook's run time.
+type schedAccount struct {
+	Reports       int                 `json:"reports"`
+	BusyPrev      uint64              `json:"busy_prev"`
+	Decided       uint64              `json:"decided"`
+	DecidedFrac   float64             `json:"decided_fraction"`
+	NetEvals      uint64              `json:"net_evaluations"` // kernel_keep+migrate+no_idle+guard+shadow, by the net
+	Cached        uint64              `json:"cached"`
+	GuardTrips    uint64              `json:"guard_trips"`
+	Misattributed uint64              `json:"misattributed"`
+	CPUS          float64             `json:"cpu_s"`
+	DurationS     float64             `json:"duration_s"`
+	NetNs         uint64              `json:"net_ns"`
+	NetRuns       uint64              `json:"net_runs"`
+	Progs         map[string]progStat `json:"bpf_progs,omitempty"`
+}
+
+type progStat struct {
+	Runs  uint64 `json:"runs"`
+	RunNs uint64 `json:"run_ns"`
+}
+
+// runReport is the part of `mlsched run --json`'s report the account reads.
+type runReport struct {
+	Exit      struct{ Kind string } `json:"exit"`
+	DurationS float64               `json:"duration_s"`
+	CPUS      float64               `json:"cpu_s"`
+	BPF       map[string]uint64     `json:"bpf"`
+	User      map[string]uint64     `json:"user"`
+	Progs     map[string]progStat   `json:"bpf_progs"`
+}
+
+// parseRunReport finds the JSON exit report in a run's stdout (its last line that is one).
+func parseRunReport(stdout string) (runReport, bool) {
+	lines := strings.Split(stdout, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var r runReport
+		if strings.HasPrefix(lines[i], `{"exit"`) && json.Unmarshal([]byte(lines[i]), &r) == nil && r.Exit.Kind != "" {
+			return r, true
+		}
+	}
+	return runReport{}, false
+}
+
+// add sums one run's report into the account.
+func (a *schedAccount) add(r runReport) {
+	b, u := r.BPF, r.User
+	a.Reports++
+	a.BusyPrev += b["busy_prev"]
+	// In the kernel: the placement's keeps and migrates (no idle CPU: still its verdict) less
+	// those W's affinity overrode; by the round trip: the decisions BPF applied.
+	a.Decided += b["kernel_keep"] + b["kernel_migrate"] + b["kernel_no_idle"] - min(b["kernel_forced"], b["kernel_keep"]+b["kernel_migrate"]+b["kernel_no_idle"]) +
+		b["keep"] + b["migrate"] + b["no_idle"]
+	a.NetEvals += b["kernel_keep"] + b["kernel_migrate"] + b["kernel_no_idle"] + b["guard_fifo"] + b["shadow"]
+	a.Cached += b["kernel_cached"]
+	a.GuardTrips += u["guard_trips"]
+	a.Misattributed += u["misattributed"]
+	a.CPUS += r.CPUS
+	a.DurationS += r.DurationS
+	a.NetNs += b["net_ns"]
+	a.NetRuns += b["net_runs"]
+	for name, p := range r.Progs {
+		if a.Progs == nil {
+			a.Progs = map[string]progStat{}
+		}
+		q := a.Progs[name]
+		a.Progs[name] = progStat{Runs: q.Runs + p.Runs, RunNs: q.RunNs + p.RunNs}
+	}
+	if a.BusyPrev > 0 {
+		a.DecidedFrac = float64(a.Decided) / float64(a.BusyPrev)
+	}
+}
+
+// account adds an mlsched arm's exit report (its run's stdout) to the arm's account.
+func (r *benchReport) account(arm, stdout string) {
+	rr, ok := parseRunReport(stdout)
+	if !ok {
+		return
+	}
+	if r.Accounts == nil {
+		r.Accounts = map[string]*schedAccount{}
+	}
+	if r.Accounts[arm] == nil {
+		r.Accounts[arm] = &schedAccount{}
+	}
+	r.Accounts[arm].add(rr)
+}
+
+// accountTable renders the arms' own accounts.
+func (r *benchReport) accountTable() string {
+	if len(r.Accounts) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nmlsched's own account (each arm's exit reports, summed over its runs; decided: of the wakeups whose\n" +
+		"previous CPU was busy, the share its placement decided; cached: of the net's verdicts, the share reused;\n" +
+		"cpu: the scheduler process's CPU time per second of its run; per-call ns with --bpf-stats):\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "arm\truns\tbusy prev\tdecided\tcached\tguard trips\tmisattributed\tcpu\tselect ns\tenqueue ns\tdispatch ns\tstopping ns\tsys_enter ns\tnet ns\tnet share\t\n")
+	for _, name := range r.Arms {
+		a := r.Accounts[name]
+		if a == nil {
+			continue
+		}
+		perCall := func(prog string) string {
+			p, ok := a.Progs[prog]
+			if !ok || p.Runs == 0 {
+				return "-"
+			}
+			return num(float64(p.RunNs) / float64(p.Runs))
+		}
+		cached, cpu, netNs, share := "-", "-", "-", "-"
+		if a.NetEvals > 0 && a.Cached > 0 {
+			cached = fmt.Sprintf("%.1f%%", 100*float64(a.Cached)/float64(a.NetEvals))
+		}
+		if a.DurationS > 0 {
+			cpu = fmt.Sprintf("%.2f%%", 100*a.CPUS/a.DurationS)
+		}
+		if a.NetRuns > 0 {
+			netNs = num(float64(a.NetNs) / float64(a.NetRuns))
+		}
+		var total uint64
+		for _, p := range a.Progs {
+			total += p.RunNs
+		}
+		if total > 0 && a.NetRuns > 0 {
+			share = fmt.Sprintf("%.1f%%", 100*float64(a.NetNs)/float64(total))
+		}
+		decided := "-"
+		if a.BusyPrev > 0 {
+			decided = fmt.Sprintf("%.1f%%", 100*a.DecidedFrac)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, a.Reports, a.BusyPrev, decided, cached,
+			a.GuardTrips, a.Misattributed, cpu, perCall("mls_select_cpu"), perCall("mls_enqueue"), perCall("mls_dispatch"),
+			perCall("mls_stopping"), perCall("mls_sched_sys_enter"), netNs, share)
+	}
+	tw.Flush()
+	return b.String()
 }
 
 // peerArms are the kernel's example schedulers (tools/sched_ext), at /scx_* in the guest.
@@ -478,6 +634,8 @@ type benchReport struct {
 	RatioMethod    string            `json:"ratio_method"`
 	Note           string            `json:"note"`
 	Metrics        []string          `json:"metrics"` // the tables' order
+	// mlsched arms' own account, from their exit reports
+	Accounts map[string]*schedAccount `json:"accounts,omitempty"`
 }
 
 type benchResult struct {
@@ -497,12 +655,14 @@ type armStats struct {
 	Q3        *float64    `json:"q3,omitempty"`
 	VsDefault *ab.RatioCI `json:"vs_default,omitempty"`
 	VsSimple  *ab.RatioCI `json:"vs_scx_simple,omitempty"`
+	VsVtime   *ab.RatioCI `json:"vs_vtime,omitempty"`
 }
 
 // The references of the ratio columns.
 const (
 	refDefault = "default"
 	refSimple  = "scx_simple"
+	refVtime   = "mlsched vtime" // the base queue alone: what the model's placement adds to
 )
 
 // ratioMethod names how the ratio columns are computed (the table caption and the JSON).
@@ -535,6 +695,10 @@ func (r *benchReport) fillStats() {
 			if ref := res.Arms[refSimple]; ref != nil && len(ref.Runs) > 0 {
 				ci := ratioCI(ref.Runs, a.Runs)
 				a.VsSimple = &ci
+			}
+			if ref := res.Arms[refVtime]; ref != nil && len(ref.Runs) > 0 {
+				ci := ratioCI(ref.Runs, a.Runs)
+				a.VsVtime = &ci
 			}
 		}
 	}
@@ -603,18 +767,19 @@ func (r *benchReport) tables() string {
 		}
 		fmt.Fprintf(&b, "\n%s (%s, %s): %s\n", m, res.Unit, better, res.Command)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "arm\tn\tmedian\tmin - max\tIQR\tvs default\tvs scx_simple\t\n")
+		fmt.Fprintf(tw, "arm\tn\tmedian\tmin - max\tIQR\tvs default\tvs scx_simple\tvs mlsched vtime\t\n")
 		for _, name := range r.Arms {
 			a := res.Arms[name]
 			if len(a.Runs) == 0 {
-				fmt.Fprintf(tw, "%s\t0\t-\t-\t-\t-\t-\t\n", name)
+				fmt.Fprintf(tw, "%s\t0\t-\t-\t-\t-\t-\t-\t\n", name)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s - %s\t%s\t%s\t%s\t\n", name, len(a.Runs), num(*a.Median), num(*a.Min), num(*a.Max),
-				num(*a.Q3-*a.Q1), ratioCell(a.VsDefault, name == refDefault), ratioCell(a.VsSimple, name == refSimple))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s - %s\t%s\t%s\t%s\t%s\t\n", name, len(a.Runs), num(*a.Median), num(*a.Min), num(*a.Max),
+				num(*a.Q3-*a.Q1), ratioCell(a.VsDefault, name == refDefault), ratioCell(a.VsSimple, name == refSimple), ratioCell(a.VsVtime, name == refVtime))
 		}
 		tw.Flush()
 	}
+	b.WriteString(r.accountTable())
 	if len(r.Skipped) > 0 {
 		b.WriteString("\nskipped arms:\n")
 		for _, k := range slices.Sorted(maps.Keys(r.Skipped)) {

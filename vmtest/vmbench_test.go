@@ -145,7 +145,8 @@ func TestMlschedArms(t *testing.T) {
 		t.Errorf("old binary: skipped %v", skipped)
 	}
 	arms, skipped = mlschedArms(runUsageNew, "file")
-	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user"}) || len(skipped) != 0 {
+	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user"}) ||
+		len(skipped) != 6 || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
 	}
 	want := "/mlsched run --metrics-addr \"\" --model /default.bin --policy model --queue fifo"
@@ -160,6 +161,63 @@ func TestMlschedArms(t *testing.T) {
 	}
 	if arms, skipped := mlschedArms(runUsageNew, ""); len(arms) != 2 || !strings.Contains(skipped["mlsched"], "model") {
 		t.Errorf("no model: arms %v, skipped %v", names(arms), skipped)
+	}
+	// A binary with the fixed placements, --bpf-stats and --json: every arm, the cost arms
+	// marked extra, and every command asks for the JSON report.
+	arms, skipped = mlschedArms(runUsageFixed, "embedded")
+	if len(arms) != 12 || len(skipped) != 0 {
+		t.Fatalf("fixed placements: arms %v, skipped %v", names(arms), skipped)
+	}
+	for _, a := range arms {
+		if !slices.Contains(a.Cmd, "--json") {
+			t.Errorf("%s: %q lacks --json", a.Name, shellJoinArgs(a.Cmd))
+		}
+		if a.Extra != strings.Contains(a.Name, "+stats") {
+			t.Errorf("%s: extra %v", a.Name, a.Extra)
+		}
+	}
+	if got := shellJoinArgs(arms[8].Cmd); got != `/mlsched run --metrics-addr "" --json --policy oncpu` {
+		t.Errorf("oncpu command %q", got)
+	}
+}
+
+const runUsageFixed = `Flags:
+  -bpf-stats
+    	enable the kernel's BPF run-time statistics: per-hook run time
+  -infer WHERE
+    	model policy: where the net decides, WHERE: kernel (in BPF) or user (default "kernel")
+  -json
+    	print the exit report as one JSON object
+  -no-verdict-cache
+    	evaluate the net on every wakeup
+  -policy POLICY
+    	POLICY: model, vtime, fifo, or a fixed placement: keep, migrate, oncpu (default "model")
+  -queue QUEUE
+    	model policy: the base QUEUE every fallback goes to, vtime or fifo (default "vtime")
+`
+
+// The arms' own account sums their exit reports: the decided fraction is over the wakeups
+// with a busy previous CPU, less the verdicts W's affinity overrode; per-call costs and the
+// net's share come from --bpf-stats.
+func TestSchedAccount(t *testing.T) {
+	out := "stats line\n" +
+		`{"exit":{"kind":"unreg"},"duration_s":10,"cpu_s":0.5,"bpf":{"busy_prev":1000,"kernel_keep":500,"kernel_migrate":100,"kernel_no_idle":200,"kernel_forced":50,"guard_fifo":100,"kernel_cached":300,"net_ns":4000,"net_runs":100},"user":{"guard_trips":1},"bpf_progs":{"mls_enqueue":{"runs":1000,"run_ns":200000},"mls_dispatch":{"runs":10,"run_ns":6000}}}` + "\n"
+	rep := &benchReport{Arms: []string{"mlsched"}}
+	rep.account("mlsched", out)
+	rep.account("mlsched", "no report here\n")
+	rep.account("mlsched", strings.ReplaceAll(out, `"kernel_forced":50`, `"kernel_forced":0`))
+	a := rep.Accounts["mlsched"]
+	if a == nil || a.Reports != 2 || a.BusyPrev != 2000 || a.Decided != 750+800 || a.GuardTrips != 2 {
+		t.Fatalf("account %+v", a)
+	}
+	if a.Progs["mls_enqueue"].Runs != 2000 || a.NetEvals != 1800 || a.Cached != 600 {
+		t.Fatalf("account %+v", a)
+	}
+	tab := rep.accountTable()
+	for _, want := range []string{"77.5%", "33.3%", "5.00%", "200", "40.0", "1.9%"} {
+		if !strings.Contains(tab, want) {
+			t.Errorf("account table lacks %q:\n%s", want, tab)
+		}
 	}
 }
 
