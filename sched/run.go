@@ -99,8 +99,11 @@ type Report struct {
 	Queue    string
 	Duration time.Duration
 	Restarts int
-	CPU      time.Duration           // the scheduler process's own CPU time (user + system)
-	Progs    map[string]bpf.ProgStat // --bpf-stats: each BPF program's run time over the last attach
+	CPU      time.Duration // the scheduler process's own CPU time (user + system), loading included
+	// How long the scheduler was attached, and the process's CPU time meanwhile (summed over
+	// restarts): the cost of scheduling, without the verifier's time at load.
+	Attached, AttachedCPU time.Duration
+	Progs                 map[string]bpf.ProgStat // --bpf-stats: each BPF program's run time over the last attach
 }
 
 // ExitLine formats the exit as `EXIT: <kind> <reason> (<msg>)`.
@@ -182,6 +185,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		r, err := runOnce(ctx, cfg, st, &mt)
 		rep.Exit, rep.Counters, rep.Variant, rep.Progs = r.Exit, r.Counters, r.Variant, r.Progs
+		rep.Attached, rep.AttachedCPU = rep.Attached+r.Attached, rep.AttachedCPU+r.AttachedCPU
 		rep.Duration, rep.User, rep.CPU = time.Since(start), userTotals(st), processCPU()
 		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
 			if mt != nil {
@@ -234,6 +238,8 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	}
 	defer s.Close()
 	rep.Variant = s.Variant
+	t0, cpu0 := time.Now(), processCPU()
+	defer func() { rep.Attached, rep.AttachedCPU = time.Since(t0), processCPU()-cpu0 }()
 	if cfg.Verbose {
 		fmt.Fprintf(cfg.Log, "attached %s, policy %s over the %s queue%s\n", s.Variant, cfg.Policy, st.Queue, inferDesc(cfg))
 	}
@@ -464,15 +470,17 @@ type JSONReport struct {
 		Msg    string `json:"msg"`
 		Code   int64  `json:"code"`
 	} `json:"exit"`
-	Variant   string              `json:"variant"`
-	Policy    string              `json:"policy"`
-	Queue     string              `json:"queue"`
-	DurationS float64             `json:"duration_s"`
-	Restarts  int                 `json:"restarts"`
-	BPF       map[string]uint64   `json:"bpf"`
-	User      map[string]uint64   `json:"user"`
-	CPUS      float64             `json:"cpu_s"`               // the scheduler process's CPU time
-	Progs     map[string]JSONProg `json:"bpf_progs,omitempty"` // --bpf-stats, by program
+	Variant     string              `json:"variant"`
+	Policy      string              `json:"policy"`
+	Queue       string              `json:"queue"`
+	DurationS   float64             `json:"duration_s"`
+	Restarts    int                 `json:"restarts"`
+	BPF         map[string]uint64   `json:"bpf"`
+	User        map[string]uint64   `json:"user"`
+	CPUS        float64             `json:"cpu_s"`               // the scheduler process's CPU time
+	AttachedS   float64             `json:"attached_s"`          // how long it was attached
+	AttachedCPU float64             `json:"attached_cpu_s"`      // its CPU time meanwhile
+	Progs       map[string]JSONProg `json:"bpf_progs,omitempty"` // --bpf-stats, by program
 }
 
 // JSONProg is one BPF program's run-time statistics in the JSON report.
@@ -484,7 +492,8 @@ type JSONProg struct {
 // JSON returns the report's structured form; every BPF counter is named, zero or not.
 func (r *Report) JSON() JSONReport {
 	j := JSONReport{Variant: r.Variant, Policy: r.Policy, Queue: r.Queue, DurationS: r.Duration.Seconds(),
-		Restarts: r.Restarts, BPF: map[string]uint64{}, User: r.User, CPUS: r.CPU.Seconds()}
+		Restarts: r.Restarts, BPF: map[string]uint64{}, User: r.User, CPUS: r.CPU.Seconds(),
+		AttachedS: r.Attached.Seconds(), AttachedCPU: r.AttachedCPU.Seconds()}
 	for name, p := range r.Progs {
 		if j.Progs == nil {
 			j.Progs = map[string]JSONProg{}

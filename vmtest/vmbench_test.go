@@ -201,7 +201,7 @@ const runUsageFixed = `Flags:
 // net's share come from --bpf-stats.
 func TestSchedAccount(t *testing.T) {
 	out := "stats line\n" +
-		`{"exit":{"kind":"unreg"},"duration_s":10,"cpu_s":0.5,"bpf":{"busy_prev":1000,"kernel_keep":500,"kernel_migrate":100,"kernel_no_idle":200,"kernel_forced":50,"guard_fifo":100,"kernel_cached":300,"net_ns":4000,"net_runs":100},"user":{"guard_trips":1},"bpf_progs":{"mls_enqueue":{"runs":1000,"run_ns":200000},"mls_dispatch":{"runs":10,"run_ns":6000}}}` + "\n"
+		`{"exit":{"kind":"unreg"},"duration_s":12,"cpu_s":3,"attached_s":10,"attached_cpu_s":0.5,"bpf":{"busy_prev":1000,"kernel_keep":500,"kernel_migrate":100,"kernel_no_idle":200,"kernel_forced":50,"guard_fifo":100,"kernel_cached":300,"net_ns":4000,"net_runs":100},"user":{"guard_trips":1},"bpf_progs":{"mls_enqueue":{"runs":1000,"run_ns":200000},"mls_dispatch":{"runs":10,"run_ns":6000}}}` + "\n"
 	rep := &benchReport{Arms: []string{"mlsched"}}
 	rep.account("mlsched", out)
 	rep.account("mlsched", "no report here\n")
