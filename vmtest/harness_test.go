@@ -104,4 +104,104 @@ func TestCheckAccounting(t *testing.T) {
 	if len(accountingErrors("lost", lost)) == 0 {
 		t.Errorf("500 tasks missing from the applied paths were not flagged")
 	}
+	// The kernel path (--infer kernel, the JSON report of a 7.2 attach run) and --shadow, whose
+	// decided wakeups leave by the shadow path only: the sum holds with it and breaks without.
+	kind, _, kern, ok := parseRunOutput(kernelReport)
+	if !ok || kind != "unreg" || kern.BPF["kernel_keep"] != 87576 || kern.User["misattributed"] != 0 || kern.Restarts != 0 || kern.CPUS != 5.136181 {
+		t.Fatalf("the kernel path's JSON report parsed as kind %q, %+v", kind, kern)
+	}
+	_, _, shadow, _ := parseRunOutput(shadowReport)
+	for name, c := range map[string]map[string]uint64{"kernel": kern.BPF, "shadow": shadow.BPF} {
+		if errs := accountingErrors(name, c); len(errs) > 0 {
+			t.Errorf("%s totals flagged: %v", name, errs)
+		}
+	}
+	if shadow.BPF["shadow"] == 0 || shadow.BPF["kernel_keep"]+shadow.BPF["kernel_migrate"] != 0 {
+		t.Fatalf("fixture: a --shadow run places nothing itself: %v", shadow.BPF)
+	}
+	if errs := accountingErrors("double", withDelta(shadow.BPF, "kernel_keep", 7)); len(errs) == 0 {
+		t.Errorf("7 enqueues counted twice (shadow and kernel_keep) were not flagged")
+	}
+	if errs := accountingErrors("uncounted", withDelta(shadow.BPF, "shadow", -100)); len(errs) == 0 {
+		t.Errorf("100 shadow enqueues left uncounted were not flagged")
+	}
+}
+
+// kernelReport is `mlsched run --json`'s report of TestVMAttachModelKernel on 7.2 (2026-12-02).
+const kernelReport = `{"exit":{"kind":"unreg","reason":"unregistered from user space","msg":"","code":0},"variant":"sched (___v2 kfuncs)","policy":"model","queue":"vtime","duration_s":41.239490809,"restarts":0,"bpf":{"apply_no_ctx":0,"apply_run":0,"bad_cpu":0,"busy_prev":124038,"decision_bad":0,"decision_gone":0,"decision_rx":0,"decision_stale":0,"dispatch":157092,"drain_busy":0,"drain_error":0,"enqueue":164045,"event":0,"feat_takeover":0,"fifo":0,"fifo_policy":0,"guard_fifo":3,"keep":0,"keep_stolen":5014,"kernel_cached":36470,"kernel_forced":272,"kernel_keep":87576,"kernel_migrate":4,"kernel_no_idle":36455,"kernel_no_net":0,"kernel_sample_drop":3822,"kthread":146,"migrate":0,"move_fail":0,"net_ns":0,"net_runs":0,"no_ctx":0,"no_idle":0,"no_running":767,"orphan":0,"ours":2450,"outcome":11398,"outcome_drop":0,"reenqueue":36644,"ring_full":0,"rtt_ns":0,"select_direct":121,"shadow":0,"timeout":0,"timer_kick":9676,"vtime_policy":0},"user":{"events":11682,"fifo":0,"flush_errors":0,"flushes":0,"guard_trips":2,"keep":0,"kernel_verdicts":11682,"migrate":0,"misattributed":0,"outcomes":11398,"scored_only":11682,"unmatched":0,"urb_full":0},"cpu_s":5.136181}`
+
+// shadowReport is the report of TestVMAttachShadow on 7.2 (2026-12-02).
+const shadowReport = `{"exit":{"kind":"unreg","reason":"unregistered from user space","msg":"","code":0},"variant":"sched (___v2 kfuncs)","policy":"model","queue":"vtime","duration_s":33.332608792,"restarts":0,"bpf":{"apply_no_ctx":0,"apply_run":0,"bad_cpu":0,"busy_prev":195555,"decision_bad":0,"decision_gone":0,"decision_rx":0,"decision_stale":0,"dispatch":200427,"drain_busy":0,"drain_error":0,"enqueue":202481,"event":0,"feat_takeover":0,"fifo":0,"fifo_policy":0,"guard_fifo":0,"keep":0,"keep_stolen":0,"kernel_cached":46964,"kernel_forced":0,"kernel_keep":0,"kernel_migrate":0,"kernel_no_idle":0,"kernel_no_net":0,"kernel_sample_drop":183556,"kthread":93,"migrate":0,"move_fail":0,"net_ns":0,"net_runs":0,"no_ctx":0,"no_idle":0,"no_running":696,"orphan":0,"ours":2003,"outcome":8882,"outcome_drop":1,"reenqueue":4134,"ring_full":0,"rtt_ns":0,"select_direct":37,"shadow":195555,"timeout":0,"timer_kick":0,"vtime_policy":0},"user":{"events":11999,"fifo":0,"flush_errors":0,"flushes":0,"guard_trips":0,"keep":0,"kernel_verdicts":11999,"migrate":0,"misattributed":0,"outcomes":8882,"scored_only":11999,"unmatched":0,"urb_full":0},"cpu_s":5.163025,"attached_s":30.253394222,"attached_cpu_s":0.99483}`
+
+func copyCounters(c map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(c))
+	for k, v := range c {
+		out[k] = v
+	}
+	return out
+}
+
+func withDelta(c map[string]uint64, k string, d int64) map[string]uint64 {
+	out := copyCounters(c)
+	out[k] = uint64(int64(out[k]) + d)
+	return out
+}
+
+// checkNoUserWait: a kernel-path run passes; a round trip, a decision read, a round-trip time,
+// an outcome scored against another wakeup's sample, no outcome at all, or a report without
+// the misattributed counter each fail.
+func TestNoUserWait(t *testing.T) {
+	_, _, kern, _ := parseRunOutput(kernelReport)
+	if errs := noUserWaitErrors("kernel", kern); len(errs) > 0 {
+		t.Errorf("a kernel-path run flagged: %v", errs)
+	}
+	_, _, mdl, _ := parseRunOutput("EXIT: unreg x ()\nTOTALS: enqueue=21001 select_direct=86 ours=9424 kthread=98 reenqueue=6109 no_running=592 event=4778 decision_rx=4778 keep=1796 migrate=3 no_idle=2795 timeout=183 | events=4778 outcomes=4000 misattributed=0\n")
+	if errs := noUserWaitErrors("round trip", mdl); len(errs) != 1 || !strings.Contains(errs[0], "event=4778") || !strings.Contains(errs[0], "timeout=183") {
+		t.Errorf("the round trip's totals: %v, want one error naming event and timeout", errs)
+	}
+	for k, v := range map[string]uint64{"event": 1, "timeout": 1, "decision_rx": 1, "apply_run": 1, "rtt_ns": 12345} {
+		if errs := noUserWaitErrors(k, Totals{BPF: withDelta(kern.BPF, k, int64(v)), User: kern.User}); len(errs) != 1 || !strings.Contains(errs[0], k+"=") {
+			t.Errorf("%s=%d: %v, want one error naming it", k, v, errs)
+		}
+	}
+	for name, user := range map[string]map[string]uint64{
+		"misattributed": withDelta(kern.User, "misattributed", 3),
+		"no outcomes":   withDelta(kern.User, "outcomes", -int64(kern.User["outcomes"])),
+		"no counter":    func() map[string]uint64 { u := copyCounters(kern.User); delete(u, "misattributed"); return u }(),
+	} {
+		if errs := noUserWaitErrors(name, Totals{BPF: kern.BPF, User: user}); len(errs) != 1 {
+			t.Errorf("%s: %v, want one error", name, errs)
+		}
+	}
+	if errs := bpfUserWaitErrors("empty scrape", map[string]uint64{}); len(errs) != 1 {
+		t.Errorf("counters without any enqueue: %v, want flagged", errs)
+	}
+	// A /metrics scrape read back as Totals (what TestVMKill9Kernel checks before the kill).
+	prom := promTotals(parseProm("mlsched_bpf_events_total{counter=\"enqueue\"} 500\nmlsched_bpf_events_total{counter=\"event\"} 0\n" +
+		"mlsched_decision_roundtrip_seconds_sum 0.25\nmlsched_outcomes_total{label=\"0\"} 7\nmlsched_outcomes_total{label=\"1\"} 5\n"))
+	if prom.BPF["enqueue"] != 500 || prom.BPF["rtt_ns"] != 250000000 || prom.User["outcomes"] != 12 {
+		t.Errorf("promTotals: %+v", prom)
+	}
+}
+
+// The --stats line's counters by section: dec's keep is keep, the kernel's is kernel.keep.
+func TestStatsLines(t *testing.T) {
+	out := "enq/s=5315 ev/s=0 dec keep=3 migrate=4 fifo=5 kernel keep=84051 migrate=7 noidle=35993 stolen=4697 cached=35987 direct sel=79 ours=2062 kthr=103 base(vtime) policy=0 fb guard=0 ring=1 timeout=2 noidle=6 badcpu=0 q=13442 acc=- age=0us inf=0ns drops=0 decided=96.4% cpu=0.69% bpf sel=210ns enq=1302ns disp=388ns net=3.1%\n" +
+		"TOTALS: enqueue=1 | events=0\n"
+	lines := statsLines(out)
+	if len(lines) != 1 {
+		t.Fatalf("%d stats lines, want 1", len(lines))
+	}
+	kv := lines[0].kv
+	for k, want := range map[string]uint64{"keep": 3, "migrate": 4, "kernel.keep": 84051, "kernel.migrate": 7, "noidle": 35993, "fb.noidle": 6, "sel": 79, "ring": 1, "timeout": 2} {
+		if kv[k] != want {
+			t.Errorf("%s = %d, want %d (%v)", k, kv[k], want, kv)
+		}
+	}
+	if !statsCPU.MatchString(lines[0].raw) || !statsBPF.MatchString(lines[0].raw) {
+		t.Errorf("cpu= or bpf ... enq= not found in %q", lines[0].raw)
+	}
+	if statsBPF.MatchString("... cpu=0.69%") {
+		t.Errorf("a line without --bpf-stats matched the bpf pattern")
+	}
 }
