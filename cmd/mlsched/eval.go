@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
+	"sort"
 	"time"
 
+	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
 	"github.com/mlsched/mlsched/training"
 )
@@ -17,7 +20,7 @@ func init() {
 	register(&command{
 		name:    "eval",
 		summary: "measure a model's accuracy on traces, next to the baselines",
-		usage:   "--model MODEL [--infer user|kernel] [--json] TRACE...",
+		usage:   "--model MODEL [--infer user|kernel] [--json] TRACE...\n   or: mlsched eval --online [--online-lr R] [--online-l2 L] [--online-budget N] [--online-out FILE] --model MODEL [--json] TRACE",
 		help: `Runs MODEL over every sample of the traces exactly as the scheduler would (the same
 inference code and decision threshold) and prints accuracy, balanced accuracy, precision,
 recall and ROC AUC, with the same figures for the baselines: the majority class of these
@@ -45,15 +48,39 @@ float_keep_local (the samples each kept local), kernel_max_logit_err (the larges
 of the two logits), and kernel_accuracy, kernel_balanced_accuracy, kernel_precision,
 kernel_recall, kernel_auc (the kernel form's decisions against the labels).
 
+--online replays one trace through the online learner (model.Learner, as the daemon's online
+adaptation uses it) instead: the samples in time order, each predicted by the current,
+adapting net, and learned from once its label would be known, horizon after the sample's
+timestamp (the replay's clock is the samples' timestamps; there is no feedback: the
+decisions do not change the trace). The later half of the samples, in time order, is scored:
+the adapted net's prequential figures, the unadapted model's on the same samples and the
+majority class of those samples. --online-lr, --online-l2 and --online-budget (learns per
+second of trace time, 0: every sample) set the learner (defaults: the daemon's);
+--online-out FILE writes the adapted net at the end of the replay as a model file.
+With --json: n, positives (the scored half), samples (the whole trace), prequential_accuracy,
+prequential_balanced_accuracy, prequential_precision, prequential_recall, prequential_auc,
+static_accuracy, static_balanced_accuracy, static_precision, static_recall, static_auc (the
+unadapted model), baseline_accuracy, baseline_balanced_accuracy (the majority class of the
+scored half), learned, offered, dropped (samples learned, whose labels became known during
+the replay, dropped by the budget), learn_rate, l2, budget, threshold, horizon_ns, model,
+traces, online (true).
+
 Examples:
   mlsched eval --model m.bin tomorrow.trace
   mlsched eval --model m.bin --json t.trace | jq .balanced_accuracy
-  mlsched eval --model m.bin --infer kernel --json t.trace | jq .kernel_agreement`,
+  mlsched eval --model m.bin --infer kernel --json t.trace | jq .kernel_agreement
+  mlsched eval --online --model m.bin --json t.trace | jq '.prequential_accuracy, .static_accuracy'`,
 		flags: func(fs *flag.FlagSet) func([]string) error {
 			var o evalOpts
 			fs.StringVar(&o.model, "model", "", "the model file to evaluate (required)")
 			fs.StringVar(&o.infer, "infer", inferUser, "which net decides: user (the float net) or kernel (also its BPF integer form, and their agreement)")
 			fs.BoolVar(&o.json, "json", false, "print one JSON object")
+			def := model.DefaultLearnerConfig()
+			fs.BoolVar(&o.online, "online", false, "replay one trace through the online learner: prequential figures on its later half")
+			fs.Float64Var(&o.lr, "online-lr", def.LearnRate, "with --online: the learner's SGD step size")
+			fs.Float64Var(&o.l2, "online-l2", def.L2, "with --online: the learner's pull toward the model's weights")
+			fs.Float64Var(&o.budget, "online-budget", def.Budget, "with --online: at most this many learns per second of trace time (0: every sample)")
+			fs.StringVar(&o.onlineOut, "online-out", "", "with --online: write the adapted net at the end of the replay to this model file")
 			return func(args []string) error { return runEvalOpts(o, args, os.Stdout) }
 		},
 	})
@@ -68,6 +95,10 @@ const (
 type evalOpts struct {
 	model, infer string
 	json         bool
+
+	online         bool // replay through the online learner (runEvalOnline)
+	lr, l2, budget float64
+	onlineOut      string
 }
 
 // runEval evaluates the float net alone (--infer user).
@@ -84,6 +115,9 @@ func runEvalOpts(o evalOpts, traces []string, w io.Writer) error {
 	}
 	if len(traces) == 0 {
 		return errorf(exitUsage, "no traces: give at least one TRACE")
+	}
+	if o.online {
+		return runEvalOnline(o, traces, w)
 	}
 	m, err := model.Load(o.model)
 	if err != nil {
@@ -193,6 +227,231 @@ func writeEvalJSON(w io.Writer, path, infer string, ev *training.Evaluation) err
 	}
 	if ev.HasHeuristic {
 		out.HeuristicOnCPUNs = &ev.HeuristicNs
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// onlineResult is an online replay of one trace (replayOnline).
+type onlineResult struct {
+	Samples     int              // in the trace
+	Prequential training.Metrics // the adapting net on the later half, each sample predicted before it was learned
+	Static      training.Metrics // the unadapted model on the same samples
+	Majority    training.Metrics // the majority class of those samples
+	Learned     uint64           // samples learned from
+	Offered     uint64           // samples whose label became known during the replay
+	Dropped     uint64           // of those, dropped by the budget
+	Final       *model.Model     // the adapted net at the end
+}
+
+// replaySample is one trace sample kept for the replay: its nonzero counts are in a shared
+// pool (vals[off:off+popcount(bitmap)]), ~40 bytes plus 4 per nonzero count.
+type replaySample struct {
+	ts     uint64
+	bitmap uint64
+	off    uint32
+	label  uint8
+}
+
+// replayMaxSamples bounds the samples a replay holds, as train bounds its data.
+const replayMaxSamples = training.DefaultMaxSamples
+
+// replayOnline replays the trace at path through a learner that starts from m (see eval's
+// --online): samples in time order; each one is predicted by the current net, then offered to
+// the learner once the replay's clock (the samples' timestamps) reaches its timestamp plus
+// m's horizon, when its label would be known. The later half of the samples (in time order)
+// is scored. The trace must have m's schema and a horizon at least m's (a longer one is
+// relabelled).
+func replayOnline(m *model.Model, path string, cfg model.LearnerConfig) (*onlineResult, error) {
+	samples, vals, err := loadReplay(m, path)
+	if err != nil {
+		return nil, err
+	}
+	l, err := model.NewLearner(m, cfg)
+	if err != nil {
+		return nil, err
+	}
+	frozen, err := model.NewLearner(m, model.LearnerConfig{ClipNorm: 1, PosRateSamples: 1}) // never learns
+	if err != nil {
+		return nil, err
+	}
+	expand := func(s *replaySample, out *[features.NumBuckets]uint32) {
+		*out = [features.NumBuckets]uint32{}
+		off := s.off
+		for b := s.bitmap; b != 0; b &= b - 1 {
+			out[bits.TrailingZeros64(b)] = vals[off]
+			off++
+		}
+	}
+	n, half, horizon := len(samples), len(samples)/2, m.HorizonNs
+	scored := n - half
+	labels := make([]uint8, 0, scored)
+	dec, sdec := make([]bool, 0, scored), make([]bool, 0, scored)
+	score, sscore := make([]float64, 0, scored), make([]float64, 0, scored)
+	var feats [features.NumBuckets]uint32
+	next := 0 // the oldest sample not yet offered to the learner
+	for i := range samples {
+		s := &samples[i]
+		for next < i && samples[next].ts+horizon <= s.ts {
+			p := &samples[next]
+			expand(p, &feats)
+			l.Offer(p.ts+horizon, &feats, p.label == 1)
+			next++
+		}
+		if i < half {
+			continue
+		}
+		expand(s, &feats)
+		z, zs := l.Logit(&feats), frozen.Logit(&feats)
+		labels = append(labels, s.label)
+		dec, score = append(dec, l.KeepLocal(&feats)), append(score, z)
+		sdec, sscore = append(sdec, frozen.KeepLocal(&feats)), append(sscore, zs)
+	}
+	return &onlineResult{
+		Samples:     n,
+		Prequential: training.Score(labels, dec, score),
+		Static:      training.Score(labels, sdec, sscore),
+		Majority:    training.Majority(labels),
+		Learned:     l.Learned(), Offered: l.Offered(), Dropped: l.Dropped(),
+		Final: l.Model(),
+	}, nil
+}
+
+// loadReplay reads every sample of the trace, relabelled for m's horizon, sorted by time
+// (a capture writes samples as their outcomes resolve, not quite in time order).
+func loadReplay(m *model.Model, path string) ([]replaySample, []uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open trace: %w", err)
+	}
+	defer f.Close()
+	tr, err := features.NewTraceReader(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("trace %s: %w", path, err)
+	}
+	if h := tr.Header().HorizonNs; h < m.HorizonNs {
+		return nil, nil, fmt.Errorf("trace %s: captured with horizon %v, the model predicts for the longer %v: %w",
+			path, time.Duration(h), time.Duration(m.HorizonNs), training.ErrHorizonMismatch)
+	}
+	var samples []replaySample
+	var vals []uint32
+	var s features.Sample
+	for {
+		err := tr.Next(&s)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("trace %s: %w", path, err)
+		}
+		if len(samples) >= replayMaxSamples {
+			return nil, nil, fmt.Errorf("trace %s: more than %d samples: %w; replay a shorter trace", path, replayMaxSamples, training.ErrTooLarge)
+		}
+		training.Relabel(&s, m.HorizonNs)
+		r := replaySample{ts: s.TsNs, off: uint32(len(vals)), label: s.Label & 1}
+		for j, v := range s.Feats {
+			if v != 0 {
+				r.bitmap |= 1 << j
+				vals = append(vals, v)
+			}
+		}
+		samples = append(samples, r)
+	}
+	sort.SliceStable(samples, func(i, j int) bool { return samples[i].ts < samples[j].ts })
+	return samples, vals, nil
+}
+
+// runEvalOnline is eval --online.
+func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
+	if len(traces) != 1 {
+		return errorf(exitUsage, "--online replays one trace, got %d", len(traces))
+	}
+	if o.infer != inferUser {
+		return errorf(exitUsage, "--online replays the float net; --infer %s does not apply", o.infer)
+	}
+	cfg := model.DefaultLearnerConfig()
+	cfg.LearnRate, cfg.L2, cfg.Budget = o.lr, o.l2, o.budget
+	if _, err := model.NewLearner(model.New(1, 1), cfg); err != nil {
+		return withCode(exitUsage, fmt.Errorf("--online-lr/--online-l2/--online-budget: %w", err))
+	}
+	if o.onlineOut != "" {
+		if err := checkWritable(o.onlineOut); err != nil {
+			return err
+		}
+	}
+	m, err := model.Load(o.model)
+	if err != nil {
+		return withCode(exitBadInput, err)
+	}
+	r, err := replayOnline(m, traces[0], cfg)
+	if err != nil {
+		return traceErr(err)
+	}
+	if o.onlineOut != "" {
+		if err := r.Final.Save(o.onlineOut); err != nil {
+			return errorf(exitFailure, "--online-out: %w", err)
+		}
+	}
+	if o.json {
+		return writeOnlineJSON(w, o.model, traces, m, cfg, r)
+	}
+	fmt.Fprintf(w, "%s, online replay of %s: %d samples in time order; the later %d scored, %.1f%% positive (R yields within %v); threshold %.4f\n",
+		o.model, traces[0], r.Samples, r.Prequential.N, percent(r.Prequential.Positives, r.Prequential.N), time.Duration(m.HorizonNs), m.Threshold)
+	budget := "every sample"
+	if cfg.Budget > 0 {
+		budget = fmt.Sprintf("at most %g/s of trace time", cfg.Budget)
+	}
+	fmt.Fprintf(w, "learner: SGD, learning rate %g, L2 pull %g, budget %s: learned %d of %d labels known during the replay (%d dropped)\n",
+		cfg.LearnRate, cfg.L2, budget, r.Learned, r.Offered, r.Dropped)
+	printMetricsTable(w, []metricsRow{{"adapted (prequential)", r.Prequential}, {"unadapted model", r.Static}, {"majority class", r.Majority}})
+	fmt.Fprintf(w, "prequential accuracy %.4f: %+.1f points against the unadapted model, %+.1f against the majority class\n",
+		r.Prequential.Accuracy, 100*(r.Prequential.Accuracy-r.Static.Accuracy), 100*(r.Prequential.Accuracy-r.Majority.Accuracy))
+	if o.onlineOut != "" {
+		fmt.Fprintf(w, "wrote the adapted net to %s\n", o.onlineOut)
+	}
+	return nil
+}
+
+func writeOnlineJSON(w io.Writer, path string, traces []string, m *model.Model, cfg model.LearnerConfig, r *onlineResult) error {
+	p, s, b := &r.Prequential, &r.Static, &r.Majority
+	out := struct {
+		Online                   bool      `json:"online"`
+		N                        int       `json:"n"`
+		Positives                int       `json:"positives"`
+		Samples                  int       `json:"samples"`
+		PrequentialAccuracy      jsonFloat `json:"prequential_accuracy"`
+		PrequentialBalanced      jsonFloat `json:"prequential_balanced_accuracy"`
+		PrequentialPrecision     jsonFloat `json:"prequential_precision"`
+		PrequentialRecall        jsonFloat `json:"prequential_recall"`
+		PrequentialAUC           jsonFloat `json:"prequential_auc"`
+		StaticAccuracy           jsonFloat `json:"static_accuracy"`
+		StaticBalanced           jsonFloat `json:"static_balanced_accuracy"`
+		StaticPrecision          jsonFloat `json:"static_precision"`
+		StaticRecall             jsonFloat `json:"static_recall"`
+		StaticAUC                jsonFloat `json:"static_auc"`
+		BaselineAccuracy         jsonFloat `json:"baseline_accuracy"`
+		BaselineBalancedAccuracy jsonFloat `json:"baseline_balanced_accuracy"`
+		Learned                  uint64    `json:"learned"`
+		Offered                  uint64    `json:"offered"`
+		Dropped                  uint64    `json:"dropped"`
+		LearnRate                jsonFloat `json:"learn_rate"`
+		L2                       jsonFloat `json:"l2"`
+		Budget                   jsonFloat `json:"budget"`
+		Threshold                jsonFloat `json:"threshold"`
+		HorizonNs                uint64    `json:"horizon_ns"`
+		Model                    string    `json:"model"`
+		Traces                   []string  `json:"traces"`
+	}{
+		Online: true, N: p.N, Positives: p.Positives, Samples: r.Samples,
+		PrequentialAccuracy: jsonFloat(p.Accuracy), PrequentialBalanced: jsonFloat(p.BalancedAccuracy),
+		PrequentialPrecision: jsonFloat(p.Precision), PrequentialRecall: jsonFloat(p.Recall), PrequentialAUC: jsonFloat(p.AUC),
+		StaticAccuracy: jsonFloat(s.Accuracy), StaticBalanced: jsonFloat(s.BalancedAccuracy),
+		StaticPrecision: jsonFloat(s.Precision), StaticRecall: jsonFloat(s.Recall), StaticAUC: jsonFloat(s.AUC),
+		BaselineAccuracy: jsonFloat(b.Accuracy), BaselineBalancedAccuracy: jsonFloat(b.BalancedAccuracy),
+		Learned: r.Learned, Offered: r.Offered, Dropped: r.Dropped,
+		LearnRate: jsonFloat(cfg.LearnRate), L2: jsonFloat(cfg.L2), Budget: jsonFloat(cfg.Budget),
+		Threshold: jsonFloat(m.Threshold), HorizonNs: m.HorizonNs, Model: path, Traces: traces,
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -228,3 +228,194 @@ func TestEvalInferKernelRefuses(t *testing.T) {
 		t.Errorf("eval --help: exit %d\n%s", code, help)
 	}
 }
+
+// writeRuleTrace writes n samples, one every µs, like writeSynthTrace's (every bucket nonzero
+// with probability 1/3, buckets 9 and 20 always) labelled "bucket j > 2.0", flipped with
+// probability 5%; written in the order perm gives (nil: time order).
+func writeRuleTrace(t *testing.T, path string, n, j int, seed uint64, shuffled bool) []features.Sample {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 5))
+	samples := make([]features.Sample, n)
+	for i := range samples {
+		s := &samples[i]
+		s.TsNs, s.Outcome = uint64(i+1)*1000, features.OutcomeTimeout
+		for b := range s.Feats {
+			if rng.IntN(3) == 0 {
+				s.Feats[b] = uint32(1 + rng.IntN(6*features.FixedOne))
+			}
+		}
+		s.Feats[9] = uint32(1 + rng.IntN(4*features.FixedOne))
+		s.Feats[20] = uint32(1 + rng.IntN(4*features.FixedOne))
+		if (s.Feats[j] > 2*features.FixedOne) != (rng.IntN(20) == 0) {
+			s.Label, s.Outcome, s.LeaveNs = 1, features.OutcomeVoluntary, 500_000
+		}
+	}
+	order := make([]features.Sample, n)
+	copy(order, samples)
+	if shuffled { // as a capture writes them: roughly, not exactly, in time order
+		for i := range order {
+			k := min(n-1, i+rng.IntN(50))
+			order[i], order[k] = order[k], order[i]
+		}
+	}
+	var buf bytes.Buffer
+	tw, err := features.NewTraceWriter(&buf, features.TraceHeader{SchemaID: features.SchemaID(), HorizonNs: 1_000_000, NumCPU: 2, Command: "rule"})
+	for i := 0; err == nil && i < n; i++ {
+		err = tw.Write(&order[i])
+	}
+	if err == nil {
+		err = tw.Close(features.TraceSummary{})
+	}
+	if err == nil {
+		err = os.WriteFile(path, buf.Bytes(), 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return samples
+}
+
+// ruleModel keeps local iff bucket 9 holds more than 2.0 (unit 0), with three more units of
+// small random weights: the model of writeRuleTrace(..., 9, ...).
+func ruleModel() *model.Model {
+	rng := rand.New(rand.NewPCG(7, 7))
+	m := model.New(4, 1_000_000)
+	for i := range m.W1 {
+		m.W1[i] = float32(0.05 * rng.NormFloat64())
+	}
+	for k := 1; k < 4; k++ {
+		m.W2[k], m.B1[k] = float32(0.1*rng.NormFloat64()), 0.1
+	}
+	m.W1[9], m.W2[0], m.B2 = 1, 1, -float32(math.Log(3))
+	return m
+}
+
+// eval --online replays a trace: on a trace whose rule differs from the model's, the adapted
+// net's prequential accuracy beats the unadapted model by a clear margin; on the model's own
+// rule it stays within a point of it; the scored samples are the later half in time order,
+// labels are learned only once known (horizon after the sample), the baseline is the majority
+// class of that half, and a trace written out of time order replays exactly as one in order.
+func TestEvalOnline(t *testing.T) {
+	dir := t.TempDir()
+	mpath := saveModel(t, ruleModel(), filepath.Join(dir, "rule9.bin"))
+	const n = 20000
+	other := filepath.Join(dir, "rule20.trace")
+	samples := writeRuleTrace(t, other, n, 20, 1, true)
+	inOrder := filepath.Join(dir, "rule20-ordered.trace")
+	writeRuleTrace(t, inOrder, n, 20, 1, false)
+	same := filepath.Join(dir, "rule9.trace")
+	writeRuleTrace(t, same, n, 9, 2, true)
+
+	o := evalOpts{model: mpath, infer: inferUser, online: true, lr: model.DefaultLearnRate, l2: model.DefaultL2, budget: 0}
+	ev := evalJSON(t, o, other)
+	t.Logf("other rule: prequential %.4f, static %.4f, baseline %.4f, learned %v", ev["prequential_accuracy"], ev["static_accuracy"], ev["baseline_accuracy"], ev["learned"])
+	pre, static := ev["prequential_accuracy"].(float64), ev["static_accuracy"].(float64)
+	if pre < static+0.15 || pre < 0.75 {
+		t.Errorf("other rule: prequential accuracy %.4f, unadapted %.4f: want >= 0.75 and 0.15 above", pre, static)
+	}
+	// The label of the sample at ts is known at ts + 1 ms, 1000 samples later: the last 1000
+	// are never learned (budget 0: all the others are).
+	if ev["learned"] != float64(n-1000) || ev["offered"] != float64(n-1000) || ev["dropped"] != 0.0 || ev["samples"] != float64(n) {
+		t.Errorf("learned %v, offered %v, dropped %v of %v samples; want %d learned", ev["learned"], ev["offered"], ev["dropped"], ev["samples"], n-1000)
+	}
+	pos := 0
+	for _, s := range samples[n/2:] {
+		pos += int(s.Label)
+	}
+	if maj := float64(max(pos, n/2-pos)) / float64(n/2); ev["n"] != float64(n/2) || ev["positives"] != float64(pos) || ev["baseline_accuracy"] != maj {
+		t.Errorf("n %v positives %v baseline %v; the later half has %d samples, %d positive, majority %.4f", ev["n"], ev["positives"], ev["baseline_accuracy"], n/2, pos, maj)
+	}
+	for _, k := range []string{"prequential_balanced_accuracy", "prequential_auc", "static_balanced_accuracy", "static_auc",
+		"baseline_balanced_accuracy", "learn_rate", "l2", "budget", "threshold", "horizon_ns", "model", "traces"} {
+		if _, ok := ev[k]; !ok {
+			t.Errorf("eval --online --json lacks %q", k)
+		}
+	}
+	ord := evalJSON(t, o, inOrder)
+	for k, v := range ev {
+		if k != "traces" && mustJSON(v) != mustJSON(ord[k]) {
+			t.Errorf("%q is %s replaying the shuffled trace, %s in time order", k, mustJSON(v), mustJSON(ord[k]))
+		}
+	}
+
+	ev = evalJSON(t, o, same)
+	t.Logf("same rule: prequential %.4f, static %.4f, baseline %.4f", ev["prequential_accuracy"], ev["static_accuracy"], ev["baseline_accuracy"])
+	if pre, static := ev["prequential_accuracy"].(float64), ev["static_accuracy"].(float64); pre < static-0.01 {
+		t.Errorf("same rule: prequential accuracy %.4f more than a point below the unadapted %.4f", pre, static)
+	}
+
+	// The budget is in learns per second of trace time: 100,000/s over the ~19 ms in which
+	// labels become known learns ~1,900 of the 19,000.
+	o.budget = 100_000
+	ev = evalJSON(t, o, other)
+	if l := ev["learned"].(float64); l < 1800 || l > 2000 || ev["learned"].(float64)+ev["dropped"].(float64) != float64(n-1000) {
+		t.Errorf("budget 100000/s: learned %v, dropped %v", ev["learned"], ev["dropped"])
+	}
+
+	// The adapted net is written as a valid model whose notes say how it was made; the text
+	// output is a readable summary.
+	o.budget, o.json, o.onlineOut = 0, false, filepath.Join(dir, "adapted.bin")
+	var out bytes.Buffer
+	if err := runEvalOpts(o, []string{other}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"online replay", "adapted (prequential)", "unadapted model", "majority class", "learned 19000 of 19000", "prequential accuracy", "wrote the adapted net"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("eval --online output lacks %q:\n%s", want, out.String())
+		}
+	}
+	adapted, err := model.Load(o.onlineOut)
+	if err != nil || adapted.Meta.Notes[model.NoteOnlineLearned] != "19000" {
+		t.Errorf("--online-out: %v, notes %v", err, adapted)
+	}
+	// The adapted model, evaluated statically on the same trace, knows the new rule.
+	if ev := evalJSON(t, evalOpts{model: o.onlineOut, infer: inferUser}, other); ev["accuracy"].(float64) < 0.85 {
+		t.Errorf("the adapted model's accuracy on the new rule: %v", ev["accuracy"])
+	}
+}
+
+// eval --online refuses what eval refuses (corrupt or mismatched traces and models, with the
+// bad-input exit code), and more than one trace, --infer kernel and bad hyperparameters as
+// usage errors.
+func TestEvalOnlineRefuses(t *testing.T) {
+	dir := t.TempDir()
+	mpath := saveModel(t, ruleModel(), filepath.Join(dir, "m.bin"))
+	tr := filepath.Join(dir, "t.trace")
+	writeRuleTrace(t, tr, 500, 9, 1, false)
+	short := filepath.Join(dir, "short.trace")
+	writeSynthTrace(t, short, 100, 1, 500_000)
+	b, _ := os.ReadFile(tr)
+	corrupt := filepath.Join(dir, "corrupt.trace")
+	os.WriteFile(corrupt, append(b[:len(b)/2:len(b)/2], make([]byte, 100)...), 0o644)
+	trunc := filepath.Join(dir, "trunc.trace")
+	os.WriteFile(trunc, b[:len(b)-20], 0o644)
+	badModel := filepath.Join(dir, "bad.bin")
+	os.WriteFile(badModel, []byte("MLSMODEL but not really"), 0o644)
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"two traces", []string{"--online", "--model", mpath, tr, tr}, exitUsage, "one trace"},
+		{"no trace", []string{"--online", "--model", mpath}, exitUsage, "no traces"},
+		{"kernel", []string{"--online", "--infer", "kernel", "--model", mpath, tr}, exitUsage, "--infer kernel"},
+		{"lr", []string{"--online", "--online-lr", "-1", "--model", mpath, tr}, exitUsage, "learning rate"},
+		{"budget", []string{"--online", "--online-budget", "-1", "--model", mpath, tr}, exitUsage, "budget"},
+		{"shorter horizon", []string{"--online", "--model", mpath, short}, exitBadInput, "horizon"},
+		{"corrupt", []string{"--online", "--model", mpath, corrupt}, exitBadInput, "offset"},
+		{"truncated", []string{"--online", "--model", mpath, trunc}, exitBadInput, "truncated"},
+		{"missing", []string{"--online", "--model", mpath, filepath.Join(dir, "nope.trace")}, exitFailure, "no such file"},
+		{"bad model", []string{"--online", "--model", badModel, tr}, exitBadInput, "model"},
+		{"out dir", []string{"--online", "--online-out", dir, "--model", mpath, tr}, exitUsage, "is a directory"},
+	} {
+		code, _, stderr := runCLI(t, append([]string{"eval"}, c.args...)...)
+		if code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: exit %d (want %d), %q (want %q)", c.name, code, c.code, stderr, c.want)
+		}
+	}
+	code, out, errOut := runCLI(t, "eval", "--help")
+	if help := out + errOut; code != exitOK || !strings.Contains(help, "--online") || !strings.Contains(help, "prequential_accuracy") {
+		t.Errorf("eval --help: exit %d\n%s", code, help)
+	}
+}
