@@ -40,7 +40,7 @@ import (
 // of docs/TRAINING.md.
 const (
 	DefaultLearnRate = 0.01
-	DefaultL2        = 1e-4
+	DefaultL2        = 1e-3
 	// DefaultBudget is the learns per second Offer allows. 2% of one core at 50,000 outcomes/s
 	// is 400 ns per outcome; one Learn of a 16-unit net costs ~700 ns of CPU on this project's
 	// (loaded) machine (BenchmarkLearnerLearn), so at most ~28,000 learns/s fit, and 20,000
@@ -68,7 +68,31 @@ type LearnerConfig struct {
 	ClipNorm float64
 	// PosRateSamples is the time constant of the running positive rate (>= 1 samples).
 	PosRateSamples float64
+	// ThresholdWindow, when > 0, re-chooses the decision threshold on the last ThresholdWindow
+	// learned samples (each scored by the net just before it learned from it), every
+	// ThresholdWindow/8 learns once the window is full, for ThresholdFor. 0 keeps the model's
+	// threshold. At most MaxThresholdWindow.
+	ThresholdWindow int
+	ThresholdFor    ThresholdObjective
 }
+
+// ThresholdObjective is what a re-chosen threshold maximises.
+type ThresholdObjective int
+
+const (
+	ThresholdBalanced ThresholdObjective = iota // balanced accuracy (as training chooses by default)
+	ThresholdAccuracy                           // accuracy
+)
+
+// The threshold window bins each learned sample's logit: thrBins bins of 1/thrScale over
+// [-thrRange, thrRange) (the outermost bins also take everything beyond), so that choosing a
+// threshold is a scan of the bins, not a sort; a chosen threshold is a bin edge.
+const (
+	thrRange           = 8
+	thrScale           = 16
+	thrBins            = 2 * thrRange * thrScale
+	MaxThresholdWindow = 1 << 20
+)
 
 // DefaultLearnerConfig returns the default hyperparameters.
 func DefaultLearnerConfig() LearnerConfig {
@@ -92,6 +116,8 @@ func (c *LearnerConfig) validate() error {
 		bad("budget", c.Budget, c.Budget >= 0),
 		bad("clip norm", c.ClipNorm, c.ClipNorm > 0),
 		bad("positive-rate samples", c.PosRateSamples, c.PosRateSamples >= 1),
+		bad("threshold window", float64(c.ThresholdWindow), c.ThresholdWindow >= 0 && c.ThresholdWindow <= MaxThresholdWindow),
+		bad("threshold objective", float64(c.ThresholdFor), c.ThresholdFor == ThresholdBalanced || c.ThresholdFor == ThresholdAccuracy),
 	)
 }
 
@@ -130,6 +156,14 @@ type Learner struct {
 	sc, ss float64 // s.c and s.s of the current input
 
 	posRate float64
+
+	// The threshold window (ThresholdWindow > 0): a ring of the last learned samples' logit
+	// bins (the label in bit 15), and per bin how many of them are positive and negative.
+	thrRing          []uint16
+	thrPos, thrNeg   [thrBins]uint32
+	thrNext, thrFill int
+	thrSince         int
+	rechosen         uint64
 
 	learned, offered, dropped uint64
 	tokens                    float64
@@ -177,6 +211,9 @@ func NewLearner(m *Model, cfg LearnerConfig) (*Learner, error) {
 	}
 	if d := m.Meta.Data; d.Samples > 0 {
 		l.posRate = float64(d.Positives) / float64(d.Samples)
+	}
+	if cfg.ThresholdWindow > 0 {
+		l.thrRing = make([]uint16, cfg.ThresholdWindow)
 	}
 	return l, nil
 }
@@ -323,8 +360,82 @@ func (l *Learner) Learn(in *[features.NumBuckets]uint32, label bool) {
 	if l.alpha < 1e-4 {
 		l.fold()
 	}
+	if l.thrRing != nil {
+		l.window(z, label)
+	}
 	l.learned++
 }
+
+// window adds a learned sample's logit (before the step) to the threshold window and
+// re-chooses the threshold when it is due.
+func (l *Learner) window(z float64, label bool) {
+	b := uint16(min(max((z+thrRange)*thrScale, 0), thrBins-1))
+	if label {
+		b |= 1 << 15
+	}
+	if l.thrFill == len(l.thrRing) {
+		old := l.thrRing[l.thrNext]
+		if old>>15 != 0 {
+			l.thrPos[old&(1<<15-1)%thrBins]--
+		} else {
+			l.thrNeg[old%thrBins]--
+		}
+	} else {
+		l.thrFill++
+	}
+	l.thrRing[l.thrNext] = b
+	if label {
+		l.thrPos[b&(1<<15-1)%thrBins]++
+	} else {
+		l.thrNeg[b%thrBins]++
+	}
+	l.thrNext = (l.thrNext + 1) % len(l.thrRing)
+	l.thrSince++
+	if l.thrFill == len(l.thrRing) && l.thrSince >= max(1, len(l.thrRing)/8) {
+		l.thrSince = 0
+		l.rechoose()
+	}
+}
+
+// rechoose sets the threshold to the bin edge that maximises the objective on the window
+// (deciding KeepLocal for the logits at or above it); among equal ones, the closest to the
+// current threshold. With one class only in the window, balanced accuracy says nothing: the
+// threshold stays.
+func (l *Learner) rechoose() {
+	var pos, neg float64
+	for i := range thrBins {
+		pos += float64(l.thrPos[i])
+		neg += float64(l.thrNeg[i])
+	}
+	balanced := l.cfg.ThresholdFor == ThresholdBalanced
+	if balanced && (pos == 0 || neg == 0) {
+		return
+	}
+	// Cut c: KeepLocal iff bin >= c. TP = positives in bins >= c, TN = negatives below c.
+	tp, tn := pos, 0.0
+	best, bestCut, bestDist := math.Inf(-1), 0, math.Inf(1)
+	for c := 0; c <= thrBins; c++ {
+		if c > 0 {
+			tp -= float64(l.thrPos[c-1])
+			tn += float64(l.thrNeg[c-1])
+		}
+		v := tp + tn
+		if balanced {
+			v = tp/pos + tn/neg
+		}
+		edge := float64(c)/thrScale - thrRange
+		dist := math.Abs(edge - l.logitThreshold)
+		if v > best+1e-12 || (v > best-1e-12 && dist < bestDist) {
+			best, bestCut, bestDist = v, c, dist
+		}
+	}
+	l.logitThreshold = float64(bestCut)/thrScale - thrRange
+	l.rechosen++
+}
+
+// Threshold returns the current decision threshold (a probability): the model's, or the last
+// one chosen on the window.
+func (l *Learner) Threshold() float64 { return sigmoid64(l.logitThreshold) }
 
 // fold multiplies alpha into E, g and q, so that alpha is 1 again.
 func (l *Learner) fold() {
@@ -379,6 +490,7 @@ const (
 	NoteOnlineBudget      = "online_budget"       // LearnerConfig.Budget (learns/s; 0: all)
 	NoteOnlineBaseCreated = "online_base_created" // the starting model's creation (RFC 3339)
 	NoteOnlinePosRate     = "online_pos_rate"     // the running positive rate
+	NoteOnlineThreshold   = "online_threshold"    // how the threshold was re-chosen, if it was
 )
 
 // Model returns a snapshot of the current net as a new, valid model: the starting model's
@@ -402,6 +514,9 @@ func (l *Learner) Model() *Model {
 		m.B1[k], m.W2[k] = clamp(l.b1[k]), clamp(l.w2[k])
 	}
 	m.B2 = clamp(l.b2)
+	if l.rechosen > 0 {
+		m.Threshold = float32(min(max(l.Threshold(), 1e-6), 1-1e-6))
+	}
 	nan := math.NaN()
 	m.Meta.Metrics = Metrics{Accuracy: nan, BalancedAccuracy: nan, Precision: nan, Recall: nan, AUC: nan}
 	m.Meta.CreatedUnixNs = time.Now().UnixNano()
@@ -412,6 +527,14 @@ func (l *Learner) Model() *Model {
 		NoteOnlineBudget:      strconv.FormatFloat(l.cfg.Budget, 'g', -1, 64),
 		NoteOnlineBaseCreated: time.Unix(0, l.base.Meta.CreatedUnixNs).UTC().Format(time.RFC3339Nano),
 		NoteOnlinePosRate:     strconv.FormatFloat(l.posRate, 'f', 4, 64),
+	}
+	if l.cfg.ThresholdWindow > 0 {
+		obj := "balanced"
+		if l.cfg.ThresholdFor == ThresholdAccuracy {
+			obj = "accuracy"
+		}
+		notes[NoteOnlineThreshold] = fmt.Sprintf("max %s on the last %d learned, re-chosen %d times; the starting model's %.4f",
+			obj, l.cfg.ThresholdWindow, l.rechosen, l.base.Threshold)
 	}
 	// Keep the starting model's notes (its training), as many as fit with these.
 	keys := make([]string, 0, len(m.Meta.Notes))

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/mlsched/mlsched/features"
@@ -312,7 +313,8 @@ func TestLearnerSnapshot(t *testing.T) {
 		t.Error("snapshot does not re-encode to the same bytes")
 	}
 	notes := back.Meta.Notes
-	for k, want := range map[string]string{NoteOnlineLearned: "5000", NoteOnlineLearnRate: "0.01", NoteOnlineL2: "0.0001",
+	for k, want := range map[string]string{NoteOnlineLearned: "5000", NoteOnlineLearnRate: strconv.FormatFloat(DefaultLearnRate, 'g', -1, 64),
+		NoteOnlineL2:          strconv.FormatFloat(DefaultL2, 'g', -1, 64),
 		NoteOnlineBaseCreated: "2025-10-09T08:53:20Z", "trainer": "online_test"} {
 		if notes[k] != want {
 			t.Errorf("note %q = %q, want %q", k, notes[k], want)
@@ -377,14 +379,21 @@ func TestLearnerNoAlloc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := DefaultLearnerConfig()
+	cfg.ThresholdWindow = 64
+	lw, err := NewLearner(base, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rng := rand.New(rand.NewPCG(9, 10))
 	in := randomInput(rng, 12)
-	ts := uint64(0)
+	ts, y := uint64(0), false
 	for name, f := range map[string]func(){
-		"Learn":     func() { l.Learn(in, true) },
-		"Offer":     func() { ts += 10_000; l.Offer(ts, in, false) },
-		"Logit":     func() { l.Logit(in) },
-		"KeepLocal": func() { l.KeepLocal(in) },
+		"Learn":                   func() { l.Learn(in, true) },
+		"Learn, threshold window": func() { y = !y; lw.Learn(in, y) },
+		"Offer":                   func() { ts += 10_000; l.Offer(ts, in, false) },
+		"Logit":                   func() { l.Logit(in) },
+		"KeepLocal":               func() { l.KeepLocal(in) },
 	} {
 		if a := testing.AllocsPerRun(1000, f); a != 0 {
 			t.Errorf("%s: %v allocations per call", name, a)
@@ -434,6 +443,9 @@ func TestLearnerConfigRefused(t *testing.T) {
 		{LearnRate: 0.01, ClipNorm: 0, PosRateSamples: 1},
 		{LearnRate: 0.01, ClipNorm: 1, PosRateSamples: 0},
 		{LearnRate: 0.5, L2: 2, ClipNorm: 1, PosRateSamples: 1}, // lr*l2 >= 1: the pull overshoots
+		{LearnRate: 0.01, ClipNorm: 1, PosRateSamples: 1, ThresholdWindow: -1},
+		{LearnRate: 0.01, ClipNorm: 1, PosRateSamples: 1, ThresholdWindow: MaxThresholdWindow + 1},
+		{LearnRate: 0.01, ClipNorm: 1, PosRateSamples: 1, ThresholdFor: 7},
 	} {
 		if _, err := NewLearner(base, c); !errors.Is(err, ErrLearnerConfig) {
 			t.Errorf("%+v: %v", c, err)
@@ -523,4 +535,87 @@ func BenchmarkLearnerOffer50k(b *testing.B) {
 	}
 	b.ReportMetric(float64(threadCPU()-cpu0)/float64(n)/1e9, "core-fraction")
 	b.ReportMetric(float64(l.Learned())/float64(n), "learned/s")
+}
+
+// The threshold window keeps per-bin counts of exactly the last ThresholdWindow samples, and
+// re-chooses the threshold as the bin edge that maximises the objective, the closest to the
+// current threshold among equals.
+func TestLearnerThresholdWindow(t *testing.T) {
+	base, _ := Default()
+	cfg := DefaultLearnerConfig()
+	cfg.ThresholdWindow = 100
+	l, err := NewLearner(base, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Negatives at logit -1, positives at +1; the current threshold's logit is 2.2: every edge
+	// in (-1, 1] separates them, and 1.0 is the closest.
+	l.logitThreshold = math.Log(0.9 / 0.1)
+	for i := range 100 {
+		l.window(2*float64(i%2)-1, i%2 == 1)
+	}
+	if l.rechosen == 0 || l.logitThreshold != 1 {
+		t.Errorf("separable window: threshold logit %v after %d choices, want 1", l.logitThreshold, l.rechosen)
+	}
+	// 70 negatives and 30 positives, all at logit 0.5 (bin [0.5, 0.5625)): for accuracy, keep
+	// none local (the edge above that bin); for balanced accuracy every cut is 0.5: unchanged.
+	for _, c := range []struct {
+		obj  ThresholdObjective
+		want float64
+	}{{ThresholdAccuracy, 0.5625}, {ThresholdBalanced, 0}} {
+		cfg.ThresholdFor = c.obj
+		l, _ = NewLearner(base, cfg)
+		l.logitThreshold = 0
+		for i := range 100 {
+			l.window(0.5, i%10 < 3)
+		}
+		if l.logitThreshold != c.want {
+			t.Errorf("objective %d: threshold logit %v, want %v", c.obj, l.logitThreshold, c.want)
+		}
+	}
+	// The counts are those of the last 100 samples, however many went through.
+	rng := rand.New(rand.NewPCG(1, 1))
+	zs, ys := make([]float64, 1000), make([]bool, 1000)
+	for i := range zs {
+		zs[i], ys[i] = 20*rng.Float64()-10, rng.IntN(3) == 0
+		l.window(zs[i], ys[i])
+	}
+	var pos, neg [thrBins]uint32
+	for i := 900; i < 1000; i++ {
+		b := int(min(max((zs[i]+thrRange)*thrScale, 0), thrBins-1))
+		if ys[i] {
+			pos[b]++
+		} else {
+			neg[b]++
+		}
+	}
+	if pos != l.thrPos || neg != l.thrNeg {
+		t.Error("window counts differ from the last 100 samples'")
+	}
+}
+
+// With the net frozen (learning rate 0) and a threshold far off, re-choosing it on the window
+// recovers the accuracy; the snapshot carries the chosen threshold and says how it was chosen.
+func TestLearnerThresholdRechosen(t *testing.T) {
+	base := synthBase(t)
+	base.Threshold = 0.995
+	frozen := LearnerConfig{ClipNorm: 1, PosRateSamples: 1}
+	_, fixed := prequential(t, base, frozen, ruleBucket(9), 20000, 4)
+	frozen.ThresholdWindow = 2048
+	rechosen, _ := prequential(t, base, frozen, ruleBucket(9), 20000, 4)
+	t.Logf("threshold 0.995: accuracy %.4f kept, %.4f re-chosen on a window", fixed, rechosen)
+	if rechosen < fixed+0.1 || rechosen < 0.85 {
+		t.Errorf("re-chosen threshold: accuracy %.4f, kept %.4f", rechosen, fixed)
+	}
+	l, _ := NewLearner(base, frozen)
+	rng := rand.New(rand.NewPCG(4, 4))
+	var in [features.NumBuckets]uint32
+	for range 4096 {
+		l.Learn(&in, synthSample(rng, ruleBucket(9), 0.05, &in))
+	}
+	snap := l.Model()
+	if err := snap.Validate(); err != nil || float64(snap.Threshold) > 0.9 || snap.Meta.Notes[NoteOnlineThreshold] == "" {
+		t.Errorf("snapshot: %v, threshold %v, note %q", err, snap.Threshold, snap.Meta.Notes[NoteOnlineThreshold])
+	}
+	t.Logf("snapshot threshold %.4f: %s", snap.Threshold, snap.Meta.Notes[NoteOnlineThreshold])
 }

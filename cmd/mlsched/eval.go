@@ -56,14 +56,17 @@ decisions do not change the trace). The later half of the samples, in time order
 the adapted net's prequential figures, the unadapted model's on the same samples and the
 majority class of those samples. --online-lr, --online-l2 and --online-budget (learns per
 second of trace time, 0: every sample) set the learner (defaults: the daemon's);
---online-out FILE writes the adapted net at the end of the replay as a model file.
+--online-threshold balanced|accuracy re-chooses the decision threshold on the last
+--online-threshold-window learned samples for that objective (keep, the default, keeps the
+model's); --online-out FILE writes the adapted net at the end of the replay as a model file.
 With --json: n, positives (the scored half), samples (the whole trace), prequential_accuracy,
 prequential_balanced_accuracy, prequential_precision, prequential_recall, prequential_auc,
 static_accuracy, static_balanced_accuracy, static_precision, static_recall, static_auc (the
 unadapted model), baseline_accuracy, baseline_balanced_accuracy (the majority class of the
 scored half), learned, offered, dropped (samples learned, whose labels became known during
-the replay, dropped by the budget), learn_rate, l2, budget, threshold, horizon_ns, model,
-traces, online (true).
+the replay, dropped by the budget), learn_rate, l2, budget, threshold (the model's),
+online_threshold (keep, balanced or accuracy), final_threshold (the learner's at the end),
+horizon_ns, model, traces, online (true).
 
 Examples:
   mlsched eval --model m.bin tomorrow.trace
@@ -80,6 +83,8 @@ Examples:
 			fs.Float64Var(&o.lr, "online-lr", def.LearnRate, "with --online: the learner's SGD step size")
 			fs.Float64Var(&o.l2, "online-l2", def.L2, "with --online: the learner's pull toward the model's weights")
 			fs.Float64Var(&o.budget, "online-budget", def.Budget, "with --online: at most this many learns per second of trace time (0: every sample)")
+			fs.StringVar(&o.thrFor, "online-threshold", "keep", "with --online: keep the model's threshold, or re-choose it on a window of learned samples for balanced accuracy or accuracy (keep|balanced|accuracy)")
+			fs.IntVar(&o.thrWindow, "online-threshold-window", defaultThresholdWindow, "with --online-threshold balanced|accuracy: the window, in learned samples")
 			fs.StringVar(&o.onlineOut, "online-out", "", "with --online: write the adapted net at the end of the replay to this model file")
 			return func(args []string) error { return runEvalOpts(o, args, os.Stdout) }
 		},
@@ -98,8 +103,14 @@ type evalOpts struct {
 
 	online         bool // replay through the online learner (runEvalOnline)
 	lr, l2, budget float64
+	thrFor         string
+	thrWindow      int
 	onlineOut      string
 }
+
+// defaultThresholdWindow is --online-threshold-window's default: at the default budget, about
+// 0.4 s of learned samples.
+const defaultThresholdWindow = 8192
 
 // runEval evaluates the float net alone (--infer user).
 func runEval(path string, jsonOut bool, traces []string, w io.Writer) error {
@@ -372,6 +383,19 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 	}
 	cfg := model.DefaultLearnerConfig()
 	cfg.LearnRate, cfg.L2, cfg.Budget = o.lr, o.l2, o.budget
+	switch o.thrFor {
+	case "keep", "":
+	case "balanced", "accuracy":
+		cfg.ThresholdWindow = o.thrWindow
+		if o.thrFor == "accuracy" {
+			cfg.ThresholdFor = model.ThresholdAccuracy
+		}
+		if o.thrWindow < 1 {
+			return errorf(exitUsage, "--online-threshold-window %d: want >= 1", o.thrWindow)
+		}
+	default:
+		return errorf(exitUsage, "--online-threshold %q: want keep, balanced or accuracy", o.thrFor)
+	}
 	if _, err := model.NewLearner(model.New(1, 1), cfg); err != nil {
 		return withCode(exitUsage, fmt.Errorf("--online-lr/--online-l2/--online-budget: %w", err))
 	}
@@ -404,6 +428,9 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "learner: SGD, learning rate %g, L2 pull %g, budget %s: learned %d of %d labels known during the replay (%d dropped)\n",
 		cfg.LearnRate, cfg.L2, budget, r.Learned, r.Offered, r.Dropped)
+	if cfg.ThresholdWindow > 0 {
+		fmt.Fprintf(w, "threshold re-chosen for %s on the last %d learned samples: %.4f at the end\n", o.thrFor, cfg.ThresholdWindow, r.Final.Threshold)
+	}
 	printMetricsTable(w, []metricsRow{{"adapted (prequential)", r.Prequential}, {"unadapted model", r.Static}, {"majority class", r.Majority}})
 	fmt.Fprintf(w, "prequential accuracy %.4f: %+.1f points against the unadapted model, %+.1f against the majority class\n",
 		r.Prequential.Accuracy, 100*(r.Prequential.Accuracy-r.Static.Accuracy), 100*(r.Prequential.Accuracy-r.Majority.Accuracy))
@@ -414,6 +441,10 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 }
 
 func writeOnlineJSON(w io.Writer, path string, traces []string, m *model.Model, cfg model.LearnerConfig, r *onlineResult) error {
+	thrFor := "keep"
+	if cfg.ThresholdWindow > 0 {
+		thrFor = map[model.ThresholdObjective]string{model.ThresholdBalanced: "balanced", model.ThresholdAccuracy: "accuracy"}[cfg.ThresholdFor]
+	}
 	p, s, b := &r.Prequential, &r.Static, &r.Majority
 	out := struct {
 		Online                   bool      `json:"online"`
@@ -439,6 +470,8 @@ func writeOnlineJSON(w io.Writer, path string, traces []string, m *model.Model, 
 		L2                       jsonFloat `json:"l2"`
 		Budget                   jsonFloat `json:"budget"`
 		Threshold                jsonFloat `json:"threshold"`
+		OnlineThreshold          string    `json:"online_threshold"`
+		FinalThreshold           jsonFloat `json:"final_threshold"`
 		HorizonNs                uint64    `json:"horizon_ns"`
 		Model                    string    `json:"model"`
 		Traces                   []string  `json:"traces"`
@@ -451,7 +484,8 @@ func writeOnlineJSON(w io.Writer, path string, traces []string, m *model.Model, 
 		BaselineAccuracy: jsonFloat(b.Accuracy), BaselineBalancedAccuracy: jsonFloat(b.BalancedAccuracy),
 		Learned: r.Learned, Offered: r.Offered, Dropped: r.Dropped,
 		LearnRate: jsonFloat(cfg.LearnRate), L2: jsonFloat(cfg.L2), Budget: jsonFloat(cfg.Budget),
-		Threshold: jsonFloat(m.Threshold), HorizonNs: m.HorizonNs, Model: path, Traces: traces,
+		Threshold: jsonFloat(m.Threshold), OnlineThreshold: thrFor, FinalThreshold: jsonFloat(r.Final.Threshold),
+		HorizonNs: m.HorizonNs, Model: path, Traces: traces,
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

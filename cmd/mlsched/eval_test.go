@@ -352,6 +352,20 @@ func TestEvalOnline(t *testing.T) {
 		t.Errorf("budget 100000/s: learned %v, dropped %v", ev["learned"], ev["dropped"])
 	}
 
+	// A threshold re-chosen on a window: keep keeps the model's (0.5); re-chosen for accuracy,
+	// it moves and the adapted net still scores well.
+	o.budget, o.thrFor, o.thrWindow = 0, "keep", 4096
+	if ev := evalJSON(t, o, other); ev["online_threshold"] != "keep" || ev["final_threshold"] != ev["threshold"] {
+		t.Errorf("keep: online_threshold %v, final_threshold %v, threshold %v", ev["online_threshold"], ev["final_threshold"], ev["threshold"])
+	}
+	o.thrFor = "accuracy"
+	ev = evalJSON(t, o, other)
+	t.Logf("re-chosen for accuracy: prequential %.4f, final threshold %v", ev["prequential_accuracy"], ev["final_threshold"])
+	if ev["online_threshold"] != "accuracy" || ev["final_threshold"] == ev["threshold"] || ev["prequential_accuracy"].(float64) < 0.75 {
+		t.Errorf("accuracy: online_threshold %v, final_threshold %v, prequential %v", ev["online_threshold"], ev["final_threshold"], ev["prequential_accuracy"])
+	}
+	o.thrFor = "keep"
+
 	// The adapted net is written as a valid model whose notes say how it was made; the text
 	// output is a readable summary.
 	o.budget, o.json, o.onlineOut = 0, false, filepath.Join(dir, "adapted.bin")
@@ -402,6 +416,8 @@ func TestEvalOnlineRefuses(t *testing.T) {
 		{"kernel", []string{"--online", "--infer", "kernel", "--model", mpath, tr}, exitUsage, "--infer kernel"},
 		{"lr", []string{"--online", "--online-lr", "-1", "--model", mpath, tr}, exitUsage, "learning rate"},
 		{"budget", []string{"--online", "--online-budget", "-1", "--model", mpath, tr}, exitUsage, "budget"},
+		{"threshold", []string{"--online", "--online-threshold", "median", "--model", mpath, tr}, exitUsage, "keep, balanced or accuracy"},
+		{"window", []string{"--online", "--online-threshold", "balanced", "--online-threshold-window", "0", "--model", mpath, tr}, exitUsage, "window"},
 		{"shorter horizon", []string{"--online", "--model", mpath, short}, exitBadInput, "horizon"},
 		{"corrupt", []string{"--online", "--model", mpath, corrupt}, exitBadInput, "offset"},
 		{"truncated", []string{"--online", "--model", mpath, trunc}, exitBadInput, "truncated"},
