@@ -43,7 +43,7 @@ const (
 	DefaultL2        = 1e-3
 	// DefaultBudget is the learns per second Offer allows. 2% of one core at 50,000 outcomes/s
 	// is 400 ns per outcome; one Learn of a 16-unit net costs ~700 ns of CPU on this project's
-	// (loaded) machine (BenchmarkLearnerLearn), so at most ~28,000 learns/s fit, and 20,000
+	// (loaded) machine (BenchmarkLearnerLearn), so at most ~30,000 learns/s fit, and 20,000
 	// leave room for the dropped offers and a slower machine: BenchmarkLearnerOffer50k
 	// measures ~1.35% of a core (docs/TRAINING.md, "Online adaptation").
 	DefaultBudget = 20000

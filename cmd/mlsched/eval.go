@@ -55,7 +55,7 @@ timestamp (the replay's clock is the samples' timestamps; there is no feedback: 
 decisions do not change the trace). The later half of the samples, in time order, is scored:
 the adapted net's prequential figures, the unadapted model's on the same samples and the
 majority class of those samples. --online-lr, --online-l2 and --online-budget (learns per
-second of trace time, 0: every sample) set the learner (defaults: the daemon's);
+second of trace time, 0: every sample) set the learner (defaults: model.DefaultLearnerConfig);
 --online-threshold balanced|accuracy re-chooses the decision threshold on the last
 --online-threshold-window learned samples for that objective (keep, the default, keeps the
 model's); --online-out FILE writes the adapted net at the end of the replay as a model file.
