@@ -170,6 +170,9 @@ enum mls_sched_counter {
 	MLS_SC_KERNEL_FORCED,  // of kernel_keep/migrate/no_idle: W's affinity overrode the verdict (not a path)
 	MLS_SC_NET_RUNS,       // --bpf-stats: evaluations of the net timed in BPF
 	MLS_SC_NET_NS,         // --bpf-stats: their summed run time, ns
+	MLS_SC_SELECT_KEEP,    // select_cpu: the placement kept W (prev_cpu's keep queue), no enqueue
+	MLS_SC_SELECT_MIGRATE, // select_cpu: the placement moved W to an idle CPU, no enqueue
+	MLS_SC_SELECT_NO_IDLE, // select_cpu: the placement said migrate, no idle CPU: base queue, no enqueue
 	MLS_SC_MAX,
 };
 

@@ -83,6 +83,9 @@ const (
 	SCKernelForced
 	SCNetRuns
 	SCNetNs
+	SCSelectKeep
+	SCSelectMigrate
+	SCSelectNoIdle
 	NumSchedCounters
 )
 
@@ -110,6 +113,9 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_KERNEL_FORCED", "kernel_forced"},
 	{"MLS_SC_NET_RUNS", "net_runs"},
 	{"MLS_SC_NET_NS", "net_ns"},
+	{"MLS_SC_SELECT_KEEP", "select_keep"},
+	{"MLS_SC_SELECT_MIGRATE", "select_migrate"},
+	{"MLS_SC_SELECT_NO_IDLE", "select_no_idle"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

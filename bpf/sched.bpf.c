@@ -206,28 +206,6 @@ static __always_inline void enqueue_base(struct task_struct *p, u64 enq_flags)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 }
 
-SEC("struct_ops/mls_select_cpu")
-s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
-{
-	bool is_idle = false;
-	s32 cpu;
-
-	if (is_ours(p) || !use_model) {
-		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
-		if (is_idle) {
-			mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
-			count(MLS_SC_SELECT_DIRECT);
-		}
-		return cpu;
-	}
-	// The model's question only exists when prev_cpu is busy.
-	if (scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
-		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
-		count(MLS_SC_SELECT_DIRECT);
-	}
-	return prev_cpu;
-}
-
 // Send the wake sample of W (waking while prev_cpu runs R, cs) to user space, named seq, and
 // mark it pending on prev_cpu so that R's leaving reports its outcome. false: the ring is full.
 static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct cpu_state *cs, u64 now, u64 seq,
@@ -292,6 +270,17 @@ static __always_inline int verdict(struct cpu_state *cs, u64 now)
 	return net_verdict(cs);
 }
 
+// Whether enqueue's decision seq on W is scored. select_cpu decides all but a random one in
+// score_mask+1 of the wakeups it sees and leaves the rest to enqueue: those are scored, every
+// one. A task allowed one CPU never passes select_cpu, and while the guard holds every wakeup
+// comes here: one in score_mask+1 of those.
+static __always_inline bool scored(const struct task_struct *p, u64 seq)
+{
+	if (p->nr_cpus_allowed > 1 && !guard_fifo)
+		return true;
+	return !(seq & score_mask);
+}
+
 // W wakes while prev_cpu runs R: decided in BPF, now (--infer kernel, or a fixed placement).
 // Keep: W waits in prev_cpu's keep queue, which that CPU runs first, for at most keep_budget_ns
 // (then any CPU may take it). Migrate: an idle CPU W may run on, else the base queue. Under
@@ -347,8 +336,80 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	// W still marks the sample before R can leave. The sample goes
 	// without waking user space (it polls): enough for the guard's window, without a record per
 	// wakeup for a loop that is not in the decision path.
-	if (!(seq & score_mask) && !send_sample(p, prev, cs, now, seq, flags, BPF_RB_NO_WAKEUP))
+	if (scored(p, seq) && !send_sample(p, prev, cs, now, seq, flags, BPF_RB_NO_WAKEUP))
 		count(MLS_SC_KERNEL_SAMPLE_DROP);
+}
+
+// --infer kernel or a fixed placement, W's previous CPU busy: the placement decides here, on
+// the waker's CPU, for the wakeups that are not scored (all but one in score_mask+1, at random),
+// and ops.enqueue is skipped: keep inserts W into prev_cpu's keep queue; migrate claims an idle
+// CPU and inserts W into its local queue (no cross-CPU insert at enqueue), or with none left the
+// base queue. A scored wakeup (and the guard, --shadow, no usable net, an affinity that excludes
+// prev_cpu) goes on to enqueue, which decides under prev_cpu's runqueue lock: the sample an
+// outcome is scored against must be marked before R can leave, and only that lock orders it
+// with R's stopping(). false: enqueue decides.
+static __always_inline bool decide_at_select(struct task_struct *p, s32 prev, u64 wake_flags, s32 *cpu)
+{
+	struct cpu_state *cs;
+	struct task_ctx *tctx;
+	u64 now;
+	int v;
+
+	// Only a wakeup (select_cpu also places forks and execs: enqueue sends those to the base queue).
+	if (!(wake_flags & SCX_WAKE_TTWU) || !infer_kernel || shadow || guard_fifo || !(bpf_get_prandom_u32() & score_mask))
+		return false;
+	cs = cpu_state(prev);
+	if (!cs || !cs->run.tid || cs->run.tgid == self_tgid || cs->run.tid == p->pid)
+		return false;
+	now = bpf_ktime_get_ns();
+	v = verdict(cs, now);
+	if (v < 0 || (v && !bpf_cpumask_test_cpu(prev, p->cpus_ptr)))
+		return false;
+	if (v) {
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!tctx)
+			return false;
+		tctx->seq = 0;
+		tctx->enq_ns = now; // the keep budget runs from here
+		tctx->state = TS_NONE;
+		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, 0);
+		count(MLS_SC_SELECT_KEEP);
+		*cpu = prev;
+	} else if ((*cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0)) >= 0) {
+		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		count(MLS_SC_SELECT_MIGRATE);
+	} else {
+		enqueue_base(p, 0);
+		count(MLS_SC_SELECT_NO_IDLE);
+		*cpu = prev;
+	}
+	count(MLS_SC_BUSY_PREV);
+	return true;
+}
+
+SEC("struct_ops/mls_select_cpu")
+s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu;
+
+	if (is_ours(p) || !use_model) {
+		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+		if (is_idle) {
+			mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+			count(MLS_SC_SELECT_DIRECT);
+		}
+		return cpu;
+	}
+	// The model's question only exists when prev_cpu is busy.
+	if (scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
+		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		count(MLS_SC_SELECT_DIRECT);
+		return prev_cpu;
+	}
+	if (decide_at_select(p, prev_cpu, wake_flags, &cpu))
+		return cpu;
+	return prev_cpu;
 }
 
 // Another CPU's kept task that has waited past the budget, moved to this CPU; false if none.

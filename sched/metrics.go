@@ -50,6 +50,7 @@ var fallbackReasons = []struct {
 	{"no_ctx", bpf.SCNoCtx},
 	{"apply_no_ctx", bpf.SCApplyNoCtx},
 	{"kernel_no_idle", bpf.SCKernelNoIdle},
+	{"select_no_idle", bpf.SCSelectNoIdle},
 	{"kernel_no_net", bpf.SCKernelNoNet},
 	{"move_fail", bpf.SCMoveFail},
 	{"orphan", bpf.SCOrphan},
@@ -111,8 +112,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.decisions, cnt[bpf.SCKeep], "keep_local")
 	counter(c.decisions, cnt[bpf.SCMigrate], "migrate_idle")
 	counter(c.decisions, cnt[bpf.SCFIFO], "fifo")
-	counter(c.decisions, cnt[bpf.SCKernelKeep], "kernel_keep_local")
-	counter(c.decisions, cnt[bpf.SCKernelMigrate], "kernel_migrate_idle")
+	counter(c.decisions, cnt[bpf.SCKernelKeep]+cnt[bpf.SCSelectKeep], "kernel_keep_local")
+	counter(c.decisions, cnt[bpf.SCKernelMigrate]+cnt[bpf.SCSelectMigrate], "kernel_migrate_idle")
 	for _, f := range fallbackReasons {
 		counter(c.fallbacks, cnt[f.c], f.reason)
 	}

@@ -365,4 +365,8 @@ func TestRuntimeLine(t *testing.T) {
 	if f := DecidedFraction(func(i bpf.SchedCounter) float64 { return float64(c[i]) }); f != 0.56 {
 		t.Fatalf("decided fraction %v, want 0.56", f)
 	}
+	c[bpf.SCBusyPrev], c[bpf.SCSelectKeep], c[bpf.SCSelectMigrate], c[bpf.SCSelectNoIdle] = 200, 50, 30, 20
+	if f := DecidedFraction(func(i bpf.SchedCounter) float64 { return float64(c[i]) }); f != 0.78 {
+		t.Fatalf("decided fraction with select_cpu's decisions %v, want 0.78", f)
+	}
 }

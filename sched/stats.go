@@ -98,8 +98,9 @@ func statsLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, prevEven
 	sec := d.Seconds()
 	fmt.Fprintf(&b, "enq/s=%.0f ev/s=%.0f", float64(delta(bpf.SCEnqueue))/sec, float64(s.Events.Load()-prevEvents)/sec)
 	fmt.Fprintf(&b, " dec keep=%d migrate=%d fifo=%d", cur[bpf.SCKeep], cur[bpf.SCMigrate], cur[bpf.SCFIFO])
-	fmt.Fprintf(&b, " kernel keep=%d migrate=%d noidle=%d stolen=%d cached=%d", cur[bpf.SCKernelKeep], cur[bpf.SCKernelMigrate],
-		cur[bpf.SCKernelNoIdle], cur[bpf.SCKeepStolen], cur[bpf.SCKernelCached])
+	// Decided in BPF, at select_cpu or at enqueue (the scored ones).
+	fmt.Fprintf(&b, " kernel keep=%d migrate=%d noidle=%d stolen=%d cached=%d", cur[bpf.SCKernelKeep]+cur[bpf.SCSelectKeep],
+		cur[bpf.SCKernelMigrate]+cur[bpf.SCSelectMigrate], cur[bpf.SCKernelNoIdle]+cur[bpf.SCSelectNoIdle], cur[bpf.SCKeepStolen], cur[bpf.SCKernelCached])
 	fmt.Fprintf(&b, " direct sel=%d ours=%d kthr=%d", cur[bpf.SCSelectDirect], cur[bpf.SCOurs], cur[bpf.SCKthread])
 	fmt.Fprintf(&b, " base(%s) policy=%d", s.Queue, cur[bpf.SCFIFOPolicy]+cur[bpf.SCVtimePolicy])
 	fmt.Fprintf(&b, " fb guard=%d ring=%d timeout=%d noidle=%d badcpu=%d stale=%d gone=%d reenq=%d norun=%d urbfull=%d",
@@ -133,7 +134,8 @@ func DecidedFraction(c func(bpf.SchedCounter) float64) float64 {
 	if busy == 0 {
 		return 0
 	}
-	return (c(bpf.SCKernelKeep) + c(bpf.SCKernelMigrate) + c(bpf.SCKernelNoIdle) - c(bpf.SCKernelForced)) / busy
+	return (c(bpf.SCKernelKeep) + c(bpf.SCKernelMigrate) + c(bpf.SCKernelNoIdle) - c(bpf.SCKernelForced) +
+		c(bpf.SCSelectKeep) + c(bpf.SCSelectMigrate) + c(bpf.SCSelectNoIdle)) / busy
 }
 
 // progShort names the scheduler's programs in the --stats line's bpf= field.

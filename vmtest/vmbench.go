@@ -354,9 +354,11 @@ func (a *schedAccount) add(r runReport) {
 	a.BusyPrev += b["busy_prev"]
 	// In the kernel: the placement's keeps and migrates (no idle CPU: still its verdict) less
 	// those W's affinity overrode; by the round trip: the decisions BPF applied.
+	// (select_cpu decides the wakeups that are not scored: select_*.)
+	sel := b["select_keep"] + b["select_migrate"] + b["select_no_idle"]
 	a.Decided += b["kernel_keep"] + b["kernel_migrate"] + b["kernel_no_idle"] - min(b["kernel_forced"], b["kernel_keep"]+b["kernel_migrate"]+b["kernel_no_idle"]) +
-		b["keep"] + b["migrate"] + b["no_idle"]
-	a.NetEvals += b["kernel_keep"] + b["kernel_migrate"] + b["kernel_no_idle"] + b["guard_fifo"] + b["shadow"]
+		sel + b["keep"] + b["migrate"] + b["no_idle"]
+	a.NetEvals += b["kernel_keep"] + b["kernel_migrate"] + b["kernel_no_idle"] + b["guard_fifo"] + b["shadow"] + sel
 	a.Cached += b["kernel_cached"]
 	a.GuardTrips += u["guard_trips"]
 	a.Misattributed += u["misattributed"]
