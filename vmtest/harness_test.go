@@ -111,7 +111,11 @@ func TestCheckAccounting(t *testing.T) {
 		t.Fatalf("the kernel path's JSON report parsed as kind %q, %+v", kind, kern)
 	}
 	_, _, shadow, _ := parseRunOutput(shadowReport)
-	for name, c := range map[string]map[string]uint64{"kernel": kern.BPF, "shadow": shadow.BPF} {
+	_, _, sel, _ := parseRunOutput(selectReport)
+	if sel.BPF["select_keep"] == 0 || sel.BPF["busy_prev"] <= sel.BPF["kernel_keep"]+sel.BPF["kernel_no_idle"] {
+		t.Fatalf("fixture: most wakeups decided at select_cpu: %v", sel.BPF)
+	}
+	for name, c := range map[string]map[string]uint64{"kernel": kern.BPF, "shadow": shadow.BPF, "select": sel.BPF} {
 		if errs := accountingErrors(name, c); len(errs) > 0 {
 			t.Errorf("%s totals flagged: %v", name, errs)
 		}
@@ -125,7 +129,15 @@ func TestCheckAccounting(t *testing.T) {
 	if errs := accountingErrors("uncounted", withDelta(shadow.BPF, "shadow", -100)); len(errs) == 0 {
 		t.Errorf("100 shadow enqueues left uncounted were not flagged")
 	}
+	// select_cpu's placements are no enqueue path, but each wakeup behind a busy CPU is placed once.
+	if errs := accountingErrors("select lost", withDelta(sel.BPF, "select_keep", -50)); len(errs) != 1 || !strings.Contains(errs[0], "busy_prev") {
+		t.Errorf("50 wakeups placed at select_cpu uncounted: %v, want one busy_prev error", errs)
+	}
 }
+
+// selectReport is TestVMFloodKernel's report on 7.2 (2026-12-02), after select_cpu began to
+// place the unscored wakeups itself (select_keep, select_migrate, select_no_idle).
+const selectReport = `{"exit":{"kind":"unreg","reason":"unregistered from user space","msg":"","code":0},"variant":"sched (___v2 kfuncs)","policy":"model","queue":"vtime","duration_s":14.913173004,"restarts":0,"bpf":{"apply_no_ctx":0,"apply_run":0,"bad_cpu":0,"busy_prev":40414,"decision_bad":0,"decision_gone":0,"decision_rx":0,"decision_stale":0,"dispatch":45438,"drain_busy":0,"drain_error":0,"enqueue":10226,"event":0,"feat_takeover":0,"fifo":0,"fifo_policy":0,"guard_fifo":1,"keep":0,"keep_stolen":3604,"kernel_cached":12933,"kernel_forced":0,"kernel_keep":4190,"kernel_migrate":2,"kernel_no_idle":858,"kernel_no_net":0,"kernel_sample_drop":0,"kthread":481,"migrate":0,"move_fail":0,"net_ns":0,"net_runs":0,"no_ctx":0,"no_idle":0,"no_running":641,"orphan":0,"ours":602,"outcome":4547,"outcome_drop":0,"reenqueue":3451,"ring_full":0,"rtt_ns":0,"select_direct":519,"select_keep":28954,"select_migrate":12,"select_no_idle":6397,"shadow":0,"timeout":0,"timer_kick":3305,"vtime_policy":0},"user":{"events":5050,"fifo":0,"flush_errors":0,"flushes":0,"guard_trips":1,"keep":0,"kernel_verdicts":5050,"migrate":0,"misattributed":0,"outcomes":4547,"scored_only":5050,"unmatched":0,"urb_full":0},"cpu_s":5.286926,"attached_s":11.127038994,"attached_cpu_s":0.465146}`
 
 // kernelReport is `mlsched run --json`'s report of TestVMAttachModelKernel on 7.2 (2026-12-02).
 const kernelReport = `{"exit":{"kind":"unreg","reason":"unregistered from user space","msg":"","code":0},"variant":"sched (___v2 kfuncs)","policy":"model","queue":"vtime","duration_s":41.239490809,"restarts":0,"bpf":{"apply_no_ctx":0,"apply_run":0,"bad_cpu":0,"busy_prev":124038,"decision_bad":0,"decision_gone":0,"decision_rx":0,"decision_stale":0,"dispatch":157092,"drain_busy":0,"drain_error":0,"enqueue":164045,"event":0,"feat_takeover":0,"fifo":0,"fifo_policy":0,"guard_fifo":3,"keep":0,"keep_stolen":5014,"kernel_cached":36470,"kernel_forced":272,"kernel_keep":87576,"kernel_migrate":4,"kernel_no_idle":36455,"kernel_no_net":0,"kernel_sample_drop":3822,"kthread":146,"migrate":0,"move_fail":0,"net_ns":0,"net_runs":0,"no_ctx":0,"no_idle":0,"no_running":767,"orphan":0,"ours":2450,"outcome":11398,"outcome_drop":0,"reenqueue":36644,"ring_full":0,"rtt_ns":0,"select_direct":121,"shadow":0,"timeout":0,"timer_kick":9676,"vtime_policy":0},"user":{"events":11682,"fifo":0,"flush_errors":0,"flushes":0,"guard_trips":2,"keep":0,"kernel_verdicts":11682,"migrate":0,"misattributed":0,"outcomes":11398,"scored_only":11682,"unmatched":0,"urb_full":0},"cpu_s":5.136181}`

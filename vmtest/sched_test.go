@@ -222,7 +222,8 @@ func parseKV(s string, into map[string]uint64) {
 // every enqueue leaves by exactly one path (direct for our own threads and per-CPU kthreads,
 // the base queue by policy or while the model guard holds it, re-enqueue, no running task, no
 // context, ring full, an event to user space, or in the kernel path BPF's own placement: kept,
-// migrated, no idle CPU, no net, or --shadow's base queue), and every event to user space ends applied
+// migrated, no idle CPU, no net, or --shadow's base queue; what select_cpu places itself,
+// select_keep/migrate/no_idle, never reaches enqueue), and every event to user space ends applied
 // (keep, migrate, no opinion, no idle CPU, bad CPU, timeout, orphan, no context at apply) except
 // the few still pending at detach or dequeued while pending.
 func checkAccounting(t *testing.T, what string, c map[string]uint64) {
@@ -242,6 +243,20 @@ func accountingErrors(what string, c map[string]uint64) []string {
 	}
 	if c["enqueue"] == 0 || sum != c["enqueue"] {
 		errs = append(errs, fmt.Sprintf("%s: enqueue=%d but its paths %v add up to %d: a task left ops.enqueue uncounted, or a new path counter vmtest's accountingErrors does not know yet (TOTALS %v)", what, c["enqueue"], paths, sum, c))
+	}
+	// Every wakeup whose previous CPU ran another task (busy_prev, counted at select_cpu or at
+	// enqueue) is placed by exactly one path: the kernel's (at select_cpu or enqueue), --shadow's,
+	// the guard's, an event to user space, or a fallback (no context, ring full).
+	decided := []string{"select_keep", "select_migrate", "select_no_idle", "kernel_keep", "kernel_migrate", "kernel_no_idle", "kernel_no_net",
+		"shadow", "guard_fifo", "event", "ring_full", "no_ctx"}
+	if busy, ok := c["busy_prev"]; ok { // older binaries do not count it
+		var n uint64
+		for _, k := range decided {
+			n += c[k]
+		}
+		if n != busy {
+			errs = append(errs, fmt.Sprintf("%s: busy_prev=%d wakeups behind a busy CPU but their placements %v add up to %d (TOTALS %v)", what, busy, decided, n, c))
+		}
 	}
 	resolved := c["keep"] + c["migrate"] + c["fifo"] + c["no_idle"] + c["bad_cpu"] + c["timeout"] + c["orphan"] + c["apply_no_ctx"]
 	if resolved > c["event"] || c["event"]-resolved > 50+c["event"]/100 {
@@ -296,6 +311,10 @@ func noUserWaitErrors(what string, tot Totals) []string {
 	}
 	return errs
 }
+
+// placed is one kind of BPF placement ("keep", "migrate", "no_idle") made at enqueue
+// (kernel_*) or at select_cpu (select_*).
+func placed(c map[string]uint64, kind string) uint64 { return c["kernel_"+kind] + c["select_"+kind] }
 
 // attachScenario is claim 1: attach, the ops name, a mixed workload (more threads than CPUs,
 // spinning, sleeping, pipes) runs to completion with every thread making progress, SIGINT
@@ -389,34 +408,38 @@ func attachScenario(t *testing.T, policy string) {
 			t.Errorf("%s: no scored sample carried the kernel's verdict (user TOTALS %v)", policy, tot.User)
 		}
 	}
-	keep, moved, forced := tot.BPF["kernel_keep"], tot.BPF["kernel_migrate"]+tot.BPF["kernel_no_idle"], tot.BPF["kernel_forced"]
+	// BPF's placements, at select_cpu (unscored wakeups, no enqueue) or at enqueue (scored
+	// ones, and those select_cpu leaves: --shadow, the guard, affinity); forced (affinity
+	// overrode the verdict) happens at enqueue only.
+	keep, migrated := placed(tot.BPF, "keep"), placed(tot.BPF, "migrate")
+	moved, forced := migrated+placed(tot.BPF, "no_idle"), tot.BPF["kernel_forced"]
 	switch policy {
 	case "model-kernel":
 		// The net makes both kinds of placement, and the outcomes are scored in user space.
 		if keep == 0 || moved == 0 {
-			t.Errorf("--infer kernel: keep=%d migrate=%d no_idle=%d: want both decisions made by the net", keep, tot.BPF["kernel_migrate"], tot.BPF["kernel_no_idle"])
+			t.Errorf("--infer kernel: keep=%d migrate=%d no_idle=%d: want both decisions made by the net", keep, migrated, moved-migrated)
 		}
 		if tot.User["scored_only"] == 0 {
 			t.Errorf("--infer kernel: no outcome scored in user space (user TOTALS %v)", tot.User)
 		}
 	case "model-shadow":
 		// The net decides and is scored on every wakeup; every task goes to the base queue.
-		if tot.BPF["shadow"] == 0 || keep+tot.BPF["kernel_migrate"] != 0 {
-			t.Errorf("--shadow: shadow=%d kernel_keep=%d kernel_migrate=%d: want the base queue for every decided wakeup and no placement (TOTALS %v)",
-				tot.BPF["shadow"], keep, tot.BPF["kernel_migrate"], tot.BPF)
+		if tot.BPF["shadow"] == 0 || keep+migrated != 0 {
+			t.Errorf("--shadow: shadow=%d, kept %d, migrated %d: want the base queue for every decided wakeup and no placement (TOTALS %v)",
+				tot.BPF["shadow"], keep, migrated, tot.BPF)
 		}
 		if tot.User["kernel_verdicts"] == 0 {
 			t.Errorf("--shadow: the live accuracy was never scored: kernel_verdicts=0 (user TOTALS %v)", tot.User)
 		}
 	case "keep":
 		// Always keep, but for tasks whose previous CPU is no longer allowed (forced).
-		if keep == 0 || tot.BPF["kernel_migrate"] > forced {
-			t.Errorf("--policy keep: kernel_keep=%d, kernel_migrate=%d > kernel_forced=%d: want every wakeup kept that its affinity allows (TOTALS %v)", keep, tot.BPF["kernel_migrate"], forced, tot.BPF)
+		if keep == 0 || migrated > forced {
+			t.Errorf("--policy keep: kept %d, migrated %d > kernel_forced=%d: want every wakeup kept that its affinity allows (TOTALS %v)", keep, migrated, forced, tot.BPF)
 		}
 	case "migrate":
 		// Always an idle CPU (else the base queue), but for tasks allowed one CPU (forced).
 		if moved == 0 || keep > forced {
-			t.Errorf("--policy migrate: kernel_migrate+kernel_no_idle=%d, kernel_keep=%d > kernel_forced=%d: want every wakeup moved that its affinity allows (TOTALS %v)", moved, keep, forced, tot.BPF)
+			t.Errorf("--policy migrate: moved %d, kept %d > kernel_forced=%d: want every wakeup moved that its affinity allows (TOTALS %v)", moved, keep, forced, tot.BPF)
 		}
 	case "oncpu":
 		// The rule decides every wakeup behind a busy CPU. Which side depends on the model's
@@ -964,8 +987,9 @@ func metricsScenario(t *testing.T, e *Env, policy string) {
 		`mlsched_fallbacks_total{reason="timeout"}`:         {"timeout", "timeout"},
 	}
 	if kernelPath(policy) {
-		agree[`mlsched_decisions_total{decision="kernel_keep_local"}`] = [2]string{"kernel.keep", "kernel_keep"}
-		agree[`mlsched_decisions_total{decision="kernel_migrate_idle"}`] = [2]string{"kernel.migrate", "kernel_migrate"}
+		// BPF's placements, at enqueue or select_cpu (a TOTALS field a+b is their sum).
+		agree[`mlsched_decisions_total{decision="kernel_keep_local"}`] = [2]string{"kernel.keep", "kernel_keep+select_keep"}
+		agree[`mlsched_decisions_total{decision="kernel_migrate_idle"}`] = [2]string{"kernel.migrate", "kernel_migrate+select_migrate"}
 	}
 	for metric, f := range agree {
 		got, ok := m[metric]
@@ -973,7 +997,11 @@ func metricsScenario(t *testing.T, e *Env, policy string) {
 			t.Errorf("/metrics lacks %s", metric)
 			continue
 		}
-		first, final := float64(lines[0].kv[f[0]]), float64(tot.BPF[f[1]])
+		var final float64
+		for _, k := range strings.Split(f[1], "+") {
+			final += float64(tot.BPF[k])
+		}
+		first := float64(lines[0].kv[f[0]])
 		if got < first || got > final {
 			t.Errorf("%s: /metrics %v outside [first --stats line %s=%v, TOTALS %s=%v]", metric, got, f[0], first, f[1], final)
 		}
