@@ -26,6 +26,8 @@ enum mls_wake_flags {
 	MLS_WAKE_VERDICT = 2,     // BPF decided at the wakeup (--infer kernel, a fixed placement): MLS_WAKE_KEEP is its verdict
 	MLS_WAKE_KEEP = 4,        // that verdict was keep on prev_cpu (absent: migrate)
 	MLS_WAKE_BASE = 8,        // W went to the base queue whatever the verdict (--shadow, guard, no idle CPU)
+	MLS_WAKE_EXPLORE = 16,    // --explore: the action was taken at random, not by the verdict
+	MLS_WAKE_ACT_KEEP = 32,   // the action taken: W waits in prev_cpu's keep queue (absent: elsewhere)
 };
 
 // What decides a wakeup in BPF (the scheduler's `placement`): the net, or a fixed rule.
@@ -173,6 +175,7 @@ enum mls_sched_counter {
 	MLS_SC_SELECT_KEEP,    // select_cpu: the placement kept W (prev_cpu's keep queue), no enqueue
 	MLS_SC_SELECT_MIGRATE, // select_cpu: the placement moved W to an idle CPU, no enqueue
 	MLS_SC_SELECT_NO_IDLE, // select_cpu: the placement said migrate, no idle CPU: base queue, no enqueue
+	MLS_SC_EXPLORE,        // --explore: a scored decision taken at random (of kernel_keep/migrate/no_idle; not a path)
 	MLS_SC_MAX,
 };
 

@@ -86,6 +86,7 @@ const (
 	SCSelectKeep
 	SCSelectMigrate
 	SCSelectNoIdle
+	SCExplore
 	NumSchedCounters
 )
 
@@ -116,6 +117,7 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_SELECT_KEEP", "select_keep"},
 	{"MLS_SC_SELECT_MIGRATE", "select_migrate"},
 	{"MLS_SC_SELECT_NO_IDLE", "select_no_idle"},
+	{"MLS_SC_EXPLORE", "explore"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -52,6 +52,7 @@ const volatile u64 oncpu_ns = 1000000;       // MLS_PLACE_ONCPU: keep while R ha
 const volatile u8 shadow = 0;                // --shadow: the net decides and is scored, placement is the base queue's
 const volatile u8 time_net = 0;              // --bpf-stats: time each evaluation of the net (MLS_SC_NET_NS)
 const volatile u8 verdict_cache = 1;         // reuse R's verdict while R makes no syscall
+const volatile u32 explore_thresh = 0;       // --explore: a scored decision is random when prandom < this
 
 struct mls_exit_info exit_info;
 u64 mls_seq;
@@ -292,7 +293,7 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	u64 now = bpf_ktime_get_ns(), seq;
 	u8 flags = MLS_WAKE_NO_DECISION | MLS_WAKE_VERDICT;
 	int v = verdict(cs, now);
-	bool keep = v > 0;
+	bool keep = v > 0, want, sample;
 	u32 cnt;
 	s32 cpu;
 
@@ -303,13 +304,22 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	}
 	if (keep)
 		flags |= MLS_WAKE_KEEP;
+	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
+	sample = scored(p, seq);
+	// --explore: a scored decision taken at random instead (marked), so that the outcomes the
+	// model is judged and adapted by are not only those its own placements leave.
+	if (sample && explore_thresh && !shadow && !guard_fifo && bpf_get_prandom_u32() < explore_thresh) {
+		keep = bpf_get_prandom_u32() & 1;
+		flags |= MLS_WAKE_EXPLORE;
+		count(MLS_SC_EXPLORE);
+	}
+	want = keep;
 	// W's affinity overrides the verdict: a task allowed one CPU stays, and one whose CPU is no
 	// longer allowed to it (affinity changed since it ran there) cannot be kept.
 	if (!keep && p->nr_cpus_allowed == 1)
 		keep = true;
 	else if (keep && !bpf_cpumask_test_cpu(prev, p->cpus_ptr))
 		keep = false;
-	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	tctx->seq = seq;
 	tctx->enq_ns = now;
 	tctx->state = TS_NONE;
@@ -319,6 +329,7 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		cnt = shadow ? MLS_SC_SHADOW : MLS_SC_GUARD_FIFO;
 	} else if (keep) {
 		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, enq_flags);
+		flags |= MLS_WAKE_ACT_KEEP;
 		cnt = MLS_SC_KERNEL_KEEP;
 	} else if ((cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0)) >= 0) {
 		mls_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice_ns, enq_flags);
@@ -330,13 +341,12 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		cnt = MLS_SC_KERNEL_NO_IDLE;
 	}
 	count(cnt);
-	if (keep != (v > 0) && !(flags & MLS_WAKE_BASE))
+	if (keep != want && !(flags & MLS_WAKE_BASE))
 		count(MLS_SC_KERNEL_FORCED);
 	// enqueue runs under prev_cpu's runqueue lock, as R's stopping() does: sending after placing
-	// W still marks the sample before R can leave. The sample goes
-	// without waking user space (it polls): enough for the guard's window, without a record per
-	// wakeup for a loop that is not in the decision path.
-	if (scored(p, seq) && !send_sample(p, prev, cs, now, seq, flags, BPF_RB_NO_WAKEUP))
+	// W still marks the sample before R can leave. The sample goes without waking user space
+	// (it polls): the loop is not in the decision path.
+	if (sample && !send_sample(p, prev, cs, now, seq, flags, BPF_RB_NO_WAKEUP))
 		count(MLS_SC_KERNEL_SAMPLE_DROP);
 }
 

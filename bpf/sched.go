@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 
@@ -38,6 +39,9 @@ type SchedConfig struct {
 	// TimeNet times every evaluation of the net in BPF (counters net_runs, net_ns): for
 	// --bpf-stats, at the cost of two clock reads per evaluation.
 	TimeNet bool
+	// Explore (with InferKernel and the net) is the fraction of all decided wakeups taken at
+	// random, among the scored ones (marked in their samples): --explore.
+	Explore float64
 	// NoVerdictCache evaluates the net on every decision, even when R made no syscall since
 	// its last verdict (to measure what the cache saves).
 	NoVerdictCache bool
@@ -313,6 +317,9 @@ func schedSpec(cfg SchedConfig) (*ebpf.CollectionSpec, string, error) {
 	if cfg.OnCPU > 0 {
 		vars["oncpu_ns"] = uint64(cfg.OnCPU)
 	}
+	if cfg.Explore > 0 {
+		vars["explore_thresh"] = exploreThresh(cfg.Explore)
+	}
 	if err := setVars(spec, vars); err != nil {
 		return nil, "", err
 	}
@@ -398,6 +405,19 @@ func (s *Sched) SetNet(net []byte) error {
 // the FIFO in BPF at once, and their events are sent only for scoring.
 func (s *Sched) SetGuardFIFO(on bool) error {
 	return s.objs.GuardFIFO.Set(boolU8(on))
+}
+
+// scoreEvery is one over the scored share of decided wakeups: score_mask + 1 in sched.bpf.c.
+const scoreEvery = 8
+
+// exploreThresh is explore_thresh for an overall exploration rate: exploration happens among
+// the scored decisions, one in scoreEvery (not under --shadow, which places nothing).
+func exploreThresh(rate float64) uint32 {
+	p := rate * scoreEvery
+	if p >= 1 {
+		return math.MaxUint32
+	}
+	return uint32(p * (1 << 32))
 }
 
 // ProgStat is one BPF program's run time and run count since the kernel's run-time statistics

@@ -38,6 +38,7 @@ const (
 	schedProgMlsSelectCpu     = "mls_select_cpu"
 	schedProgMlsStopping      = "mls_stopping"
 	schedVarExitInfo          = "exit_info"
+	schedVarExploreThresh     = "explore_thresh"
 	schedVarGuardFifo         = "guard_fifo"
 	schedVarInferKernel       = "infer_kernel"
 	schedVarKeepBudgetNs      = "keep_budget_ns"
@@ -142,6 +143,7 @@ type schedMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
+	ExploreThresh    *ebpf.VariableSpec `ebpf:"explore_thresh"`
 	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
 	InferKernel      *ebpf.VariableSpec `ebpf:"infer_kernel"`
 	KeepBudgetNs     *ebpf.VariableSpec `ebpf:"keep_budget_ns"`
@@ -222,6 +224,7 @@ func (m *schedMaps) Close() error {
 // It can be passed to loadSchedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
+	ExploreThresh    *ebpf.Variable `ebpf:"explore_thresh"`
 	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
 	InferKernel      *ebpf.Variable `ebpf:"infer_kernel"`
 	KeepBudgetNs     *ebpf.Variable `ebpf:"keep_budget_ns"`

@@ -38,6 +38,7 @@ const (
 	schedcompatProgMlsSelectCpu     = "mls_select_cpu"
 	schedcompatProgMlsStopping      = "mls_stopping"
 	schedcompatVarExitInfo          = "exit_info"
+	schedcompatVarExploreThresh     = "explore_thresh"
 	schedcompatVarGuardFifo         = "guard_fifo"
 	schedcompatVarInferKernel       = "infer_kernel"
 	schedcompatVarKeepBudgetNs      = "keep_budget_ns"
@@ -142,6 +143,7 @@ type schedcompatMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type schedcompatVariableSpecs struct {
 	ExitInfo         *ebpf.VariableSpec `ebpf:"exit_info"`
+	ExploreThresh    *ebpf.VariableSpec `ebpf:"explore_thresh"`
 	GuardFifo        *ebpf.VariableSpec `ebpf:"guard_fifo"`
 	InferKernel      *ebpf.VariableSpec `ebpf:"infer_kernel"`
 	KeepBudgetNs     *ebpf.VariableSpec `ebpf:"keep_budget_ns"`
@@ -222,6 +224,7 @@ func (m *schedcompatMaps) Close() error {
 // It can be passed to loadSchedcompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type schedcompatVariables struct {
 	ExitInfo         *ebpf.Variable `ebpf:"exit_info"`
+	ExploreThresh    *ebpf.Variable `ebpf:"explore_thresh"`
 	GuardFifo        *ebpf.Variable `ebpf:"guard_fifo"`
 	InferKernel      *ebpf.Variable `ebpf:"infer_kernel"`
 	KeepBudgetNs     *ebpf.Variable `ebpf:"keep_budget_ns"`

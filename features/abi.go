@@ -30,6 +30,10 @@ const (
 	// WakeBase: the task went to the base queue whatever the verdict (--shadow, the guard, no
 	// idle CPU to migrate to).
 	WakeBase = 8
+	// WakeExplore: the action was taken at random (--explore); WakeActKeep: the action taken
+	// was keep on the previous CPU.
+	WakeExplore = 16
+	WakeActKeep = 32
 )
 
 // Placements (enum mls_placement): what decides a wakeup in BPF.
@@ -165,7 +169,7 @@ var ABIEnums = []Enum{
 		"MLS_EV_SCHED_OUTCOME": EventSchedOutcome, "MLS_EV_WAKE": EventWake,
 	}},
 	{"mls_wake_flags", map[string]int64{"MLS_WAKE_NO_DECISION": WakeNoDecision, "MLS_WAKE_VERDICT": WakeVerdict,
-		"MLS_WAKE_KEEP": WakeKeep, "MLS_WAKE_BASE": WakeBase}},
+		"MLS_WAKE_KEEP": WakeKeep, "MLS_WAKE_BASE": WakeBase, "MLS_WAKE_EXPLORE": WakeExplore, "MLS_WAKE_ACT_KEEP": WakeActKeep}},
 	{"mls_placement", map[string]int64{"MLS_PLACE_NET": PlaceNet, "MLS_PLACE_KEEP": PlaceKeep,
 		"MLS_PLACE_MIGRATE": PlaceMigrate, "MLS_PLACE_ONCPU": PlaceOnCPU}},
 	{"mls_action", map[string]int64{

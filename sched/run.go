@@ -75,6 +75,7 @@ type Config struct {
 	Shadow         bool          // PolicyModel: the net decides and is scored on every wakeup, W goes to the base queue
 	BPFStats       bool          // enable the kernel's BPF run-time statistics; time the net in BPF
 	NoVerdictCache bool          // evaluate the net on every decision (to measure what the cache saves)
+	Explore        float64       // PolicyModel in the kernel: the fraction of decisions taken at random, marked (--explore)
 	Model          *model.Model  // required for PolicyModel; for a fixed placement, the keep budget's default
 	Slice          time.Duration
 	Watchdog       time.Duration
@@ -224,6 +225,9 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 			sc.KeepBudget = cmp.Or(cfg.KeepBudget, time.Duration(cfg.Model.HorizonNs))
 		}
 		sc.Shadow, sc.TimeNet, sc.NoVerdictCache = cfg.Shadow, cfg.BPFStats, cfg.NoVerdictCache
+		if cfg.Policy == PolicyModel && !cfg.Shadow {
+			sc.Explore = cfg.Explore
+		}
 	}
 	if cfg.inKernel() && cfg.Policy == PolicyModel {
 		net, err := kernelNet(cfg.Model)
