@@ -28,6 +28,7 @@ enum mls_wake_flags {
 	MLS_WAKE_BASE = 8,        // W went to the base queue whatever the verdict (--shadow, guard, no idle CPU)
 	MLS_WAKE_EXPLORE = 16,    // --explore: the action was taken at random, not by the verdict
 	MLS_WAKE_ACT_KEEP = 32,   // the action taken: W waits in prev_cpu's keep queue (absent: elsewhere)
+	MLS_WAKE_ABSTAIN = 64,    // the net had no opinion (inside the model's abstention band): base queue
 };
 
 // What decides a wakeup in BPF (the scheduler's `placement`): the net, or a fixed rule.
@@ -176,6 +177,8 @@ enum mls_sched_counter {
 	MLS_SC_SELECT_MIGRATE, // select_cpu: the placement moved W to an idle CPU, no enqueue
 	MLS_SC_SELECT_NO_IDLE, // select_cpu: the placement said migrate, no idle CPU: base queue, no enqueue
 	MLS_SC_EXPLORE,        // --explore: a scored decision taken at random (of kernel_keep/migrate/no_idle; not a path)
+	MLS_SC_ABSTAIN,        // enqueue: the net had no opinion (the model's margin): base queue
+	MLS_SC_SELECT_ABSTAIN, // select_cpu: the same, placed as the base queue places (an idle CPU or the queue), no enqueue
 	MLS_SC_MAX,
 };
 

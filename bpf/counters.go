@@ -87,6 +87,8 @@ const (
 	SCSelectMigrate
 	SCSelectNoIdle
 	SCExplore
+	SCAbstain
+	SCSelectAbstain
 	NumSchedCounters
 )
 
@@ -118,6 +120,8 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_SELECT_MIGRATE", "select_migrate"},
 	{"MLS_SC_SELECT_NO_IDLE", "select_no_idle"},
 	{"MLS_SC_EXPLORE", "explore"},
+	{"MLS_SC_ABSTAIN", "abstain"},
+	{"MLS_SC_SELECT_ABSTAIN", "select_abstain"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

@@ -146,6 +146,20 @@ static __always_inline bool mls_net_keep_local(const struct mls_net *net, __s64 
 	return logit >= net->bound;
 }
 
+// The net's answers (mls_net_decide).
+#define MLS_NET_MIGRATE 0
+#define MLS_NET_KEEP 1
+#define MLS_NET_ABSTAIN 2 // inside the model's abstention band: no opinion
+
+// The whole answer from a logit: no opinion inside [lower, upper) (lower == upper: never), else
+// keep local iff logit >= bound.
+static __always_inline int mls_net_decide(const struct mls_net *net, __s64 logit)
+{
+	if (logit >= net->lower && logit < net->upper)
+		return MLS_NET_ABSTAIN;
+	return logit >= net->bound ? MLS_NET_KEEP : MLS_NET_MIGRATE;
+}
+
 // Whether net is a record of this layout (a zeroed map value, or one from another version of
 // mlsched, is not).
 static __always_inline bool mls_net_usable(const struct mls_net *net)

@@ -46,14 +46,15 @@ func (p *netProgs) setState(t testing.TB, st *testprogsTaskFeat) {
 	}
 }
 
-// eval runs mls_test_net on the state set: the logit and the decision.
-func (p *netProgs) eval(t testing.TB) (int64, bool) {
+// eval runs mls_test_net on the state set: the logit and the decision (mls_net_decide:
+// 0 migrate, 1 keep, 2 abstain).
+func (p *netProgs) eval(t testing.TB) (int64, uint32) {
 	t.Helper()
 	return runNet(t, p.objs.MlsTestNet, p.objs.TestNetLogit, p.objs.TestNetKeep)
 }
 
 // runNet runs prog, which must return 0, and reads the logit and the decision it stored.
-func runNet(t testing.TB, prog *ebpf.Program, logitVar, keepVar *ebpf.Variable) (int64, bool) {
+func runNet(t testing.TB, prog *ebpf.Program, logitVar, keepVar *ebpf.Variable) (int64, uint32) {
 	t.Helper()
 	ret, err := prog.Run(&ebpf.RunOptions{})
 	if err != nil || ret != 0 {
@@ -67,7 +68,7 @@ func runNet(t testing.TB, prog *ebpf.Program, logitVar, keepVar *ebpf.Variable) 
 	if err := keepVar.Get(&keep); err != nil {
 		t.Fatal(err)
 	}
-	return logit, keep != 0
+	return logit, keep
 }
 
 // defaultKernelForm is the kernel form of the embedded default model.
@@ -150,12 +151,27 @@ func rawState(rng *rand.Rand) (*features.TaskState, uint64) {
 	return st, mask
 }
 
+// goDecision is mls_net_decide's answer by the Go reference: 2 abstain, 1 keep, 0 migrate.
+func goDecision(kf *model.KernelForm, in *[features.NumBuckets]uint32) uint32 {
+	keep, abstain := kf.Decide(in)
+	switch {
+	case abstain:
+		return 2
+	case keep:
+		return 1
+	}
+	return 0
+}
+
 // randomForm is a kernel form with every field random within the bounds NewKernelForm keeps
 // (so no sum overflows): the arithmetic, not a model.
 func randomForm(rng *rand.Rand) *model.KernelForm {
 	kf := &model.KernelForm{Hidden: 16, Generation: rng.Uint64(), Shift: 22 + rng.Uint32N(10)}
 	kf.Bound = rng.Int64N(1<<40) - 1<<39
 	kf.Lower, kf.Upper = kf.Bound, kf.Bound
+	if rng.IntN(2) == 0 { // an abstention band around it
+		kf.Lower, kf.Upper = kf.Bound-rng.Int64N(1<<38), kf.Bound+rng.Int64N(1<<38)
+	}
 	for k := range model.KernelMaxHidden {
 		kf.B1[k] = rng.Int64N(1<<53) - 1<<52
 		kf.W2[k] = int32(rng.Int64N(1<<27) - 1<<26)
@@ -190,7 +206,7 @@ func (p *netProgs) setSlot(t testing.TB, tid uint32, st *features.TaskState, mas
 }
 
 // decide runs mls_test_decision (R's slot, the decay, the net): the logit and the decision.
-func (p *netProgs) decide(t testing.TB) (int64, bool) {
+func (p *netProgs) decide(t testing.TB) (int64, uint32) {
 	t.Helper()
 	return runNet(t, p.objs.MlsTestDecision, p.objs.TestDecLogit, p.objs.TestDecKeep)
 }
@@ -215,7 +231,7 @@ func TestBPFNetMatchesGo(t *testing.T) {
 	check := func(what string, i int, kf *model.KernelForm, st *features.TaskState, mask uint64) {
 		t.Helper()
 		in := goFeats(st, mask)
-		want, wantKeep := kf.Logit(in), kf.KeepLocal(in)
+		want, wantKeep := kf.Logit(in), goDecision(kf, in)
 		p.setState(t, bpfState(st, mask))
 		if got, keep := p.eval(t); got != want || keep != wantKeep {
 			t.Fatalf("%s %d: BPF logit %d keep %v, Go %d keep %v\nmask %#x counts %v", what, i, got, keep, want, wantKeep, mask, in)
@@ -249,6 +265,30 @@ func TestBPFNetMatchesGo(t *testing.T) {
 		st, mask := benchState(t, rng, benchCase{used, rng.IntN(used + 1)})
 		check("default model, stale buckets", i, def, st, mask)
 	}
+	// The default model with an abstention margin: the band is decided bit for bit too.
+	m, err := model.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.AbstainMargin = 0.5
+	band, err := model.NewKernelForm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.setNet(t, band)
+	abstained := 0
+	for i := range 2000 {
+		st, mask := simulatedTask(rng, []int{10, 200, 3000}[i%3])
+		check("default model with a margin", i, band, st, mask)
+		if band.Abstains(goFeats(st, mask)) {
+			abstained++
+		}
+	}
+	if abstained == 0 || abstained == 2000 {
+		t.Fatalf("margin 0.5: %d of 2000 abstained, want some", abstained)
+	}
+	t.Logf("default model with margin 0.5: %d of 2000 simulated tasks abstained", abstained)
+	p.setNet(t, def)
 	var empty features.TaskState
 	check("default model, empty state", 0, def, &empty, 0)
 	// A record of another layout version (or a zeroed map value) is not evaluated.

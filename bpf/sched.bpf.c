@@ -223,22 +223,23 @@ static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct 
 	return true;
 }
 
-// The net's verdict on W behind R (cs): keep on prev_cpu (1) or migrate (0); -1: no usable net.
-// R's verdict is reused while R makes no syscall (its features have not changed).
+// The net's verdict on W behind R (cs): keep on prev_cpu (MLS_NET_KEEP), migrate
+// (MLS_NET_MIGRATE) or no opinion (MLS_NET_ABSTAIN: inside the model's band); -1: no usable
+// net. R's verdict is reused while R makes no syscall (its features have not changed).
 static __always_inline int net_verdict(struct cpu_state *cs)
 {
 	u32 slot = net_active & 1;
 	struct mls_net *net = bpf_map_lookup_elem(&nets, &slot);
 	struct task_feat *f;
 	u64 t0 = 0;
-	bool keep;
+	int keep;
 	u32 n;
 
 	if (!net || !mls_net_usable(net))
 		return -1;
 	f = mls_feat_peek(cs->run.tid);
 	if (!f)
-		return mls_net_keep_local(net, 0);
+		return mls_net_decide(net, 0);
 	if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
 		count(MLS_SC_KERNEL_CACHED);
 		return f->verdict;
@@ -246,7 +247,7 @@ static __always_inline int net_verdict(struct cpu_state *cs)
 	n = f->n; // before the net reads the state: R may make a syscall meanwhile
 	if (time_net)
 		t0 = bpf_ktime_get_ns();
-	keep = mls_net_keep_local(net, mls_net_logit(net, f));
+	keep = mls_net_decide(net, mls_net_logit(net, f));
 	if (time_net) {
 		count_add(MLS_SC_NET_NS, bpf_ktime_get_ns() - t0);
 		count(MLS_SC_NET_RUNS);
@@ -293,7 +294,7 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 	u64 now = bpf_ktime_get_ns(), seq;
 	u8 flags = MLS_WAKE_NO_DECISION | MLS_WAKE_VERDICT;
 	int v = verdict(cs, now);
-	bool keep = v > 0, want, sample;
+	bool keep, want, sample;
 	u32 cnt;
 	s32 cpu;
 
@@ -302,10 +303,21 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		count(MLS_SC_KERNEL_NO_NET);
 		return;
 	}
+	keep = v == MLS_NET_KEEP;
 	if (keep)
 		flags |= MLS_WAKE_KEEP;
 	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	sample = scored(p, seq);
+	if (v == MLS_NET_ABSTAIN) {
+		// No opinion: the base queue's own placement; the sample still goes out (coverage).
+		tctx->seq = seq;
+		tctx->state = TS_NONE;
+		enqueue_base(p, enq_flags);
+		count(MLS_SC_ABSTAIN);
+		if (sample && !send_sample(p, prev, cs, now, seq, flags | MLS_WAKE_ABSTAIN | MLS_WAKE_BASE, BPF_RB_NO_WAKEUP))
+			count(MLS_SC_KERNEL_SAMPLE_DROP);
+		return;
+	}
 	// --explore: a scored decision taken at random instead (marked), so that the outcomes the
 	// model is judged and adapted by are not only those its own placements leave.
 	if (sample && explore_thresh && !shadow && !guard_fifo && bpf_get_prandom_u32() < explore_thresh) {
@@ -373,9 +385,18 @@ static __always_inline bool decide_at_select(struct task_struct *p, s32 prev, u6
 		return false;
 	now = bpf_ktime_get_ns();
 	v = verdict(cs, now);
-	if (v < 0 || (v && !bpf_cpumask_test_cpu(prev, p->cpus_ptr)))
+	if (v < 0 || (v == MLS_NET_KEEP && !bpf_cpumask_test_cpu(prev, p->cpus_ptr)))
 		return false;
-	if (v) {
+	if (v == MLS_NET_ABSTAIN) {
+		// No opinion: the base queue's own placement (an idle CPU, else the queue).
+		if ((*cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0)) >= 0) {
+			mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		} else {
+			enqueue_base(p, 0);
+			*cpu = prev;
+		}
+		count(MLS_SC_SELECT_ABSTAIN);
+	} else if (v) {
 		tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!tctx)
 			return false;

@@ -216,7 +216,7 @@ static __always_inline int test_net_run(void)
 		return 2;
 	logit = mls_net_logit(net, &test_net_feat);
 	test_net_logit = logit;
-	test_net_keep = mls_net_keep_local(net, logit);
+	test_net_keep = mls_net_decide(net, logit);
 	return 0;
 }
 
@@ -269,7 +269,7 @@ static __always_inline int test_decision(void)
 		return 3;
 	logit = mls_net_logit(net, f);
 	test_dec_logit = logit;
-	test_dec_keep = mls_net_keep_local(net, logit);
+	test_dec_keep = mls_net_decide(net, logit);
 	return 0;
 }
 

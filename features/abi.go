@@ -34,6 +34,8 @@ const (
 	// was keep on the previous CPU.
 	WakeExplore = 16
 	WakeActKeep = 32
+	// WakeAbstain: the net had no opinion (inside the model's abstention band).
+	WakeAbstain = 64
 )
 
 // Placements (enum mls_placement): what decides a wakeup in BPF.
@@ -169,7 +171,8 @@ var ABIEnums = []Enum{
 		"MLS_EV_SCHED_OUTCOME": EventSchedOutcome, "MLS_EV_WAKE": EventWake,
 	}},
 	{"mls_wake_flags", map[string]int64{"MLS_WAKE_NO_DECISION": WakeNoDecision, "MLS_WAKE_VERDICT": WakeVerdict,
-		"MLS_WAKE_KEEP": WakeKeep, "MLS_WAKE_BASE": WakeBase, "MLS_WAKE_EXPLORE": WakeExplore, "MLS_WAKE_ACT_KEEP": WakeActKeep}},
+		"MLS_WAKE_KEEP": WakeKeep, "MLS_WAKE_BASE": WakeBase, "MLS_WAKE_EXPLORE": WakeExplore, "MLS_WAKE_ACT_KEEP": WakeActKeep,
+		"MLS_WAKE_ABSTAIN": WakeAbstain}},
 	{"mls_placement", map[string]int64{"MLS_PLACE_NET": PlaceNet, "MLS_PLACE_KEEP": PlaceKeep,
 		"MLS_PLACE_MIGRATE": PlaceMigrate, "MLS_PLACE_ONCPU": PlaceOnCPU}},
 	{"mls_action", map[string]int64{

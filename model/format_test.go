@@ -97,7 +97,7 @@ func TestLayout(t *testing.T) {
 	m := testModel(rand.New(rand.NewPCG(2, 2)), DefaultHidden)
 	b := mustMarshal(t, m)
 	le := binary.LittleEndian
-	if string(b[:8]) != Magic || le.Uint32(b[8:]) != Version || le.Uint32(b[12:]) != NormLog1pStandardize ||
+	if string(b[:8]) != Magic || le.Uint32(b[8:]) != VersionNoMargin || le.Uint32(b[12:]) != NormLog1pStandardize ||
 		le.Uint64(b[16:]) != features.SchemaID() || le.Uint32(b[24:]) != 64 || le.Uint32(b[28:]) != 16 ||
 		le.Uint32(b[32:]) != 1 || math.Float32frombits(le.Uint32(b[36:])) != m.Threshold ||
 		le.Uint64(b[40:]) != m.HorizonNs {
@@ -157,7 +157,7 @@ func TestCorruption(t *testing.T) {
 		{"magic prefix only", func(b []byte) []byte { return b[:5] }, ErrTruncated},
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrBadMagic},
 		{"short bad magic", func([]byte) []byte { return []byte("ELF") }, ErrBadMagic},
-		{"version 2", u32(8, 2, true), ErrVersion},
+		{"version 3", u32(8, 3, true), ErrVersion},
 		{"version 0", u32(8, 0, false), ErrVersion},
 		{"norm kind", u32(12, 7, true), ErrNorm},
 		{"schema", func(b []byte) []byte { le.PutUint64(b[16:], features.SchemaID()^1); return reseal(b) }, ErrSchemaMismatch},
@@ -306,5 +306,47 @@ func TestSaveLoad(t *testing.T) {
 	os.WriteFile(path, []byte("MLSMODEL"), 0o644)
 	if _, err := Load(path); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("load truncated: %v", err)
+	}
+}
+
+// A model with an abstention margin is written as version 2 (the margin after the notes) and
+// reads back with it; without one it stays version 1, byte for byte; a version 2 file that
+// claims margin 0 is refused (one encoding per model); the margin must be in range.
+func TestAbstainMarginFormat(t *testing.T) {
+	m := New(4, 1_000_000)
+	m.Meta.Notes = map[string]string{"k": "v"}
+	v1, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint32(v1[8:]); got != VersionNoMargin {
+		t.Fatalf("no margin: version %d", got)
+	}
+	m.AbstainMargin = 0.75
+	v2, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint32(v2[8:]); got != Version || len(v2) != len(v1)+4 {
+		t.Fatalf("margin: version %d, %d bytes (v1 %d)", got, len(v2), len(v1))
+	}
+	back, err := Unmarshal(v2)
+	if err != nil || back.AbstainMargin != 0.75 {
+		t.Fatalf("round trip: %v, margin %v", err, back.AbstainMargin)
+	}
+	if again, _ := back.MarshalBinary(); !bytes.Equal(again, v2) {
+		t.Fatal("version 2 is not canonical")
+	}
+	zero := bytes.Clone(v2)
+	binary.LittleEndian.PutUint32(zero[len(zero)-8:], 0)
+	binary.LittleEndian.PutUint32(zero[len(zero)-4:], crc32.Checksum(zero[:len(zero)-4], castagnoli))
+	if _, err := Unmarshal(zero); !errors.Is(err, ErrMeta) {
+		t.Fatalf("version 2 with margin 0: %v, want ErrMeta", err)
+	}
+	for _, bad := range []float32{-1, MaxAbstainMargin + 1, float32(math.NaN())} {
+		m.AbstainMargin = bad
+		if _, err := m.MarshalBinary(); err == nil {
+			t.Errorf("margin %v accepted", bad)
+		}
 	}
 }

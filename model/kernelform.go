@@ -53,9 +53,9 @@ type KernelForm struct {
 	Generation uint64
 	Hidden     int // the model's hidden units, 1..KernelMaxHidden; the rest are all zero
 
-	// Bound is the decision: keep local iff Logit >= Bound. Lower and Upper are an
-	// abstention band (Lower <= logit < Upper: no opinion); the model file has none, so
-	// NewKernelForm sets both to Bound.
+	// Bound is the decision: keep local iff Logit >= Bound. Lower and Upper are the
+	// abstention band (Lower <= logit < Upper: no opinion), the model's AbstainMargin around
+	// its threshold; without one both are Bound.
 	Bound, Lower, Upper int64
 	Shift               uint32 // right shift of the ReLU outputs, < 64
 
@@ -262,12 +262,24 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 		kf.W2[k] = int32(clampRound(c[k]*kf.OutScale, kernelMaxW2))
 	}
 	p := float64(m.Threshold)
-	bound := math.Ceil((math.Log(p/(1-p)) - kf.B2) * kf.OutScale)
-	if !finite(kf.OutScale) || math.IsNaN(bound) {
-		return nil, fmt.Errorf("output scale %v, bound %v, not finite: %w", kf.OutScale, bound, ErrKernelForm)
+	t := math.Log(p / (1 - p))
+	clamp := func(x float64) int64 { return int64(max(min(x, kernelMaxBound), -kernelMaxBound)) }
+	at := func(logit float64) int64 { return clamp(math.Ceil((logit - kf.B2) * kf.OutScale)) }
+	if !finite(kf.OutScale) || math.IsNaN((t-kf.B2)*kf.OutScale) {
+		return nil, fmt.Errorf("output scale %v, threshold logit %v, not finite: %w", kf.OutScale, t, ErrKernelForm)
 	}
-	kf.Bound = int64(max(min(bound, kernelMaxBound), -kernelMaxBound))
+	kf.Bound = at(t)
 	kf.Lower, kf.Upper = kf.Bound, kf.Bound
+	if mg := float64(m.AbstainMargin); mg > 0 {
+		// |logit - t| < margin, on the integer logit: Lower <= Logit < Upper.
+		kf.Lower, kf.Upper = clamp(math.Floor((t-mg-kf.B2)*kf.OutScale)+1), at(t+mg)
+		if kf.Lower > kf.Bound {
+			kf.Lower = kf.Bound
+		}
+		if kf.Upper < kf.Bound {
+			kf.Upper = kf.Bound
+		}
+	}
 	return kf, nil
 }
 
@@ -387,6 +399,19 @@ func (kf *KernelForm) Logit(feats *[features.NumBuckets]uint32) int64 {
 // KeepLocal is the kernel form's decision: Logit(feats) >= Bound.
 func (kf *KernelForm) KeepLocal(feats *[features.NumBuckets]uint32) bool {
 	return kf.Logit(feats) >= kf.Bound
+}
+
+// Abstains is the kernel form's abstention: Lower <= Logit(feats) < Upper.
+func (kf *KernelForm) Abstains(feats *[features.NumBuckets]uint32) bool {
+	l := kf.Logit(feats)
+	return l >= kf.Lower && l < kf.Upper
+}
+
+// Decide is the kernel form's whole answer from one evaluation: keep, or no opinion (abstain;
+// keep is then the answer without the band).
+func (kf *KernelForm) Decide(feats *[features.NumBuckets]uint32) (keep, abstain bool) {
+	l := kf.Logit(feats)
+	return l >= kf.Bound, l >= kf.Lower && l < kf.Upper
 }
 
 // FloatLogit is Logit back on the float net's scale: B2 + Logit/OutScale.

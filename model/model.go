@@ -74,6 +74,10 @@ type Model struct {
 
 	Threshold float32 // decide KeepLocal when P(yield within H) >= Threshold; in (0, 1)
 	HorizonNs uint64  // H: the label is "R leaves the CPU voluntarily within HorizonNs"
+	// AbstainMargin is the model's abstention band around its threshold, in logit units: a
+	// sample whose logit is within AbstainMargin of logit(Threshold) gets no opinion (the base
+	// queue's own placement). 0: the model always answers. Chosen on validation data by train.
+	AbstainMargin float32
 
 	Meta Meta
 }
@@ -220,6 +224,9 @@ func (m *Model) validateValues(offsets bool) error {
 	if !(m.Threshold > 0 && m.Threshold < 1) {
 		return fmt.Errorf("%s = %v: %w", at("threshold", -1), m.Threshold, ErrThreshold)
 	}
+	if !finite32(m.AbstainMargin) || m.AbstainMargin < 0 || m.AbstainMargin > MaxAbstainMargin {
+		return fmt.Errorf("abstain margin = %v, want 0..%v: %w", m.AbstainMargin, MaxAbstainMargin, ErrRange)
+	}
 	if m.HorizonNs == 0 {
 		return fmt.Errorf("%s = 0: %w", at("horizon", -1), ErrHorizon)
 	}
@@ -344,6 +351,16 @@ func checkFloats(at func(string, int) string, name string, xs []float32, maxAbs 
 
 func finite32(x float32) bool {
 	return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
+}
+
+// MaxAbstainMargin bounds AbstainMargin (logit units: beyond it a model abstains on nearly
+// everything).
+const MaxAbstainMargin = 16
+
+// Abstains says whether a logit is inside the model's abstention band (no opinion).
+func (m *Model) Abstains(logit float64) bool {
+	t := float64(m.Threshold)
+	return math.Abs(logit-math.Log(t/(1-t))) < float64(m.AbstainMargin)
 }
 
 // NoteHeuristicNs is the note in which train records the one-parameter on-CPU heuristic's

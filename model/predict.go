@@ -28,6 +28,7 @@ type Predictor struct {
 	w2             []float32
 	b2             float32
 	logitThreshold float32
+	margin         float32   // the abstention band: |logit - logitThreshold| < margin
 	h              []float32 // scratch for the generic path
 	k16            *kernel16 // the Hidden == 16 fast path, 64-byte aligned
 }
@@ -77,6 +78,7 @@ func NewPredictor(m *Model) *Predictor {
 		w2:             append([]float32(nil), m.W2...),
 		b2:             m.B2,
 		logitThreshold: float32(math.Log(float64(m.Threshold) / (1 - float64(m.Threshold)))),
+		margin:         m.AbstainMargin,
 		h:              make([]float32, h),
 	}
 	for k := range h {
@@ -134,6 +136,16 @@ func (p *Predictor) Predict(in *[features.NumBuckets]uint32) float32 {
 // (Within float32 rounding of the threshold's logit, the two may disagree at the boundary.)
 func (p *Predictor) KeepLocal(in *[features.NumBuckets]uint32) bool {
 	return p.Logit(in) >= p.logitThreshold
+}
+
+// Abstains reports whether in's logit lies within the model's abstention band around the
+// threshold (no opinion: the base queue places the task).
+func (p *Predictor) Abstains(in *[features.NumBuckets]uint32) bool {
+	if p.margin == 0 {
+		return false
+	}
+	d := p.Logit(in) - p.logitThreshold
+	return d < p.margin && -d < p.margin
 }
 
 // sigmoid32 is 1/(1+exp(-z)) in float32, within 4e-6 relative of the float64 value (about
