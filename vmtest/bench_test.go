@@ -3,7 +3,9 @@ package vmtest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,7 +74,14 @@ func TestVMBench(t *testing.T) {
 	if code != 0 && !strings.Contains(usage, "-policy") {
 		t.Fatalf("mlsched run --help: exit %d\n%s", code, usage)
 	}
-	mlArms, mlSkipped := mlschedArms(usage, modelSource(e))
+	// The model trained on captures of these workloads in this VM (`make vmbench-model`), for
+	// the arm "mlsched vm-model": in the guest as benchModelGuest, root-owned 0644 like
+	// /default.bin (run refuses a model a non-root user could change).
+	vmModel, vmModelErr := os.ReadFile(filepath.Join(e.Root, benchModelFile))
+	if vmModelErr != nil && !errors.Is(vmModelErr, fs.ErrNotExist) {
+		t.Fatal(vmModelErr)
+	}
+	mlArms, mlSkipped := mlschedArms(usage, modelSource(e), vmModelErr == nil)
 	arms = append(arms, mlArms...)
 	for k, v := range mlSkipped {
 		skipped[k] = v
@@ -112,6 +121,9 @@ func TestVMBench(t *testing.T) {
 	for next, boot := 0, 1; next < len(plan); boot++ {
 		s := NewScenario(fmt.Sprintf("vmbench-%d", boot))
 		s.Programs = programs
+		if vmModelErr == nil {
+			s.Files[benchModelGuest] = vmModel
+		}
 		s.Timeout = bootTimeout + time.Minute
 		var units []unitSteps
 		for p := next; p < len(plan); p++ {

@@ -241,9 +241,19 @@ func flagHelp(usage, name string) string {
 	return ""
 }
 
+// The model "mlsched vm-model" runs with (`make vmbench-model`, benchmodel_test.go): its file in
+// the repository (module-relative) and in the guest.
+const (
+	benchModelFile  = "vmtest/testdata/vmbench-model.bin"
+	benchModelGuest = "/vmbench-model.bin"
+)
+
 // mlschedArms returns mlsched's arms that `mlsched run` accepts (its usage text), and for each
-// one it does not, why. model is "embedded", "file" (/default.bin) or "" (no model).
-func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]string) {
+// one it does not, why. model is "embedded", "file" (/default.bin) or "" (no model); vmModel
+// says whether the model trained on captures of these workloads in this VM (benchModelFile,
+// `make vmbench-model`) is in the guest as benchModelGuest: the arm "mlsched vm-model" runs the
+// default run (--infer kernel) with it.
+func mlschedArms(runUsage, model string, vmModel bool) (arms []benchArm, skipped map[string]string) {
 	skipped = map[string]string{}
 	run := []string{"/mlsched", "run", "--metrics-addr", ""}
 	if flagHelp(runUsage, "-json") != "" {
@@ -260,22 +270,26 @@ func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]st
 		needs map[string]string // flag entry -> word it must mention
 		model bool
 		extra bool
+		vm    bool // needs the VM-trained model file
 	}{
-		{"mlsched fifo", with(run, "--policy", "fifo"), map[string]string{"-policy": "fifo"}, false, false},
-		{"mlsched vtime", with(run, "--policy", "vtime"), map[string]string{"-policy": "vtime"}, false, false},
-		{"mlsched model/fifo", with(withModel, "--policy", "model", "--queue", "fifo"), map[string]string{"-policy": "model", "-queue": "fifo"}, true, false},
-		{"mlsched", withModel, nil, true, false}, // the default run: the model over the vtime queue
+		{"mlsched fifo", with(run, "--policy", "fifo"), map[string]string{"-policy": "fifo"}, false, false, false},
+		{"mlsched vtime", with(run, "--policy", "vtime"), map[string]string{"-policy": "vtime"}, false, false, false},
+		{"mlsched model/fifo", with(withModel, "--policy", "model", "--queue", "fifo"), map[string]string{"-policy": "model", "-queue": "fifo"}, true, false, false},
+		{"mlsched", withModel, nil, true, false, false}, // the default run: the model over the vtime queue
 		// The net in BPF (--infer kernel, the default since it exists), and the older round trip.
-		{"mlsched kernel", with(withModel, "--infer", "kernel"), map[string]string{"-infer": "kernel"}, true, false},
-		{"mlsched user", with(withModel, "--infer", "user"), map[string]string{"-infer": "user"}, true, false},
+		{"mlsched kernel", with(withModel, "--infer", "kernel"), map[string]string{"-infer": "kernel"}, true, false, false},
+		{"mlsched user", with(withModel, "--infer", "user"), map[string]string{"-infer": "user"}, true, false, false},
 		// The fixed placements: what any model's placement lies between.
-		{"mlsched keep", with(withModel, "--policy", "keep"), map[string]string{"-policy": "keep"}, true, false},
-		{"mlsched migrate", with(withModel, "--policy", "migrate"), map[string]string{"-policy": "migrate"}, true, false},
-		{"mlsched oncpu", with(withModel, "--policy", "oncpu"), map[string]string{"-policy": "oncpu"}, true, false},
+		{"mlsched keep", with(withModel, "--policy", "keep"), map[string]string{"-policy": "keep"}, true, false, false},
+		{"mlsched migrate", with(withModel, "--policy", "migrate"), map[string]string{"-policy": "migrate"}, true, false, false},
+		{"mlsched oncpu", with(withModel, "--policy", "oncpu"), map[string]string{"-policy": "oncpu"}, true, false, false},
+		// The default run with a model of these very workloads, captured in this VM: what the net
+		// does when its model fits (the default model trips the guard on these workloads).
+		{"mlsched vm-model", with(run, "--model", benchModelGuest, "--infer", "kernel"), map[string]string{"-infer": "kernel"}, false, false, true},
 		// The cost arms: BPF run time per hook with and without the net, and without its cache.
-		{"mlsched vtime +stats", with(run, "--policy", "vtime", "--bpf-stats"), map[string]string{"-policy": "vtime", "-bpf-stats": "statistics"}, false, true},
-		{"mlsched +stats", with(withModel, "--bpf-stats"), map[string]string{"-bpf-stats": "statistics"}, true, true},
-		{"mlsched +stats nocache", with(withModel, "--bpf-stats", "--no-verdict-cache"), map[string]string{"-bpf-stats": "statistics", "-no-verdict-cache": "net"}, true, true},
+		{"mlsched vtime +stats", with(run, "--policy", "vtime", "--bpf-stats"), map[string]string{"-policy": "vtime", "-bpf-stats": "statistics"}, false, true, false},
+		{"mlsched +stats", with(withModel, "--bpf-stats"), map[string]string{"-bpf-stats": "statistics"}, true, true, false},
+		{"mlsched +stats nocache", with(withModel, "--bpf-stats", "--no-verdict-cache"), map[string]string{"-bpf-stats": "statistics", "-no-verdict-cache": "net"}, true, true, false},
 	} {
 		why := ""
 		for flag, word := range c.needs {
@@ -287,6 +301,9 @@ func mlschedArms(runUsage, model string) (arms []benchArm, skipped map[string]st
 		}
 		if why == "" && c.model && model == "" {
 			why = "mlsched embeds no default model and model/default.bin is missing"
+		}
+		if why == "" && c.vm && !vmModel {
+			why = benchModelFile + " is missing (make vmbench-model)"
 		}
 		if why != "" {
 			skipped[c.name] = why

@@ -137,16 +137,19 @@ func TestMlschedArms(t *testing.T) {
 		}
 		return n
 	}
-	arms, skipped := mlschedArms(runUsageOld, "embedded")
+	arms, skipped := mlschedArms(runUsageOld, "embedded", true)
 	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched"}) || !strings.Contains(skipped["mlsched kernel"], "-infer") {
 		t.Errorf("old binary: arms %v", got)
 	}
-	if !strings.Contains(skipped["mlsched vtime"], "vtime") || !strings.Contains(skipped["mlsched model/fifo"], "-queue") {
+	if !strings.Contains(skipped["mlsched vtime"], "vtime") || !strings.Contains(skipped["mlsched model/fifo"], "-queue") ||
+		!strings.Contains(skipped["mlsched vm-model"], "-infer") {
 		t.Errorf("old binary: skipped %v", skipped)
 	}
-	arms, skipped = mlschedArms(runUsageNew, "file")
+	// Without vmtest/testdata/vmbench-model.bin the vm-model arm is skipped, saying how to make it.
+	arms, skipped = mlschedArms(runUsageNew, "file", false)
 	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user"}) ||
-		len(skipped) != 6 || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") {
+		len(skipped) != 7 || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") ||
+		!strings.Contains(skipped["mlsched vm-model"], "make vmbench-model") {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
 	}
 	want := "/mlsched run --metrics-addr \"\" --model /default.bin --policy model --queue fifo"
@@ -159,13 +162,22 @@ func TestMlschedArms(t *testing.T) {
 	if got := shellJoinArgs(arms[4].Cmd); got != `/mlsched run --metrics-addr "" --model /default.bin --infer kernel` {
 		t.Errorf("kernel command %q", got)
 	}
-	if arms, skipped := mlschedArms(runUsageNew, ""); len(arms) != 2 || !strings.Contains(skipped["mlsched"], "model") {
+	// With it, the arm runs the default run (--infer kernel) on that file, also when there is no
+	// default model.
+	if arms, skipped := mlschedArms(runUsageNew, "file", true); len(arms) != 7 || arms[6].Name != "mlsched vm-model" || skipped["mlsched vm-model"] != "" ||
+		shellJoinArgs(arms[6].Cmd) != `/mlsched run --metrics-addr "" --model /vmbench-model.bin --infer kernel` || arms[6].Extra || arms[6].Ops != "mlsched" {
+		t.Errorf("new binary with the VM model: arms %v, skipped %v", names(arms), skipped)
+	}
+	if arms, skipped := mlschedArms(runUsageNew, "", false); len(arms) != 2 || !strings.Contains(skipped["mlsched"], "model") {
 		t.Errorf("no model: arms %v, skipped %v", names(arms), skipped)
+	}
+	if arms, _ := mlschedArms(runUsageNew, "", true); !slices.Equal(names(arms), []string{"mlsched fifo", "mlsched vtime", "mlsched vm-model"}) {
+		t.Errorf("no default model, the VM model: arms %v", names(arms))
 	}
 	// A binary with the fixed placements, --bpf-stats and --json: every arm, the cost arms
 	// marked extra, and every command asks for the JSON report.
-	arms, skipped = mlschedArms(runUsageFixed, "embedded")
-	if len(arms) != 12 || len(skipped) != 0 {
+	arms, skipped = mlschedArms(runUsageFixed, "embedded", true)
+	if len(arms) != 13 || len(skipped) != 0 {
 		t.Fatalf("fixed placements: arms %v, skipped %v", names(arms), skipped)
 	}
 	for _, a := range arms {
@@ -178,6 +190,9 @@ func TestMlschedArms(t *testing.T) {
 	}
 	if got := shellJoinArgs(arms[8].Cmd); got != `/mlsched run --metrics-addr "" --json --policy oncpu` {
 		t.Errorf("oncpu command %q", got)
+	}
+	if got := shellJoinArgs(arms[9].Cmd); arms[9].Name != "mlsched vm-model" || got != `/mlsched run --metrics-addr "" --json --model /vmbench-model.bin --infer kernel` {
+		t.Errorf("%s command %q", arms[9].Name, got)
 	}
 }
 

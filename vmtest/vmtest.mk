@@ -39,3 +39,22 @@ vmbench_vars = ROUNDS SEED ARMS WORKLOADS HACKBENCH_LOOPS STRESS_DURATION POOL_D
 vmbench:
 	MLSCHED_VMTEST=1 MLSCHED_VMBENCH=1 $(foreach v,$(vmbench_vars),$(if $(VMBENCH_$(v)),MLSCHED_VMBENCH_$(v)='$(VMBENCH_$(v))')) \
 		$(GO) test -count=1 -v -timeout $(VMBENCH_TIMEOUT) -run '^TestVMBench$$' ./vmtest
+
+# The model of vmbench's own workloads (vmtest/benchmodel_test.go): two VM boots ("train",
+# "heldout") capture every vmbench workload VMBENCH_MODEL_ROUNDS times (under mlsched --policy
+# vtime by default), the traces leave the guest over a third serial port, `mlsched train`
+# learns from the first boot's on the host and `mlsched eval` scores it (and model/default.bin)
+# on the second's. Writes
+# vmtest/testdata/vmbench-model.bin (vmbench's arm "mlsched vm-model") and vmbench-model.txt (the
+# report); traces and logs in vmtest/out/vmbench-model/. ~10-15 min on 2 cores.
+#   make vmbench-model VMBENCH_MODEL_REUSE=1        train again on the traces already there
+# Knobs (make variable -> MLSCHED_VMBENCH_MODEL_<name>): VMBENCH_MODEL_ROUNDS (2 captures of each
+# workload per boot), _HACKBENCH_LOOPS (6000), _STRESS_DURATION (20s), _POOL_DURATION (20s),
+# _WORKLOADS, _ACCEL (tcg,thread=multi), _UNDER (vtime or default), _EPOCHS (20), _SEED (1),
+# _THRESHOLD_FOR (accuracy), _REUSE.
+.PHONY: vmbench-model
+VMBENCH_MODEL_TIMEOUT ?= 90m
+vmbench_model_vars = ROUNDS HACKBENCH_LOOPS STRESS_DURATION POOL_DURATION WORKLOADS ACCEL UNDER EPOCHS SEED THRESHOLD_FOR REUSE
+vmbench-model:
+	MLSCHED_VMTEST=1 MLSCHED_VMBENCH_MODEL=1 $(foreach v,$(vmbench_model_vars),$(if $(VMBENCH_MODEL_$(v)),MLSCHED_VMBENCH_MODEL_$(v)='$(VMBENCH_MODEL_$(v))')) \
+		$(GO) test -count=1 -v -timeout $(VMBENCH_MODEL_TIMEOUT) -run '^TestVMBenchModel$$' ./vmtest
