@@ -213,6 +213,9 @@ func TestStatsLines(t *testing.T) {
 	if !statsCPU.MatchString(lines[0].raw) || !statsBPF.MatchString(lines[0].raw) {
 		t.Errorf("cpu= or bpf ... enq= not found in %q", lines[0].raw)
 	}
+	if liveAccuracy(out) || !liveAccuracy(strings.Replace(out, "acc=-", "acc=0.835(guard:vtime)", 1)) {
+		t.Errorf("liveAccuracy: acc=- is no live accuracy, acc=0.835(guard:vtime) is one")
+	}
 	if statsBPF.MatchString("... cpu=0.69%") {
 		t.Errorf("a line without --bpf-stats matched the bpf pattern")
 	}

@@ -431,6 +431,12 @@ func attachScenario(t *testing.T, policy string) {
 		if tot.User["kernel_verdicts"] == 0 {
 			t.Errorf("--shadow: the live accuracy was never scored: kernel_verdicts=0 (user TOTALS %v)", tot.User)
 		}
+		// Scored while it runs, not only from what is left in the ring at exit: --shadow is for
+		// seeing the live accuracy in --stats (and metrics) before the model places tasks.
+		if !liveAccuracy(sched.Stdout) {
+			t.Errorf("--shadow: every --stats line says acc=-: nothing was scored while attached (%d of busy_prev=%d samples lost to a full ring, kernel_sample_drop; %d events read in all, at exit?)",
+				tot.BPF["kernel_sample_drop"], tot.BPF["busy_prev"], tot.User["events"])
+		}
 	case "keep":
 		// Always keep, but for tasks whose previous CPU is no longer allowed (forced).
 		if keep == 0 || migrated > forced {
@@ -1040,6 +1046,18 @@ func metricsScenario(t *testing.T, e *Env, policy string) {
 		checkNoUserWait(t, "metrics "+policy, tot)
 	}
 	t.Logf("%s: %d --stats lines, last: %s; scrape: %d series; cpu_s=%.2f bpf_progs=%v", policy, len(lines), lines[len(lines)-1].raw, len(m), tot.CPUS, tot.Progs)
+}
+
+var statsAcc = regexp.MustCompile(`\sacc=([0-9.]+|-)`)
+
+// liveAccuracy says whether some --stats line shows a live accuracy (acc=N, not acc=-).
+func liveAccuracy(stdout string) bool {
+	for _, l := range statsLines(stdout) {
+		if m := statsAcc.FindStringSubmatch(l.raw); m != nil && m[1] != "-" {
+			return true
+		}
+	}
+	return false
 }
 
 // statsLine is one --stats line: raw, and its counters from `dec keep=N migrate=N fifo=N` on.
