@@ -222,8 +222,9 @@ func parseKV(s string, into map[string]uint64) {
 // every enqueue leaves by exactly one path (direct for our own threads and per-CPU kthreads,
 // the base queue by policy or while the model guard holds it, re-enqueue, no running task, no
 // context, ring full, an event to user space, or in the kernel path BPF's own placement: kept,
-// migrated, no idle CPU, no net, or --shadow's base queue; what select_cpu places itself,
-// select_keep/migrate/no_idle, never reaches enqueue), and every event to user space ends applied
+// migrated, no idle CPU, no net, the net's abstention (no opinion: the base queue), or --shadow's
+// base queue; what select_cpu places itself, select_keep/migrate/no_idle/abstain, never reaches
+// enqueue), and every event to user space ends applied
 // (keep, migrate, no opinion, no idle CPU, bad CPU, timeout, orphan, no context at apply) except
 // the few still pending at detach or dequeued while pending.
 func checkAccounting(t *testing.T, what string, c map[string]uint64) {
@@ -236,7 +237,7 @@ func checkAccounting(t *testing.T, what string, c map[string]uint64) {
 func accountingErrors(what string, c map[string]uint64) []string {
 	var errs []string
 	paths := []string{"ours", "kthread", "fifo_policy", "vtime_policy", "reenqueue", "no_running", "no_ctx", "ring_full", "guard_fifo", "event",
-		"kernel_keep", "kernel_migrate", "kernel_no_idle", "kernel_no_net", "shadow"}
+		"kernel_keep", "kernel_migrate", "kernel_no_idle", "kernel_no_net", "shadow", "abstain"}
 	var sum uint64
 	for _, k := range paths {
 		sum += c[k]
@@ -247,8 +248,8 @@ func accountingErrors(what string, c map[string]uint64) []string {
 	// Every wakeup whose previous CPU ran another task (busy_prev, counted at select_cpu or at
 	// enqueue) is placed by exactly one path: the kernel's (at select_cpu or enqueue), --shadow's,
 	// the guard's, an event to user space, or a fallback (no context, ring full).
-	decided := []string{"select_keep", "select_migrate", "select_no_idle", "kernel_keep", "kernel_migrate", "kernel_no_idle", "kernel_no_net",
-		"shadow", "guard_fifo", "event", "ring_full", "no_ctx"}
+	decided := []string{"select_keep", "select_migrate", "select_no_idle", "select_abstain", "kernel_keep", "kernel_migrate", "kernel_no_idle",
+		"kernel_no_net", "abstain", "shadow", "guard_fifo", "event", "ring_full", "no_ctx"}
 	if busy, ok := c["busy_prev"]; ok { // older binaries do not count it
 		var n uint64
 		for _, k := range decided {
