@@ -22,6 +22,8 @@ type Evaluation struct {
 	HasHeuristic bool
 	Threshold    float64
 	Traces       []string
+	// Confident is the model with its abstention margin (Margin 0: it decides everything).
+	Confident Confident
 
 	// Kernel is set when the evaluation ran with a kernel form (EvaluateFilesWith): how its
 	// decisions compare with the float net's, and its own figures against the labels.
@@ -74,6 +76,7 @@ func EvaluateFilesWith(m *model.Model, paths []string, kf *model.KernelForm) (*E
 	var kdecisions []bool
 	var kscores []float64
 	var kev KernelEvaluation
+	var logits []float64
 	for _, path := range paths {
 		err := func() error {
 			f, err := os.Open(path)
@@ -104,6 +107,9 @@ func EvaluateFilesWith(m *model.Model, paths []string, kf *model.KernelForm) (*E
 				keep, logit := pred.KeepLocal(&s.Feats), float64(pred.Logit(&s.Feats))
 				decisions = append(decisions, keep)
 				scores = append(scores, logit)
+				if m.AbstainMargin > 0 {
+					logits = append(logits, logit)
+				}
 				onCPU = append(onCPU, s.ROnCPUNs)
 				if kf != nil {
 					kkeep, klogit := kf.KeepLocal(&s.Feats), kf.FloatLogit(&s.Feats)
@@ -119,6 +125,10 @@ func EvaluateFilesWith(m *model.Model, paths []string, kf *model.KernelForm) (*E
 		ev.Traces = append(ev.Traces, path)
 	}
 	ev.Net = Score(labels, decisions, scores)
+	ev.Confident = ScoreConfident(labels, decisions, scores, float64(float32(math.Log(ev.Threshold/(1-ev.Threshold)))), 0)
+	if m.AbstainMargin > 0 {
+		ev.Confident = ScoreConfident(labels, decisions, logits, float64(float32(math.Log(ev.Threshold/(1-ev.Threshold)))), float64(m.AbstainMargin))
+	}
 	if kf != nil {
 		kev.Net = Score(labels, kdecisions, kscores)
 		ev.Kernel = &kev

@@ -25,6 +25,9 @@ type Config struct {
 	// ThresholdFor is what the decision threshold maximises on the validation data:
 	// "balanced" (balanced accuracy, the default) or "accuracy".
 	ThresholdFor string
+	// MinCoverage is the least coverage the abstention margin may leave on the validation
+	// data (ChooseMargin); 0 is DefaultMinCoverage, 1 or more: no margin.
+	MinCoverage float64
 	// Progress, when set, is called after every epoch.
 	Progress func(EpochStats)
 }
@@ -44,6 +47,9 @@ func (c *Config) defaults() {
 	}
 	if c.ThresholdFor == "" {
 		c.ThresholdFor = "balanced"
+	}
+	if c.MinCoverage == 0 {
+		c.MinCoverage = DefaultMinCoverage
 	}
 }
 
@@ -69,6 +75,8 @@ type Report struct {
 	Threshold float64 `json:"threshold"`
 	// HeuristicNs is the heuristic's bound: R yields if its on-CPU time is below it.
 	HeuristicNs uint64 `json:"heuristic_oncpu_ns"`
+	// Confident is the model with its abstention margin (chosen on the same rows).
+	Confident Confident `json:"confident"`
 }
 
 // Result is a trained model and how it got there.
@@ -207,7 +215,19 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 	res.Report.HeuristicNs = HeuristicThreshold(ds.Labels(ds.Train), ds.OnCPU(ds.Train))
 	res.Report.Heuristic = Heuristic(evalLabels, ds.OnCPU(evalRows), res.Report.HeuristicNs)
 
+	// The abstention margin, on the same rows as the threshold, in the float32 logit the
+	// predictor compares.
+	thrLogit := float64(float32(math.Log(float64(thr32) / (1 - float64(thr32)))))
+	logits := make([]float64, len(probs))
+	for i, p := range probs {
+		p = min(max(p, 1e-12), 1-1e-12)
+		logits[i] = math.Log(p / (1 - p))
+	}
+	res.Report.Confident = ChooseMargin(evalLabels, threshold(probs, float64(thr32)), logits, thrLogit, cfg.MinCoverage)
+	res.Report.Confident.Margin = float64(float32(res.Report.Confident.Margin))
+
 	res.Model = res.export(ds, cfg, thr32)
+	res.Model.AbstainMargin = float32(min(res.Report.Confident.Margin, model.MaxAbstainMargin))
 	if err := res.Model.Validate(); err != nil {
 		return nil, fmt.Errorf("export model: %w", err)
 	}
@@ -259,6 +279,8 @@ func (res *Result) export(ds *Dataset, cfg Config, thr float32) *model.Model {
 			NoteHeuristicNs:               strconv.FormatUint(r.HeuristicNs, 10),
 			"heuristic_balanced_accuracy": strconv.FormatFloat(r.Heuristic.BalancedAccuracy, 'f', 4, 64),
 			"threshold_chosen_on":         "validation: max " + cfg.ThresholdFor,
+			"abstain_chosen_on":           fmt.Sprintf("validation: max (confident accuracy - its majority) x coverage, coverage >= %g", cfg.MinCoverage),
+			"abstain_coverage":            strconv.FormatFloat(r.Confident.Coverage, 'f', 4, 64),
 		},
 	}
 	return m

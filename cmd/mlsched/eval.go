@@ -159,12 +159,24 @@ func runEvalOpts(o evalOpts, traces []string, w io.Writer) error {
 	}
 	printMetricsTable(w, rows)
 	fmt.Fprintf(w, "confusion: TP %d  FP %d  TN %d  FN %d\n", ev.Net.TP, ev.Net.FP, ev.Net.TN, ev.Net.FN)
+	printConfident(w, ev.Confident)
 	if k := ev.Kernel; k != nil {
 		fmt.Fprintf(w, "kernel form: decides as the float net on %d of %d samples (agreement %.4f%%, %d differ); keeps local %d, float net %d; largest logit difference %.3g\n",
 			k.Agree, k.N, 100*k.Agreement(), k.N-k.Agree, k.KernelKeeps, k.FloatKeeps, k.MaxLogitErr)
 	}
 	printGoal(w, ev.Net, ev.Majority)
 	return nil
+}
+
+// printConfident says what the model's abstention margin leaves: coverage, and accuracy on
+// what it decides against the majority class of the same samples.
+func printConfident(w io.Writer, c training.Confident) {
+	if c.Margin == 0 {
+		fmt.Fprintf(w, "abstention: none (no margin): coverage 1\n")
+		return
+	}
+	fmt.Fprintf(w, "abstention (margin %.3f logits): coverage %.3f, confident accuracy %.4f vs %.4f for the majority class of the same samples\n",
+		c.Margin, c.Coverage, c.Accuracy, c.BaselineAccuracy)
 }
 
 // jsonFloat encodes NaN and Inf as null, which JSON has no numbers for.
@@ -214,6 +226,10 @@ func writeEvalJSON(w io.Writer, path, infer string, ev *training.Evaluation) err
 		Model                    string    `json:"model"`
 		Traces                   []string  `json:"traces"`
 		Infer                    string    `json:"infer"`
+		AbstainMargin            jsonFloat `json:"abstain_margin"`
+		Coverage                 jsonFloat `json:"coverage"`
+		ConfidentAccuracy        jsonFloat `json:"confident_accuracy"`
+		ConfidentBaseline        jsonFloat `json:"confident_baseline_accuracy"`
 		*kernelJSON
 	}{
 		N: ev.Net.N, Positives: ev.Net.Positives,
@@ -229,6 +245,10 @@ func writeEvalJSON(w io.Writer, path, infer string, ev *training.Evaluation) err
 		Model:                    path,
 		Traces:                   ev.Traces,
 		Infer:                    infer,
+		AbstainMargin:            jsonFloat(ev.Confident.Margin),
+		Coverage:                 jsonFloat(ev.Confident.Coverage),
+		ConfidentAccuracy:        jsonFloat(ev.Confident.Accuracy),
+		ConfidentBaseline:        jsonFloat(ev.Confident.BaselineAccuracy),
 	}
 	if k := ev.Kernel; k != nil {
 		out.kernelJSON = &kernelJSON{Agreement: jsonFloat(k.Agreement()), Disagreements: k.N - k.Agree,

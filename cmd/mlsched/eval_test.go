@@ -435,3 +435,68 @@ func TestEvalOnlineRefuses(t *testing.T) {
 		t.Errorf("eval --help: exit %d\n%s", code, help)
 	}
 }
+
+// A model trained with an abstention margin: train reports it, inspect shows it, eval --json
+// gives coverage (at least the training minimum's neighbourhood, and < 1), confident_accuracy
+// (>= the overall accuracy: the band holds the model's least sure answers) and
+// confident_baseline_accuracy; the same samples counted by hand through model.Predictor agree.
+func TestEvalAbstention(t *testing.T) {
+	dir := t.TempDir()
+	tr := filepath.Join(dir, "a.trace")
+	writeSynthTrace(t, tr, 8000, 3, 1_000_000)
+	mp := filepath.Join(dir, "m.bin")
+	var out bytes.Buffer
+	if err := runTrain(trainOpts{out: mp, hidden: 16, epochs: 4, batch: 256, lr: 0.003, seed: 1, thrFor: "balanced", coverage: 0.6,
+		valFrac: 0.25, maxSamples: 1 << 20}, []string{tr}, &out); err != nil {
+		t.Fatalf("train: %v\n%s", err, out.String())
+	}
+	m, err := model.Load(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.AbstainMargin == 0 { // this synthetic trace gives no gain: a band to evaluate anyway
+		m.AbstainMargin = 0.3
+		if err := m.Save(mp); err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		out.WriteString("abstention (margin set by the test)")
+	}
+	ev := evalJSON(t, evalOpts{model: mp, infer: "user"}, tr)
+	cov, _ := ev["coverage"].(float64)
+	acc, _ := ev["accuracy"].(float64)
+	cacc, _ := ev["confident_accuracy"].(float64)
+	if _, ok := ev["confident_baseline_accuracy"].(float64); !ok {
+		t.Fatalf("eval --json lacks confident_baseline_accuracy: %v", ev)
+	}
+	t.Logf("margin %v: coverage %v, accuracy %v, confident %v, baseline %v", m.AbstainMargin, cov, acc, cacc, ev["confident_baseline_accuracy"])
+	if m.AbstainMargin > 0 {
+		if !strings.Contains(out.String(), "abstention (margin") || !(cov > 0 && cov < 1) || cacc < acc {
+			t.Fatalf("margin %v: coverage %v, confident %v < overall %v?\n%s", m.AbstainMargin, cov, cacc, acc, out.String())
+		}
+	} else if cov != 1 {
+		t.Fatalf("no margin but coverage %v", cov)
+	}
+	// By hand: the predictor's own band.
+	p := model.NewPredictor(m)
+	f, err := os.Open(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd, err := features.NewTraceReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s features.Sample
+	n, decided := 0, 0
+	for rd.Next(&s) == nil {
+		n++
+		if !p.Abstains(&s.Feats) {
+			decided++
+		}
+	}
+	if got := float64(decided) / float64(n); math.Abs(got-cov) > 1e-9 {
+		t.Fatalf("coverage %v, the predictor decides %v", cov, got)
+	}
+}

@@ -54,6 +54,7 @@ func writeModelJSON(w io.Writer, path string, size int64, m *model.Model) error 
 		Normalisation string            `json:"normalisation"`
 		HorizonNs     uint64            `json:"horizon_ns"`
 		Threshold     jsonFloat         `json:"threshold"`
+		AbstainMargin jsonFloat         `json:"abstain_margin"`
 		Created       string            `json:"created"`
 		Accuracy      jsonFloat         `json:"accuracy"`
 		Balanced      jsonFloat         `json:"balanced_accuracy"`
@@ -71,8 +72,9 @@ func writeModelJSON(w io.Writer, path string, size int64, m *model.Model) error 
 		Inputs:   m.Inputs, Hidden: m.Hidden, Outputs: model.NumOutputs,
 		Normalisation: "log1p-standardise",
 		HorizonNs:     m.HorizonNs, Threshold: jsonFloat(m.Threshold),
-		Created:  created.Format(time.RFC3339),
-		Accuracy: jsonFloat(md.Metrics.Accuracy), Balanced: jsonFloat(md.Metrics.BalancedAccuracy),
+		AbstainMargin: jsonFloat(m.AbstainMargin),
+		Created:       created.Format(time.RFC3339),
+		Accuracy:      jsonFloat(md.Metrics.Accuracy), Balanced: jsonFloat(md.Metrics.BalancedAccuracy),
 		Precision: jsonFloat(md.Metrics.Precision), Recall: jsonFloat(md.Metrics.Recall),
 		AUC:     jsonFloat(md.Metrics.AUC),
 		Samples: md.Data.Samples, Positives: md.Data.Positives,
@@ -101,6 +103,11 @@ func printModel(w io.Writer, path string, size int64, m *model.Model) {
 	fmt.Fprintf(w, "normalisation   log1p(count), standardised with the training data's mean and std\n")
 	fmt.Fprintf(w, "horizon         %v (predicts: the running task yields its CPU within it)\n", time.Duration(m.HorizonNs))
 	fmt.Fprintf(w, "threshold       %.4f (keep the waking task local when P(yield) >= it)\n", m.Threshold)
+	if m.AbstainMargin > 0 {
+		fmt.Fprintf(w, "abstain margin  %.3f logits (no opinion within it of the threshold: the base queue places the task)\n", m.AbstainMargin)
+	} else {
+		fmt.Fprintf(w, "abstain margin  none (the model always answers)\n")
+	}
 	fmt.Fprintf(w, "created         %s\n", created.Format(time.RFC3339))
 	on := md.Notes["metrics_on"]
 	if on == "" {

@@ -61,6 +61,7 @@ type trainOpts struct {
 	maxSamples int
 	horizon    time.Duration
 	thrFor     string
+	coverage   float64
 }
 
 func trainFlags(fs *flag.FlagSet) func([]string) error {
@@ -74,6 +75,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed (initial weights, minibatch order)")
 	fs.Float64Var(&o.valFrac, "val-frac", 0.2, "fraction of each trace, at its end, held out for validation")
 	fs.StringVar(&o.thrFor, "threshold-for", "balanced", "the decision threshold maximises `balanced` accuracy or plain `accuracy` on validation")
+	fs.Float64Var(&o.coverage, "abstain-coverage", training.DefaultMinCoverage, "the abstention margin (no opinion near the threshold) leaves at least fraction `F` of the validation samples decided; 1: no margin")
 	fs.DurationVar(&o.horizon, "horizon", 0, "label for horizon `H` instead of the traces' own (relabels traces captured with H or longer)")
 	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
 	return func(args []string) error { return runTrain(o, args, reportWriter(o.out, o.plot)) }
@@ -91,6 +93,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--epochs, --batch and --lr must be positive")
 	case o.thrFor != "balanced" && o.thrFor != "accuracy":
 		return errorf(exitUsage, "--threshold-for %q: want balanced or accuracy", o.thrFor)
+	case !(o.coverage >= 0.5 && o.coverage <= 1):
+		return errorf(exitUsage, "--abstain-coverage %v: want 0.5..1 (a model that decides less than half is no model)", o.coverage)
 	case o.horizon < 0:
 		return errorf(exitUsage, "--horizon %v: must be positive", o.horizon)
 	case !(o.valFrac >= 0 && o.valFrac < 1):
@@ -120,6 +124,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 
 	cfg := training.Config{
 		Hidden: o.hidden, Epochs: o.epochs, BatchSize: o.batch, LearnRate: o.lr, Seed: o.seed, ThresholdFor: o.thrFor,
+		MinCoverage: o.coverage,
 		Progress: func(s training.EpochStats) {
 			fmt.Fprintf(w, "epoch %3d/%d  loss %.4f  val loss %.4f  val acc %.4f  bal %.4f  auc %.4f  %6.0f samples/s\n",
 				s.Epoch, o.epochs, s.TrainLoss, s.ValLoss, s.ValAccuracy, s.ValBalancedAccuracy, s.ValAUC, s.SamplesPerSec)
@@ -144,6 +149,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		{fmt.Sprintf("on-CPU < %v", time.Duration(r.HeuristicNs)), r.Heuristic},
 	})
 	printGoal(w, r.Net, r.Majority)
+	printConfident(w, r.Confident)
 
 	if err := res.Model.Save(o.out); err != nil {
 		return err

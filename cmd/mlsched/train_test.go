@@ -64,12 +64,12 @@ func TestTrainEvalInspect(t *testing.T) {
 
 	// runTrain writes to os.Stdout; call it directly to capture the report.
 	var out bytes.Buffer
-	err := runTrain(trainOpts{out: m, plot: svg, hidden: 16, epochs: 6, batch: 256, lr: 0.003, seed: 1, thrFor: "balanced",
+	err := runTrain(trainOpts{out: m, plot: svg, hidden: 16, epochs: 6, batch: 256, lr: 0.003, seed: 1, thrFor: "balanced", coverage: 0.7,
 		valFrac: 0.25, maxSamples: 1 << 20}, []string{tr}, &out)
 	if err != nil {
 		t.Fatalf("train: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"epoch   6/6", "samples/s", "majority class", "on-CPU <", "ROC AUC", "wrote " + m} {
+	for _, want := range []string{"epoch   6/6", "samples/s", "majority class", "on-CPU <", "ROC AUC", "abstention", "coverage", "wrote " + m} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("train output lacks %q:\n%s", want, out.String())
 		}
