@@ -69,7 +69,13 @@ func TestVMBenchModel(t *testing.T) {
 	if len(works) == 0 {
 		t.Fatalf("no workloads (MLSCHED_VMBENCH_MODEL_WORKLOADS=%q)", strings.Join(cfg.Bench.Workloads, ","))
 	}
-	info := benchModelInfo{Commit: gitCommit(e.Root), Qemu: qemuVersion(e.Qemu), Kernel: e.Kernel, Date: start.UTC().Format(time.RFC3339), Cfg: cfg}
+	binary := "built from the working tree (" + gitCommit(e.Root) + ")"
+	if p := os.Getenv("MLSCHED_VMTEST_MLSCHED"); p != "" {
+		v, _ := exec.Command(mls, "version").Output()
+		first, _, _ := strings.Cut(string(v), "\n")
+		binary = fmt.Sprintf("MLSCHED_VMTEST_MLSCHED=%s (%s)", p, strings.TrimSpace(first))
+	}
+	info := benchModelInfo{Binary: binary, Commit: gitCommit(e.Root), Qemu: qemuVersion(e.Qemu), Kernel: e.Kernel, Date: start.UTC().Format(time.RFC3339), Cfg: cfg}
 	passes := []string{"train", "heldout"}
 	traces := map[string][]string{} // pass -> host trace paths, round by round in works order
 	if cfg.Reuse {
@@ -490,6 +496,10 @@ type benchEval struct {
 	HeurAcc    *float64 `json:"heuristic_accuracy"`
 	HeurBal    *float64 `json:"heuristic_balanced_accuracy"`
 	KernelAgr  *float64 `json:"kernel_agreement"`
+	Margin     *float64 `json:"abstain_margin"` // absent before abstention existed
+	Coverage   *float64 `json:"coverage"`
+	ConfAcc    *float64 `json:"confident_accuracy"`
+	ConfBase   *float64 `json:"confident_baseline_accuracy"`
 	KernelAcc  *float64 `json:"kernel_accuracy"`
 	KeepLocal  int64    `json:"kernel_keep_local"`
 	TP, FP, TN int64
@@ -510,6 +520,7 @@ type benchTraceInfo struct {
 // benchModelInfo is what the report says.
 type benchModelInfo struct {
 	Commit, Qemu, Kernel, Date string
+	Binary                     string // which mlsched captured, trained and evaluated
 	Cfg                        benchModelConfig
 	Reused                     bool
 	Captures                   []benchCapture
@@ -539,11 +550,12 @@ func (in *benchModelInfo) report() string {
 	}
 	fmt.Fprintf(&b, "vmbench-model.bin: a model trained on captures of vmbench's workloads made in the VM.\n"+
 		"Made by `make vmbench-model` (vmtest/benchmodel_test.go, TestVMBenchModel), %s, commit %s.\n"+
+		"mlsched (capture, train, eval): %s.\n"+
 		"VM: kernel %s, %s, -accel %s -cpu max -smp 2 -m 1G.\n"+
 		"Captures: mlsched capture --max-rate 0 --only-command (every wakeup of the workload's process tree,\n"+
 		"the default horizon), under %s.\n"+
 		"Two boots, each capturing every workload %d time(s): \"train\" (the training data) and \"heldout\" (a\n"+
-		"separate capture run of the same workloads, never seen by training, for the evaluation below).\n", in.Date, in.Commit, in.Kernel, in.Qemu, in.Cfg.Bench.Accel, under, in.Cfg.Rounds)
+		"separate capture run of the same workloads, never seen by training, for the evaluation below).\n", in.Date, in.Commit, in.Binary, in.Kernel, in.Qemu, in.Cfg.Bench.Accel, under, in.Cfg.Rounds)
 	if in.Reused {
 		b.WriteString("(Trained again on the traces of an earlier run: MLSCHED_VMBENCH_MODEL_REUSE.)\n")
 	}
@@ -576,7 +588,12 @@ func (in *benchModelInfo) report() string {
 		}
 	}
 	fmt.Fprintf(&b, "\ntraining: mlsched %s  (%v)\n", strings.Join(args, " "), in.TrainTime.Round(time.Second))
-	fmt.Fprintf(&b, "  kept epoch %s, threshold %.4f (chosen on validation for %s), model %d bytes.\n", in.BestEpoch, in.Threshold, in.Cfg.ThresholdFor, in.ModelBytes)
+	margin := "none"
+	if len(in.Heldout) > 0 && in.Heldout[0].VM.Margin != nil {
+		margin = fmt.Sprintf("%.4f (logit units)", *in.Heldout[0].VM.Margin)
+	}
+	fmt.Fprintf(&b, "  kept epoch %s, threshold %.4f (chosen on validation for %s), abstention margin %s, model %d bytes.\n",
+		in.BestEpoch, in.Threshold, in.Cfg.ThresholdFor, margin, in.ModelBytes)
 	b.WriteString("  train's validation (the last 20% by time of each \"train\" capture):\n")
 	for _, l := range strings.Split(in.TrainTable, "\n") {
 		fmt.Fprintf(&b, "    %s\n", l)
@@ -585,10 +602,11 @@ func (in *benchModelInfo) report() string {
 		"model/default.bin (default) on the same samples. majority: always the more frequent label of those\n" +
 		"samples (what the live guard compares with: below it, in points, the guard would trip on that workload);\n" +
 		"heuristic: on-CPU < t with each model's own t; keep: the share of samples the kernel form keeps local;\n" +
-		"kernel agr.: the BPF integer form decides as the float net. vmbench runs one workload at a time, so the\n" +
+		"kernel agr.: the BPF integer form decides as the float net; decided: the share outside the abstention\n" +
+		"margin, conf. acc / its maj.: accuracy over those and their own majority class's. vmbench runs one workload at a time, so the\n" +
 		"per-workload rows are the ones that matter; \"all four\" pools them (and rewards telling them apart).\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "workload\tmodel\tn\tpositive\taccuracy\tbalanced\tROC AUC\tmajority\tvs majority\theuristic acc\tkeep\tkernel agr.\t\n")
+	fmt.Fprintf(tw, "workload\tmodel\tn\tpositive\taccuracy\tbalanced\tROC AUC\tmajority\tvs majority\theuristic acc\tkeep\tkernel agr.\tdecided\tconf. acc\tits maj.\t\n")
 	for _, row := range in.Heldout {
 		for _, m := range []struct {
 			name string
@@ -599,9 +617,13 @@ func (in *benchModelInfo) report() string {
 			if ev.Accuracy != nil && ev.Majority != nil {
 				vs = fmt.Sprintf("%+.1f", 100*(*ev.Accuracy-*ev.Majority))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f%%\t%s\t\n", row.Name, m.name, ev.N,
+			decided := "-"
+			if ev.Coverage != nil {
+				decided = fmt.Sprintf("%.1f%%", 100**ev.Coverage)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f%%\t%s\t%s\t%s\t%s\t\n", row.Name, m.name, ev.N,
 				100*float64(ev.Positives)/float64(max(ev.N, 1)), f3(ev.Accuracy), f3(ev.Balanced), f3(ev.AUC), f3(ev.Majority),
-				vs, f3(ev.HeurAcc), 100*float64(ev.KeepLocal)/float64(max(ev.N, 1)), f3(ev.KernelAgr))
+				vs, f3(ev.HeurAcc), 100*float64(ev.KeepLocal)/float64(max(ev.N, 1)), f3(ev.KernelAgr), decided, f3(ev.ConfAcc), f3(ev.ConfBase))
 		}
 	}
 	tw.Flush()
