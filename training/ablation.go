@@ -220,6 +220,7 @@ type AblationProgram struct {
 	DurationNs uint64
 	First      int // its rows are First .. First+Samples-1, in time order
 	Early      int // rows First .. First+Early-1 are its first 1-ValFrac by time
+	Warm       int // samples whose R had at least one known earlier stint
 }
 
 // AblationData holds the samples of several programs' traces (one trace per program), each
@@ -326,6 +327,9 @@ func (d *AblationData) add(name, path string, r io.Reader, relabel bool) error {
 		d.Extra = append(d.Extra, ex[i][:]...)
 		d.Y = append(d.Y, samples[i].Label&1)
 		p.Positives += int(samples[i].Label & 1)
+		if ex[i][ExtraHist] > 0 {
+			p.Warm++
+		}
 	}
 	p.Early = p.Samples - int(math.Round(float64(p.Samples)*d.ValFrac))
 	d.Programs = append(d.Programs, p)
@@ -895,10 +899,13 @@ func (gr *ablGraph) sync() {
 func FormatAblation(w io.Writer, d *AblationData, res []AblationResult) {
 	fmt.Fprintf(w, "Horizon %s; outcomes known %s.\n\n", fmtNs(d.HorizonNs),
 		map[bool]string{false: "a horizon after their sample", true: "at R's switch-out (within the horizon), else a horizon after"}[d.AtLeave])
-	fmt.Fprintf(w, "| program | samples | positive | duration | time-held-out rows |\n| --- | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(w, "| program | samples | positive | duration | time-held-out rows | R with a known stint |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, p := range d.Programs {
-		fmt.Fprintf(w, "| %s | %d | %.1f%% | %.1f s | %d |\n", p.Name, p.Samples, 100*float64(p.Positives)/float64(p.Samples),
-			float64(p.DurationNs)/1e9, p.Samples-p.Early)
+		fmt.Fprintf(w, "| %s | %d | %.1f%% | %.1f s | %d | %.1f%% |\n", p.Name, p.Samples, 100*float64(p.Positives)/float64(p.Samples),
+			float64(p.DurationNs)/1e9, p.Samples-p.Early, 100*float64(p.Warm)/float64(p.Samples))
+	}
+	if len(res) == 0 {
+		return
 	}
 	lopo := len(d.Programs) > 1
 	fmt.Fprintf(w, "\n| set | inputs | n | time: acc | bal | AUC | majority |")
