@@ -30,10 +30,13 @@ func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error, 
 	var rec ringbuf.Record
 	rec.RawSample = make([]byte, 0, 512)
 	unflushed := 0
+	if poll > 0 {
+		// Nothing wakes the reader (BPF submits with BPF_RB_NO_WAKEUP): without a deadline it
+		// would wait for ever, with records already in the ring. Drain what is there now, then
+		// once per poll: each drain reads until the ring is empty and ends with the deadline.
+		rd.SetDeadline(time.Now())
+	}
 	for {
-		if poll > 0 && rd.AvailableBytes() == 0 {
-			rd.SetDeadline(time.Now().Add(poll))
-		}
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return nil
@@ -41,6 +44,9 @@ func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error, 
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if stop.Load() {
 					return nil
+				}
+				if poll > 0 {
+					rd.SetDeadline(time.Now().Add(poll))
 				}
 				continue
 			}
