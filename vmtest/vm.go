@@ -157,6 +157,9 @@ func (e *Env) buildInitrd() error {
 	root := e.Root
 	bin := filepath.Join(e.OutDir, "bin")
 	e.BinDir = bin
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
 	builds := []struct{ out, pkg, ldflags string }{
 		{"mlsched", "./cmd/mlsched", "-s -w -X main.version=vmtest"},
 		{"init", "./vmtest/guest", "-s -w"},
