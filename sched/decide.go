@@ -31,7 +31,13 @@ type predEntry struct {
 	rTid uint32
 	cpu  uint16
 	keep bool
+	mark uint8 // predUnbiased, predExplored
 }
+
+const (
+	predUnbiased = 1 << iota // the action did not follow the verdict (Decider.unbiased, at the wakeup)
+	predExplored             // BPF took the action at random (MLS_WAKE_EXPLORE)
+)
 
 // Decider turns wake events into decisions and outcome events into guard observations. It is
 // the whole per-event path of the dispatch loop, without I/O; it does not allocate.
@@ -43,9 +49,20 @@ type Decider struct {
 	Stats     *Stats
 	timeEvery uint64 // time one inference in timeEvery (a power of two)
 
+	// UnbiasedGuard (--explore with the net deciding in BPF): the guard scores only the
+	// outcomes whose action did not follow the verdict (explored at random, or placed by the
+	// base queue while the guard holds it): on the others the verdict shaped its own label.
+	UnbiasedGuard bool
+	// Shadow (--shadow): every wakeup went to the base queue; every outcome is unbiased.
+	Shadow bool
+
 	wake    features.WakeEvent
 	outcome features.OutcomeEvent
 	preds   [predRingLen]predEntry
+
+	// Online adaptation (SetAdapter): admitted samples wait here for their outcome.
+	adapt *Adapter
+	pend  *[adaptPendLen]pendSample
 }
 
 // NewDecider returns a decider for m, or a FIFO-only decider when m is nil.
@@ -64,6 +81,24 @@ func NewScorer(horizonNs uint64, guard *Guard, stats *Stats) *Decider {
 	return &Decider{Guard: guard, Stats: stats, timeEvery: 8, horizonNs: horizonNs}
 }
 
+// SetAdapter makes the decider hand the adapter the outcomes it may learn from: those of
+// unbiased samples (see unbiased), as many as its admission allows.
+func (d *Decider) SetAdapter(a *Adapter) {
+	d.adapt = a
+	if a != nil && d.pend == nil {
+		d.pend = new([adaptPendLen]pendSample)
+	}
+}
+
+// unbiased says whether a sample's action did not follow its verdict, so that its outcome
+// judges every net alike: BPF explored it (a random action), or W went to the base queue
+// whatever the verdict (--shadow, or the guard holding the base queue; a base placement with
+// neither is a migrate verdict that found no idle CPU, which did follow the verdict).
+func (d *Decider) unbiased(flags uint8) bool {
+	return flags&features.WakeExplore != 0 || d.Shadow ||
+		flags&features.WakeBase != 0 && d.Guard != nil && d.Guard.Tripped()
+}
+
 // Wake decides for one raw wake event.
 func (d *Decider) Wake(raw []byte, out *Decision) error {
 	w := &d.wake
@@ -76,8 +111,20 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	if w.Flags&features.WakeVerdict != 0 {
 		// BPF decided already (--infer kernel, a fixed placement): score its own verdict, the
 		// kernel form's, not a re-prediction by the float net.
-		d.remember(w, w.Flags&features.WakeKeep != 0)
+		unb := d.unbiased(w.Flags)
+		var mark uint8
+		if unb {
+			mark |= predUnbiased
+		}
+		if w.Flags&features.WakeExplore != 0 {
+			mark |= predExplored
+		}
+		d.remember(w, w.Flags&features.WakeKeep != 0, mark)
 		d.Stats.KernelVerdicts.Add(1)
+		if unb && d.adapt != nil && d.adapt.admit(w.TsNs) {
+			p := &d.pend[w.Seq%adaptPendLen]
+			p.seq, p.wakeNs, p.flags, p.feats = w.Seq, w.TsNs, w.Flags, w.Feats
+		}
 		return nil
 	}
 	if d.pred == nil {
@@ -99,7 +146,7 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	} else {
 		keep = d.pred.KeepLocal(&w.Feats)
 	}
-	d.remember(w, keep)
+	d.remember(w, keep, predUnbiased) // the round trip: nothing explores, the guard sees all
 	switch {
 	case d.Guard != nil && d.Guard.Tripped():
 		d.Stats.FIFO.Add(1)
@@ -113,8 +160,8 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 	return nil
 }
 
-func (d *Decider) remember(w *features.WakeEvent, keep bool) {
-	d.preds[w.Seq&(predRingLen-1)] = predEntry{seq: w.Seq, rTid: w.RTid, cpu: w.PrevCPU, keep: keep}
+func (d *Decider) remember(w *features.WakeEvent, keep bool, mark uint8) {
+	d.preds[w.Seq&(predRingLen-1)] = predEntry{seq: w.Seq, rTid: w.RTid, cpu: w.PrevCPU, keep: keep, mark: mark}
 }
 
 // Outcome scores the prediction an outcome event refers to.
@@ -147,8 +194,33 @@ func (d *Decider) Outcome(raw []byte) error {
 	if p.keep == label {
 		d.Stats.Correct.Add(1)
 	}
-	if d.Guard != nil {
+	if p.mark&predExplored != 0 {
+		d.Stats.ExploreOutcomes.Add(1)
+	}
+	unbiased := p.mark&predUnbiased != 0
+	if d.Guard != nil && (!d.UnbiasedGuard || unbiased) {
 		d.Guard.Observe(p.keep == label, label)
 	}
+	if unbiased && d.adapt != nil {
+		d.toAdapter(o, label)
+	}
 	return nil
+}
+
+// toAdapter hands the adapter the outcome of an admitted sample (if it was admitted and its
+// slot not reused since): its features, label and flags, stamped with the time the label
+// became known.
+func (d *Decider) toAdapter(o *features.OutcomeEvent, label bool) {
+	p := &d.pend[o.Seq%adaptPendLen]
+	if p.seq != o.Seq {
+		return
+	}
+	p.seq = 0
+	r := d.adapt.reserve()
+	if r == nil {
+		return
+	}
+	r.feats, r.wakeNs, r.flags, r.label = p.feats, p.wakeNs, p.flags, label
+	r.tsNs = p.wakeNs + min(o.LeaveNs, d.horizonNs)
+	d.adapt.commit()
 }

@@ -34,6 +34,15 @@ const (
 	metricPolicy       = "mlsched_policy_info"
 	metricProgRun      = "mlsched_bpf_prog_run_seconds_total"
 	metricProgRuns     = "mlsched_bpf_prog_runs_total"
+	// Exploration and online adaptation (adapt.go). The active net's live accuracy stays
+	// mlsched_live_accuracy_ratio (the guard's, unlabelled); the candidate's has its own name.
+	metricPromotions      = "mlsched_promotions_total"
+	metricExploration     = "mlsched_exploration_ratio"
+	metricExploreOutcomes = "mlsched_exploration_outcomes_total"
+	metricCandidateAcc    = "mlsched_candidate_accuracy_ratio"
+	metricLearned         = "mlsched_adapt_learned_total"
+	metricAdaptDropped    = "mlsched_adapt_dropped_total"
+	metricAdaptCPU        = "mlsched_adapt_cpu_seconds_total"
 )
 
 // fallbackReasons maps fallback label values to the BPF counters behind them.
@@ -68,6 +77,8 @@ type collector struct {
 	st    *Stats
 
 	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge, policy, progRun, progRuns *prometheus.Desc
+
+	promotions, exploration, exploreOutcomes, candidateAcc, learned, adaptDropped, adaptCPU *prometheus.Desc
 }
 
 func newCollector(st *Stats) *collector {
@@ -87,11 +98,20 @@ func newCollector(st *Stats) *collector {
 		policy:      prometheus.NewDesc(metricPolicy, "1, labelled with the policy and the base queue every fallback goes to.", []string{"policy", "queue"}, nil),
 		progRun:     prometheus.NewDesc(metricProgRun, "--bpf-stats: run time of each of the scheduler's BPF programs (kernel.bpf_stats_enabled).", []string{"prog"}, nil),
 		progRuns:    prometheus.NewDesc(metricProgRuns, "--bpf-stats: runs of each of the scheduler's BPF programs.", []string{"prog"}, nil),
+
+		promotions:      prometheus.NewDesc(metricPromotions, "--adapt: adapted nets promoted into BPF.", nil, nil),
+		exploration:     prometheus.NewDesc(metricExploration, "--explore: share of the placement's decisions taken at random (BPF counter explore over keep, migrate and no-idle decisions).", nil, nil),
+		exploreOutcomes: prometheus.NewDesc(metricExploreOutcomes, "--explore: scored outcomes of decisions taken at random.", nil, nil),
+		candidateAcc:    prometheus.NewDesc(metricCandidateAcc, "--adapt: the candidate net's accuracy (its kernel form) on the last slice of outcomes it was scored on, later than it learned from.", nil, nil),
+		learned:         prometheus.NewDesc(metricLearned, "--adapt: outcomes the online learner learned from.", nil, nil),
+		adaptDropped:    prometheus.NewDesc(metricAdaptDropped, "--adapt: outcomes lost to a full adapter ring.", nil, nil),
+		adaptCPU:        prometheus.NewDesc(metricAdaptCPU, "--adapt: CPU time of the adapter's thread.", nil, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge, c.policy, c.progRun, c.progRuns} {
+	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge, c.policy, c.progRun, c.progRuns,
+		c.promotions, c.exploration, c.exploreOutcomes, c.candidateAcc, c.learned, c.adaptDropped, c.adaptCPU} {
 		ch <- d
 	}
 }
@@ -146,6 +166,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.outcomes, pos, "1")
 	counter(c.outcomes, scored-pos, "0")
+	counter(c.promotions, c.st.Promotions.Load())
+	ch <- prometheus.MustNewConstMetric(c.exploration, prometheus.GaugeValue,
+		ExplorationRatio(func(i bpf.SchedCounter) float64 { return float64(cnt[i]) }))
+	counter(c.exploreOutcomes, c.st.ExploreOutcomes.Load())
+	ch <- prometheus.MustNewConstMetric(c.candidateAcc, prometheus.GaugeValue, c.st.CandidateAccuracy())
+	counter(c.learned, c.st.Learned.Load())
+	counter(c.adaptDropped, c.st.AdaptDropped.Load())
+	ch <- prometheus.MustNewConstMetric(c.adaptCPU, prometheus.CounterValue, float64(c.st.AdaptCPUNs.Load())/1e9)
 	if s != nil && c.st.BPFStats {
 		progs, _ := s.ProgStats()
 		for name, p := range progs {

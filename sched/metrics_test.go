@@ -31,7 +31,9 @@ func TestMetricsLint(t *testing.T) {
 		names[mf.GetName()] = true
 	}
 	for _, n := range []string{metricDecisions, metricFallbacks, metricInference, metricLiveAccuracy, metricRingDrops,
-		metricBPFEvents, metricGuardActive, metricGuardTrips, metricOutcomes, metricRoundTrip, metricEventAge, "go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
+		metricBPFEvents, metricGuardActive, metricGuardTrips, metricOutcomes, metricRoundTrip, metricEventAge,
+		metricPromotions, metricExploration, metricExploreOutcomes, metricCandidateAcc, metricLearned, metricAdaptDropped, metricAdaptCPU,
+		"go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
 		if !names[n] {
 			t.Errorf("metric %s missing", n)
 		}
@@ -44,6 +46,20 @@ func TestMetricsLint(t *testing.T) {
 # TYPE mlsched_live_accuracy_ratio gauge
 mlsched_live_accuracy_ratio 0.9
 `), metricLiveAccuracy); err != nil {
+		t.Error(err)
+	}
+	// Adaptation: the candidate's accuracy has its own name (the active net's stays the
+	// unlabelled live accuracy, which the dashboard reads).
+	st.setCandidateAccuracy(0.8125)
+	st.Promotions.Store(3)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP mlsched_candidate_accuracy_ratio --adapt: the candidate net's accuracy (its kernel form) on the last slice of outcomes it was scored on, later than it learned from.
+# TYPE mlsched_candidate_accuracy_ratio gauge
+mlsched_candidate_accuracy_ratio 0.8125
+# HELP mlsched_promotions_total --adapt: adapted nets promoted into BPF.
+# TYPE mlsched_promotions_total counter
+mlsched_promotions_total 3
+`), metricCandidateAcc, metricPromotions); err != nil {
 		t.Error(err)
 	}
 }

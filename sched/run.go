@@ -76,6 +76,7 @@ type Config struct {
 	BPFStats       bool          // enable the kernel's BPF run-time statistics; time the net in BPF
 	NoVerdictCache bool          // evaluate the net on every decision (to measure what the cache saves)
 	Explore        float64       // PolicyModel in the kernel: the fraction of decisions taken at random, marked (--explore)
+	Adapt          *AdaptConfig  // PolicyModel in the kernel: online adaptation (adapt.go; nil: off), never promoting under Shadow
 	Model          *model.Model  // required for PolicyModel; for a fixed placement, the keep budget's default
 	Slice          time.Duration
 	Watchdog       time.Duration
@@ -165,11 +166,37 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if q := BaseQueue(cfg.Policy, cfg.Queue); q != QueueVtime && q != QueueFIFO {
 		return nil, fmt.Errorf("unknown queue %q", cfg.Queue)
 	}
+	if cfg.Adapt != nil && (cfg.Policy != PolicyModel || !cfg.inKernel()) {
+		return nil, errors.New("--adapt adapts the net deciding in the kernel: it needs the model policy with --infer kernel")
+	}
+	if !(cfg.Explore >= 0 && cfg.Explore <= 1) {
+		return nil, fmt.Errorf("exploration rate %v: want 0..1", cfg.Explore)
+	}
 	// A page fault in the scheduler while it schedules itself can deadlock: lock everything.
 	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
 		fmt.Fprintf(cfg.Log, "warning: mlockall: %v\n", err)
 	}
 	st := &Stats{Policy: cfg.Policy, Queue: BaseQueue(cfg.Policy, cfg.Queue), BPFStats: cfg.BPFStats}
+	st.Explore = cfg.exploring()
+	var ad *Adapter
+	if cfg.Adapt != nil {
+		ac := *cfg.Adapt
+		ac.NoPromote = ac.NoPromote || cfg.Shadow
+		ac.Explore = cfg.Explore
+		if cfg.Shadow {
+			ac.Explore = 0
+		}
+		if ac.Log == nil {
+			ac.Log = cfg.Log
+		}
+		var err error
+		if ad, err = NewAdapter(cfg.Model, ac, st); err != nil {
+			return nil, err
+		}
+		st.Adapt = true
+		ad.Start()
+		defer ad.Close() // on every return; the normal ones close it before the report's totals
+	}
 	if cfg.BPFStats {
 		c, err := bpf.EnableRunTimeStats()
 		if err != nil {
@@ -184,11 +211,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := Preflight(); err != nil {
 			return rep, err
 		}
-		r, err := runOnce(ctx, cfg, st, &mt)
+		r, err := runOnce(ctx, cfg, st, &mt, ad)
 		rep.Exit, rep.Counters, rep.Variant, rep.Progs = r.Exit, r.Counters, r.Variant, r.Progs
 		rep.Attached, rep.AttachedCPU = rep.Attached+r.Attached, rep.AttachedCPU+r.AttachedCPU
 		rep.Duration, rep.User, rep.CPU = time.Since(start), userTotals(st), processCPU()
 		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
+			if ad != nil {
+				ad.Close() // the loop has stopped: the last outcomes, then the model file
+				rep.User = userTotals(st)
+			}
 			if mt != nil {
 				mt.Close()
 			}
@@ -207,7 +238,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 }
 
-func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*Report, error) {
+func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer, ad *Adapter) (*Report, error) {
 	rep := &Report{}
 	sc := bpf.SchedConfig{
 		SelfTgid:       uint32(os.Getpid()),
@@ -230,7 +261,11 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		}
 	}
 	if cfg.inKernel() && cfg.Policy == PolicyModel {
-		net, err := kernelNet(cfg.Model)
+		m := cfg.Model
+		if ad != nil {
+			m = ad.Active() // a restart in place keeps the promoted net
+		}
+		net, err := kernelNet(m)
 		if err != nil {
 			return rep, err
 		}
@@ -241,6 +276,10 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 		return rep, err
 	}
 	defer s.Close()
+	if ad != nil {
+		ad.attach(s.SetNet)
+		defer ad.attach(nil) // before s.Close: no SetNet on a closed scheduler
+	}
 	rep.Variant = s.Variant
 	t0, cpu0 := time.Now(), processCPU()
 	defer func() { rep.Attached, rep.AttachedCPU = time.Since(t0), processCPU()-cpu0 }()
@@ -249,7 +288,7 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer) (*R
 	}
 	var dl *dispatchLoop
 	if sc.UseModel {
-		dl = startDispatchLoop(s, cfg, st)
+		dl = startDispatchLoop(s, cfg, st, ad)
 	}
 	if cfg.MetricsAddr != "" && *mt == nil {
 		m, err := startMetrics(cfg.MetricsAddr, st)
@@ -295,6 +334,12 @@ func kernelNet(m *model.Model) ([]byte, error) {
 	return kf.MarshalBinary()
 }
 
+// exploring says whether BPF explores: the model policy in the kernel, not in shadow, with a
+// rate above 0 (runOnce passes it to BPF under the same condition).
+func (cfg Config) exploring() bool {
+	return cfg.Policy == PolicyModel && cfg.inKernel() && !cfg.Shadow && cfg.Explore > 0
+}
+
 // inKernel says whether BPF decides at the wakeup: a fixed placement, or the model policy
 // unless --infer user.
 func (cfg Config) inKernel() bool {
@@ -325,7 +370,7 @@ type dispatchLoop struct {
 // startDispatchLoop starts the loop with its guard, whose trips switch BPF to the base queue.
 // Under a fixed placement or --shadow the guard only measures the live accuracy: there is no
 // model placement to switch off.
-func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
+func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats, ad *Adapter) *dispatchLoop {
 	guard := NewGuard(cfg.GuardWindow, st)
 	guard.Passive = cfg.Policy != PolicyModel || cfg.Shadow
 	guard.OnChange = func(tripped bool, acc, maj float64) {
@@ -342,6 +387,14 @@ func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats) *dispatchLoop {
 	switch {
 	case cfg.Policy == PolicyModel:
 		d = NewDecider(cfg.Model, guard, st)
+		if cfg.inKernel() {
+			// With exploration, the guard judges the net on the outcomes its verdict did not
+			// shape; the adapter learns from those (adapt.go).
+			d.UnbiasedGuard, d.Shadow = cfg.exploring(), cfg.Shadow
+			if ad != nil {
+				d.SetAdapter(ad)
+			}
+		}
 	case cfg.Model != nil: // a fixed placement, scored with the model's horizon
 		d = NewScorer(cfg.Model.HorizonNs, guard, st)
 	default:
@@ -394,7 +447,7 @@ func watch(ctx context.Context, s *bpf.Sched, cfg Config, st *Stats, dl *dispatc
 	}
 	var prev bpf.SchedCounters
 	var prevProgs map[string]bpf.ProgStat
-	prevEvents, prevCPU := st.Events.Load(), processCPU()
+	prevEvents, prevCPU, prevAdaptCPU := st.Events.Load(), processCPU(), st.AdaptCPUNs.Load()
 	last := time.Now()
 	for {
 		select {
@@ -417,10 +470,11 @@ func watch(ctx context.Context, s *bpf.Sched, cfg Config, st *Stats, dl *dispatc
 			if cfg.BPFStats {
 				progs, _ = s.ProgStats()
 			}
-			cpu := processCPU()
+			cpu, adaptCPU := processCPU(), st.AdaptCPUNs.Load()
 			fmt.Fprintln(cfg.Out, statsLine(now.Sub(last), &cur, &prev, st, prevEvents, s.Events.AvailableBytes()/features.WakeMaxSize)+
+				adaptLine(now.Sub(last), &cur, &prev, st, time.Duration(adaptCPU-prevAdaptCPU))+
 				runtimeLine(now.Sub(last), cpu-prevCPU, progs, prevProgs, cur[bpf.SCNetNs]-prev[bpf.SCNetNs]))
-			prev, prevProgs, prevEvents, prevCPU, last = cur, progs, st.Events.Load(), cpu, now
+			prev, prevProgs, prevEvents, prevCPU, prevAdaptCPU, last = cur, progs, st.Events.Load(), cpu, adaptCPU, now
 		}
 	}
 }
@@ -453,7 +507,9 @@ func (r *Report) TotalsLine() string {
 
 // userTotalNames orders the dispatch loop's counters in TOTALS and the JSON report.
 var userTotalNames = []string{"events", "outcomes", "keep", "migrate", "fifo", "urb_full", "unmatched", "guard_trips",
-	"flushes", "flush_errors", "scored_only", "kernel_verdicts", "misattributed"}
+	"flushes", "flush_errors", "scored_only", "kernel_verdicts", "misattributed",
+	"explore_outcomes", "promotions", "learned", "adapt_taken", "adapt_skipped", "adapt_dropped", "adapt_slices",
+	"adapt_refused", "adapt_errors", "adapt_cpu_us"}
 
 func userTotals(st *Stats) map[string]uint64 {
 	return map[string]uint64{
@@ -462,6 +518,11 @@ func userTotals(st *Stats) map[string]uint64 {
 		"guard_trips": st.GuardTrips.Load(), "flushes": st.Flushes.Load(), "flush_errors": st.FlushErrors.Load(),
 		"scored_only": st.Informational.Load(), "kernel_verdicts": st.KernelVerdicts.Load(),
 		"misattributed": st.Misattributed.Load(),
+		// Exploration and online adaptation.
+		"explore_outcomes": st.ExploreOutcomes.Load(), "promotions": st.Promotions.Load(), "learned": st.Learned.Load(),
+		"adapt_taken": st.AdaptTaken.Load(), "adapt_skipped": st.AdaptSkipped.Load(), "adapt_dropped": st.AdaptDropped.Load(),
+		"adapt_slices": st.AdaptSlices.Load(), "adapt_refused": st.AdaptRefused.Load(), "adapt_errors": st.AdaptErrors.Load(),
+		"adapt_cpu_us": st.AdaptCPUNs.Load() / 1000,
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
-	"golang.org/x/sys/unix"
 )
 
 // testModel is a valid model with random weights: enough to exercise the hot path.
@@ -337,14 +336,6 @@ func BenchmarkDispatch(b *testing.B) {
 	if cpu := threadCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(b.N)/cpu.Seconds(), "decisions/cpu-s")
 	}
-}
-
-func threadCPU() time.Duration {
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // The --stats cost fields: the process's CPU share, each hook's mean run time per call over

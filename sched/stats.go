@@ -34,8 +34,24 @@ type Stats struct {
 	GuardTrips     atomic.Uint64 // switches to the base queue by the model guard
 	GuardActive    atomic.Bool   // the guard holds the policy at the base queue now
 	liveAccBits    atomic.Uint64 // float64 bits: the guard's window accuracy
-	Inference      Histogram     // sampled Predict durations, ns
-	EventAge       Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
+
+	// Exploration and online adaptation (adapt.go). Explore and Adapt are set before the run.
+	Explore         bool          // --explore > 0: BPF takes some decisions at random
+	Adapt           bool          // --adapt: an Adapter learns from the outcomes
+	ExploreOutcomes atomic.Uint64 // scored outcomes of explored decisions (MLS_WAKE_EXPLORE)
+	Promotions      atomic.Uint64 // candidates promoted into BPF
+	Learned         atomic.Uint64 // outcomes the adapter learned from
+	AdaptTaken      atomic.Uint64 // outcomes handed to the adapter
+	AdaptSkipped    atomic.Uint64 // usable samples the admission budget left out
+	AdaptDropped    atomic.Uint64 // outcomes lost to a full adapter ring
+	AdaptSlices     atomic.Uint64 // slices closed
+	AdaptRefused    atomic.Uint64 // candidates without a kernel form
+	AdaptErrors     atomic.Uint64 // failed promotions and model writes
+	AdaptCPUNs      atomic.Uint64 // the adapter goroutine's thread CPU time
+	candAccBits     atomic.Uint64 // float64 bits: the candidate's accuracy on the last slice
+	sliceActAccBits atomic.Uint64 // float64 bits: the active net's accuracy on the same outcomes
+	Inference       Histogram     // sampled Predict durations, ns
+	EventAge        Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
 }
 
 // LiveAccuracy is the model's accuracy over the guard's window (NaN before the first outcome).
@@ -48,6 +64,21 @@ func (s *Stats) LiveAccuracy() float64 {
 }
 
 func (s *Stats) setLiveAccuracy(v float64) { s.liveAccBits.Store(math.Float64bits(v)) }
+
+// CandidateAccuracy is the adapter's candidate's accuracy on the last slice it was scored on,
+// and SliceActiveAccuracy the active net's on the same outcomes (NaN before the first).
+func (s *Stats) CandidateAccuracy() float64   { return loadFloat(&s.candAccBits) }
+func (s *Stats) SliceActiveAccuracy() float64 { return loadFloat(&s.sliceActAccBits) }
+
+func (s *Stats) setCandidateAccuracy(v float64) { s.candAccBits.Store(math.Float64bits(v) ^ nanBits) }
+func (s *Stats) setSliceActiveAccuracy(v float64) {
+	s.sliceActAccBits.Store(math.Float64bits(v) ^ nanBits)
+}
+
+// nanBits makes the zero value of a stored float read as NaN (nothing measured yet).
+var nanBits = math.Float64bits(math.NaN())
+
+func loadFloat(b *atomic.Uint64) float64 { return math.Float64frombits(b.Load() ^ nanBits) }
 
 // Histogram is a fixed-bucket histogram of nanosecond durations, cheap enough for the hot path
 // (one atomic add per bucket and per sum); the metrics collector exports it.
@@ -136,6 +167,44 @@ func DecidedFraction(c func(bpf.SchedCounter) float64) float64 {
 	}
 	return (c(bpf.SCKernelKeep) + c(bpf.SCKernelMigrate) + c(bpf.SCKernelNoIdle) - c(bpf.SCKernelForced) +
 		c(bpf.SCSelectKeep) + c(bpf.SCSelectMigrate) + c(bpf.SCSelectNoIdle)) / busy
+}
+
+// ExplorationRatio is the share of the placement's decisions that BPF took at random
+// (--explore): explore over the keep, migrate and no-idle decisions of enqueue and select_cpu
+// (an abstention is never explored). c reads a counter (a total or a delta); 0 with none.
+func ExplorationRatio(c func(bpf.SchedCounter) float64) float64 {
+	decided := c(bpf.SCKernelKeep) + c(bpf.SCKernelMigrate) + c(bpf.SCKernelNoIdle) +
+		c(bpf.SCSelectKeep) + c(bpf.SCSelectMigrate) + c(bpf.SCSelectNoIdle)
+	if decided == 0 {
+		return 0
+	}
+	return c(bpf.SCExplore) / decided
+}
+
+// adaptLine formats the --stats line's exploration and adaptation section over an interval d
+// (nothing when both are off): the exploration rate over the interval, the exploration
+// outcomes scored, and with --adapt the promotions, outcomes learned, slices closed, the last
+// slice's candidate and active accuracies (on the same outcomes) and the adapter's CPU time
+// as a share of one core.
+func adaptLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, adaptCPU time.Duration) string {
+	if !s.Explore && !s.Adapt {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, " adapt explore=%.2f%% xout=%d", 100*ExplorationRatio(func(c bpf.SchedCounter) float64 { return float64(cur[c] - prev[c]) }),
+		s.ExploreOutcomes.Load())
+	if s.Adapt {
+		fmt.Fprintf(&b, " promotions=%d learned=%d slices=%d cand=%s act=%s acpu=%.2f%%", s.Promotions.Load(), s.Learned.Load(),
+			s.AdaptSlices.Load(), fmtAcc(s.CandidateAccuracy()), fmtAcc(s.SliceActiveAccuracy()), 100*adaptCPU.Seconds()/d.Seconds())
+	}
+	return b.String()
+}
+
+func fmtAcc(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", v)
 }
 
 // progShort names the scheduler's programs in the --stats line's bpf= field.
