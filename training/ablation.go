@@ -904,17 +904,30 @@ func FormatAblation(w io.Writer, d *AblationData, res []AblationResult) {
 		fmt.Fprintf(w, "| %s | %d | %.1f%% | %.1f s | %d | %.1f%% |\n", p.Name, p.Samples, 100*float64(p.Positives)/float64(p.Samples),
 			float64(p.DurationNs)/1e9, p.Samples-p.Early, 100*float64(p.Warm)/float64(p.Samples))
 	}
+	fmt.Fprintf(w, "\nEach extra input alone as a score, per program (ROC AUC over all its samples; 0.5: no information, below 0.5: the opposite direction):\n\n| program | short on-CPU time | short stint average | high voluntary average | short off-CPU gap |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for p := range d.Programs {
+		rows := d.rows(p, true, true)
+		labels := d.Labels(rows)
+		auc := func(e int, sign float64) float64 {
+			sc := make([]float64, len(rows))
+			for i, r := range rows {
+				sc[i] = sign * float64(d.Extra[int(r)*NumExtras+e])
+			}
+			return AUC(labels, sc)
+		}
+		fmt.Fprintf(w, "| %s | %.3f | %.3f | %.3f | %.3f |\n", d.Programs[p].Name, auc(ExtraOnCPU, -1), auc(ExtraStint, -1), auc(ExtraVol, 1), auc(ExtraGap, -1))
+	}
 	if len(res) == 0 {
 		return
 	}
 	lopo := len(d.Programs) > 1
 	fmt.Fprintf(w, "\n| set | inputs | n | time: acc | bal | AUC | majority |")
 	if lopo {
-		fmt.Fprintf(w, " LOPO: acc | bal | majority | min bal | acc >= maj | bal >= 0.70 | coverage | conf acc >= conf base |")
+		fmt.Fprintf(w, " LOPO: acc | bal | AUC | majority | min bal | acc >= maj | bal >= 0.70 | coverage | conf acc >= conf base |")
 	}
 	fmt.Fprintf(w, "\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 	if lopo {
-		fmt.Fprintf(w, " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Fprintf(w, " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	}
 	fmt.Fprintln(w)
 	for _, r := range res {
@@ -922,12 +935,13 @@ func FormatAblation(w io.Writer, d *AblationData, res []AblationResult) {
 		fmt.Fprintf(w, "| %s | %s | %d | %.4f | %.4f | %.4f | %.4f |", r.Inputs.Name, r.Inputs.Describe(), r.Inputs.Width(),
 			t.Net.Accuracy, t.Net.BalancedAccuracy, t.Net.AUC, t.Majority.Accuracy)
 		if lopo {
-			var acc, bal, maj, cov float64
+			var acc, bal, auc, maj, cov float64
 			minBal := math.Inf(1)
 			beat, bal70, confOK := 0, 0, 0
 			for _, l := range r.LOPO {
 				acc += l.Net.Accuracy
 				bal += l.Net.BalancedAccuracy
+				auc += l.Net.AUC
 				maj += l.Majority.Accuracy
 				cov += l.Confident.Coverage
 				minBal = min(minBal, l.Net.BalancedAccuracy)
@@ -942,7 +956,7 @@ func FormatAblation(w io.Writer, d *AblationData, res []AblationResult) {
 				}
 			}
 			k := float64(len(r.LOPO))
-			fmt.Fprintf(w, " %.4f | %.4f | %.4f | %.4f | %d/%d | %d/%d | %.3f | %d/%d |", acc/k, bal/k, maj/k, minBal,
+			fmt.Fprintf(w, " %.4f | %.4f | %.4f | %.4f | %.4f | %d/%d | %d/%d | %.3f | %d/%d |", acc/k, bal/k, auc/k, maj/k, minBal,
 				beat, len(r.LOPO), bal70, len(r.LOPO), cov/k, confOK, len(r.LOPO))
 		}
 		fmt.Fprintln(w)
