@@ -757,36 +757,48 @@ func BenchmarkAdaptOutcome(b *testing.B) {
 	b.ReportMetric(float64(st.AdaptSlices.Load()), "slices")
 }
 
-// BenchmarkDispatchAdapt is BenchmarkDispatch with every event explored and an adapter
-// attached (drained every 64 events on the same thread): the loop's added cost per outcome.
+// BenchmarkDispatchAdapt is BenchmarkDispatch on explored kernel verdicts (what the loop sees
+// with --infer kernel), without and with an adapter attached (drained every 64 decisions on
+// the same thread, its learning included): the loop's added cost per scored outcome.
 func BenchmarkDispatchAdapt(b *testing.B) {
-	st := &Stats{}
-	m := testModel(b, 1)
-	a, err := NewAdapter(m, AdaptConfig{}, st)
-	if err != nil {
-		b.Fatal(err)
-	}
-	a.clock = nil
-	d := NewDecider(m, NewGuard(2000, st), st)
-	d.UnbiasedGuard = true
-	d.SetAdapter(a)
-	w := &fakeWriter{}
-	ev := benchExploredEvents(4096)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		j := (2 * i) % len(ev)
-		handle(ev[j], d, w)
-		handle(ev[j+1], d, w)
-		if i%64 == 0 {
-			a.Drain()
+	for _, withAdapter := range []bool{false, true} {
+		name := "verdicts"
+		if withAdapter {
+			name = "verdicts+adapter"
 		}
-	}
-	b.StopTimer()
-	if cpu := threadCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/decision")
+		b.Run(name, func(b *testing.B) {
+			st := &Stats{}
+			m := testModel(b, 1)
+			d := NewDecider(m, NewGuard(2000, st), st)
+			d.UnbiasedGuard = true
+			var a *Adapter
+			if withAdapter {
+				var err error
+				if a, err = NewAdapter(m, AdaptConfig{}, st); err != nil {
+					b.Fatal(err)
+				}
+				a.clock = nil
+				d.SetAdapter(a)
+			}
+			w := &fakeWriter{}
+			ev := benchExploredEvents(4096)
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			cpu0 := threadCPU()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				j := (2 * i) % len(ev)
+				handle(ev[j], d, w)
+				handle(ev[j+1], d, w)
+				if a != nil && i%64 == 0 {
+					a.Drain()
+				}
+			}
+			b.StopTimer()
+			if cpu := threadCPU() - cpu0; cpu > 0 {
+				b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/decision")
+			}
+		})
 	}
 }

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
 	"syscall"
 	"time"
 
 	"github.com/mlsched/mlsched/bpf"
+	"github.com/mlsched/mlsched/features/outfile"
 	"github.com/mlsched/mlsched/model"
 	"github.com/mlsched/mlsched/sched"
 )
@@ -20,7 +23,7 @@ func init() {
 	register(&command{
 		name:    "run",
 		summary: "run the scheduler (sched_ext; needs root)",
-		usage:   "[--model MODEL [--queue vtime|fifo] [--shadow] | --policy vtime|fifo|keep|migrate|oncpu] [--metrics-addr ADDR] [--stats D] [--bpf-stats] [--slice D] [-v]",
+		usage:   "[--model MODEL [--queue vtime|fifo] [--shadow] [--explore F] [--adapt=false | --save-model FILE] | --policy vtime|fifo|keep|migrate|oncpu] [--metrics-addr ADDR] [--stats D] [--bpf-stats] [--slice D] [-v]",
 		help: `
 Attach mlsched as the machine's sched_ext scheduler until SIGINT or SIGTERM, then detach and
 print the exit report. With the model policy, when a task wakes and its previous CPU is busy,
@@ -53,6 +56,25 @@ They take the keep budget and the threshold from the model (--model, or the embe
 decision is scored (the live accuracy in --stats and metrics), but every task goes where the
 base queue puts it. Use it to see a model's live accuracy on a machine before it places tasks.
 
+Exploration and online adaptation (the model policy with --infer kernel): a decision changes
+the label it is judged by (a task moved to an idle CPU can answer the running task before it
+blocks, a task kept behind it cannot), so --explore F (default 0.02) has BPF take a fraction F
+of the decisions at random, marked in their samples. With exploration on, the live accuracy
+(--stats acc=, the guard, mlsched_live_accuracy_ratio) is scored on those outcomes only.
+--adapt (default on; --adapt=false turns it off) fine-tunes a copy of the net in this process
+on the same outcomes (at most --adapt-budget per second: ~1.5% of one core at the default),
+never in the decision path; after each slice of outcomes (at least --adapt-slice outcomes and
+--adapt-slice-time) the copy is frozen, and scored in its kernel form on the next slice beside
+the active net. It replaces the active net in BPF only when on that later slice it beats the
+active net and both constant answers (always keep, always migrate) by exact one-sided sign
+tests at level 0.01/(j(j+1)) for the j-th comparison since the last promotion (so that chance
+wins over repeated comparisons stay under 1%), with a gain of at least half a point. The
+adapted net lives in memory; --save-model FILE writes it (atomically) after each promotion and
+on exit, with its provenance in its notes: run with --model FILE to start from it, or with the
+model it came from to roll back. With --explore 0 it only learns from the outcomes of the
+guard's spells on the base queue. Under --shadow nothing is explored and nothing promoted: the
+adapted copy is scored beside the net (--stats cand=).
+
 --bpf-stats turns on the kernel's BPF run-time statistics (kernel.bpf_stats_enabled) while
 mlsched runs: --stats then shows each hook's mean run time per call (bpf sel=.. enq=..) and the
 net's share of the scheduler's BPF run time (net=..%), and the JSON report has bpf_progs. They
@@ -82,6 +104,12 @@ type runOpts struct {
 	shadow         bool
 	bpfStats       bool
 	noVerdictCache bool
+	explore        float64
+	adapt          bool
+	adaptBudget    float64
+	adaptSlice     int
+	adaptSliceTime time.Duration
+	saveModel      string
 	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
 	stats          time.Duration
@@ -106,6 +134,12 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.BoolVar(&o.shadow, "shadow", false, "model policy: the net decides and is scored on every wakeup, but tasks go where the base queue puts them")
 	fs.BoolVar(&o.bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics: per-hook run time and the net's share in --stats and the report")
 	fs.BoolVar(&o.noVerdictCache, "no-verdict-cache", false, "with --infer kernel: evaluate the net on every wakeup, even when the running task made no syscall since its last verdict (to measure the cache)")
+	fs.Float64Var(&o.explore, "explore", 0.02, "model policy, --infer kernel: take a fraction `F` of the decisions at random (0..0.125, 0: none), marked: the outcomes the live accuracy and --adapt judge by")
+	fs.BoolVar(&o.adapt, "adapt", true, "model policy, --infer kernel: fine-tune a copy of the net on the explored outcomes and promote it into BPF when it beats the active net on later ones (--adapt=false: off)")
+	fs.Float64Var(&o.adaptBudget, "adapt-budget", sched.DefaultAdaptBudget, "with --adapt: learn from at most `N` outcomes per second (the CPU bound)")
+	fs.IntVar(&o.adaptSlice, "adapt-slice", sched.DefaultAdaptSlice, "with --adapt: a candidate is frozen and scored on slices of at least `N` outcomes")
+	fs.DurationVar(&o.adaptSliceTime, "adapt-slice-time", sched.DefaultAdaptSliceTime, "with --adapt: and of at least `D` (0: no minimum)")
+	fs.StringVar(&o.saveModel, "save-model", "", "with --adapt: write the adapted model to `FILE` after each promotion and on exit (atomically, provenance in its notes)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
 	fs.DurationVar(&o.slice, "slice", 5*time.Millisecond, "time slice `D`")
@@ -158,6 +192,22 @@ func runScheduler(o *runOpts, args []string) error {
 		return schedError(err)
 	}
 
+	var adapt *sched.AdaptConfig
+	if o.adapt {
+		src := "the embedded default model"
+		if o.modelPath != "" {
+			src = "file " + o.modelPath
+		}
+		adapt = &sched.AdaptConfig{Budget: o.adaptBudget, SliceOutcomes: o.adaptSlice, SliceTime: o.adaptSliceTime,
+			SaveModel: o.saveModel, Source: src}
+		if o.adaptSliceTime == 0 {
+			adapt.SliceTime = -1 // no minimum
+		}
+		if o.saveModel != "" {
+			removeStaleTemps(o.saveModel)
+		}
+	}
+
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	rep, err := sched.Run(ctx, sched.Config{
@@ -169,6 +219,8 @@ func runScheduler(o *runOpts, args []string) error {
 		Shadow:         o.shadow,
 		BPFStats:       o.bpfStats,
 		NoVerdictCache: o.noVerdictCache,
+		Explore:        o.explore,
+		Adapt:          adapt,
 		Model:          m,
 		Slice:          o.slice,
 		Watchdog:       o.watchdog,
@@ -232,6 +284,38 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 	if set["oncpu-threshold"] && o.policy != sched.PolicyOnCPU {
 		return errorf(exitUsage, "--oncpu-threshold is for --policy oncpu")
 	}
+	// Exploration and adaptation are the model policy's in the kernel: on by default there, off
+	// elsewhere; given explicitly elsewhere, a usage error.
+	netInKernel := o.policy == sched.PolicyModel && o.infer == sched.InferKernel
+	if !(o.explore >= 0 && o.explore <= maxExplore) {
+		return errorf(exitUsage, "--explore %v: want 0..%v (exploration happens among the scored decisions, one in 8)", o.explore, maxExplore)
+	}
+	if set["explore"] && o.explore > 0 && (!netInKernel || o.shadow) {
+		return errorf(exitUsage, "--explore is for the model policy with --infer kernel, without --shadow (which places nothing)")
+	}
+	if !netInKernel || o.shadow {
+		o.explore = 0
+	}
+	if set["adapt"] && o.adapt && !netInKernel {
+		return errorf(exitUsage, "--adapt adapts the net deciding in the kernel: it needs the model policy with --infer kernel")
+	}
+	o.adapt = o.adapt && netInKernel
+	for _, f := range []string{"adapt-budget", "adapt-slice", "adapt-slice-time", "save-model"} {
+		if set[f] && !o.adapt {
+			return errorf(exitUsage, "--%s is for --adapt (the model policy with --infer kernel)", f)
+		}
+	}
+	if o.adaptBudget <= 0 || o.adaptSlice <= 0 || o.adaptSliceTime < 0 {
+		return errorf(exitUsage, "--adapt-budget and --adapt-slice must be > 0, --adapt-slice-time >= 0")
+	}
+	if o.saveModel != "" {
+		if o.shadow {
+			return errorf(exitUsage, "--save-model writes the promoted model; under --shadow nothing is promoted")
+		}
+		if err := outfile.CheckWritable(o.saveModel); err != nil {
+			return errorf(exitUsage, "--save-model: %v", err)
+		}
+	}
 	if o.policy == sched.PolicyOnCPU && o.oncpu <= 0 {
 		d, ok := m.HeuristicOnCPU()
 		if !ok {
@@ -240,6 +324,38 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 		o.oncpu = d
 	}
 	return nil
+}
+
+// maxExplore is the highest --explore: BPF explores among the scored decisions, one in 8 of
+// those it decides.
+const maxExplore = 0.125
+
+// removeStaleTemps removes the temporary files a write of path left when mlsched was killed
+// during it (features/outfile's ".NAME.tmp-<16 hex>" beside it): regular files of this user
+// only. The target itself is never half-written (the write is a rename).
+func removeStaleTemps(path string) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	re := regexp.MustCompile(`^\.` + regexp.QuoteMeta(base) + `\.tmp-[0-9a-f]{16}$`)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !re.MatchString(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == os.Geteuid() {
+			os.Remove(p)
+		}
+	}
 }
 
 // printRunReport prints the exit report: the EXIT and TOTALS lines, or with --json one JSON
