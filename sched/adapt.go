@@ -86,7 +86,6 @@ const (
 	adaptRingLen    = 1 << 12 // records between the loop and the adapter (~1.1 MB)
 	adaptPendLen    = 1 << 12 // admitted samples waiting for their outcome (~1.1 MB)
 	adaptBurstNs    = 10_000_000
-	adaptDrainEvery = 20 * time.Millisecond
 )
 
 // Notes an adapter adds to the models it promotes and saves.
@@ -341,6 +340,7 @@ type Adapter struct {
 	mu     sync.Mutex
 	setNet func([]byte) error // the attached scheduler's SetNet (nil: none attached)
 
+	kick       chan struct{} // notify: outcomes are waiting
 	stop, done chan struct{}
 	running    bool
 	closed     bool
@@ -361,7 +361,7 @@ func NewAdapter(m *model.Model, cfg AdaptConfig, stats *Stats) (*Adapter, error)
 	if err != nil {
 		return nil, fmt.Errorf("adapt: %w", err)
 	}
-	a := &Adapter{cfg: cfg, stats: stats, base: m, learner: l, activeKF: kf, tokens: 1, clock: monotonicNs}
+	a := &Adapter{cfg: cfg, stats: stats, base: m, learner: l, activeKF: kf, tokens: 1, clock: monotonicNs, kick: make(chan struct{}, 1)}
 	a.active.Store(m)
 	stats.setCandidateAccuracy(math.NaN())
 	return a, nil
@@ -595,29 +595,45 @@ func (a *Adapter) save(m *model.Model) {
 	}
 }
 
-// Start runs Drain every adaptDrainEvery on a goroutine of its own (locked to its thread, whose
-// CPU time is the adapter's: Stats.AdaptCPUNs) until Close.
+// Start runs Drain on a goroutine of its own, whenever the dispatch loop has handed it
+// outcomes (notify, at most once per loop batch: the loop polls every 50 ms), until Close. The
+// goroutine waits on a channel, with no timer: idle, it never wakes. Each Drain runs locked to
+// its thread, whose CPU time over the Drain is the adapter's (Stats.AdaptCPUNs).
 func (a *Adapter) Start() {
 	a.stop, a.done, a.running = make(chan struct{}), make(chan struct{}), true
 	go func() {
 		defer close(a.done)
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cpu0 := threadCPU()
-		t := time.NewTicker(adaptDrainEvery)
-		defer t.Stop()
 		for {
 			select {
 			case <-a.stop:
-				a.Drain()
-				a.stats.AdaptCPUNs.Store(uint64(max(threadCPU()-cpu0, 0)))
+				a.measuredDrain()
 				return
-			case <-t.C:
+			case <-a.kick:
 			}
-			a.Drain()
-			a.stats.AdaptCPUNs.Store(uint64(max(threadCPU()-cpu0, 0)))
+			a.measuredDrain()
 		}
 	}()
+}
+
+// notify wakes the adapter's goroutine if it is not already due to run (no allocation, no
+// blocking: the dispatch loop calls it after a batch that committed outcomes).
+func (a *Adapter) notify() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// measuredDrain is Drain with its thread CPU time added to Stats.AdaptCPUNs.
+func (a *Adapter) measuredDrain() {
+	if a.head.Load() == a.tail.Load() {
+		return
+	}
+	runtime.LockOSThread()
+	cpu0 := threadCPU()
+	a.Drain()
+	a.stats.AdaptCPUNs.Add(uint64(max(threadCPU()-cpu0, 0)))
+	runtime.UnlockOSThread()
 }
 
 // Close stops the goroutine (after a last Drain) and, with SaveModel, writes the active model:
@@ -670,11 +686,13 @@ func cloneModel(m *model.Model) (*model.Model, error) {
 	return model.Unmarshal(b)
 }
 
-// threadCPU is the calling thread's CPU time (user and system).
+// threadCPU is the calling thread's CPU time (user and system), to the ns:
+// CLOCK_THREAD_CPUTIME_ID brings the running thread's account up to date, where
+// getrusage(RUSAGE_THREAD) lags by up to a tick (a short Drain would read 0).
 func threadCPU() time.Duration {
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ts.Nano())
 }

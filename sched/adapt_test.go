@@ -649,7 +649,8 @@ func TestAdaptNoPromote(t *testing.T) {
 	}
 }
 
-// The adapter's goroutine: Start drains on its own, Close stops it and measures its thread.
+// The adapter's goroutine: Start drains when notified, Close stops it (after a last drain);
+// its Drains' thread CPU time is measured.
 func TestAdaptStartClose(t *testing.T) {
 	base := adaptBase(t)
 	a, err := NewAdapter(base, AdaptConfig{Budget: 1e9, SliceOutcomes: 1 << 30}, &Stats{})
@@ -666,12 +667,18 @@ func TestAdaptStartClose(t *testing.T) {
 			r.feats, r.label, r.tsNs = in, y, uint64(i)*1000
 			a.commit()
 		}
+		if i == 250 {
+			a.notify()
+		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for a.stats.Learned.Load() < 500 && time.Now().Before(deadline) {
+	for a.stats.Learned.Load() < 251 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	a.Close()
+	if l := a.stats.Learned.Load(); l < 251 {
+		t.Errorf("learned %d after the notification, want at least 251", l)
+	}
+	a.Close() // drains the rest
 	a.Close()
 	if a.stats.Learned.Load() != 500 || a.stats.AdaptCPUNs.Load() == 0 {
 		t.Errorf("learned %d, adapter CPU %d ns", a.stats.Learned.Load(), a.stats.AdaptCPUNs.Load())

@@ -61,8 +61,9 @@ type Decider struct {
 	preds   [predRingLen]predEntry
 
 	// Online adaptation (SetAdapter): admitted samples wait here for their outcome.
-	adapt *Adapter
-	pend  *[adaptPendLen]pendSample
+	adapt        *Adapter
+	pend         *[adaptPendLen]pendSample
+	adaptPending bool // outcomes committed since the last kickAdapter
 }
 
 // NewDecider returns a decider for m, or a FIFO-only decider when m is nil.
@@ -223,4 +224,14 @@ func (d *Decider) toAdapter(o *features.OutcomeEvent, label bool) {
 	r.feats, r.wakeNs, r.flags, r.label = p.feats, p.wakeNs, p.flags, label
 	r.tsNs = p.wakeNs + min(o.LeaveNs, d.horizonNs)
 	d.adapt.commit()
+	d.adaptPending = true
+}
+
+// kickAdapter wakes the adapter if outcomes were handed to it since the last call: the loop
+// calls it when it has read everything there was (once per batch).
+func (d *Decider) kickAdapter() {
+	if d.adaptPending {
+		d.adaptPending = false
+		d.adapt.notify()
+	}
 }
