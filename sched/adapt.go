@@ -83,9 +83,9 @@ const (
 )
 
 const (
-	adaptRingLen    = 1 << 12 // records between the loop and the adapter (~1.1 MB)
-	adaptPendLen    = 1 << 12 // admitted samples waiting for their outcome (~1.1 MB)
-	adaptBurstNs    = 10_000_000
+	adaptRingLen = 1 << 12 // records between the loop and the adapter (~1.1 MB)
+	adaptPendLen = 1 << 12 // admitted samples waiting for their outcome (~1.1 MB)
+	adaptBurstNs = 10_000_000
 )
 
 // Notes an adapter adds to the models it promotes and saves.
