@@ -13,9 +13,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
@@ -682,6 +685,76 @@ func TestAdaptStartClose(t *testing.T) {
 	a.Close()
 	if a.stats.Learned.Load() != 500 || a.stats.AdaptCPUNs.Load() == 0 {
 		t.Errorf("learned %d, adapter CPU %d ns", a.stats.Learned.Load(), a.stats.AdaptCPUNs.Load())
+	}
+}
+
+// The dispatch loop wakes the adapter once it has read a batch (it polls: BPF wakes nobody):
+// outcomes written by a BPF program without wakeups are learned from while the loop runs, not
+// only when the adapter closes.
+func TestLoopKicksAdapter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root, and CI is set: refusing to skip")
+		}
+		t.Skip("needs root to create a ring buffer map and a BPF program")
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := adaptBase(t)
+	// Each pair is its own wakeup (seq, time) and outcome: one writer program each.
+	const pairs = 50
+	rng := rand.New(rand.NewPCG(1, 2))
+	var progs []*ebpf.Program
+	defer func() {
+		for _, p := range progs {
+			p.Close()
+		}
+	}()
+	for i := range uint64(pairs) {
+		var in [features.NumBuckets]uint32
+		adaptSample(rng, 9, 0, &in)
+		wake := rawWake(1000*(i+1), 10, 1, 4, &in)
+		wake[2] = features.WakeNoDecision | features.WakeVerdict | features.WakeExplore
+		progs = append(progs, noWakeupWriter(t, m, wake[:features.WakeHeaderSize+4*features.NumBuckets]),
+			noWakeupWriter(t, m, rawOutcome(1000*(i+1), 1, 10, true, 300_000)))
+	}
+	rd, err := ringbuf.NewReader(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	st := &Stats{}
+	a, err := NewAdapter(base, AdaptConfig{Budget: 1e9, SliceOutcomes: 1 << 30}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Start()
+	defer a.Close()
+	d := NewDecider(base, NewGuard(100, st), st)
+	d.UnbiasedGuard = true
+	d.SetAdapter(a)
+	var stop atomic.Bool
+	done := make(chan error, 1)
+	go func() { done <- loop(rd, d, &fakeWriter{}, nil, &stop, 20*time.Millisecond) }()
+	for _, p := range progs {
+		if ret, err := p.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil || ret != 0 {
+			t.Fatalf("writer: ret %d, %v", ret, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.Learned.Load() < pairs && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop.Store(true)
+	rd.Flush()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st.Learned.Load() != pairs || st.ExploreOutcomes.Load() != pairs {
+		t.Errorf("learned %d, explored outcomes %d while the loop ran; want %d", st.Learned.Load(), st.ExploreOutcomes.Load(), pairs)
 	}
 }
 

@@ -42,6 +42,7 @@ func loop(rd *ringbuf.Reader, d *Decider, w DecisionWriter, flush func() error, 
 				return nil
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				d.kickAdapter() // the batch is read: the adapter may learn from it
 				if stop.Load() {
 					return nil
 				}
