@@ -97,9 +97,9 @@ func switchIn(ts, onCPU uint64) uint64 {
 	return ts - onCPU
 }
 
-// account folds a known sample into R's history. Several samples can fall in one stint (every
-// wakeup on R's CPU while it runs): they share the switch-in time, and only the first known
-// one counts; a stint older than the latest accounted one is ignored.
+// account folds a known sample of an ended stint into R's history. Several samples can fall
+// in one stint (every wakeup on R's CPU while it runs): they share the switch-in time, and only
+// the first known one counts; a stint older than the latest accounted one is ignored.
 func (h *rHistory) account(s *stintOf, horizonNs uint64) {
 	in := switchIn(s.ts, s.onCPU)
 	resolved := s.outcome != features.OutcomeTimeout
@@ -150,18 +150,22 @@ func (h *rHistory) extras(ts, onCPU uint64, out []float32) {
 
 // ReconstructExtras computes the extra inputs of every sample of one trace, in the order
 // given (any order; the replay sorts by time). Sample i's inputs use only the outcomes of
-// samples strictly earlier than it whose outcome is known by its wakeup: known horizonNs after
-// the sample, or with atLeave at R's switch-out for an outcome within the horizon.
+// samples strictly earlier than it, in earlier stints of R than i's (by their switch-in time),
+// whose outcome is known by its wakeup: known horizonNs after the sample, or with atLeave at
+// R's switch-out for an outcome within the horizon.
 func ReconstructExtras(samples []features.Sample, horizonNs uint64, atLeave bool) [][NumExtras]float32 {
 	st := make([]stintOf, len(samples))
 	for i := range samples {
 		s := &samples[i]
 		st[i] = stintOf{ts: s.TsNs, onCPU: s.ROnCPUNs, leave: s.LeaveNs, tid: s.RTid, label: s.Label, outcome: s.Outcome}
 	}
-	return reconstruct(st, horizonNs, atLeave)
+	out, _ := reconstruct(st, horizonNs, atLeave)
+	return out
 }
 
-func reconstruct(st []stintOf, horizonNs uint64, atLeave bool) [][NumExtras]float32 {
+// reconstruct also counts the samples whose R has a known earlier stint that ended after the
+// current stint began (by the on-CPU time): inconsistent records, 0 in a sound trace.
+func reconstruct(st []stintOf, horizonNs uint64, atLeave bool) ([][NumExtras]float32, int) {
 	n := len(st)
 	byTs := make([]int32, n)
 	byKnown := make([]int32, n)
@@ -181,34 +185,43 @@ func reconstruct(st []stintOf, horizonNs uint64, atLeave bool) [][NumExtras]floa
 		return st[byKnown[a]].ts < st[byKnown[b]].ts
 	})
 	hist := make(map[uint32]*rHistory)
+	// Known outcomes wait per task until a sample of that task is strictly later and in a
+	// later stint: the averages describe R's ended stints, never its current one (BPF updates
+	// them when a stint ends).
+	pending := make(map[uint32][]int32)
 	out := make([][NumExtras]float32, n)
-	k := 0
-	// Samples known but not yet strictly earlier than the current one (possible only with a
-	// zero delay at leave) wait here.
-	var waiting []int32
+	k, overlaps := 0, 0
 	for _, i := range byTs {
 		ts := st[i].ts
 		for k < n && knownAt[byKnown[k]] <= ts {
-			waiting = append(waiting, byKnown[k])
+			j := byKnown[k]
+			pending[st[j].tid] = append(pending[st[j].tid], j)
 			k++
 		}
-		keep := waiting[:0]
-		for _, j := range waiting {
-			if st[j].ts >= ts {
-				keep = append(keep, j)
-				continue
+		tid := st[i].tid
+		in := switchIn(ts, st[i].onCPU)
+		h := hist[tid]
+		if p := pending[tid]; len(p) > 0 {
+			keep := p[:0]
+			for _, j := range p {
+				if st[j].ts >= ts || switchIn(st[j].ts, st[j].onCPU) >= in {
+					keep = append(keep, j)
+					continue
+				}
+				if h == nil {
+					h = &rHistory{}
+					hist[tid] = h
+				}
+				h.account(&st[j], horizonNs)
 			}
-			h := hist[st[j].tid]
-			if h == nil {
-				h = &rHistory{}
-				hist[st[j].tid] = h
-			}
-			h.account(&st[j], horizonNs)
+			pending[tid] = keep
 		}
-		waiting = keep
-		hist[st[i].tid].extras(ts, st[i].onCPU, out[i][:])
+		h.extras(ts, st[i].onCPU, out[i][:])
+		if h != nil && h.lastEnd > in {
+			overlaps++
+		}
 	}
-	return out
+	return out, overlaps
 }
 
 // AblationProgram is one program's capture in an AblationData.
@@ -221,6 +234,7 @@ type AblationProgram struct {
 	First      int // its rows are First .. First+Samples-1, in time order
 	Early      int // rows First .. First+Early-1 are its first 1-ValFrac by time
 	Warm       int // samples whose R had at least one known earlier stint
+	Overlaps   int // samples whose R had a known stint ending after the current one began
 }
 
 // AblationData holds the samples of several programs' traces (one trace per program), each
@@ -310,8 +324,13 @@ func (d *AblationData) add(name, path string, r io.Reader, relabel bool) error {
 		return fmt.Errorf("trace %s: no samples", path)
 	}
 	sort.SliceStable(samples, func(a, b int) bool { return samples[a].TsNs < samples[b].TsNs })
-	ex := ReconstructExtras(samples, d.HorizonNs, d.AtLeave)
-	p := AblationProgram{Name: name, Path: path, Samples: len(samples), First: len(d.Y)}
+	st := make([]stintOf, len(samples))
+	for i := range samples {
+		s := &samples[i]
+		st[i] = stintOf{ts: s.TsNs, onCPU: s.ROnCPUNs, leave: s.LeaveNs, tid: s.RTid, label: s.Label, outcome: s.Outcome}
+	}
+	ex, overlaps := reconstruct(st, d.HorizonNs, d.AtLeave)
+	p := AblationProgram{Name: name, Path: path, Samples: len(samples), First: len(d.Y), Overlaps: overlaps}
 	if sum := tr.Summary(); sum != nil {
 		p.DurationNs = sum.DurationNs
 	}
@@ -904,10 +923,10 @@ func (gr *ablGraph) sync() {
 func FormatAblation(w io.Writer, d *AblationData, res []AblationResult) {
 	fmt.Fprintf(w, "Horizon %s; outcomes known %s.\n\n", fmtNs(d.HorizonNs),
 		map[bool]string{false: "a horizon after their sample", true: "at R's switch-out (within the horizon), else a horizon after"}[d.AtLeave])
-	fmt.Fprintf(w, "| program | samples | positive | duration | time-held-out rows | R with a known stint |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(w, "| program | samples | positive | duration | time-held-out rows | R with a known stint | overlapping stints |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, p := range d.Programs {
-		fmt.Fprintf(w, "| %s | %d | %.1f%% | %.1f s | %d | %.1f%% |\n", p.Name, p.Samples, 100*float64(p.Positives)/float64(p.Samples),
-			float64(p.DurationNs)/1e9, p.Samples-p.Early, 100*float64(p.Warm)/float64(p.Samples))
+		fmt.Fprintf(w, "| %s | %d | %.1f%% | %.1f s | %d | %.1f%% | %d |\n", p.Name, p.Samples, 100*float64(p.Positives)/float64(p.Samples),
+			float64(p.DurationNs)/1e9, p.Samples-p.Early, 100*float64(p.Warm)/float64(p.Samples), p.Overlaps)
 	}
 	fmt.Fprintf(w, "\nEach extra input alone as a score, per program (ROC AUC over all its samples; 0.5: no information, below 0.5: the opposite direction):\n\n| program | short on-CPU time | short stint average | high voluntary average | short off-CPU gap |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for p := range d.Programs {

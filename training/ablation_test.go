@@ -91,6 +91,26 @@ func TestReconstructExtrasByHand(t *testing.T) {
 	w = [NumExtras]float32{log1pUs(3000), float32(math.Log1p(st)), float32(v), float32(p), log1pUs(13_997_000 - 11_504_000), 4.0 / 8}
 	check(6, w)
 
+	// R's current stint never counts: tid 5 runs from 19.99 ms past two wakeups' horizons;
+	// the first (known at 21 ms) counts only once R is in a new stint (30 ms), as a censored
+	// 10 µs + 1 ms stint, not voluntary; the second shares its stint.
+	cur := ReconstructExtras([]features.Sample{
+		s(20_000_000, 10_000, 0, 5, tmo),
+		s(21_500_000, 1_510_000, 0, 5, tmo),
+		s(30_000_000, 5_000, 1_000, 5, vol),
+	}, H, false)
+	for k, want := range fresh(1_510_000) {
+		if !nearF32(cur[1][k], want) {
+			t.Errorf("current stint: %s = %v, want %v", ExtraNames[k], cur[1][k], want)
+		}
+	}
+	w = [NumExtras]float32{log1pUs(5000), float32(math.Log1p(1010)), 0, 0, 0, 1.0 / 8}
+	for k := range w {
+		if !nearF32(cur[2][k], w[k]) {
+			t.Errorf("next stint: %s = %v, want %v", ExtraNames[k], cur[2][k], w[k])
+		}
+	}
+
 	// Known at the switch-out: at 10.9 ms, samples 0 and 1 (left at 10.05 ms) are known.
 	got = ReconstructExtras(samples, H, true)
 	w = [NumExtras]float32{log1pUs(100_000), float32(math.Log1p(50)), 1, 0, log1pUs(10_800_000 - 10_050_000), 1.0 / 8}
@@ -102,37 +122,51 @@ func TestReconstructExtrasByHand(t *testing.T) {
 }
 
 // No future information: changing the outcome of every sample not yet known at sample i's
-// wakeup (and of i itself) leaves i's extra inputs as they were, under either rule.
+// wakeup, of i itself and of every sample in a stint starting no earlier than i's leaves i's
+// extra inputs as they were, under either rule.
 func TestReconstructNoFutureInformation(t *testing.T) {
 	const H = 1_000_000
 	rng := rand.New(rand.NewPCG(3, 4))
-	n := 3000
-	samples := make([]features.Sample, n)
-	ts := uint64(0)
-	for i := range samples {
-		ts += uint64(rng.IntN(50_000))
-		s := features.Sample{TsNs: ts, RTid: uint32(rng.IntN(5)), ROnCPUNs: uint64(rng.IntN(400_000))}
-		switch rng.IntN(3) {
-		case 0:
-			s.Outcome, s.Label, s.LeaveNs = features.OutcomeVoluntary, 1, uint64(rng.IntN(H))
-		case 1:
-			s.Outcome, s.LeaveNs = features.OutcomePreempted, uint64(rng.IntN(H))
-		default:
-			s.Outcome = features.OutcomeTimeout
+	// Five tasks, each a sequence of stints (log-uniform 1 µs - 3 ms, then off the CPU up to
+	// 0.5 ms), with 0-3 wakeups on its CPU during each.
+	var samples []features.Sample
+	for tid := uint32(1); tid <= 5; tid++ {
+		t := uint64(rng.IntN(1_000_000))
+		for len(samples) < int(tid)*600 {
+			l := uint64(math.Exp(rng.Float64()*math.Log(3e6/1e3))) * 1e3
+			voluntary := rng.IntN(2) == 0
+			for w := rng.IntN(4); w > 0; w-- {
+				ts := t + uint64(rng.Int64N(int64(l)))
+				s := features.Sample{TsNs: ts, RTid: tid, ROnCPUNs: ts - t, Outcome: features.OutcomeTimeout}
+				if t+l-ts <= H {
+					s.LeaveNs = t + l - ts
+					s.Outcome = features.OutcomePreempted
+					if voluntary {
+						s.Outcome, s.Label = features.OutcomeVoluntary, 1
+					}
+				}
+				samples = append(samples, s)
+			}
+			t += l + uint64(rng.IntN(500_000))
 		}
-		samples[i] = s
 	}
+	n := len(samples)
 	for _, atLeave := range []bool{false, true} {
 		base := ReconstructExtras(samples, H, atLeave)
 		for trial := 0; trial < 20; trial++ {
 			i := rng.IntN(n)
 			mod := append([]features.Sample(nil), samples...)
 			for j := range mod {
-				st := stintOf{ts: mod[j].TsNs, leave: mod[j].LeaveNs, outcome: mod[j].Outcome}
-				if j != i && mod[j].TsNs < samples[i].TsNs && st.known(H, atLeave) <= samples[i].TsNs {
+				known := mod[j].TsNs + H // the rule, written out independently of the code under test
+				if atLeave && mod[j].Outcome != features.OutcomeTimeout {
+					known = mod[j].TsNs + mod[j].LeaveNs
+				}
+				if j != i && mod[j].TsNs < samples[i].TsNs && known <= samples[i].TsNs &&
+					switchIn(mod[j].TsNs, mod[j].ROnCPUNs) < switchIn(samples[i].TsNs, samples[i].ROnCPUNs) {
 					continue
 				}
-				// An outcome not known at i's wakeup: flip it, keeping it consistent (a changed
+				// An outcome not known at i's wakeup, or of R's current stint (or another task's
+				// in a stint starting as late): flip it, keeping it consistent (a changed
 				// switch-out can only come later than i's wakeup).
 				if mod[j].Outcome == features.OutcomeTimeout {
 					mod[j].Outcome, mod[j].Label = features.OutcomeVoluntary, 1
