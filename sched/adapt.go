@@ -460,6 +460,7 @@ func (a *Adapter) closeSlice(now uint64) {
 		promotionTest(&a.slice, a.compare, a.cfg.Alpha, a.cfg.MinGain, &res)
 		a.stats.setCandidateAccuracy(res.CandidateAccuracy())
 		a.stats.setSliceActiveAccuracy(res.ActiveAccuracy())
+		a.stats.setSliceMajority(res.MajorityAccuracy())
 		if res.Pass && !a.cfg.NoPromote {
 			res.Promoted = a.promote(&res, now)
 		}

@@ -558,6 +558,9 @@ func TestDeciderFeedsAdapter(t *testing.T) {
 	if g.n != explored-1 {
 		t.Errorf("the guard scored %d outcomes, want the %d explored", g.n, explored-1)
 	}
+	if _, maj := g.Accuracy(); st.LiveMajority() != maj || maj != 1 { // every label 1
+		t.Errorf("live majority %v, the guard's %v", st.LiveMajority(), maj)
+	}
 	r := &a.ring[0]
 	if r.wakeNs != 4000 || r.tsNs != 4000+300_000 || !r.label || r.flags&features.WakeExplore == 0 {
 		t.Errorf("first record: wake %d ts %d label %v flags %#x", r.wakeNs, r.tsNs, r.label, r.flags)
@@ -773,13 +776,15 @@ func TestAdaptLine(t *testing.T) {
 	st.AdaptSlices.Store(5)
 	st.setCandidateAccuracy(math.NaN())
 	got := adaptLine(2*time.Second, &cur, &prev, st, 10*time.Millisecond)
-	want := " adapt explore=2.00% xout=77 promotions=2 learned=1234 slices=5 cand=- act=- acpu=0.50%"
+	want := " adapt explore=2.00% xout=77 maj=- promotions=2 learned=1234 slices=5 cand=- act=- smaj=- acpu=0.50%"
 	if got != want {
 		t.Errorf("adaptLine = %q, want %q", got, want)
 	}
 	st.setCandidateAccuracy(0.8125)
 	st.setSliceActiveAccuracy(0.75)
-	if got := adaptLine(time.Second, &cur, &prev, st, 0); !strings.Contains(got, "cand=0.812 act=0.750") {
+	st.setSliceMajority(0.625)
+	st.setLiveMajority(0.7)
+	if got := adaptLine(time.Second, &cur, &prev, st, 0); !strings.Contains(got, "cand=0.812 act=0.750 smaj=0.625") || !strings.Contains(got, "maj=0.700") {
 		t.Errorf("adaptLine = %q", got)
 	}
 }

@@ -201,6 +201,8 @@ func (d *Decider) Outcome(raw []byte) error {
 	unbiased := p.mark&predUnbiased != 0
 	if d.Guard != nil && (!d.UnbiasedGuard || unbiased) {
 		d.Guard.Observe(p.keep == label, label)
+		_, maj := d.Guard.Accuracy()
+		d.Stats.setLiveMajority(maj)
 	}
 	if unbiased && d.adapt != nil {
 		d.toAdapter(o, label)

@@ -40,6 +40,7 @@ const (
 	metricExploration     = "mlsched_exploration_ratio"
 	metricExploreOutcomes = "mlsched_exploration_outcomes_total"
 	metricCandidateAcc    = "mlsched_candidate_accuracy_ratio"
+	metricLiveMajority    = "mlsched_live_majority_ratio"
 	metricLearned         = "mlsched_adapt_learned_total"
 	metricAdaptDropped    = "mlsched_adapt_dropped_total"
 	metricAdaptCPU        = "mlsched_adapt_cpu_seconds_total"
@@ -78,7 +79,7 @@ type collector struct {
 
 	decisions, fallbacks, inference, accuracy, drops, bpfEvents, guardActive, guardTrips, outcomes, roundTrip, eventAge, policy, progRun, progRuns *prometheus.Desc
 
-	promotions, exploration, exploreOutcomes, candidateAcc, learned, adaptDropped, adaptCPU *prometheus.Desc
+	promotions, exploration, exploreOutcomes, candidateAcc, liveMajority, learned, adaptDropped, adaptCPU *prometheus.Desc
 }
 
 func newCollector(st *Stats) *collector {
@@ -103,6 +104,7 @@ func newCollector(st *Stats) *collector {
 		exploration:     prometheus.NewDesc(metricExploration, "--explore: share of the placement's decisions taken at random (BPF counter explore over keep, migrate and no-idle decisions).", nil, nil),
 		exploreOutcomes: prometheus.NewDesc(metricExploreOutcomes, "--explore: scored outcomes of decisions taken at random.", nil, nil),
 		candidateAcc:    prometheus.NewDesc(metricCandidateAcc, "--adapt: the candidate net's accuracy (its kernel form) on the last slice of outcomes it was scored on, later than it learned from.", nil, nil),
+		liveMajority:    prometheus.NewDesc(metricLiveMajority, "The majority-class rate over the guard's window: what the live accuracy is compared with.", nil, nil),
 		learned:         prometheus.NewDesc(metricLearned, "--adapt: outcomes the online learner learned from.", nil, nil),
 		adaptDropped:    prometheus.NewDesc(metricAdaptDropped, "--adapt: outcomes lost to a full adapter ring.", nil, nil),
 		adaptCPU:        prometheus.NewDesc(metricAdaptCPU, "--adapt: CPU time of the adapter's thread.", nil, nil),
@@ -111,7 +113,7 @@ func newCollector(st *Stats) *collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.decisions, c.fallbacks, c.inference, c.accuracy, c.drops, c.bpfEvents, c.guardActive, c.guardTrips, c.outcomes, c.roundTrip, c.eventAge, c.policy, c.progRun, c.progRuns,
-		c.promotions, c.exploration, c.exploreOutcomes, c.candidateAcc, c.learned, c.adaptDropped, c.adaptCPU} {
+		c.promotions, c.exploration, c.exploreOutcomes, c.candidateAcc, c.liveMajority, c.learned, c.adaptDropped, c.adaptCPU} {
 		ch <- d
 	}
 }
@@ -171,6 +173,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ExplorationRatio(func(i bpf.SchedCounter) float64 { return float64(cnt[i]) }))
 	counter(c.exploreOutcomes, c.st.ExploreOutcomes.Load())
 	ch <- prometheus.MustNewConstMetric(c.candidateAcc, prometheus.GaugeValue, c.st.CandidateAccuracy())
+	ch <- prometheus.MustNewConstMetric(c.liveMajority, prometheus.GaugeValue, c.st.LiveMajority())
 	counter(c.learned, c.st.Learned.Load())
 	counter(c.adaptDropped, c.st.AdaptDropped.Load())
 	ch <- prometheus.MustNewConstMetric(c.adaptCPU, prometheus.CounterValue, float64(c.st.AdaptCPUNs.Load())/1e9)

@@ -32,7 +32,7 @@ func TestMetricsLint(t *testing.T) {
 	}
 	for _, n := range []string{metricDecisions, metricFallbacks, metricInference, metricLiveAccuracy, metricRingDrops,
 		metricBPFEvents, metricGuardActive, metricGuardTrips, metricOutcomes, metricRoundTrip, metricEventAge,
-		metricPromotions, metricExploration, metricExploreOutcomes, metricCandidateAcc, metricLearned, metricAdaptDropped, metricAdaptCPU,
+		metricPromotions, metricExploration, metricExploreOutcomes, metricCandidateAcc, metricLiveMajority, metricLearned, metricAdaptDropped, metricAdaptCPU,
 		"go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
 		if !names[n] {
 			t.Errorf("metric %s missing", n)

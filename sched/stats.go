@@ -50,6 +50,8 @@ type Stats struct {
 	AdaptCPUNs      atomic.Uint64 // the adapter goroutine's thread CPU time
 	candAccBits     atomic.Uint64 // float64 bits: the candidate's accuracy on the last slice
 	sliceActAccBits atomic.Uint64 // float64 bits: the active net's accuracy on the same outcomes
+	sliceMajBits    atomic.Uint64 // float64 bits: the majority class's on the same outcomes
+	liveMajBits     atomic.Uint64 // float64 bits: the majority rate of the guard's window
 	Inference       Histogram     // sampled Predict durations, ns
 	EventAge        Histogram     // sampled time from enqueue in BPF to the loop reading the event, ns
 }
@@ -69,6 +71,15 @@ func (s *Stats) setLiveAccuracy(v float64) { s.liveAccBits.Store(math.Float64bit
 // and SliceActiveAccuracy the active net's on the same outcomes (NaN before the first).
 func (s *Stats) CandidateAccuracy() float64   { return loadFloat(&s.candAccBits) }
 func (s *Stats) SliceActiveAccuracy() float64 { return loadFloat(&s.sliceActAccBits) }
+
+// SliceMajority is the majority class's accuracy on the last slice the candidate was scored
+// on; LiveMajority the majority rate of the guard's window (what LiveAccuracy is compared
+// with). NaN before the first.
+func (s *Stats) SliceMajority() float64 { return loadFloat(&s.sliceMajBits) }
+func (s *Stats) LiveMajority() float64  { return loadFloat(&s.liveMajBits) }
+
+func (s *Stats) setSliceMajority(v float64) { s.sliceMajBits.Store(math.Float64bits(v) ^ nanBits) }
+func (s *Stats) setLiveMajority(v float64)  { s.liveMajBits.Store(math.Float64bits(v) ^ nanBits) }
 
 func (s *Stats) setCandidateAccuracy(v float64) { s.candAccBits.Store(math.Float64bits(v) ^ nanBits) }
 func (s *Stats) setSliceActiveAccuracy(v float64) {
@@ -183,19 +194,21 @@ func ExplorationRatio(c func(bpf.SchedCounter) float64) float64 {
 
 // adaptLine formats the --stats line's exploration and adaptation section over an interval d
 // (nothing when both are off): the exploration rate over the interval, the exploration
-// outcomes scored, and with --adapt the promotions, outcomes learned, slices closed, the last
-// slice's candidate and active accuracies (on the same outcomes) and the adapter's CPU time
+// outcomes scored, the majority rate of the guard's window (maj=, what acc= is compared with),
+// and with --adapt the promotions, outcomes learned, slices closed, the last slice's
+// candidate, active and majority accuracies (on the same outcomes) and the adapter's CPU time
 // as a share of one core.
 func adaptLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, adaptCPU time.Duration) string {
 	if !s.Explore && !s.Adapt {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, " adapt explore=%.2f%% xout=%d", 100*ExplorationRatio(func(c bpf.SchedCounter) float64 { return float64(cur[c] - prev[c]) }),
-		s.ExploreOutcomes.Load())
+	fmt.Fprintf(&b, " adapt explore=%.2f%% xout=%d maj=%s", 100*ExplorationRatio(func(c bpf.SchedCounter) float64 { return float64(cur[c] - prev[c]) }),
+		s.ExploreOutcomes.Load(), fmtAcc(s.LiveMajority()))
 	if s.Adapt {
-		fmt.Fprintf(&b, " promotions=%d learned=%d slices=%d cand=%s act=%s acpu=%.2f%%", s.Promotions.Load(), s.Learned.Load(),
-			s.AdaptSlices.Load(), fmtAcc(s.CandidateAccuracy()), fmtAcc(s.SliceActiveAccuracy()), 100*adaptCPU.Seconds()/d.Seconds())
+		fmt.Fprintf(&b, " promotions=%d learned=%d slices=%d cand=%s act=%s smaj=%s acpu=%.2f%%", s.Promotions.Load(), s.Learned.Load(),
+			s.AdaptSlices.Load(), fmtAcc(s.CandidateAccuracy()), fmtAcc(s.SliceActiveAccuracy()), fmtAcc(s.SliceMajority()),
+			100*adaptCPU.Seconds()/d.Seconds())
 	}
 	return b.String()
 }
