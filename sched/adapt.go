@@ -64,7 +64,10 @@ import (
 // kernel form, whose agreement check dominates) ~25 ms. Admission is a token bucket of Budget
 // outcomes per second of stream time, drawn at the wakeup, before the label is known (so the
 // subsample does not depend on the label): at the default 15,000/s and a slice of >= 10 s this
-// stays under 2% of one core however many outcomes arrive (BenchmarkAdaptOutcome).
+// stays under 2% of one core however many outcomes arrive (BenchmarkAdaptOutcome: ~1.4% here).
+// On a slower machine (or under emulation: ~75x slower per outcome in qemu TCG) Budget would
+// buy more CPU, so a governor also measures the adapter's own thread CPU time and sheds the
+// waiting records while it is above MaxCPU (2% of one core) of the wall time elapsed.
 //
 // On promotion the candidate's kernel form, with the next generation number (the verdict cache
 // is keyed by it), is written into BPF's spare net slot and made active; the candidate becomes
@@ -80,12 +83,14 @@ const (
 	DefaultAdaptSliceTime = 10 * time.Second
 	DefaultAdaptAlpha     = 0.01
 	DefaultAdaptMinGain   = 0.005
+	DefaultAdaptMaxCPU    = 0.02 // of one core
 )
 
 const (
 	adaptRingLen = 1 << 12 // records between the loop and the adapter (~1.1 MB)
 	adaptPendLen = 1 << 12 // admitted samples waiting for their outcome (~1.1 MB)
 	adaptBurstNs = 10_000_000
+	cpuBurst     = 2 * time.Second // the CPU governor banks at most this much wall time's worth
 )
 
 // Notes an adapter adds to the models it promotes and saves.
@@ -106,6 +111,10 @@ type AdaptConfig struct {
 	SliceTime     time.Duration // and lasts at least this long, in stream time (DefaultAdaptSliceTime; < 0: no minimum)
 	Alpha         float64       // the chance of a promotion while no candidate is better (DefaultAdaptAlpha)
 	MinGain       float64       // least accuracy gain over the active net and the majority rate (DefaultAdaptMinGain; < 0: none)
+	// MaxCPU caps the adapter's goroutine at this fraction of one core, measured (its Drains'
+	// thread CPU time against wall time; DefaultAdaptMaxCPU; < 0: no cap). Budget sizes the
+	// work to fit on this machine; the cap holds on a slower one (or under emulation).
+	MaxCPU float64
 	// NoPromote: learn and score, never promote (--shadow: the net places nothing).
 	NoPromote bool
 	// Learner are the learner's hyperparameters (zero: model.DefaultLearnerConfig). Its Budget is
@@ -141,6 +150,12 @@ func (c *AdaptConfig) fill() {
 	}
 	if c.MinGain < 0 {
 		c.MinGain = 0
+	}
+	if c.MaxCPU == 0 {
+		c.MaxCPU = DefaultAdaptMaxCPU
+	}
+	if c.MaxCPU < 0 {
+		c.MaxCPU = 0
 	}
 	if c.Learner == (model.LearnerConfig{}) {
 		c.Learner = model.DefaultLearnerConfig()
@@ -333,7 +348,11 @@ type Adapter struct {
 	gen        uint64 // the promoted nets' generation numbers
 	promotions int
 	refused    bool
-	clock      func() uint64 // CLOCK_MONOTONIC (monotonicNs, BPF's clock) in production; nil (tests): the stream's own time
+	// The CPU governor (measuredDrain): ns of CPU time the adapter may still use.
+	cpuTokens   float64
+	cpuLastNs   uint64
+	cpuClockSet bool
+	clock       func() uint64 // CLOCK_MONOTONIC (monotonicNs, BPF's clock) in production; nil (tests): the stream's own time
 
 	active atomic.Pointer[model.Model]
 
@@ -625,16 +644,52 @@ func (a *Adapter) notify() {
 	}
 }
 
-// measuredDrain is Drain with its thread CPU time added to Stats.AdaptCPUNs.
+// measuredDrain is Drain with its thread CPU time added to Stats.AdaptCPUNs, under the CPU
+// governor: while the adapter has used more than MaxCPU of one core, the records waiting are
+// shed (dropped unread, counted) instead of drained.
 func (a *Adapter) measuredDrain() {
 	if a.head.Load() == a.tail.Load() {
+		return
+	}
+	if !a.cpuAllowed(monotonicNs()) {
+		a.shed()
 		return
 	}
 	runtime.LockOSThread()
 	cpu0 := threadCPU()
 	a.Drain()
-	a.stats.AdaptCPUNs.Add(uint64(max(threadCPU()-cpu0, 0)))
+	used := max(threadCPU()-cpu0, 0)
 	runtime.UnlockOSThread()
+	a.stats.AdaptCPUNs.Add(uint64(used))
+	a.chargeCPU(used)
+}
+
+// cpuAllowed is the CPU governor's test at nowNs (monotonic): a bucket of CPU time that fills
+// at MaxCPU ns per ns of wall time, up to cpuBurst's worth (at 2%, 40 ms: a slice's end, its
+// snapshot and kernel form, ~25 ms here, fits), and that each Drain empties by the CPU time it
+// took, into debt if it took more. No limit with MaxCPU 0.
+func (a *Adapter) cpuAllowed(nowNs uint64) bool {
+	if a.cfg.MaxCPU <= 0 {
+		return true
+	}
+	burst := a.cfg.MaxCPU * float64(cpuBurst)
+	if !a.cpuClockSet {
+		a.cpuTokens, a.cpuLastNs, a.cpuClockSet = burst, nowNs, true
+	}
+	if nowNs > a.cpuLastNs {
+		a.cpuTokens = min(burst, a.cpuTokens+float64(nowNs-a.cpuLastNs)*a.cfg.MaxCPU)
+		a.cpuLastNs = nowNs
+	}
+	return a.cpuTokens > 0
+}
+
+func (a *Adapter) chargeCPU(used time.Duration) { a.cpuTokens -= float64(used) }
+
+// shed drops every committed record unread (the CPU governor), counting them.
+func (a *Adapter) shed() {
+	h, t := a.head.Load(), a.tail.Load()
+	a.tail.Store(h)
+	a.stats.AdaptShed.Add(h - t)
 }
 
 // Close stops the goroutine (after a last Drain) and, with SaveModel, writes the active model:

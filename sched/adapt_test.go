@@ -761,6 +761,75 @@ func TestLoopKicksAdapter(t *testing.T) {
 	}
 }
 
+// The CPU governor: two seconds' worth of MaxCPU to start, refilled at MaxCPU per ns of wall
+// time, emptied by what each Drain took (into debt if it took more); in debt the waiting records
+// are shed, not drained. End to end, under a tiny
+// cap, the adapter's measured CPU stays within the cap plus one Drain.
+func TestAdaptCPUGovernor(t *testing.T) {
+	base := adaptBase(t)
+	a, _ := testAdapter(t, base, AdaptConfig{})
+	const s = uint64(time.Second)
+	if !a.cpuAllowed(10 * s) {
+		t.Fatal("the governor starts closed")
+	}
+	a.chargeCPU(45 * time.Millisecond) // 40 ms allowed, 5 ms of debt
+	if a.cpuAllowed(10*s + s/10) {
+		t.Errorf("allowed in debt (tokens %v ns)", a.cpuTokens)
+	}
+	if !a.cpuAllowed(10*s + 3*s/10) {
+		t.Errorf("still closed after the debt is repaid (tokens %v ns)", a.cpuTokens)
+	}
+	a.cpuAllowed(100 * s)
+	if a.cpuTokens != 0.02*2e9 {
+		t.Errorf("after a long idle spell %v ns, want two seconds' worth, 40 ms", a.cpuTokens)
+	}
+	// shed drops what waits, counted.
+	var in [features.NumBuckets]uint32
+	for range 10 {
+		a.reserve().feats = in
+		a.commit()
+	}
+	a.shed()
+	if a.stats.AdaptShed.Load() != 10 || a.head.Load() != a.tail.Load() || a.stats.Learned.Load() != 0 {
+		t.Errorf("shed %d, head %d tail %d, learned %d", a.stats.AdaptShed.Load(), a.head.Load(), a.tail.Load(), a.stats.Learned.Load())
+	}
+
+	st := &Stats{}
+	const maxCPU = 0.001 // 1 ms of CPU per second
+	g, err := NewAdapter(base, AdaptConfig{Budget: 1e9, SliceOutcomes: 1 << 30, MaxCPU: maxCPU}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	rng := rand.New(rand.NewPCG(3, 3))
+	t0 := time.Now()
+	pushed := 0
+	for time.Since(t0) < time.Second {
+		for range 200 {
+			adaptSample(rng, 9, 0, &in)
+			if r := g.reserve(); r != nil {
+				r.feats, r.label, r.tsNs = in, rng.IntN(2) == 0, uint64(pushed)*1000
+				g.commit()
+				pushed++
+			}
+		}
+		g.notify()
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.Close()
+	wall := time.Since(t0)
+	cpu := time.Duration(st.AdaptCPUNs.Load())
+	t.Logf("cap %.1f%%: %d pushed in %v, learned %d, shed %d, adapter CPU %v", 100*maxCPU, pushed, wall.Round(time.Millisecond), st.Learned.Load(), st.AdaptShed.Load(), cpu)
+	if st.AdaptShed.Load() == 0 || st.Learned.Load()+st.AdaptShed.Load() != uint64(pushed) {
+		t.Errorf("learned %d + shed %d != %d pushed, or nothing shed", st.Learned.Load(), st.AdaptShed.Load(), pushed)
+	}
+	// Two seconds' worth to start, MaxCPU of the wall time, and the last Drain's overshoot
+	// (a Drain of at most a ring's worth: 4096 learns, ~3 ms).
+	if limit := time.Duration(maxCPU*float64(cpuBurst)) + time.Duration(maxCPU*float64(wall)) + 10*time.Millisecond; cpu > limit {
+		t.Errorf("adapter CPU %v over %v, above %v", cpu, wall, limit)
+	}
+}
+
 // The --stats section and its absence.
 func TestAdaptLine(t *testing.T) {
 	st := &Stats{}
@@ -775,8 +844,9 @@ func TestAdaptLine(t *testing.T) {
 	st.ExploreOutcomes.Store(77)
 	st.AdaptSlices.Store(5)
 	st.setCandidateAccuracy(math.NaN())
+	st.AdaptShed.Store(3)
 	got := adaptLine(2*time.Second, &cur, &prev, st, 10*time.Millisecond)
-	want := " adapt explore=2.00% xout=77 maj=- promotions=2 learned=1234 slices=5 cand=- act=- smaj=- acpu=0.50%"
+	want := " adapt explore=2.00% xout=77 maj=- promotions=2 learned=1234 shed=3 slices=5 cand=- act=- smaj=- acpu=0.50%"
 	if got != want {
 		t.Errorf("adaptLine = %q, want %q", got, want)
 	}

@@ -106,7 +106,7 @@ func newCollector(st *Stats) *collector {
 		candidateAcc:    prometheus.NewDesc(metricCandidateAcc, "--adapt: the candidate net's accuracy (its kernel form) on the last slice of outcomes it was scored on, later than it learned from.", nil, nil),
 		liveMajority:    prometheus.NewDesc(metricLiveMajority, "The majority-class rate over the guard's window: what the live accuracy is compared with.", nil, nil),
 		learned:         prometheus.NewDesc(metricLearned, "--adapt: outcomes the online learner learned from.", nil, nil),
-		adaptDropped:    prometheus.NewDesc(metricAdaptDropped, "--adapt: outcomes lost to a full adapter ring.", nil, nil),
+		adaptDropped:    prometheus.NewDesc(metricAdaptDropped, "--adapt: outcomes the adapter lost, by reason: ring_full (it fell behind), cpu (its CPU governor shed them).", []string{"reason"}, nil),
 		adaptCPU:        prometheus.NewDesc(metricAdaptCPU, "--adapt: CPU time of the adapter's thread.", nil, nil),
 	}
 }
@@ -175,7 +175,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.candidateAcc, prometheus.GaugeValue, c.st.CandidateAccuracy())
 	ch <- prometheus.MustNewConstMetric(c.liveMajority, prometheus.GaugeValue, c.st.LiveMajority())
 	counter(c.learned, c.st.Learned.Load())
-	counter(c.adaptDropped, c.st.AdaptDropped.Load())
+	counter(c.adaptDropped, c.st.AdaptDropped.Load(), "ring_full")
+	counter(c.adaptDropped, c.st.AdaptShed.Load(), "cpu")
 	ch <- prometheus.MustNewConstMetric(c.adaptCPU, prometheus.CounterValue, float64(c.st.AdaptCPUNs.Load())/1e9)
 	if s != nil && c.st.BPFStats {
 		progs, _ := s.ProgStats()

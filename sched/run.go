@@ -508,7 +508,7 @@ func (r *Report) TotalsLine() string {
 // userTotalNames orders the dispatch loop's counters in TOTALS and the JSON report.
 var userTotalNames = []string{"events", "outcomes", "keep", "migrate", "fifo", "urb_full", "unmatched", "guard_trips",
 	"flushes", "flush_errors", "scored_only", "kernel_verdicts", "misattributed",
-	"explore_outcomes", "promotions", "learned", "adapt_taken", "adapt_skipped", "adapt_dropped", "adapt_slices",
+	"explore_outcomes", "promotions", "learned", "adapt_taken", "adapt_skipped", "adapt_dropped", "adapt_shed", "adapt_slices",
 	"adapt_refused", "adapt_errors", "adapt_cpu_us"}
 
 func userTotals(st *Stats) map[string]uint64 {
@@ -520,7 +520,7 @@ func userTotals(st *Stats) map[string]uint64 {
 		"misattributed": st.Misattributed.Load(),
 		// Exploration and online adaptation.
 		"explore_outcomes": st.ExploreOutcomes.Load(), "promotions": st.Promotions.Load(), "learned": st.Learned.Load(),
-		"adapt_taken": st.AdaptTaken.Load(), "adapt_skipped": st.AdaptSkipped.Load(), "adapt_dropped": st.AdaptDropped.Load(),
+		"adapt_taken": st.AdaptTaken.Load(), "adapt_skipped": st.AdaptSkipped.Load(), "adapt_dropped": st.AdaptDropped.Load(), "adapt_shed": st.AdaptShed.Load(),
 		"adapt_slices": st.AdaptSlices.Load(), "adapt_refused": st.AdaptRefused.Load(), "adapt_errors": st.AdaptErrors.Load(),
 		"adapt_cpu_us": st.AdaptCPUNs.Load() / 1000,
 	}

@@ -44,6 +44,7 @@ type Stats struct {
 	AdaptTaken      atomic.Uint64 // outcomes handed to the adapter
 	AdaptSkipped    atomic.Uint64 // usable samples the admission budget left out
 	AdaptDropped    atomic.Uint64 // outcomes lost to a full adapter ring
+	AdaptShed       atomic.Uint64 // outcomes dropped unread by the adapter's CPU governor
 	AdaptSlices     atomic.Uint64 // slices closed
 	AdaptRefused    atomic.Uint64 // candidates without a kernel form
 	AdaptErrors     atomic.Uint64 // failed promotions and model writes
@@ -195,7 +196,8 @@ func ExplorationRatio(c func(bpf.SchedCounter) float64) float64 {
 // adaptLine formats the --stats line's exploration and adaptation section over an interval d
 // (nothing when both are off): the exploration rate over the interval, the exploration
 // outcomes scored, the majority rate of the guard's window (maj=, what acc= is compared with),
-// and with --adapt the promotions, outcomes learned, slices closed, the last slice's
+// and with --adapt the promotions, outcomes learned, outcomes lost (shed by the CPU governor or
+// to a full ring), slices closed, the last slice's
 // candidate, active and majority accuracies (on the same outcomes) and the adapter's CPU time
 // as a share of one core.
 func adaptLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, adaptCPU time.Duration) string {
@@ -206,9 +208,9 @@ func adaptLine(d time.Duration, cur, prev *bpf.SchedCounters, s *Stats, adaptCPU
 	fmt.Fprintf(&b, " adapt explore=%.2f%% xout=%d maj=%s", 100*ExplorationRatio(func(c bpf.SchedCounter) float64 { return float64(cur[c] - prev[c]) }),
 		s.ExploreOutcomes.Load(), fmtAcc(s.LiveMajority()))
 	if s.Adapt {
-		fmt.Fprintf(&b, " promotions=%d learned=%d slices=%d cand=%s act=%s smaj=%s acpu=%.2f%%", s.Promotions.Load(), s.Learned.Load(),
-			s.AdaptSlices.Load(), fmtAcc(s.CandidateAccuracy()), fmtAcc(s.SliceActiveAccuracy()), fmtAcc(s.SliceMajority()),
-			100*adaptCPU.Seconds()/d.Seconds())
+		fmt.Fprintf(&b, " promotions=%d learned=%d shed=%d slices=%d cand=%s act=%s smaj=%s acpu=%.2f%%", s.Promotions.Load(), s.Learned.Load(),
+			s.AdaptShed.Load()+s.AdaptDropped.Load(), s.AdaptSlices.Load(), fmtAcc(s.CandidateAccuracy()), fmtAcc(s.SliceActiveAccuracy()),
+			fmtAcc(s.SliceMajority()), 100*adaptCPU.Seconds()/d.Seconds())
 	}
 	return b.String()
 }

@@ -62,8 +62,8 @@ blocks, a task kept behind it cannot), so --explore F (default 0.02) has BPF tak
 of the decisions at random, marked in their samples. With exploration on, the live accuracy
 (--stats acc=, the guard, mlsched_live_accuracy_ratio) is scored on those outcomes only.
 --adapt (default on; --adapt=false turns it off) fine-tunes a copy of the net in this process
-on the same outcomes (at most --adapt-budget per second: ~1.5% of one core at the default),
-never in the decision path; after each slice of outcomes (at least --adapt-slice outcomes and
+on the same outcomes (at most --adapt-budget per second: ~1.5% of one core at the default, and
+never more than --adapt-cpu of one core, measured), never in the decision path; after each slice of outcomes (at least --adapt-slice outcomes and
 --adapt-slice-time) the copy is frozen, and scored in its kernel form on the next slice beside
 the active net. It replaces the active net in BPF only when on that later slice it beats the
 active net and both constant answers (always keep, always migrate) by exact one-sided sign
@@ -109,6 +109,7 @@ type runOpts struct {
 	adaptBudget    float64
 	adaptSlice     int
 	adaptSliceTime time.Duration
+	adaptCPU       float64
 	saveModel      string
 	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
@@ -139,6 +140,7 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.Float64Var(&o.adaptBudget, "adapt-budget", sched.DefaultAdaptBudget, "with --adapt: learn from at most `N` outcomes per second (the CPU bound)")
 	fs.IntVar(&o.adaptSlice, "adapt-slice", sched.DefaultAdaptSlice, "with --adapt: a candidate is frozen and scored on slices of at least `N` outcomes")
 	fs.DurationVar(&o.adaptSliceTime, "adapt-slice-time", sched.DefaultAdaptSliceTime, "with --adapt: and of at least `D` (0: no minimum)")
+	fs.Float64Var(&o.adaptCPU, "adapt-cpu", sched.DefaultAdaptMaxCPU, "with --adapt: cap the adapter at a fraction `F` of one core, measured (it sheds outcomes above it; 0: no cap)")
 	fs.StringVar(&o.saveModel, "save-model", "", "with --adapt: write the adapted model to `FILE` after each promotion and on exit (atomically, provenance in its notes)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
@@ -199,7 +201,10 @@ func runScheduler(o *runOpts, args []string) error {
 			src = "file " + o.modelPath
 		}
 		adapt = &sched.AdaptConfig{Budget: o.adaptBudget, SliceOutcomes: o.adaptSlice, SliceTime: o.adaptSliceTime,
-			SaveModel: o.saveModel, Source: src}
+			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src}
+		if o.adaptCPU == 0 {
+			adapt.MaxCPU = -1 // no cap
+		}
 		if o.adaptSliceTime == 0 {
 			adapt.SliceTime = -1 // no minimum
 		}
@@ -300,13 +305,13 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 		return errorf(exitUsage, "--adapt adapts the net deciding in the kernel: it needs the model policy with --infer kernel")
 	}
 	o.adapt = o.adapt && netInKernel
-	for _, f := range []string{"adapt-budget", "adapt-slice", "adapt-slice-time", "save-model"} {
+	for _, f := range []string{"adapt-budget", "adapt-slice", "adapt-slice-time", "adapt-cpu", "save-model"} {
 		if set[f] && !o.adapt {
 			return errorf(exitUsage, "--%s is for --adapt (the model policy with --infer kernel)", f)
 		}
 	}
-	if o.adaptBudget <= 0 || o.adaptSlice <= 0 || o.adaptSliceTime < 0 {
-		return errorf(exitUsage, "--adapt-budget and --adapt-slice must be > 0, --adapt-slice-time >= 0")
+	if o.adaptBudget <= 0 || o.adaptSlice <= 0 || o.adaptSliceTime < 0 || !(o.adaptCPU >= 0 && o.adaptCPU <= 1) {
+		return errorf(exitUsage, "--adapt-budget and --adapt-slice must be > 0, --adapt-slice-time >= 0, --adapt-cpu 0..1")
 	}
 	if o.saveModel != "" {
 		if o.shadow {
