@@ -91,6 +91,9 @@ const (
 	adaptPendLen = 1 << 12 // admitted samples waiting for their outcome (~1.1 MB)
 	adaptBurstNs = 10_000_000
 	cpuBurst     = 2 * time.Second // the CPU governor banks at most this much wall time's worth
+	// adaptKickEvery: the dispatch loop wakes the adapter at most this long after an outcome
+	// (sooner when a quarter of the ring waits: at the default budget, every ~70 ms).
+	adaptKickEvery = 500 * time.Millisecond
 )
 
 // Notes an adapter adds to the models it promotes and saves.
@@ -615,9 +618,9 @@ func (a *Adapter) save(m *model.Model) {
 	}
 }
 
-// Start runs Drain on a goroutine of its own, whenever the dispatch loop has handed it
-// outcomes (notify, at most once per loop batch: the loop polls every 50 ms), until Close. The
-// goroutine waits on a channel, with no timer: idle, it never wakes. Each Drain runs locked to
+// Start runs Drain on a goroutine of its own, whenever the dispatch loop wakes it (notify:
+// Decider.kickAdapter, after a batch, when a quarter of the ring waits or 500 ms after an
+// outcome), until Close. The goroutine waits on a channel, with no timer: idle, it never wakes. Each Drain runs locked to
 // its thread, whose CPU time over the Drain is the adapter's (Stats.AdaptCPUNs).
 func (a *Adapter) Start() {
 	a.stop, a.done, a.running = make(chan struct{}), make(chan struct{}), true
