@@ -63,9 +63,9 @@ of the decisions at random, marked in their samples. With exploration on, the li
 (--stats acc=, the guard, mlsched_live_accuracy_ratio) is scored on those outcomes only.
 --adapt (default on; --adapt=false turns it off) fine-tunes a copy of the net in this process
 on the same outcomes (at most --adapt-budget per second: ~1.5% of one core at the default, and
-never more than --adapt-cpu of one core, measured), never in the decision path; after each slice of outcomes (at least --adapt-slice outcomes and
---adapt-slice-time) the copy is frozen, and scored in its kernel form on the next slice beside
-the active net. It replaces the active net in BPF only when on that later slice it beats the
+never more than --adapt-cpu of one core, measured), never in the decision path; after each
+slice of outcomes (at least --adapt-slice outcomes and --adapt-slice-time) the copy is frozen,
+and scored in its kernel form on the next slice beside the active net. It replaces the active net in BPF only when on that later slice it beats the
 active net and both constant answers (always keep, always migrate) by exact one-sided sign
 tests at level 0.01/(j(j+1)) for the j-th comparison since the last promotion (so that chance
 wins over repeated comparisons stay under 1%), with a gain of at least half a point. The
