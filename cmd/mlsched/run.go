@@ -65,15 +65,16 @@ of the decisions at random, marked in their samples. With exploration on, the li
 on the same outcomes (at most --adapt-budget per second: ~1.5% of one core at the default, and
 never more than --adapt-cpu of one core, measured), never in the decision path; after each
 slice of outcomes (at least --adapt-slice outcomes and --adapt-slice-time) the copy is frozen,
-and scored in its kernel form on the next slice beside the active net. It replaces the active net in BPF only when on that later slice it beats the
-active net and both constant answers (always keep, always migrate) by exact one-sided sign
-tests at level 0.01/(j(j+1)) for the j-th comparison since the last promotion (so that chance
-wins over repeated comparisons stay under 1%), with a gain of at least half a point. The
-adapted net lives in memory; --save-model FILE writes it (atomically) after each promotion and
-on exit, with its provenance in its notes: run with --model FILE to start from it, or with the
-model it came from to roll back. With --explore 0 it only learns from the outcomes of the
-guard's spells on the base queue. Under --shadow nothing is explored and nothing promoted: the
-adapted copy is scored beside the net (--stats cand=).
+and scored in its kernel form on the next slice beside the active net. It replaces the active
+net in BPF only when on that later slice it beats the active net and both constant answers
+(always keep, always migrate) by exact one-sided sign tests at level 0.01/(j(j+1)) for the j-th
+comparison since the last promotion (so that chance wins over repeated comparisons stay under
+1%), with a gain of at least half a point. The adapted net lives in memory; --save-model FILE
+writes it (atomically) after each promotion and on exit, with its provenance in its notes: run
+with --model FILE to start from it, or with the model it came from to roll back. With --explore
+0 it only learns from the outcomes of the guard's spells on the base queue. Under --shadow
+nothing is explored and nothing promoted: the adapted copy is scored beside the net (--stats
+cand=).
 
 --bpf-stats turns on the kernel's BPF run-time statistics (kernel.bpf_stats_enabled) while
 mlsched runs: --stats then shows each hook's mean run time per call (bpf sel=.. enq=..) and the
