@@ -399,6 +399,14 @@ func DefaultAblationInputs() []AblationInputs {
 	}
 }
 
+// MoreAblationInputs are sets that separate (h)'s additions: (e) plus one of them.
+func MoreAblationInputs() []AblationInputs {
+	return []AblationInputs{
+		{Name: "i", Counts: true, Extras: []int{ExtraOnCPU, ExtraStint, ExtraVol, ExtraGap}},
+		{Name: "j", Counts: true, Extras: []int{ExtraOnCPU, ExtraStint, ExtraVol, ExtraPreempt}},
+	}
+}
+
 // AblationSettings are the training hyperparameters and the subsampling.
 type AblationSettings struct {
 	Hidden    int     // 16

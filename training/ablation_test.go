@@ -253,7 +253,7 @@ func TestAblationLearnsOnCPU(t *testing.T) {
 // MLSCHED_ABLATION_TRACES (space-separated, one per program); skipped without them.
 // MLSCHED_ABLATION_OUT names a file for the markdown tables; MLSCHED_ABLATION_EPOCHS,
 // _TRAIN_PER_PROGRAM, _SELECT_PER_PROGRAM, _WORKERS, _SEED and _AT_LEAVE=1 change the defaults
-// (8, 60000, 20000, 2, 1, horizon rule); _SETS picks input sets by name (e.g. "a b e").
+// (8, 60000, 20000, 2, 1, horizon rule); _SETS picks input sets by name (e.g. "a b e"; also those of MoreAblationInputs).
 func TestAblationTraces(t *testing.T) {
 	paths := strings.Fields(os.Getenv("MLSCHED_ABLATION_TRACES"))
 	if len(paths) == 0 {
@@ -276,7 +276,7 @@ func TestAblationTraces(t *testing.T) {
 	sets := DefaultAblationInputs()
 	if names := strings.Fields(os.Getenv("MLSCHED_ABLATION_SETS")); len(names) > 0 {
 		var pick []AblationInputs
-		for _, s := range sets {
+		for _, s := range append(sets, MoreAblationInputs()...) {
 			for _, n := range names {
 				if s.Name == n {
 					pick = append(pick, s)
