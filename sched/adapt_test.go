@@ -695,17 +695,7 @@ func TestAdaptStartClose(t *testing.T) {
 // outcomes written by a BPF program without wakeups are learned from while the loop runs, not
 // only when the adapter closes.
 func TestLoopKicksAdapter(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root, and CI is set: refusing to skip")
-		}
-		t.Skip("needs root to create a ring buffer map and a BPF program")
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := testRing(t)
 	base := adaptBase(t)
 	// Each pair is its own wakeup (seq, time) and outcome: one writer program each.
 	const pairs = 50

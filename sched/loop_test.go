@@ -64,17 +64,7 @@ func TestLoopStopsOnFlush(t *testing.T) {
 // within a poll or two (an earlier loop set no deadline when it started with a non-empty ring
 // and waited for ever), and it drains at most once per poll rather than spinning.
 func TestLoopPollsWithoutWakeups(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root, and CI is set: refusing to skip")
-		}
-		t.Skip("needs root to create a ring buffer map and a BPF program")
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := testRing(t)
 	rec := rawWake(1, 10, 0, 2, randFeats(rand.New(rand.NewSource(1))))
 	prog := noWakeupWriter(t, m, rec)
 	defer prog.Close()
@@ -116,6 +106,23 @@ func TestLoopPollsWithoutWakeups(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testRing is a 1 MiB ring buffer map for a BPF writer (root only; CI must not skip).
+func testRing(t *testing.T) *ebpf.Map {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root, and CI is set: refusing to skip")
+		}
+		t.Skip("needs root to create a ring buffer map and a BPF program")
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 // noWakeupWriter is a socket filter that copies rec into ring with bpf_ringbuf_output and
