@@ -3,10 +3,10 @@
 # the kernel (~/.cache/mlsched, or $MLSCHED_CACHE), builds the static binaries and the
 # initramfs. Without qemu or the kernel it skips with the reason; under CI=true it fails.
 #   make vmtest                      all scenarios
-#   make vmtest VMTEST_RUN=VMKill9   one of them (VMBoot VMCapture VMAttachFIFO VMAttachModel
-#                                    VMKill9 VMStopWatchdog VMBadInput VMFlood VMMetrics)
+#   make vmtest VMTEST_RUN=VMKill9   the ones matching (the list: vmtest/README.md; e.g. VMAttach,
+#                                    VMKill9, VMStop, VMFlood, VMMetrics, VMHotplug, VMAdapt)
 #   make vmtest-smoke                just boot the kernel (vmtest/smoke.sh)
-# Logs of every VM (console, results) stay in vmtest/out/<test>/. A full run takes 6-8 min on
+# Logs of every VM (console, results) stay in vmtest/out/<test>/. A full run takes ~20 min on
 # 2 cores; VMTEST_TIMEOUT only catches a harness hang (every VM has its own timeout).
 .PHONY: vmtest vmtest-smoke
 VMTEST_RUN ?= VM
