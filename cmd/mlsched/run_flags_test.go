@@ -1,0 +1,30 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// run refuses flags that do not fit the policy, with a usage error naming the flag, before it
+// needs root or sched_ext: --shadow outside the model policy in the kernel, --infer with a fixed
+// placement, --oncpu-threshold without --policy oncpu, --queue with a base queue alone,
+// --save-model without --adapt, and an unknown policy.
+func TestRunRefusesMismatchedFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--policy", "vtime", "--shadow"}, "--shadow"},
+		{[]string{"run", "--infer", "user", "--shadow"}, "--shadow"},
+		{[]string{"run", "--policy", "keep", "--infer", "kernel"}, "--infer"},
+		{[]string{"run", "--oncpu-threshold", "1ms"}, "--oncpu-threshold"},
+		{[]string{"run", "--policy", "fifo", "--queue", "vtime"}, "--queue"},
+		{[]string{"run", "--adapt=false", "--save-model", t.TempDir() + "/m.bin"}, "--save-model"},
+		{[]string{"run", "--policy", "nope"}, "unknown policy"},
+	} {
+		code, out, errOut := runCLI(t, c.args...)
+		if code != exitUsage || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("mlsched %s: exit %d, want %d naming %s\n%s%s", strings.Join(c.args, " "), code, exitUsage, c.want, out, errOut)
+		}
+	}
+}
