@@ -61,6 +61,15 @@ func modelSource(e *Env) string {
 // hasModelPolicy reports whether the model scenarios can run.
 func hasModelPolicy(e *Env) bool { return modelSource(e) != "" }
 
+// roundTripPolicy is the policy the round-trip scenarios run: the model over --infer user
+// (user space in the loop, the interesting case), or fifo where the binary has no model.
+func roundTripPolicy(e *Env) string {
+	if hasModelPolicy(e) {
+		return "model"
+	}
+	return "fifo"
+}
+
 // needModelPolicy skips until `mlsched run` has the model policy and a model to use.
 func needModelPolicy(t *testing.T, e *Env) {
 	t.Helper()
@@ -509,11 +518,7 @@ func TestVMAttachFixed(t *testing.T) {
 func TestVMKill9(t *testing.T) {
 	e := Setup(t)
 	needRun(t, e)
-	policy := "fifo"
-	if hasModelPolicy(e) {
-		policy = "model"
-	}
-	kill9Scenario(t, e, policy)
+	kill9Scenario(t, e, roundTripPolicy(e))
 }
 
 // TestVMKill9Kernel: claim 2 under the default --infer kernel: disabled within 2 s of the
@@ -835,11 +840,7 @@ func otherSchemaModel(t *testing.T) []byte {
 func TestVMFlood(t *testing.T) {
 	e := Setup(t)
 	needRun(t, e)
-	policy := "fifo"
-	if hasModelPolicy(e) {
-		policy = "model"
-	}
-	floodScenario(t, e, policy)
+	floodScenario(t, e, roundTripPolicy(e))
 }
 
 // TestVMFloodKernel: claim 4 under --infer kernel: 2,000 short-lived threads all finish, every
@@ -904,11 +905,7 @@ func floodScenario(t *testing.T, e *Env, policy string) {
 func TestVMMetrics(t *testing.T) {
 	e := Setup(t)
 	needRun(t, e)
-	policy := "fifo"
-	if hasModelPolicy(e) {
-		policy = "model"
-	}
-	metricsScenario(t, e, policy)
+	metricsScenario(t, e, roundTripPolicy(e))
 }
 
 // TestVMMetricsKernel: claim 6 under --infer kernel, with --bpf-stats: also the process's CPU
