@@ -37,6 +37,7 @@ type predEntry struct {
 const (
 	predUnbiased = 1 << iota // the action did not follow the verdict (Decider.unbiased, at the wakeup)
 	predExplored             // BPF took the action at random (MLS_WAKE_EXPLORE)
+	predAbstained            // the net had no opinion (MLS_WAKE_ABSTAIN): nothing to score
 )
 
 // Decider turns wake events into decisions and outcome events into guard observations. It is
@@ -121,6 +122,9 @@ func (d *Decider) Wake(raw []byte, out *Decision) error {
 		if w.Flags&features.WakeExplore != 0 {
 			mark |= predExplored
 		}
+		if w.Flags&features.WakeAbstain != 0 {
+			mark |= predAbstained
+		}
 		d.remember(w, w.Flags&features.WakeKeep != 0, mark)
 		d.Stats.KernelVerdicts.Add(1)
 		if unb && d.adapt != nil && d.adapt.admit(w.TsNs) {
@@ -186,6 +190,9 @@ func (d *Decider) Outcome(raw []byte) error {
 	if p.rTid != o.RTid || p.cpu != o.CPU {
 		// Another wakeup's sample: never score it (the attribution test counts these).
 		d.Stats.Misattributed.Add(1)
+		return nil
+	}
+	if p.mark&predAbstained != 0 { // no verdict was given: not a prediction to score
 		return nil
 	}
 	_, l := features.Label(o.Voluntary, o.LeaveNs, d.horizonNs)

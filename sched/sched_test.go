@@ -227,6 +227,15 @@ func TestKernelVerdictScoring(t *testing.T) {
 	if st.Misattributed.Load() != 2 || st.Correct.Load() != want || st.Positives.Load() != positives {
 		t.Fatalf("misattributed %d (want 2), correct %d, positives %d", st.Misattributed.Load(), st.Correct.Load(), st.Positives.Load())
 	}
+	// An abstention carries no verdict (its keep bit is clear): its outcome is not scored as
+	// a migrate prediction.
+	ev := rawWake(400, 10, 1, 2, randFeats(rng))
+	ev[2] = features.WakeNoDecision | features.WakeVerdict | features.WakeAbstain | features.WakeBase
+	handle(ev, d, w)
+	handle(rawOutcome(400, 1, 10, false, 1000), d, w)
+	if st.Correct.Load() != want || st.Unmatched.Load() != 0 {
+		t.Fatalf("an abstention was scored: correct %d (want %d), unmatched %d", st.Correct.Load(), want, st.Unmatched.Load())
+	}
 }
 
 func TestGuard(t *testing.T) {
