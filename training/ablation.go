@@ -858,25 +858,9 @@ func newAblGraph(batch int, p *ablNet) (*ablGraph, error) {
 	gr.b2, _ = mat("b2", gr.b2V, 1, 1)
 	gr.learnables = G.Nodes{gr.w1, gr.b1, gr.w2, gr.b2}
 
-	xw, err := G.Mul(gr.x, gr.w1)
+	z, err := logitGraph(gr.x, gr.w1, gr.b1, gr.w2, gr.b2)
 	if err != nil {
-		return nil, fmt.Errorf("build graph: x*w1: %w", err)
-	}
-	pre, err := G.BroadcastAdd(xw, gr.b1, nil, []byte{0})
-	if err != nil {
-		return nil, fmt.Errorf("build graph: +b1: %w", err)
-	}
-	hid, err := G.Rectify(pre)
-	if err != nil {
-		return nil, fmt.Errorf("build graph: relu: %w", err)
-	}
-	hw, err := G.Mul(hid, gr.w2)
-	if err != nil {
-		return nil, fmt.Errorf("build graph: h*w2: %w", err)
-	}
-	z, err := G.BroadcastAdd(hw, gr.b2, nil, []byte{0})
-	if err != nil {
-		return nil, fmt.Errorf("build graph: +b2: %w", err)
+		return nil, err
 	}
 	// BCE from the logit, stable for any z: softplus(z) - y*z.
 	sp, err := G.Softplus(z)

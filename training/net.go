@@ -111,25 +111,9 @@ func newGraph(batch int, p *Params, train bool) (*graph, error) {
 	gr.b2, gr.b2V = param("b2", []float32{p.B2}, 1, 1)
 	gr.learnables = G.Nodes{gr.w1, gr.b1, gr.w2, gr.b2}
 
-	xw, err := G.Mul(gr.x, gr.w1)
+	z, err := logitGraph(gr.x, gr.w1, gr.b1, gr.w2, gr.b2)
 	if err != nil {
-		return nil, fmt.Errorf("build graph: x*w1: %w", err)
-	}
-	pre, err := G.BroadcastAdd(xw, gr.b1, nil, []byte{0})
-	if err != nil {
-		return nil, fmt.Errorf("build graph: +b1: %w", err)
-	}
-	hid, err := G.Rectify(pre)
-	if err != nil {
-		return nil, fmt.Errorf("build graph: relu: %w", err)
-	}
-	hw, err := G.Mul(hid, gr.w2)
-	if err != nil {
-		return nil, fmt.Errorf("build graph: h*w2: %w", err)
-	}
-	z, err := G.BroadcastAdd(hw, gr.b2, nil, []byte{0})
-	if err != nil {
-		return nil, fmt.Errorf("build graph: +b2: %w", err)
+		return nil, err
 	}
 	if gr.prob, err = G.Sigmoid(z); err != nil {
 		return nil, fmt.Errorf("build graph: sigmoid: %w", err)
@@ -238,4 +222,30 @@ func Probabilities(p *Params, x []float32) ([]float64, error) {
 		out[i] = float64(v)
 	}
 	return out, nil
+}
+
+// logitGraph is the net's logit in the graph: relu(x*w1 + b1)*w2 + b2 (the same for every
+// input width).
+func logitGraph(x, w1, b1, w2, b2 *G.Node) (*G.Node, error) {
+	xw, err := G.Mul(x, w1)
+	if err != nil {
+		return nil, fmt.Errorf("build graph: x*w1: %w", err)
+	}
+	pre, err := G.BroadcastAdd(xw, b1, nil, []byte{0})
+	if err != nil {
+		return nil, fmt.Errorf("build graph: +b1: %w", err)
+	}
+	hid, err := G.Rectify(pre)
+	if err != nil {
+		return nil, fmt.Errorf("build graph: relu: %w", err)
+	}
+	hw, err := G.Mul(hid, w2)
+	if err != nil {
+		return nil, fmt.Errorf("build graph: h*w2: %w", err)
+	}
+	z, err := G.BroadcastAdd(hw, b2, nil, []byte{0})
+	if err != nil {
+		return nil, fmt.Errorf("build graph: +b2: %w", err)
+	}
+	return z, nil
 }
