@@ -57,7 +57,10 @@ struct mls_wake {
 	__u64 seq;        // scheduler: names this wakeup in its decision and outcome (capture: 0)
 	__u16 nr_allowed; // scheduler: CPUs W may run on (capture: 0)
 	__u16 _pad1;
-	__u32 _pad2;
+	// R's scheduling state (schema v2, features.SchedState; features.h keeps it per task):
+	__u32 r_vol;       // the average of R's voluntary leaves, Q16 (MLS_VOL_UNKNOWN before its first stint)
+	__u64 r_stint_ns;  // the average of R's stints (0 before its first)
+	__u64 r_gap_ns;    // how long R was off the CPU before its current stint (0: unknown)
 	__u64 mask;                  // bit b: bucket b's count is in vals
 	__u32 vals[MLS_NUM_BUCKETS]; // those counts, in increasing bucket order
 };
@@ -184,10 +187,12 @@ enum mls_sched_counter {
 
 // The net in integer form (model.KernelForm, whose MarshalBinary writes this image; net.h
 // evaluates it): keep local iff sum_k w2[k] * (max(acc_k, 0) >> shift) >= bound, with
-// acc_k = b1[k] + sum over R's used buckets j of w1[j][k] * (x_j << x_shift[j]) and x_j R's
-// decayed count j through the interpolated table. Hidden units past hidden are all zero. Its
-// Go mirror is model.NetRecord (model/kernelform.go, which documents the arithmetic's bounds).
-#define MLS_NET_VERSION 1
+// acc_k = b1[k] + sum over R's inputs j of w1[j][k] * (x_j << x_shift[j]): for a used bucket j,
+// x_j is R's decayed count j through the interpolated table; for the extras (j >=
+// MLS_NUM_BUCKETS), the integer input itself (mls_extras). Hidden units past hidden are all
+// zero. Its Go mirror is model.NetRecord (model/kernelform.go, which documents the arithmetic's
+// bounds). Version 2: schema v2's extra inputs.
+#define MLS_NET_VERSION 2
 #define MLS_NET_HIDDEN 16
 #define MLS_NET_TABLE_LEN 512
 struct mls_net {
@@ -202,8 +207,9 @@ struct mls_net {
 	__s64 b1[MLS_NET_HIDDEN];
 	__s32 w2[MLS_NET_HIDDEN];
 	__u16 table[MLS_NET_TABLE_LEN];            // log1p knots, * 2^13 (model.kernelTable)
-	__u8 x_shift[MLS_NUM_BUCKETS];             // per input: x_j is shifted left by this
-	__s16 w1[MLS_NUM_BUCKETS][MLS_NET_HIDDEN]; // input-major: w1[j] is input j's row
+	__u8 x_shift[MLS_NUM_INPUTS];             // per input: x_j is shifted left by this
+	__s16 w1[MLS_NUM_INPUTS][MLS_NET_HIDDEN]; // input-major: w1[j] is input j's row
+	__u32 _pad2;                              // (the size, a multiple of 8)
 };
 
 // Every object keeps every record and enum of this header in its BTF (an otherwise unused

@@ -222,12 +222,19 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct cpu_cur *c = bpf_map_lookup_elem(&cpu_cur, &cpu);
 	struct pid_pair ids;
-	__u64 now = 0;
+	__u64 now = 0, t;
+	bool voluntary = false;
 
 	if (!c)
 		return;
 	ids = task_ids_of(next, cast);
-	// c->run.tid is the task switched in here last, which is prev.
+	// c->run.tid is the task switched in here last, which is prev. Still runnable: preempted,
+	// or TASK_RUNNING (preempted in user mode, or sched_yield, which sys_enter marks).
+	if (c->run.tid) {
+		__u32 state = have_state ? prev_state : task_state(prev);
+
+		voluntary = mls_left_voluntarily(preempt || state == 0, c->run.yielding);
+	}
 	if (mls_run_take_sample(&c->run, c->run.tid)) {
 		struct mls_switch_event *e;
 
@@ -236,12 +243,8 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 		if (!e) {
 			count(MLS_CNT_SWITCH_DROP);
 		} else {
-			if (!have_state)
-				prev_state = task_state(prev);
 			e->type = MLS_EV_SWITCH;
-			// Still runnable: preempted, or TASK_RUNNING (preempted in user mode, or
-			// sched_yield, which sys_enter marks).
-			e->voluntary = mls_left_voluntarily(preempt || prev_state == 0, c->run.yielding);
+			e->voluntary = voluntary;
 			e->cpu = cpu;
 			e->prev_tid = c->run.tid;
 			e->next_tid = ids.pid;
@@ -252,7 +255,14 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 		}
 	}
 	c->task = (__u64)next;
-	mls_run_start(&c->run, ids.pid, ids.tgid, ids.pid ? switch_in_ns(c, next, preempt, prev_state, have_state, cast, now) : 0);
+	// The switch's time ends prev's stint and starts next's: both tasks' scheduling state
+	// (features.h), as the scheduler's stopping() and running() keep it.
+	t = switch_in_ns(c, next, preempt, prev_state, have_state, cast, now);
+	if (c->run.tid)
+		mls_on_stint_end(c->run.tid, c->run.start_ns, t, voluntary);
+	if (ids.pid)
+		mls_on_stint_start(ids.pid, t);
+	mls_run_start(&c->run, ids.pid, ids.tgid, ids.pid ? t : 0);
 }
 
 SEC("raw_tp/sched_switch")

@@ -22,12 +22,21 @@ struct task_feat {
 		__u32 val;
 		__u32 last;
 	} b[MLS_NUM_BUCKETS];
-	// The scheduler's verdict cache (--infer kernel): the net's answer for this state, valid
-	// while the task makes no syscall (n unchanged) and the net is the same (its generation):
-	// the features it reads change only with syscalls.
+	// The task's scheduling state (schema v2, features/extras.go), updated at the start and
+	// the end of every stint on a CPU (mls_feat_stint_start, mls_feat_stint_end):
+	__u64 stop_ns;   // when it last left a CPU (0: not since the slot was claimed)
+	__u64 gap_ns;    // how long it was off the CPU before its current stint (0: unknown)
+	__u64 stint_avg; // the average of its stints, ns: moves by 1/2^MLS_EWMA_SHIFT per stint
+	__u32 vol_avg;   // the average of "left the CPU voluntarily", Q16, the same way
+	__u32 stints;    // stints accounted, saturating (0: the averages start at the next)
+	// The scheduler's verdict cache (--infer kernel): the syscall part of the net's hidden
+	// layer for this state (net.h, mls_net_counts), valid while the task makes no syscall (n
+	// unchanged) and the net is the same (its generation). The scheduling-state inputs change
+	// without syscalls (the on-CPU time, continuously): they are added at every decision.
 	__u64 verdict_gen;
 	__u32 verdict_n; // n + 1 when cached (0: nothing cached)
-	__u32 verdict;   // 1: keep local
+	__u32 _pad;
+	__s64 acc[MLS_NET_HIDDEN];
 };
 
 // Feature state in slots indexed by tid & mls_feat_mask. An array, not a hash or task
@@ -167,6 +176,97 @@ static __always_inline __u32 mls_feat_snapshot_sparse(const struct task_feat *f,
 	return i;
 }
 
+// A stint of the task of f starts at now: its gap is the time since its last stint ended.
+static __always_inline void mls_feat_stint_start(struct task_feat *f, __u64 now)
+{
+	f->gap_ns = f->stop_ns && now > f->stop_ns ? now - f->stop_ns : 0;
+}
+
+// The stint of the task of f, started at start, ends at now, voluntarily or not
+// (mls_left_voluntarily): both averages move by 1/2^MLS_EWMA_SHIFT towards it (the first stint
+// sets them). Go's mirror: features.StintEnd.
+static __always_inline void mls_feat_stint_end(struct task_feat *f, __u64 start, __u64 now, bool voluntary)
+{
+	__u64 len = now > start && start ? now - start : 0;
+	__u32 vol = voluntary ? MLS_VOL_ONE : 0;
+
+	if (!f->stints) {
+		f->stint_avg = len;
+		f->vol_avg = vol;
+	} else {
+		f->stint_avg += (__s64)(len - f->stint_avg) >> MLS_EWMA_SHIFT;
+		f->vol_avg += (__s32)(vol - f->vol_avg) >> MLS_EWMA_SHIFT;
+	}
+	if (f->stints != ~0U)
+		f->stints++;
+	f->stop_ns = now;
+}
+
+// The task tid's stint on this CPU starts, or ends: the same for a task with no feature slot
+// (it never made a syscall) is nothing.
+static __always_inline void mls_on_stint_start(__u32 tid, __u64 now)
+{
+	struct task_feat *f = mls_feat_peek(tid);
+
+	if (f)
+		mls_feat_stint_start(f, now);
+}
+
+static __always_inline void mls_on_stint_end(__u32 tid, __u64 start, __u64 now, bool voluntary)
+{
+	struct task_feat *f = mls_feat_peek(tid);
+
+	if (f)
+		mls_feat_stint_end(f, start, now, voluntary);
+}
+
+// A time's input to the net: features.LogTime, log2(1 + ns/2^10) with MLS_LOGT_FRAC fractional
+// bits, linear between powers of two. The leading bit by smearing and the de Bruijn table (BPF
+// has no count-leading-zeros instruction).
+static __always_inline __u32 mls_log_time(__u64 ns)
+{
+	__u64 y, top, e, frac;
+
+	if (ns > MLS_LOGT_MAX_NS)
+		ns = MLS_LOGT_MAX_NS;
+	y = (ns >> MLS_LOGT_UNIT_SHIFT) + 1; // < 2^31
+	top = y;
+	top |= top >> 1;
+	top |= top >> 2;
+	top |= top >> 4;
+	top |= top >> 8;
+	top |= top >> 16;
+	top ^= top >> 1; // y's leading bit alone
+	e = mls_debruijn[(top * MLS_DEBRUIJN) >> 58];
+	asm volatile("" : "+r"(e));
+	e &= 31;
+	if (e >= MLS_LOGT_FRAC)
+		frac = y >> (e - MLS_LOGT_FRAC);
+	else
+		frac = y << (MLS_LOGT_FRAC - e);
+	return (__u32)((e << MLS_LOGT_FRAC) | (frac & ((1U << MLS_LOGT_FRAC) - 1)));
+}
+
+// The extra inputs of a wake sample's scheduling state (features.SetExtras).
+static __always_inline void mls_extras(const struct mls_wake *e, __u32 *x)
+{
+	__u32 vol = e->r_vol < MLS_VOL_ONE ? e->r_vol : MLS_VOL_ONE;
+
+	x[0] = mls_log_time(e->r_oncpu_ns);
+	x[1] = mls_log_time(e->r_stint_ns);
+	x[2] = vol >> MLS_VOL_INPUT_SHIFT;
+	x[3] = mls_log_time(e->r_gap_ns);
+}
+
+// R's scheduling state at now (the task of f, on its CPU since start; f may be NULL) into e.
+static __always_inline void mls_state_fill(struct mls_wake *e, const struct task_feat *f, __u64 start, __u64 now)
+{
+	e->r_oncpu_ns = now > start ? now - start : 0;
+	e->r_stint_ns = f ? f->stint_avg : 0;
+	e->r_vol = f && f->stints ? f->vol_avg : MLS_VOL_UNKNOWN;
+	e->r_gap_ns = f ? f->gap_ns : 0;
+}
+
 // What runs on a CPU, since when, and the pending sample that names it. Each object's per-CPU
 // state starts with it (the object keeps its own extras behind).
 struct mls_cpu_run {
@@ -264,13 +364,12 @@ static __always_inline void mls_wake_fill(struct mls_wake *e, struct mls_cpu_run
 	e->w_tid = w_tid;
 	e->r_tid = r->tid;
 	e->ts_ns = now;
-	e->r_oncpu_ns = now > r->start_ns ? now - r->start_ns : 0;
 	e->seq = seq;
 	e->nr_allowed = 0;
 	e->_pad1 = 0;
-	e->_pad2 = 0;
 	e->mask = 0;
 	f = mls_feat_peek(r->tid);
+	mls_state_fill(e, f, r->start_ns, now);
 	if (f)
 		nvals = mls_feat_snapshot_sparse(f, e->vals, &e->mask);
 	if (nvals > MLS_NUM_BUCKETS)

@@ -79,10 +79,11 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 	return t0 + (((t1 - t0) * (__s64)frac) >> s);
 }
 
-// The net's integer logit for task state f, its counts decayed to its current syscall number
-// as mls_feat_snapshot_sparse does: only the buckets of f->mask are read, and only those whose
-// count has not decayed to zero are evaluated. Keep local iff the result is >= net->bound
-// (mls_net_keep_local).
+// The syscall part of the net's hidden layer for task state f, its counts decayed to its
+// current syscall number as mls_feat_snapshot_sparse does, into acc: b1[k] plus the used
+// buckets' terms. Only the buckets of f->mask are read, and only those whose count has not
+// decayed to zero are evaluated. mls_net_finish adds the extras and gives the logit; the
+// scheduler caches acc while R makes no syscall (struct task_feat).
 //
 // Cost (docs/BENCHMARKS.md, issue 12): per evaluated bucket ~1 ns per hidden unit's multiply-add
 // (16 of them, about 60% of it), ~5 ns for the input quantisation, ~2 ns for the decay; a used
@@ -92,12 +93,10 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 // instruction; without -mcpu=v4 a sign-extending load takes three), and 2^15 times the sum of
 // the inputs is taken off each accumulator at the end. Every sum stays below 2^63 (the bounds of
 // model.KernelForm), so the result is the exact one.
-static __always_inline __s64 mls_net_logit(const struct mls_net *net, const struct task_feat *f)
+static __always_inline void mls_net_counts(const struct mls_net *net, const struct task_feat *f, __s64 *acc)
 {
-	__s64 accs[MLS_NET_HIDDEN], *acc = accs;
 	__u64 m = f->mask, xsum = 0;
-	__u32 n = f->n, sh;
-	__s64 out = 0;
+	__u32 n = f->n;
 
 #pragma unroll
 	for (int k = 0; k < MLS_NET_HIDDEN; k++)
@@ -130,15 +129,46 @@ static __always_inline __s64 mls_net_logit(const struct mls_net *net, const stru
 		}
 	}
 	xsum <<= 15;
+#pragma unroll
+	for (int k = 0; k < MLS_NET_HIDDEN; k++)
+		acc[k] -= (__s64)xsum;
+}
+
+// The logit from the syscall part acc (mls_net_counts; modified) and the extra inputs x
+// (MLS_NUM_EXTRAS of them, mls_extras): their terms, the ReLU and the output layer. Keep local
+// iff the result is >= net->bound (mls_net_decide).
+static __always_inline __s64 mls_net_finish(const struct mls_net *net, __s64 *acc, const __u32 *x)
+{
+	__s64 out = 0;
+	__u32 sh;
+
+#pragma unroll
+	for (int e = 0; e < MLS_NUM_EXTRAS; e++) {
+		__s64 xe = (__s64)((__u64)x[e] << (net->x_shift[MLS_NUM_BUCKETS + e] & 31));
+		const __s16 *row = net->w1[MLS_NUM_BUCKETS + e];
+
+#pragma unroll
+		for (int k = 0; k < MLS_NET_HIDDEN; k++)
+			acc[k] += row[k] * xe;
+	}
 	sh = net->shift & 63;
 #pragma unroll
 	for (int k = 0; k < MLS_NET_HIDDEN; k++) {
-		__s64 a = acc[k] - (__s64)xsum;
+		__s64 a = acc[k];
 
 		a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
 		out += (__s64)net->w2[k] * (a >> sh);
 	}
 	return out;
+}
+
+// The whole logit for task state f with extra inputs x, uncached.
+static __always_inline __s64 mls_net_logit(const struct mls_net *net, const struct task_feat *f, const __u32 *x)
+{
+	__s64 acc[MLS_NET_HIDDEN];
+
+	mls_net_counts(net, f, acc);
+	return mls_net_finish(net, acc, x);
 }
 
 static __always_inline bool mls_net_keep_local(const struct mls_net *net, __s64 logit)

@@ -85,26 +85,44 @@ func defaultKernelForm(t testing.TB) *model.KernelForm {
 	return kf
 }
 
-// bpfState is the BPF image of a Go task state whose used buckets are mask.
-func bpfState(st *features.TaskState, mask uint64) *testprogsTaskFeat {
-	f := &testprogsTaskFeat{N: st.N, Tid: 1, Mask: mask}
+// bpfState is the BPF image of a Go task state whose used buckets are mask, with R's
+// scheduling state sched (its averages as one stint would have left them).
+func bpfState(st *features.TaskState, mask uint64, sched *features.SchedState) *testprogsTaskFeat {
+	f := &testprogsTaskFeat{N: st.N, Tid: 1, Mask: mask, StintAvg: sched.StintNs, VolAvg: sched.Vol, GapNs: sched.GapNs, Stints: 1}
 	for b := range f.B {
 		f.B[b].Val, f.B[b].Last = st.Val[b], st.Last[b]
 	}
 	return f
 }
 
-// goFeats is what the BPF code sees of a state: the buckets of mask, decayed to st.N.
-func goFeats(st *features.TaskState, mask uint64) *[features.NumBuckets]uint32 {
+// goFeats is what the BPF code sees of a state: the buckets of mask, decayed to st.N, and the
+// extras of sched.
+func goFeats(st *features.TaskState, mask uint64, sched *features.SchedState) *[features.NumInputs]uint32 {
 	used := *st
 	for b := range used.Val {
 		if mask>>b&1 == 0 {
 			used.Val[b] = 0
 		}
 	}
-	var in [features.NumBuckets]uint32
-	used.Snapshot(&in)
+	var in [features.NumInputs]uint32
+	used.Snapshot(features.Counts(&in))
+	features.SetExtras(&in, sched)
 	return &in
+}
+
+// setSched sets the scheduling state mls_test_net reads (a wake record's r_* fields) and the
+// switch-in and wakeup times mls_test_decision reads (R's on-CPU time).
+func (p *netProgs) setSched(t testing.TB, sched *features.SchedState) {
+	t.Helper()
+	rec := make([]byte, features.WakeMaxSize)
+	features.EncodeWake(rec, &features.WakeEvent{ROnCPUNs: sched.OnCPUNs, RStintNs: sched.StintNs, RVol: sched.Vol, RGapNs: sched.GapNs})
+	const start = 1 << 50
+	for _, err := range []error{p.objs.TestNetState.Set(rec), p.objs.TestDecStart.Set(uint64(start)),
+		p.objs.TestDecNow.Set(uint64(start + sched.OnCPUNs))} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // simulatedTask runs a task of 5-15 syscalls (distinct buckets, skewed frequencies) for up to
@@ -152,7 +170,7 @@ func rawState(rng *rand.Rand) (*features.TaskState, uint64) {
 }
 
 // goDecision is mls_net_decide's answer by the Go reference: 2 abstain, 1 keep, 0 migrate.
-func goDecision(kf *model.KernelForm, in *[features.NumBuckets]uint32) uint32 {
+func goDecision(kf *model.KernelForm, in *[features.NumInputs]uint32) uint32 {
 	keep, abstain := kf.Decide(in)
 	switch {
 	case abstain:
@@ -193,9 +211,9 @@ func randomForm(rng *rand.Rand) *model.KernelForm {
 const decTid = 4242
 
 // setSlot puts st (used buckets mask) into R's feature slot, owned by tid.
-func (p *netProgs) setSlot(t testing.TB, tid uint32, st *features.TaskState, mask uint64) {
+func (p *netProgs) setSlot(t testing.TB, tid uint32, st *features.TaskState, mask uint64, sched *features.SchedState) {
 	t.Helper()
-	f := bpfState(st, mask)
+	f := bpfState(st, mask, sched)
 	f.Tid = tid
 	if err := p.objs.TaskFeatSlots.Put(tid&32767, f); err != nil {
 		t.Fatal(err)
@@ -230,15 +248,20 @@ func TestBPFNetMatchesGo(t *testing.T) {
 	samples, decisions := 0, 0
 	check := func(what string, i int, kf *model.KernelForm, st *features.TaskState, mask uint64) {
 		t.Helper()
-		in := goFeats(st, mask)
+		sched := model.KernelCheckState(rng)
+		if i%16 == 0 { // the extremes: times past the clamp, and the largest voluntary average
+			sched = features.SchedState{OnCPUNs: rng.Uint64() >> 20, StintNs: rng.Uint64(), GapNs: 1 << 62, Vol: features.VolOne}
+		}
+		in := goFeats(st, mask, &sched)
 		want, wantKeep := kf.Logit(in), goDecision(kf, in)
-		p.setState(t, bpfState(st, mask))
+		p.setState(t, bpfState(st, mask, &sched))
+		p.setSched(t, &sched)
 		if got, keep := p.eval(t); got != want || keep != wantKeep {
-			t.Fatalf("%s %d: BPF logit %d keep %v, Go %d keep %v\nmask %#x counts %v", what, i, got, keep, want, wantKeep, mask, in)
+			t.Fatalf("%s %d: BPF logit %d keep %v, Go %d keep %v\nmask %#x inputs %v", what, i, got, keep, want, wantKeep, mask, in)
 		}
 		samples++
 		if i%4 == 0 { // the whole decision, through R's slot
-			p.setSlot(t, decTid, st, mask)
+			p.setSlot(t, decTid, st, mask, &sched)
 			if got, keep := p.decide(t); got != want || keep != wantKeep {
 				t.Fatalf("%s %d, whole decision: BPF logit %d keep %v, Go %d keep %v\nmask %#x counts %v", what, i, got, keep, want, wantKeep, mask, in)
 			}
@@ -251,7 +274,7 @@ func TestBPFNetMatchesGo(t *testing.T) {
 	for i := range simulated {
 		st, mask := simulatedTask(rng, []int{10, 200, 3000}[i%3])
 		check("default model, simulated task", i, def, st, mask)
-		if def.KeepLocal(goFeats(st, mask)) {
+		if def.KeepLocal(goFeats(st, mask, &features.SchedState{Vol: features.VolUnknown})) {
 			keeps++
 		}
 	}
@@ -280,7 +303,7 @@ func TestBPFNetMatchesGo(t *testing.T) {
 	for i := range 2000 {
 		st, mask := simulatedTask(rng, []int{10, 200, 3000}[i%3])
 		check("default model with a margin", i, band, st, mask)
-		if band.Abstains(goFeats(st, mask)) {
+		if band.Abstains(goFeats(st, mask, &features.SchedState{Vol: features.VolUnknown})) {
 			abstained++
 		}
 	}
@@ -315,7 +338,7 @@ func TestBPFNetMatchesGo(t *testing.T) {
 		}
 	}
 	// A tid whose slot another task owns has no features: no decision.
-	p.setSlot(t, decTid+32768, &empty, 0)
+	p.setSlot(t, decTid+32768, &empty, 0, &features.SchedState{})
 	if ret, err := p.objs.MlsTestDecision.Run(&ebpf.RunOptions{}); err != nil || ret != 3 {
 		t.Fatalf("slot of another tid: ret %d, %v; want 3", ret, err)
 	}
@@ -366,6 +389,9 @@ func benchState(b testing.TB, rng *rand.Rand, c benchCase) (*features.TaskState,
 	return st, mask
 }
 
+// benchSched is the scheduling state of the benchmarks' R: a typical ping-pong task's.
+var benchSched = features.SchedState{OnCPUNs: 40_000, StintNs: 60_000, Vol: 50_000, GapNs: 200_000}
+
 // benchTrials times prog over floor, repeated in the kernel, in trials each on a new state of
 // each case (set by put), and reports the median, best and worst trial in ns per run. Not an
 // assertion: figures for docs, read +-30% on a shared vCPU.
@@ -397,8 +423,9 @@ func benchTrials(b *testing.B, prog, floor *ebpf.Program, put func(*features.Tas
 func BenchmarkBPFNet(b *testing.B) {
 	p := loadNetProgs(b)
 	p.setNet(b, defaultKernelForm(b))
+	p.setSched(b, &benchSched)
 	benchTrials(b, p.objs.MlsBenchNet, p.objs.MlsBenchNetEmpty, func(st *features.TaskState, mask uint64) {
-		p.setState(b, bpfState(st, mask))
+		p.setState(b, bpfState(st, mask, &benchSched))
 	})
 }
 
@@ -410,8 +437,9 @@ func BenchmarkBPFNet(b *testing.B) {
 func BenchmarkBPFDecision(b *testing.B) {
 	p := loadNetProgs(b)
 	p.setNet(b, defaultKernelForm(b))
+	p.setSched(b, &benchSched)
 	benchTrials(b, p.objs.MlsBenchDecision, p.objs.MlsBenchXdpEmpty, func(st *features.TaskState, mask uint64) {
-		p.setSlot(b, decTid, st, mask)
+		p.setSlot(b, decTid, st, mask, &benchSched)
 	})
 }
 
@@ -422,4 +450,77 @@ func runNs(b testing.TB, prog *ebpf.Program, repeat int) float64 {
 		b.Fatalf("benchmark run: ret %d, %v", ret, err)
 	}
 	return float64(d.Nanoseconds())
+}
+
+// The scheduling state's update (mls_feat_stint_start, mls_feat_stint_end, mls_state_fill)
+// and mls_log_time equal their Go mirrors (features.TaskSched, features.LogTime) bit for bit.
+func TestBPFSchedStateMatchesGo(t *testing.T) {
+	p := loadNetProgs(t)
+	rng := rand.New(rand.NewPCG(81, 82))
+	for trial := range 50 {
+		const n = 32
+		var ts [2 * n]uint64
+		var vol [n]uint8
+		now := rng.Uint64N(1 << 40)
+		for i := range n {
+			now += rng.Uint64N(1 << uint(rng.IntN(30)))
+			ts[2*i] = now
+			if rng.IntN(10) != 0 { // else a zero-length stint
+				now += rng.Uint64N(1 << uint(rng.IntN(34)))
+			}
+			ts[2*i+1] = now
+			vol[i] = uint8(rng.IntN(2))
+		}
+		if trial == 0 {
+			ts[0] = 0 // a stint whose start is unknown
+		}
+		for _, err := range []error{p.objs.TestStintT.Set(ts), p.objs.TestStintVol.Set(vol), p.objs.TestStintN.Set(uint32(n))} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ret, err := p.objs.MlsTestStints.Run(&ebpf.RunOptions{}); err != nil || ret != 0 {
+			t.Fatalf("mls_test_stints: ret %d, %v", ret, err)
+		}
+		raw := make([]byte, n*features.WakeMaxSize)
+		if err := p.objs.TestStintOut.Get(raw); err != nil {
+			t.Fatal(err)
+		}
+		var g features.TaskSched
+		for i := range n {
+			g.StintStart(ts[2*i])
+			want := g.State(ts[2*i], ts[2*i+1])
+			var e features.WakeEvent
+			rec := raw[i*features.WakeMaxSize : (i+1)*features.WakeMaxSize]
+			rec[0] = features.EventWake // the type and mask are not filled: a valid empty record
+			clear(rec[64:72])
+			if err := features.DecodeWake(rec, &e); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.State(); got != want {
+				t.Fatalf("trial %d, stint %d: BPF %+v, Go %+v", trial, i, got, want)
+			}
+			g.StintEnd(ts[2*i], ts[2*i+1], vol[i] == 1)
+		}
+	}
+	var in [64]uint64
+	for i := range in {
+		in[i] = rng.Uint64() >> uint(rng.IntN(64))
+	}
+	in[0], in[1], in[2], in[3] = 0, 1023, 1024, features.LogTimeMaxNs+1
+	if err := p.objs.TestLtIn.Set(in); err != nil {
+		t.Fatal(err)
+	}
+	if ret, err := p.objs.MlsTestLogTime.Run(&ebpf.RunOptions{}); err != nil || ret != 0 {
+		t.Fatalf("mls_test_log_time: ret %d, %v", ret, err)
+	}
+	var out [64]uint32
+	if err := p.objs.TestLtOut.Get(&out); err != nil {
+		t.Fatal(err)
+	}
+	for i, ns := range in {
+		if out[i] != features.LogTime(ns) {
+			t.Fatalf("mls_log_time(%d) = %d, features.LogTime %d", ns, out[i], features.LogTime(ns))
+		}
+	}
 }

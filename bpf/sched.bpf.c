@@ -223,16 +223,19 @@ static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct 
 	return true;
 }
 
-// The net's verdict on W behind R (cs): keep on prev_cpu (MLS_NET_KEEP), migrate
+// The net's verdict on W behind R (cs), now: keep on prev_cpu (MLS_NET_KEEP), migrate
 // (MLS_NET_MIGRATE) or no opinion (MLS_NET_ABSTAIN: inside the model's band); -1: no usable
-// net. R's verdict is reused while R makes no syscall (its features have not changed).
-static __always_inline int net_verdict(struct cpu_state *cs)
+// net. The syscall part of R's hidden layer is reused while R makes no syscall (its counts have
+// not changed); R's scheduling state, which changes without syscalls, is added every time.
+static __always_inline int net_verdict(struct cpu_state *cs, u64 now)
 {
 	u32 slot = net_active & 1;
 	struct mls_net *net = bpf_map_lookup_elem(&nets, &slot);
 	struct task_feat *f;
+	struct mls_wake st;
+	__s64 acc[MLS_NET_HIDDEN];
+	__u32 x[MLS_NUM_EXTRAS];
 	u64 t0 = 0;
-	int keep;
 	u32 n;
 
 	if (!net || !mls_net_usable(net))
@@ -240,22 +243,30 @@ static __always_inline int net_verdict(struct cpu_state *cs)
 	f = mls_feat_peek(cs->run.tid);
 	if (!f)
 		return mls_net_decide(net, 0);
-	if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
-		count(MLS_SC_KERNEL_CACHED);
-		return f->verdict;
-	}
-	n = f->n; // before the net reads the state: R may make a syscall meanwhile
 	if (time_net)
 		t0 = bpf_ktime_get_ns();
-	keep = mls_net_decide(net, mls_net_logit(net, f));
+	mls_state_fill(&st, f, cs->run.start_ns, now);
+	mls_extras(&st, x);
+	if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
+		count(MLS_SC_KERNEL_CACHED);
+#pragma unroll
+		for (int k = 0; k < MLS_NET_HIDDEN; k++)
+			acc[k] = f->acc[k];
+	} else {
+		n = f->n; // before the net reads the state: R may make a syscall meanwhile
+		mls_net_counts(net, f, acc);
+#pragma unroll
+		for (int k = 0; k < MLS_NET_HIDDEN; k++)
+			f->acc[k] = acc[k];
+		f->verdict_gen = net->generation;
+		f->verdict_n = n + 1;
+	}
+	n = mls_net_decide(net, mls_net_finish(net, acc, x));
 	if (time_net) {
 		count_add(MLS_SC_NET_NS, bpf_ktime_get_ns() - t0);
 		count(MLS_SC_NET_RUNS);
 	}
-	f->verdict = keep;
-	f->verdict_gen = net->generation;
-	f->verdict_n = n + 1;
-	return keep;
+	return n;
 }
 
 // The placement's verdict on W behind R: the net's, or a fixed rule's (the yardsticks).
@@ -269,7 +280,7 @@ static __always_inline int verdict(struct cpu_state *cs, u64 now)
 	case MLS_PLACE_ONCPU:
 		return now - cs->run.start_ns < oncpu_ns;
 	}
-	return net_verdict(cs);
+	return net_verdict(cs, now);
 }
 
 // Whether enqueue's decision seq on W is scored. select_cpu decides all but a random one in
@@ -738,10 +749,12 @@ SEC("struct_ops/mls_running")
 void BPF_PROG(mls_running, struct task_struct *p)
 {
 	struct cpu_state *cs = cpu_state(bpf_get_smp_processor_id());
+	u64 now = bpf_ktime_get_ns();
 
 	if (!cs)
 		return;
-	mls_run_start(&cs->run, p->pid, p->tgid, bpf_ktime_get_ns());
+	mls_run_start(&cs->run, p->pid, p->tgid, now);
+	mls_on_stint_start(p->pid, now);
 	if (queue_vtime) {
 		cs->exec_start = p->se.sum_exec_runtime;
 		if ((s64)(p->scx.dsq_vtime - vtime_now) > 0)
@@ -762,10 +775,13 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 	// sched_ext updates before calling stopping), x 100 / weight.
 	if (queue_vtime && cs->run.tid == p->pid && p->scx.weight)
 		mls_set_dsq_vtime(p, p->scx.dsq_vtime + (p->se.sum_exec_runtime - cs->exec_start) * 100 / p->scx.weight);
+	now = bpf_ktime_get_ns();
+	// The stint's end: p's scheduling state (features.h), as the capture's switch hook keeps it.
+	if (cs->run.tid == p->pid)
+		mls_on_stint_end(p->pid, cs->run.start_ns, now, mls_left_voluntarily(runnable, cs->run.yielding));
 	cs->run.tid = 0;
 	if (!mls_run_take_sample(&cs->run, p->pid))
 		return;
-	now = bpf_ktime_get_ns();
 	o = bpf_ringbuf_reserve(&events, sizeof(*o), 0);
 	if (!o) {
 		count(MLS_SC_OUTCOME_DROP);

@@ -201,6 +201,7 @@ struct {
 } test_net_map SEC(".maps");
 
 struct task_feat test_net_feat;
+struct mls_wake test_net_state; // R's scheduling state: the extras' r_* fields
 __s64 test_net_logit;
 __u32 test_net_keep;
 
@@ -208,13 +209,15 @@ static __always_inline int test_net_run(void)
 {
 	__u32 zero = 0;
 	struct mls_net *net = bpf_map_lookup_elem(&test_net_map, &zero);
+	__u32 x[MLS_NUM_EXTRAS];
 	__s64 logit;
 
 	if (!net)
 		return 1;
 	if (!mls_net_usable(net))
 		return 2;
-	logit = mls_net_logit(net, &test_net_feat);
+	mls_extras(&test_net_state, x);
+	logit = mls_net_logit(net, &test_net_feat, x);
 	test_net_logit = logit;
 	test_net_keep = mls_net_decide(net, logit);
 	return 0;
@@ -252,6 +255,7 @@ int mls_bench_net_empty(struct xdp_md *ctx)
 // BPF_PROG_TEST_RUN repeats) over its floor mls_bench_xdp_empty: returns 2 for a record it
 // cannot use, 3 for a tid with no slot.
 __u32 test_dec_tid;
+__u64 test_dec_start, test_dec_now; // R's switch-in and the wakeup: R's on-CPU time
 __s64 test_dec_logit;
 __u32 test_dec_keep;
 
@@ -260,6 +264,8 @@ static __always_inline int test_decision(void)
 	__u32 zero = 0;
 	struct mls_net *net = bpf_map_lookup_elem(&test_net_map, &zero);
 	struct task_feat *f;
+	struct mls_wake st;
+	__u32 x[MLS_NUM_EXTRAS];
 	__s64 logit;
 
 	if (!net || !mls_net_usable(net))
@@ -267,7 +273,9 @@ static __always_inline int test_decision(void)
 	f = mls_feat_peek(test_dec_tid);
 	if (!f)
 		return 3;
-	logit = mls_net_logit(net, f);
+	mls_state_fill(&st, f, test_dec_start, test_dec_now);
+	mls_extras(&st, x);
+	logit = mls_net_logit(net, f, x);
 	test_dec_logit = logit;
 	test_dec_keep = mls_net_decide(net, logit);
 	return 0;
@@ -289,4 +297,41 @@ SEC("xdp")
 int mls_bench_xdp_empty(struct xdp_md *ctx)
 {
 	return XDP_PASS;
+}
+
+// The scheduling state's update and transforms (features.h) against their Go mirrors:
+// mls_test_stints replays test_stint_n stints (start test_stint_t[2i], end test_stint_t[2i+1],
+// voluntary test_stint_vol[i]) on a fresh state and samples it at each start (test_stint_out);
+// mls_test_log_time maps test_lt_in through mls_log_time.
+#define MLS_TEST_STINTS 32
+__u64 test_stint_t[2 * MLS_TEST_STINTS];
+__u8 test_stint_vol[MLS_TEST_STINTS];
+__u32 test_stint_n;
+struct mls_wake test_stint_out[MLS_TEST_STINTS];
+struct task_feat test_stint_feat;
+
+SEC("syscall")
+int mls_test_stints(void *ctx)
+{
+	__builtin_memset(&test_stint_feat, 0, sizeof(test_stint_feat));
+	for (__u32 i = 0; i < MLS_TEST_STINTS && i < test_stint_n; i++) {
+		__u64 in = test_stint_t[2 * i], out = test_stint_t[2 * i + 1];
+
+		mls_feat_stint_start(&test_stint_feat, in);
+		mls_state_fill(&test_stint_out[i], &test_stint_feat, in, out);
+		mls_feat_stint_end(&test_stint_feat, in, out, test_stint_vol[i]);
+	}
+	return 0;
+}
+
+#define MLS_TEST_LT 64
+__u64 test_lt_in[MLS_TEST_LT];
+__u32 test_lt_out[MLS_TEST_LT];
+
+SEC("syscall")
+int mls_test_log_time(void *ctx)
+{
+	for (int i = 0; i < MLS_TEST_LT; i++)
+		test_lt_out[i] = mls_log_time(test_lt_in[i]);
+	return 0;
 }

@@ -23,9 +23,15 @@ type testprogsTaskFeat struct {
 		Val  uint32
 		Last uint32
 	}
+	StopNs     uint64
+	GapNs      uint64
+	StintAvg   uint64
+	VolAvg     uint32
+	Stints     uint32
 	VerdictGen uint64
 	VerdictN   uint32
-	Verdict    uint32
+	Pad        uint32
+	Acc        [16]int64
 }
 
 // Names of all BPF objects in the ELF.
@@ -53,7 +59,9 @@ const (
 	testprogsProgMlsBenchXdpEmpty    = "mls_bench_xdp_empty"
 	testprogsProgMlsTestDecay        = "mls_test_decay"
 	testprogsProgMlsTestDecision     = "mls_test_decision"
+	testprogsProgMlsTestLogTime      = "mls_test_log_time"
 	testprogsProgMlsTestNet          = "mls_test_net"
+	testprogsProgMlsTestStints       = "mls_test_stints"
 	testprogsProgMlsTestVoluntary    = "mls_test_voluntary"
 	testprogsVarExpSink              = "exp_sink"
 	testprogsVarMlsAbiTypes          = "mls_abi_types"
@@ -61,10 +69,15 @@ const (
 	testprogsVarTestCount            = "test_count"
 	testprogsVarTestDecKeep          = "test_dec_keep"
 	testprogsVarTestDecLogit         = "test_dec_logit"
+	testprogsVarTestDecNow           = "test_dec_now"
+	testprogsVarTestDecStart         = "test_dec_start"
 	testprogsVarTestDecTid           = "test_dec_tid"
+	testprogsVarTestLtIn             = "test_lt_in"
+	testprogsVarTestLtOut            = "test_lt_out"
 	testprogsVarTestNetFeat          = "test_net_feat"
 	testprogsVarTestNetKeep          = "test_net_keep"
 	testprogsVarTestNetLogit         = "test_net_logit"
+	testprogsVarTestNetState         = "test_net_state"
 	testprogsVarTestNrs              = "test_nrs"
 	testprogsVarTestNswitches        = "test_nswitches"
 	testprogsVarTestOut              = "test_out"
@@ -72,6 +85,11 @@ const (
 	testprogsVarTestSparseMask       = "test_sparse_mask"
 	testprogsVarTestSparseN          = "test_sparse_n"
 	testprogsVarTestState            = "test_state"
+	testprogsVarTestStintFeat        = "test_stint_feat"
+	testprogsVarTestStintN           = "test_stint_n"
+	testprogsVarTestStintOut         = "test_stint_out"
+	testprogsVarTestStintT           = "test_stint_t"
+	testprogsVarTestStintVol         = "test_stint_vol"
 	testprogsVarTestSwitches         = "test_switches"
 )
 
@@ -132,7 +150,9 @@ type testprogsProgramSpecs struct {
 	MlsBenchXdpEmpty    *ebpf.ProgramSpec `ebpf:"mls_bench_xdp_empty"`
 	MlsTestDecay        *ebpf.ProgramSpec `ebpf:"mls_test_decay"`
 	MlsTestDecision     *ebpf.ProgramSpec `ebpf:"mls_test_decision"`
+	MlsTestLogTime      *ebpf.ProgramSpec `ebpf:"mls_test_log_time"`
 	MlsTestNet          *ebpf.ProgramSpec `ebpf:"mls_test_net"`
+	MlsTestStints       *ebpf.ProgramSpec `ebpf:"mls_test_stints"`
 	MlsTestVoluntary    *ebpf.ProgramSpec `ebpf:"mls_test_voluntary"`
 }
 
@@ -158,10 +178,15 @@ type testprogsVariableSpecs struct {
 	TestCount      *ebpf.VariableSpec `ebpf:"test_count"`
 	TestDecKeep    *ebpf.VariableSpec `ebpf:"test_dec_keep"`
 	TestDecLogit   *ebpf.VariableSpec `ebpf:"test_dec_logit"`
+	TestDecNow     *ebpf.VariableSpec `ebpf:"test_dec_now"`
+	TestDecStart   *ebpf.VariableSpec `ebpf:"test_dec_start"`
 	TestDecTid     *ebpf.VariableSpec `ebpf:"test_dec_tid"`
+	TestLtIn       *ebpf.VariableSpec `ebpf:"test_lt_in"`
+	TestLtOut      *ebpf.VariableSpec `ebpf:"test_lt_out"`
 	TestNetFeat    *ebpf.VariableSpec `ebpf:"test_net_feat"`
 	TestNetKeep    *ebpf.VariableSpec `ebpf:"test_net_keep"`
 	TestNetLogit   *ebpf.VariableSpec `ebpf:"test_net_logit"`
+	TestNetState   *ebpf.VariableSpec `ebpf:"test_net_state"`
 	TestNrs        *ebpf.VariableSpec `ebpf:"test_nrs"`
 	TestNswitches  *ebpf.VariableSpec `ebpf:"test_nswitches"`
 	TestOut        *ebpf.VariableSpec `ebpf:"test_out"`
@@ -169,6 +194,11 @@ type testprogsVariableSpecs struct {
 	TestSparseMask *ebpf.VariableSpec `ebpf:"test_sparse_mask"`
 	TestSparseN    *ebpf.VariableSpec `ebpf:"test_sparse_n"`
 	TestState      *ebpf.VariableSpec `ebpf:"test_state"`
+	TestStintFeat  *ebpf.VariableSpec `ebpf:"test_stint_feat"`
+	TestStintN     *ebpf.VariableSpec `ebpf:"test_stint_n"`
+	TestStintOut   *ebpf.VariableSpec `ebpf:"test_stint_out"`
+	TestStintT     *ebpf.VariableSpec `ebpf:"test_stint_t"`
+	TestStintVol   *ebpf.VariableSpec `ebpf:"test_stint_vol"`
 	TestSwitches   *ebpf.VariableSpec `ebpf:"test_switches"`
 }
 
@@ -221,10 +251,15 @@ type testprogsVariables struct {
 	TestCount      *ebpf.Variable `ebpf:"test_count"`
 	TestDecKeep    *ebpf.Variable `ebpf:"test_dec_keep"`
 	TestDecLogit   *ebpf.Variable `ebpf:"test_dec_logit"`
+	TestDecNow     *ebpf.Variable `ebpf:"test_dec_now"`
+	TestDecStart   *ebpf.Variable `ebpf:"test_dec_start"`
 	TestDecTid     *ebpf.Variable `ebpf:"test_dec_tid"`
+	TestLtIn       *ebpf.Variable `ebpf:"test_lt_in"`
+	TestLtOut      *ebpf.Variable `ebpf:"test_lt_out"`
 	TestNetFeat    *ebpf.Variable `ebpf:"test_net_feat"`
 	TestNetKeep    *ebpf.Variable `ebpf:"test_net_keep"`
 	TestNetLogit   *ebpf.Variable `ebpf:"test_net_logit"`
+	TestNetState   *ebpf.Variable `ebpf:"test_net_state"`
 	TestNrs        *ebpf.Variable `ebpf:"test_nrs"`
 	TestNswitches  *ebpf.Variable `ebpf:"test_nswitches"`
 	TestOut        *ebpf.Variable `ebpf:"test_out"`
@@ -232,6 +267,11 @@ type testprogsVariables struct {
 	TestSparseMask *ebpf.Variable `ebpf:"test_sparse_mask"`
 	TestSparseN    *ebpf.Variable `ebpf:"test_sparse_n"`
 	TestState      *ebpf.Variable `ebpf:"test_state"`
+	TestStintFeat  *ebpf.Variable `ebpf:"test_stint_feat"`
+	TestStintN     *ebpf.Variable `ebpf:"test_stint_n"`
+	TestStintOut   *ebpf.Variable `ebpf:"test_stint_out"`
+	TestStintT     *ebpf.Variable `ebpf:"test_stint_t"`
+	TestStintVol   *ebpf.Variable `ebpf:"test_stint_vol"`
 	TestSwitches   *ebpf.Variable `ebpf:"test_switches"`
 }
 
@@ -254,7 +294,9 @@ type testprogsPrograms struct {
 	MlsBenchXdpEmpty    *ebpf.Program `ebpf:"mls_bench_xdp_empty"`
 	MlsTestDecay        *ebpf.Program `ebpf:"mls_test_decay"`
 	MlsTestDecision     *ebpf.Program `ebpf:"mls_test_decision"`
+	MlsTestLogTime      *ebpf.Program `ebpf:"mls_test_log_time"`
 	MlsTestNet          *ebpf.Program `ebpf:"mls_test_net"`
+	MlsTestStints       *ebpf.Program `ebpf:"mls_test_stints"`
 	MlsTestVoluntary    *ebpf.Program `ebpf:"mls_test_voluntary"`
 }
 
@@ -275,7 +317,9 @@ func (p *testprogsPrograms) Close() error {
 		p.MlsBenchXdpEmpty,
 		p.MlsTestDecay,
 		p.MlsTestDecision,
+		p.MlsTestLogTime,
 		p.MlsTestNet,
+		p.MlsTestStints,
 		p.MlsTestVoluntary,
 	)
 }

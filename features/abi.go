@@ -80,8 +80,11 @@ const (
 	wakeOffROnCPU    = 24
 	wakeOffSeq       = 32
 	wakeOffNrAllowed = 40
-	wakeOffMask      = 48
-	wakeOffVals      = 56
+	wakeOffRVol      = 44
+	wakeOffRStint    = 48
+	wakeOffRGap      = 56
+	wakeOffMask      = 64
+	wakeOffVals      = 72
 
 	// WakeHeaderSize is the fixed part of a wake record; WakeMaxSize the largest record.
 	WakeHeaderSize = wakeOffVals
@@ -139,8 +142,8 @@ var ABIRecords = []Record{
 		{"prev_cpu", wakeOffPrevCPU, 2}, {"waker_cpu", wakeOffWakerCPU, 2},
 		{"w_tid", wakeOffWTid, 4}, {"r_tid", wakeOffRTid, 4},
 		{"ts_ns", wakeOffTs, 8}, {"r_oncpu_ns", wakeOffROnCPU, 8}, {"seq", wakeOffSeq, 8},
-		{"nr_allowed", wakeOffNrAllowed, 2}, {"_pad1", 42, 2}, {"_pad2", 44, 4},
-		{"mask", wakeOffMask, 8}, {"vals", wakeOffVals, 4 * NumBuckets},
+		{"nr_allowed", wakeOffNrAllowed, 2}, {"_pad1", 42, 2}, {"r_vol", wakeOffRVol, 4},
+		{"r_stint_ns", wakeOffRStint, 8}, {"r_gap_ns", wakeOffRGap, 8}, {"mask", wakeOffMask, 8}, {"vals", wakeOffVals, 4 * NumBuckets},
 	}},
 	{"mls_switch_event", SwitchEventSize, []Field{
 		{"type", switchOffType, 1}, {"voluntary", switchOffVoluntary, 1}, {"cpu", switchOffCPU, 2},
@@ -181,7 +184,8 @@ var ABIEnums = []Enum{
 }
 
 // WakeEvent is a decoded sample point: W woke while its previous CPU ran R. Seq, NrAllowed and
-// Flags are the scheduler's (zero in capture samples).
+// Flags are the scheduler's (zero in capture samples). Feats is the model's input: R's counts,
+// then the extras of R's scheduling state (SetExtras of the R* fields).
 type WakeEvent struct {
 	Type      uint8
 	Flags     uint8
@@ -191,9 +195,17 @@ type WakeEvent struct {
 	WTid      uint32
 	RTid      uint32
 	TsNs      uint64
-	ROnCPUNs  uint64
 	Seq       uint64
-	Feats     [NumBuckets]uint32
+	ROnCPUNs  uint64 // R's scheduling state (SchedState)
+	RStintNs  uint64
+	RGapNs    uint64
+	RVol      uint32
+	Feats     [NumInputs]uint32
+}
+
+// State returns R's scheduling state.
+func (e *WakeEvent) State() SchedState {
+	return SchedState{OnCPUNs: e.ROnCPUNs, StintNs: e.RStintNs, Vol: e.RVol, GapNs: e.RGapNs}
 }
 
 // SwitchEvent is a decoded context switch on a CPU that had a pending sample.
@@ -265,18 +277,24 @@ func DecodeWake(raw []byte, e *WakeEvent) error {
 	e.TsNs = le.Uint64(raw[wakeOffTs:])
 	e.ROnCPUNs = le.Uint64(raw[wakeOffROnCPU:])
 	e.Seq = le.Uint64(raw[wakeOffSeq:])
-	e.Feats = [NumBuckets]uint32{}
+	e.RVol = le.Uint32(raw[wakeOffRVol:])
+	e.RStintNs = le.Uint64(raw[wakeOffRStint:])
+	e.RGapNs = le.Uint64(raw[wakeOffRGap:])
+	e.Feats = [NumInputs]uint32{}
 	vals := raw[wakeOffVals:]
 	for i := 0; mask != 0; i++ {
 		b := bits.TrailingZeros64(mask) % NumBuckets
 		mask &= mask - 1
 		e.Feats[b] = le.Uint32(vals[4*i:])
 	}
+	st := e.State()
+	SetExtras(&e.Feats, &st)
 	return nil
 }
 
 // EncodeWake writes e as a raw wake record into b (at least WakeMaxSize bytes), listing the
-// nonzero buckets, and returns its length: the inverse of DecodeWake (tests, tools).
+// nonzero buckets, and returns its length: the inverse of DecodeWake (tests, tools). The
+// extras in e.Feats are not written: DecodeWake computes them from the R* fields.
 func EncodeWake(b []byte, e *WakeEvent) int {
 	_ = b[WakeMaxSize-1]
 	le := binary.LittleEndian
@@ -291,9 +309,12 @@ func EncodeWake(b []byte, e *WakeEvent) int {
 	le.PutUint64(b[wakeOffTs:], e.TsNs)
 	le.PutUint64(b[wakeOffROnCPU:], e.ROnCPUNs)
 	le.PutUint64(b[wakeOffSeq:], e.Seq)
+	le.PutUint32(b[wakeOffRVol:], e.RVol)
+	le.PutUint64(b[wakeOffRStint:], e.RStintNs)
+	le.PutUint64(b[wakeOffRGap:], e.RGapNs)
 	var mask uint64
 	n := 0
-	for i, v := range e.Feats {
+	for i, v := range Counts(&e.Feats) {
 		if v != 0 {
 			mask |= 1 << i
 			le.PutUint32(b[wakeOffVals+4*n:], v)

@@ -9,7 +9,7 @@ import (
 // rawWake lays out a wake record by hand, with the offsets of bpf/abi.h written out (not the
 // decoder's constants): header, mask, the nonzero counts in bucket order.
 func rawWake(typ uint8, feats *[NumBuckets]uint32) []byte {
-	b := make([]byte, 56, 56+4*NumBuckets)
+	b := make([]byte, 72, 72+4*NumBuckets)
 	le := binary.LittleEndian
 	b[0], b[2] = typ, 1      // type, flags
 	le.PutUint16(b[4:], 3)   // prev_cpu
@@ -18,8 +18,11 @@ func rawWake(typ uint8, feats *[NumBuckets]uint32) []byte {
 	le.PutUint32(b[12:], 200)
 	le.PutUint64(b[16:], 123456789)
 	le.PutUint64(b[24:], 5000)
-	le.PutUint64(b[32:], 77) // seq
-	le.PutUint16(b[40:], 2)  // nr_allowed
+	le.PutUint64(b[32:], 77)         // seq
+	le.PutUint16(b[40:], 2)          // nr_allowed
+	le.PutUint32(b[44:], 40000)      // r_vol
+	le.PutUint64(b[48:], 3_000_000)  // r_stint_ns
+	le.PutUint64(b[56:], 20_000_000) // r_gap_ns
 	var mask uint64
 	for i, v := range feats {
 		if v != 0 {
@@ -28,7 +31,7 @@ func rawWake(typ uint8, feats *[NumBuckets]uint32) []byte {
 			b[1]++
 		}
 	}
-	le.PutUint64(b[48:], mask)
+	le.PutUint64(b[64:], mask)
 	return b
 }
 
@@ -47,7 +50,12 @@ func TestDecodeWake(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := WakeEvent{Type: EventSchedWake, Flags: 1, PrevCPU: 3, WakerCPU: 1, NrAllowed: 2, WTid: 100, RTid: 200,
-		TsNs: 123456789, ROnCPUNs: 5000, Seq: 77, Feats: feats}
+		TsNs: 123456789, ROnCPUNs: 5000, RStintNs: 3_000_000, RGapNs: 20_000_000, RVol: 40000, Seq: 77}
+	copy(want.Feats[:], feats[:])
+	// The extras, worked by hand: log2(1 + ns/1024) with 9 fractional bits.
+	// 5000 ns: y = 5, 2 + 1/4; 3 ms: y = 2930, 11 + 882/2048; 20 ms: y = 19532, 14 + 3148/16384.
+	want.Feats[InputOnCPU], want.Feats[InputStint], want.Feats[InputGap] = 2<<9|128, 11<<9|220, 14<<9|98
+	want.Feats[InputVol] = 40000 >> 3
 	if e != want {
 		t.Fatalf("decoded %+v\nwant    %+v", e, want)
 	}
@@ -61,7 +69,7 @@ func TestDecodeWake(t *testing.T) {
 		t.Fatalf("long record: %v %+v", err, e)
 	}
 	var zero [NumBuckets]uint32
-	if err := DecodeWake(rawWake(EventWake, &zero), &e); err != nil || e.Feats != zero {
+	if err := DecodeWake(rawWake(EventWake, &zero), &e); err != nil || *Counts(&e.Feats) != zero {
 		t.Fatalf("empty: %v %v", err, e.Feats)
 	}
 	for cut := range len(raw) {

@@ -56,11 +56,27 @@ type Sample struct {
 	WakerCPU uint16
 	WTid     uint32
 	RTid     uint32
-	ROnCPUNs uint64 // how long R had been on the CPU
+	ROnCPUNs uint64 // R's scheduling state at the wakeup (SchedState): how long R had been on the CPU,
+	RStintNs uint64 // the average of its stints,
+	RGapNs   uint64 // its time off the CPU before this stint,
+	RVol     uint32 // the average of its voluntary leaves (Q16)
 	Label    uint8  // 1 if R left the CPU voluntarily within the horizon
 	Outcome  Outcome
 	LeaveNs  uint64 // time from the wakeup to R's switch-out; 0 for OutcomeTimeout
-	Feats    [NumBuckets]uint32
+	// Feats is the model's input: R's 64 decayed counts (Q16), then the extras of its
+	// scheduling state (SetExtras of the R* fields).
+	Feats [NumInputs]uint32
+}
+
+// State returns R's scheduling state.
+func (s *Sample) State() SchedState {
+	return SchedState{OnCPUNs: s.ROnCPUNs, StintNs: s.RStintNs, Vol: s.RVol, GapNs: s.RGapNs}
+}
+
+// SetState sets R's scheduling state and the extra inputs it makes.
+func (s *Sample) SetState(st SchedState) {
+	s.ROnCPUNs, s.RStintNs, s.RVol, s.RGapNs = st.OnCPUNs, st.StintNs, st.Vol, st.GapNs
+	SetExtras(&s.Feats, &st)
 }
 
 // JoinStats accounts for every wake event given to a Joiner.
@@ -118,7 +134,7 @@ func (j *Joiner) Wake(e *WakeEvent) error {
 	p := &j.pending[e.PrevCPU]
 	*p = append(*p, Sample{
 		TsNs: e.TsNs, PrevCPU: e.PrevCPU, WakerCPU: e.WakerCPU, WTid: e.WTid, RTid: e.RTid,
-		ROnCPUNs: e.ROnCPUNs, Feats: e.Feats,
+		ROnCPUNs: e.ROnCPUNs, RStintNs: e.RStintNs, RGapNs: e.RGapNs, RVol: e.RVol, Feats: e.Feats,
 	})
 	return j.advance(e.TsNs)
 }

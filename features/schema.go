@@ -126,6 +126,9 @@ func computeSchemaID() uint64 {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "mlsched-features/1 arch=%s buckets=%d fixed=%d decay=%d/%d pow=%d/%d table=%d\n",
 		Arch, NumBuckets, FixedShift, DecayNum, DecayDen, PowShift, PowLen, SyscallTableLen)
+	// Schema v2: the extras and their transforms.
+	fmt.Fprintf(h, "v2 extras=%v ewma=%d vol=%d/%d/%d logtime=%d/%d/%d scale=%d\n", ExtraNames, EWMAShift,
+		VolOne, VolUnknown, VolInputShift, LogTimeFrac, LogTimeUnitShift, uint64(LogTimeMaxNs), ExtraInputScale)
 	// Pairs sorted by syscall number, so that the id depends on the mapping only.
 	pairs := make([]int, 0, len(BucketSyscalls))
 	for _, sc := range BucketSyscalls {
@@ -152,8 +155,12 @@ func CHeader() string {
 	b = fmt.Appendf(b, "#pragma once\n\n#define MLS_SCHEMA_ID 0x%016xULL\n", schemaID)
 	b = fmt.Appendf(b, "#define MLS_NUM_BUCKETS %d\n#define MLS_OTHER_BUCKET %d\n", NumBuckets, OtherBucket)
 	b = fmt.Appendf(b, "#define MLS_FIXED_SHIFT %d\n#define MLS_FIXED_ONE %d\n", FixedShift, FixedOne)
-	b = fmt.Appendf(b, "#define MLS_POW_SHIFT %d\n#define MLS_POW_LEN %d\n#define MLS_SC_TABLE_LEN %d\n\n",
+	b = fmt.Appendf(b, "#define MLS_POW_SHIFT %d\n#define MLS_POW_LEN %d\n#define MLS_SC_TABLE_LEN %d\n",
 		PowShift, PowLen, SyscallTableLen)
+	b = fmt.Appendf(b, "#define MLS_NUM_EXTRAS %d\n#define MLS_NUM_INPUTS %d\n#define MLS_EWMA_SHIFT %d\n", NumExtras, NumInputs, EWMAShift)
+	b = fmt.Appendf(b, "#define MLS_VOL_ONE %d\n#define MLS_VOL_UNKNOWN %d\n#define MLS_VOL_INPUT_SHIFT %d\n", VolOne, VolUnknown, VolInputShift)
+	b = fmt.Appendf(b, "#define MLS_LOGT_FRAC %d\n#define MLS_LOGT_UNIT_SHIFT %d\n#define MLS_LOGT_MAX_NS %dULL\n\n",
+		LogTimeFrac, LogTimeUnitShift, uint64(LogTimeMaxNs))
 	b = fmt.Appendf(b, "static const volatile __u8 mls_sc_bucket[MLS_SC_TABLE_LEN] = {")
 	for i, v := range bucketOf {
 		if i%16 == 0 {

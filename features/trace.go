@@ -13,14 +13,16 @@ import (
 // The trace file format (docs/TRACE_FORMAT.md): a header, blocks of samples each with a
 // CRC32C, and a trailer with the capture's accounting. Written and read as a stream.
 const (
-	TraceMagic   = "MLSTRACE"
-	TraceVersion = 1
+	TraceMagic = "MLSTRACE"
+	// TraceVersion 2 is feature schema v2: each sample also records R's scheduling state
+	// (SchedState). Version 1 files (the counts and the on-CPU time only) are refused.
+	TraceVersion = 2
 
 	maxHeaderBody  = 64 << 10
 	maxString      = 4 << 10
 	MaxBlockBytes  = 1 << 20 // a block's payload; the reader refuses larger ones
 	flushBytes     = 64 << 10
-	minRecordBytes = 8 + 8      // bitmap plus at least eight one-byte fields
+	minRecordBytes = 8 + 11     // bitmap plus at least eleven one-byte fields
 	blockTag       = 0x4b434c42 // "BLCK"
 	trailerTag     = 0x444e4554 // "TEND"
 	maxTrailer     = 256
@@ -217,14 +219,18 @@ func appendSample(b []byte, s *Sample, base uint64) []byte {
 	b = binary.AppendUvarint(b, uint64(s.WTid))
 	b = binary.AppendUvarint(b, uint64(s.RTid))
 	b = binary.AppendUvarint(b, s.ROnCPUNs)
+	b = binary.AppendUvarint(b, s.RStintNs)
+	b = binary.AppendUvarint(b, uint64(s.RVol))
+	b = binary.AppendUvarint(b, s.RGapNs)
+	counts := Counts(&s.Feats)
 	var bitmap uint64
-	for i, v := range s.Feats {
+	for i, v := range counts {
 		if v != 0 {
 			bitmap |= 1 << i
 		}
 	}
 	b = binary.LittleEndian.AppendUint64(b, bitmap)
-	for _, v := range s.Feats {
+	for _, v := range counts {
 		if v != 0 {
 			b = binary.AppendUvarint(b, uint64(v))
 		}
@@ -277,8 +283,13 @@ func NewTraceReaderAnySchema(r io.Reader) (*TraceReader, error) {
 	le := binary.LittleEndian
 	t.hdr.Version = le.Uint16(fixed[8:])
 	if t.hdr.Version != TraceVersion {
-		return nil, &TraceError{Offset: 8, Err: ErrVersion, Detail: fmt.Sprintf(
-			"version %d, this mlsched reads version %d", t.hdr.Version, TraceVersion)}
+		detail := fmt.Sprintf("version %d, this mlsched reads version %d", t.hdr.Version, TraceVersion)
+		if t.hdr.Version < TraceVersion {
+			detail += fmt.Sprintf(" (version %d has feature schema v1, without R's scheduling state): capture it again with this mlsched (`mlsched capture`)", t.hdr.Version)
+		} else {
+			detail += ": this mlsched is older than the one that captured it"
+		}
+		return nil, &TraceError{Offset: 8, Err: ErrVersion, Detail: detail}
 	}
 	n := le.Uint32(fixed[12:])
 	if n < 36 || n > maxHeaderBody {
@@ -430,23 +441,26 @@ func decodeSample(b []byte, s *Sample, base uint64) (int, error) {
 	if lb>>3 != 0 || s.Outcome == 0 || (s.Label == 1) != (s.Outcome == OutcomeVoluntary) {
 		return 0, fmt.Errorf("bad label byte %#x", lb)
 	}
-	var v [6]uint64
+	var v [9]uint64
 	for i := range v {
 		if v[i], ok = uv(); !ok {
 			return 0, errors.New("bad varint")
 		}
 	}
-	if v[1] > 0xffff || v[2] > 0xffff || v[3] > 0xffffffff || v[4] > 0xffffffff {
+	if v[1] > 0xffff || v[2] > 0xffff || v[3] > 0xffffffff || v[4] > 0xffffffff || v[7] > VolOne {
 		return 0, errors.New("field out of range")
 	}
 	s.LeaveNs, s.PrevCPU, s.WakerCPU, s.WTid, s.RTid, s.ROnCPUNs =
 		v[0], uint16(v[1]), uint16(v[2]), uint32(v[3]), uint32(v[4]), v[5]
+	s.RStintNs, s.RVol, s.RGapNs = v[6], uint32(v[7]), v[8]
 	if len(b)-p < 8 {
 		return 0, errors.New("short record")
 	}
 	bitmap := binary.LittleEndian.Uint64(b[p:])
 	p += 8
-	s.Feats = [NumBuckets]uint32{}
+	s.Feats = [NumInputs]uint32{}
+	st := s.State()
+	SetExtras(&s.Feats, &st)
 	for bm := bitmap; bm != 0; bm &= bm - 1 {
 		i := bits.TrailingZeros64(bm)
 		f, ok := uv()

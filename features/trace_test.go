@@ -5,13 +5,14 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
 func randomSample(rng *rand.Rand, base uint64) Sample {
 	s := Sample{
 		TsNs: base + rng.Uint64N(1e10), PrevCPU: uint16(rng.IntN(64)), WakerCPU: uint16(rng.IntN(64)),
-		WTid: rng.Uint32(), RTid: rng.Uint32(), ROnCPUNs: rng.Uint64N(1e9),
+		WTid: rng.Uint32(), RTid: rng.Uint32(),
 	}
 	switch rng.IntN(3) {
 	case 0:
@@ -21,11 +22,12 @@ func randomSample(rng *rand.Rand, base uint64) Sample {
 	default:
 		s.Outcome = OutcomeTimeout
 	}
-	for i := range s.Feats {
+	for i := range Counts(&s.Feats) {
 		if rng.IntN(4) == 0 {
 			s.Feats[i] = 1 + rng.Uint32N(MaxCount)
 		}
 	}
+	s.SetState(SchedState{OnCPUNs: rng.Uint64N(1e9), StintNs: rng.Uint64N(1e8), Vol: rng.Uint32N(VolOne + 1), GapNs: rng.Uint64N(1e10)})
 	return s
 }
 
@@ -223,5 +225,21 @@ func BenchmarkTraceWrite(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		w.Write(&s)
+	}
+}
+
+// A version 1 trace (schema v1, before R's scheduling state) is refused with a message naming
+// both versions and what to do.
+func TestTraceV1Refused(t *testing.T) {
+	data, _ := writeTrace(t, 10, 3)
+	data[8] = 1
+	_, err := NewTraceReader(bytes.NewReader(data))
+	if !errors.Is(err, ErrVersion) {
+		t.Fatalf("v1 trace: %v", err)
+	}
+	for _, want := range []string{"version 1", "reads version 2", "capture it again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

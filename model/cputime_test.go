@@ -31,7 +31,7 @@ func TestCPUTimePerOp(t *testing.T) {
 		avx := kernel != "go"
 		for _, nz := range []int{12, 64} {
 			rng := rand.New(rand.NewPCG(5, 6))
-			var ins [64]*[features.NumBuckets]uint32
+			var ins [64]*[features.NumInputs]uint32
 			for i := range ins {
 				ins[i] = randomInput(rng, nz)
 			}

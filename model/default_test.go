@@ -1,6 +1,10 @@
 package model
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/mlsched/mlsched/features"
+)
 
 // The embedded model must load with this binary's schema: a schema change that forgets to
 // retrain it (make default-model) fails here, not on a user's machine.
@@ -9,11 +13,11 @@ func TestDefaultModelLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Inputs != 64 || m.Hidden < 1 || m.HorizonNs == 0 {
+	if m.Inputs != features.NumInputs || m.Hidden < 1 || m.HorizonNs == 0 {
 		t.Fatalf("default model: %d inputs, %d hidden, horizon %d", m.Inputs, m.Hidden, m.HorizonNs)
 	}
 	p := NewPredictor(m)
-	var in [64]uint32
+	var in [features.NumInputs]uint32
 	if v := p.Predict(&in); v < 0 || v > 1 {
 		t.Fatalf("prediction %v outside [0,1]", v)
 	}

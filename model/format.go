@@ -15,13 +15,14 @@ import (
 // Magic opens every model file.
 const Magic = "MLSMODEL"
 
-// Version is the newest format version this package reads and writes. Version 2 adds the
-// abstention margin after the notes; a model without one is written as version 1, so each
-// model has one encoding (docs/MODEL_FORMAT.md).
-const (
-	Version         uint32 = 2
-	VersionNoMargin uint32 = 1
-)
+// Version is the format version this package reads and writes: version 3 is feature schema v2
+// (the 64 syscall counts and R's scheduling state, features.NumInputs inputs) with the
+// abstention margin after the notes (0: none). Versions 1 and 2 (schema v1, 64 inputs; 2 added
+// the margin) are refused with a message that says to retrain (docs/MODEL_FORMAT.md).
+const Version uint32 = 3
+
+// VersionSchemaV1 is the last version of schema v1 models.
+const VersionSchemaV1 uint32 = 2
 
 // headerSize is the size of the fixed header (magic .. horizon), see docs/MODEL_FORMAT.md.
 const headerSize = 48
@@ -42,7 +43,7 @@ func (m *Model) encode() []byte {
 	le := binary.LittleEndian
 	b := make([]byte, 0, headerSize+4*(2*m.Inputs+len(m.W1)+2*m.Hidden+1)+256)
 	b = append(b, Magic...)
-	b = le.AppendUint32(b, m.version())
+	b = le.AppendUint32(b, Version)
 	b = le.AppendUint32(b, m.NormKind)
 	b = le.AppendUint64(b, m.SchemaID)
 	b = le.AppendUint32(b, uint32(m.Inputs))
@@ -82,18 +83,8 @@ func (m *Model) encode() []byte {
 		b = appendString(b, k)
 		b = appendString(b, md.Notes[k])
 	}
-	if m.version() >= 2 {
-		b = le.AppendUint32(b, math.Float32bits(m.AbstainMargin))
-	}
+	b = le.AppendUint32(b, math.Float32bits(m.AbstainMargin))
 	return le.AppendUint32(b, crc32.Checksum(b, castagnoli))
-}
-
-// version is the format version m is written in: 2 with an abstention margin, else 1.
-func (m *Model) version() uint32 {
-	if m.AbstainMargin != 0 {
-		return Version
-	}
-	return VersionNoMargin
 }
 
 func appendString(b []byte, s string) []byte {
@@ -212,8 +203,13 @@ func unmarshal(data []byte) (*Model, error) {
 		return nil, d.err
 	}
 	version := d.u32("version")
-	if d.err == nil && version != Version && version != VersionNoMargin {
-		return nil, fmt.Errorf("version %d at offset 8, this binary reads %d and %d: %w", version, VersionNoMargin, Version, ErrVersion)
+	if d.err == nil && version >= 1 && version <= VersionSchemaV1 {
+		return nil, fmt.Errorf("version %d at offset 8 is feature schema v1 (the %d syscall counts only); this mlsched reads version %d, "+
+			"schema v2 (the counts and R's scheduling state): retrain the model with `mlsched train` on traces captured by this mlsched: %w",
+			version, features.NumBuckets, Version, ErrVersion)
+	}
+	if d.err == nil && version != Version {
+		return nil, fmt.Errorf("version %d at offset 8, this binary reads %d: %w", version, Version, ErrVersion)
 	}
 	m := &Model{}
 	m.NormKind = d.u32("normalisation kind")
@@ -285,14 +281,7 @@ func unmarshal(data []byte) (*Model, error) {
 			prev = k
 		}
 	}
-	if version >= 2 {
-		at := d.off
-		m.AbstainMargin = math.Float32frombits(d.u32("abstain margin"))
-		if d.err == nil && m.AbstainMargin == 0 {
-			// A model without a margin is written as version 1: one encoding per model.
-			d.err = fmt.Errorf("version 2 with abstain margin 0 at offset %d (written as version 1): %w", at, ErrMeta)
-		}
-	}
+	m.AbstainMargin = math.Float32frombits(d.u32("abstain margin"))
 	if d.err != nil {
 		return nil, d.err
 	}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/mlsched/mlsched/features"
@@ -97,8 +99,8 @@ func TestLayout(t *testing.T) {
 	m := testModel(rand.New(rand.NewPCG(2, 2)), DefaultHidden)
 	b := mustMarshal(t, m)
 	le := binary.LittleEndian
-	if string(b[:8]) != Magic || le.Uint32(b[8:]) != VersionNoMargin || le.Uint32(b[12:]) != NormLog1pStandardize ||
-		le.Uint64(b[16:]) != features.SchemaID() || le.Uint32(b[24:]) != 64 || le.Uint32(b[28:]) != 16 ||
+	if string(b[:8]) != Magic || le.Uint32(b[8:]) != Version || le.Uint32(b[12:]) != NormLog1pStandardize ||
+		le.Uint64(b[16:]) != features.SchemaID() || le.Uint32(b[24:]) != features.NumInputs || le.Uint32(b[28:]) != 16 ||
 		le.Uint32(b[32:]) != 1 || math.Float32frombits(le.Uint32(b[36:])) != m.Threshold ||
 		le.Uint64(b[40:]) != m.HorizonNs {
 		t.Fatalf("header % x", b[:48])
@@ -106,9 +108,9 @@ func TestLayout(t *testing.T) {
 	if got := math.Float32frombits(le.Uint32(b[48:])); got != m.Mean[0] {
 		t.Fatalf("mean[0] at 48 = %v, want %v", got, m.Mean[0])
 	}
-	w1 := 48 + 4*128
-	if got := math.Float32frombits(le.Uint32(b[w1+4*(1*64+2):])); got != m.W1[1*64+2] {
-		t.Fatalf("w1[1][2] = %v, want %v", got, m.W1[66])
+	w1 := 48 + 4*2*NumInputs
+	if got := math.Float32frombits(le.Uint32(b[w1+4*(1*NumInputs+2):])); got != m.W1[1*NumInputs+2] {
+		t.Fatalf("w1[1][2] = %v, want %v", got, m.W1[NumInputs+2])
 	}
 	pe := paramsEnd(16)
 	if got := math.Float32frombits(le.Uint32(b[pe-4:])); got != m.B2 {
@@ -157,7 +159,8 @@ func TestCorruption(t *testing.T) {
 		{"magic prefix only", func(b []byte) []byte { return b[:5] }, ErrTruncated},
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrBadMagic},
 		{"short bad magic", func([]byte) []byte { return []byte("ELF") }, ErrBadMagic},
-		{"version 3", u32(8, 3, true), ErrVersion},
+		{"version 4", u32(8, 4, true), ErrVersion},
+		{"version 2", u32(8, 2, true), ErrVersion},
 		{"version 0", u32(8, 0, false), ErrVersion},
 		{"norm kind", u32(12, 7, true), ErrNorm},
 		{"schema", func(b []byte) []byte { le.PutUint64(b[16:], features.SchemaID()^1); return reseal(b) }, ErrSchemaMismatch},
@@ -309,39 +312,44 @@ func TestSaveLoad(t *testing.T) {
 	}
 }
 
-// A model with an abstention margin is written as version 2 (the margin after the notes) and
-// reads back with it; without one it stays version 1, byte for byte; a version 2 file that
-// claims margin 0 is refused (one encoding per model); the margin must be in range.
+// A model's abstention margin is stored after the notes (0: none) and reads back; the margin
+// must be in range; a file of version 1 or 2 (feature schema v1) is refused with a message
+// that names both versions and says to retrain.
 func TestAbstainMarginFormat(t *testing.T) {
 	m := New(4, 1_000_000)
 	m.Meta.Notes = map[string]string{"k": "v"}
-	v1, err := m.MarshalBinary()
+	none, err := m.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if got := binary.LittleEndian.Uint32(v1[8:]); got != VersionNoMargin {
-		t.Fatalf("no margin: version %d", got)
 	}
 	m.AbstainMargin = 0.75
-	v2, err := m.MarshalBinary()
+	with, err := m.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := binary.LittleEndian.Uint32(v2[8:]); got != Version || len(v2) != len(v1)+4 {
-		t.Fatalf("margin: version %d, %d bytes (v1 %d)", got, len(v2), len(v1))
+	if got := binary.LittleEndian.Uint32(with[8:]); got != Version || len(with) != len(none) {
+		t.Fatalf("margin: version %d, %d bytes (without %d)", got, len(with), len(none))
 	}
-	back, err := Unmarshal(v2)
+	back, err := Unmarshal(with)
 	if err != nil || back.AbstainMargin != 0.75 {
 		t.Fatalf("round trip: %v, margin %v", err, back.AbstainMargin)
 	}
-	if again, _ := back.MarshalBinary(); !bytes.Equal(again, v2) {
-		t.Fatal("version 2 is not canonical")
+	if again, _ := back.MarshalBinary(); !bytes.Equal(again, with) {
+		t.Fatal("not canonical")
 	}
-	zero := bytes.Clone(v2)
-	binary.LittleEndian.PutUint32(zero[len(zero)-8:], 0)
-	binary.LittleEndian.PutUint32(zero[len(zero)-4:], crc32.Checksum(zero[:len(zero)-4], castagnoli))
-	if _, err := Unmarshal(zero); !errors.Is(err, ErrMeta) {
-		t.Fatalf("version 2 with margin 0: %v, want ErrMeta", err)
+	for _, v := range []uint32{1, 2} {
+		old := bytes.Clone(with)
+		binary.LittleEndian.PutUint32(old[8:], v)
+		binary.LittleEndian.PutUint32(old[len(old)-4:], crc32.Checksum(old[:len(old)-4], castagnoli))
+		_, err := Unmarshal(old)
+		if !errors.Is(err, ErrVersion) {
+			t.Fatalf("version %d: %v, want ErrVersion", v, err)
+		}
+		for _, want := range []string{fmt.Sprintf("version %d", v), "schema v1", "reads version 3", "retrain"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("version %d: %q does not say %q", v, err, want)
+			}
+		}
 	}
 	for _, bad := range []float32{-1, MaxAbstainMargin + 1, float32(math.NaN())} {
 		m.AbstainMargin = bad

@@ -80,7 +80,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if !bytes.Equal(b, data) {
 			t.Fatal("accepted file is not canonical")
 		}
-		var in [features.NumBuckets]uint32
+		var in [features.NumInputs]uint32
 		for i := range in {
 			in[i] = uint32(i) * 0x11111 // up to past MaxCount
 		}

@@ -15,9 +15,11 @@ import (
 // point. Its byte image (MarshalBinary) is struct mls_net of bpf/abi.h; NetRecord names every
 // field's offset and size, and bpf/abi_test.go checks them against every object's BTF.
 //
-// The arithmetic, for the counts v_j of a task (Q16; zero counts contribute nothing):
+// The arithmetic, for the counts v_j of a task (Q16; zero counts contribute nothing) and its
+// extras v_j, j >= 64 (features.SetExtras, already integers on the float net's scale * 2^13):
 //
 //	x_j   = Table, interpolated: ~ log1p(min(v_j, MaxCount)/2^16) * 2^13   (<= 34197 < 2^16)
+//	x_j   = v_j for an extra                                                (<= 15360)
 //	acc_k = B1[k] + sum_j W1[j][k] * (x_j << XShift[j])                    (s64)
 //	h_k   = max(acc_k, 0) >> Shift                                         (< 2^31)
 //	logit = sum_k W2[k] * h_k                                              (s64)
@@ -36,7 +38,7 @@ import (
 // B2) * OutScale) for the model's threshold p: no sigmoid, and b2 lives in the bound.
 //
 // No overflow by construction: |W1[j][k] * (x_j << XShift[j])| <= 32767 * 34197 * 2^15 <
-// 2^45.1, so |acc_k| < 2^52 + 64 * 2^45.1 < 2^53; Shift makes every reachable h_k < 2^31;
+// 2^45.1, so |acc_k| < 2^52 + 68 * 2^45.1 < 2^53; Shift makes every reachable h_k < 2^31;
 // |W2| <= 2^26, so |logit| < 16 * 2^31 * 2^26 = 2^61; Bound is clamped to +-2^62, beyond any
 // reachable logit, so the clamp changes no decision.
 //
@@ -59,11 +61,11 @@ type KernelForm struct {
 	Bound, Lower, Upper int64
 	Shift               uint32 // right shift of the ReLU outputs, < 64
 
-	B1     [KernelMaxHidden]int64                      // per unit, at scale s_k * 2^13
-	W2     [KernelMaxHidden]int32                      // per unit: W2_k * 2^Shift/(s_k*2^13) * OutScale
-	Table  [KernelTableLen]uint16                      // the input quantisation, see kernelTable
-	XShift [features.NumBuckets]uint8                  // per input: x_j is shifted left by XShift[j]
-	W1     [features.NumBuckets][KernelMaxHidden]int16 // input-major: W1[j][k] weighs input j into unit k
+	B1     [KernelMaxHidden]int64            // per unit, at scale s_k * 2^13
+	W2     [KernelMaxHidden]int32            // per unit: W2_k * 2^Shift/(s_k*2^13) * OutScale
+	Table  [KernelTableLen]uint16            // the input quantisation, see kernelTable
+	XShift [NumInputs]uint8                  // per input: x_j is shifted left by XShift[j]
+	W1     [NumInputs][KernelMaxHidden]int16 // input-major: W1[j][k] weighs input j into unit k
 
 	// OutScale converts Logit back to the float logit: logit ~ B2 + Logit/OutScale.
 	OutScale float64
@@ -88,7 +90,7 @@ func (c KernelCheck) Rate() float64 { return float64(c.Agree) / float64(max(c.In
 
 // Limits of the kernel form (struct mls_net, bpf/abi.h: MLS_NET_*).
 const (
-	KernelFormVersion = 1   // MLS_NET_VERSION: the record's layout
+	KernelFormVersion = 2   // MLS_NET_VERSION: the record's layout (2: schema v2's extras)
 	KernelMaxHidden   = 16  // MLS_NET_HIDDEN
 	KernelTableLen    = 512 // MLS_NET_TABLE_LEN: a power of two, the index is masked with it
 	// KernelInputShift: the quantised input is log1p(v) * 2^13.
@@ -179,7 +181,7 @@ func NewKernelForm(m *Model) (*KernelForm, error) {
 		return nil, err
 	}
 	rng := rand.New(rand.NewPCG(0x6d6c73636865640a, 12))
-	kf.Check = kf.agreement(m, kernelCheckInputs, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) })
+	kf.Check = kf.agreement(m, kernelCheckInputs, func(in *[NumInputs]uint32) { KernelCheckInput(rng, in) })
 	if r := kf.Check.Rate(); r < KernelMinAgreement {
 		return nil, fmt.Errorf("integer decisions agree with the float net's on %.2f%% of %d inputs, need %.0f%% (largest relative logit error %.3g): %w",
 			100*r, kf.Check.Inputs, 100*KernelMinAgreement, kf.Check.MaxRelLogitErr, ErrKernelForm)
@@ -198,7 +200,7 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	kf := &KernelForm{Hidden: m.Hidden, Table: kernelTable, B2: float64(m.B2)}
 	xmax := kf.input(features.MaxCount) // the largest input: the table grows with the count
 	var scale [KernelMaxHidden]float64  // s_k
-	var folded [KernelMaxHidden][features.NumBuckets]float64
+	var folded [KernelMaxHidden][NumInputs]float64
 	for k := range m.Hidden {
 		w, b, maxw := m.foldedUnit(k)
 		if !finite(b) || !finite(maxw) {
@@ -219,7 +221,7 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 		kf.B1[k] = int64(clampRound(b*s*(1<<KernelInputShift), kernelMaxB1))
 	}
 	// Each input's shift: the least that keeps its weights within s16 in every unit.
-	for j := range features.NumBuckets {
+	for j := range NumInputs {
 		col := 0.0
 		for k := range m.Hidden {
 			col = max(col, math.Abs(folded[k][j])*scale[k]/kernelMaxW1)
@@ -240,8 +242,12 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	live := [KernelMaxHidden]bool{}
 	for k := range m.Hidden {
 		pos := kf.B1[k]
-		for j := range features.NumBuckets {
-			pos += int64(max(kf.W1[j][k], 0)) * xmax << kf.XShift[j]
+		for j := range NumInputs {
+			xm := xmax
+			if j >= features.NumBuckets {
+				xm = features.MaxExtraInput
+			}
+			pos += int64(max(kf.W1[j][k], 0)) * xm << kf.XShift[j]
 		}
 		hmax = max(hmax, pos)
 		live[k] = pos > 0
@@ -285,7 +291,7 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 
 // foldedUnit is hidden unit k with the standardisation folded in, in float64: its weights
 // W1[k][j]/Std[j], its bias B1[k] - sum_j W1[k][j]*Mean[j]/Std[j] and its largest |weight|.
-func (m *Model) foldedUnit(k int) (w [features.NumBuckets]float64, b, maxw float64) {
+func (m *Model) foldedUnit(k int) (w [NumInputs]float64, b, maxw float64) {
 	b = float64(m.B1[k])
 	for j := range w {
 		w[j] = float64(m.W1[k*m.Inputs+j]) / float64(m.Std[j])
@@ -302,10 +308,10 @@ func clampRound(x, lim float64) float64 { return max(min(math.Round(x), lim), -l
 
 // agreement compares KeepLocal with the float net's Predictor.KeepLocal on n inputs from gen,
 // and the logit with the float64 reference.
-func (kf *KernelForm) agreement(m *Model, n int, gen func(*[features.NumBuckets]uint32)) KernelCheck {
+func (kf *KernelForm) agreement(m *Model, n int, gen func(*[NumInputs]uint32)) KernelCheck {
 	p := NewPredictor(m)
 	x := make([]float64, m.Inputs)
-	var in [features.NumBuckets]uint32
+	var in [NumInputs]uint32
 	c := KernelCheck{Inputs: n}
 	for range n {
 		gen(&in)
@@ -324,8 +330,36 @@ func (kf *KernelForm) agreement(m *Model, n int, gen func(*[features.NumBuckets]
 // KernelCheckInput fills in with counts like a real task's: 5 to 15 nonzero buckets. Three in
 // four are a live task's steady mix (a skewed share each of a total that has built up over
 // 1 to 4096 syscalls towards 64.0, some buckets aged by later syscalls of others); the rest are
-// spread log-uniformly over [1, MaxCount] units, for the corners.
-func KernelCheckInput(rng *rand.Rand, in *[features.NumBuckets]uint32) {
+// spread log-uniformly over [1, MaxCount] units, for the corners. The scheduling state is
+// KernelCheckState's.
+func KernelCheckInput(rng *rand.Rand, in *[NumInputs]uint32) {
+	st := KernelCheckState(rng)
+	features.SetExtras(in, &st)
+	kernelCheckCounts(rng, features.Counts(in))
+}
+
+// KernelCheckState is a scheduling state like a real task's: times log-uniform over 1 µs to
+// 1 s (0 one time in eight), a voluntary average uniform (0, 1 or unknown one time in eight each).
+func KernelCheckState(rng *rand.Rand) features.SchedState {
+	t := func() uint64 {
+		if rng.IntN(8) == 0 {
+			return 0
+		}
+		return uint64(math.Exp(math.Log(1e3) + rng.Float64()*math.Log(1e6)))
+	}
+	st := features.SchedState{OnCPUNs: t(), StintNs: t(), GapNs: t(), Vol: rng.Uint32N(features.VolOne + 1)}
+	switch rng.IntN(8) {
+	case 0:
+		st.Vol = 0
+	case 1:
+		st.Vol = features.VolOne
+	case 2:
+		st.Vol = features.VolUnknown
+	}
+	return st
+}
+
+func kernelCheckCounts(rng *rand.Rand, in *[features.NumBuckets]uint32) {
 	*in = [features.NumBuckets]uint32{}
 	var perm [features.NumBuckets]uint8
 	for i := range perm {
@@ -376,11 +410,19 @@ func (kf *KernelForm) input(v uint32) int64 {
 	return t0 + (t1-t0)*int64(v&(1<<s-1))>>s
 }
 
-// Logit is the integer logit BPF computes for the counts feats (a snapshot: zero counts
-// contribute nothing): about (float logit - b2) * OutScale.
-func (kf *KernelForm) Logit(feats *[features.NumBuckets]uint32) int64 {
+// Logit is the integer logit BPF computes for the input vector feats (the counts, a snapshot:
+// zero counts contribute nothing; then the extras): about (float logit - b2) * OutScale. BPF
+// sums the same terms in another order (mls_net_counts, then mls_net_finish): every sum is
+// exact, so the result is the same.
+func (kf *KernelForm) Logit(feats *[NumInputs]uint32) int64 {
 	acc := kf.B1
-	for nz := nonzeroMask(feats); nz != 0; nz &= nz - 1 {
+	for j := features.NumBuckets; j < NumInputs; j++ {
+		x := int64(min(feats[j], features.MaxExtraInput)) << (kf.XShift[j] & 31)
+		for k, w := range &kf.W1[j] {
+			acc[k] += int64(w) * x
+		}
+	}
+	for nz := nonzeroMask(features.Counts(feats)); nz != 0; nz &= nz - 1 {
 		j := bits.TrailingZeros64(nz) % features.NumBuckets
 		x := kf.input(feats[j]) << (kf.XShift[j] & 31)
 		row := &kf.W1[j]
@@ -397,25 +439,25 @@ func (kf *KernelForm) Logit(feats *[features.NumBuckets]uint32) int64 {
 }
 
 // KeepLocal is the kernel form's decision: Logit(feats) >= Bound.
-func (kf *KernelForm) KeepLocal(feats *[features.NumBuckets]uint32) bool {
+func (kf *KernelForm) KeepLocal(feats *[NumInputs]uint32) bool {
 	return kf.Logit(feats) >= kf.Bound
 }
 
 // Abstains is the kernel form's abstention: Lower <= Logit(feats) < Upper.
-func (kf *KernelForm) Abstains(feats *[features.NumBuckets]uint32) bool {
+func (kf *KernelForm) Abstains(feats *[NumInputs]uint32) bool {
 	l := kf.Logit(feats)
 	return l >= kf.Lower && l < kf.Upper
 }
 
 // Decide is the kernel form's whole answer from one evaluation: keep, or no opinion (abstain;
 // keep is then the answer without the band).
-func (kf *KernelForm) Decide(feats *[features.NumBuckets]uint32) (keep, abstain bool) {
+func (kf *KernelForm) Decide(feats *[NumInputs]uint32) (keep, abstain bool) {
 	l := kf.Logit(feats)
 	return l >= kf.Bound, l >= kf.Lower && l < kf.Upper
 }
 
 // FloatLogit is Logit back on the float net's scale: B2 + Logit/OutScale.
-func (kf *KernelForm) FloatLogit(feats *[features.NumBuckets]uint32) float64 {
+func (kf *KernelForm) FloatLogit(feats *[NumInputs]uint32) float64 {
 	return kf.B2 + float64(kf.Logit(feats))/kf.OutScale
 }
 
@@ -432,9 +474,9 @@ const (
 	netOffW2         = netOffB1 + 8*KernelMaxHidden
 	netOffTable      = netOffW2 + 4*KernelMaxHidden
 	netOffXShift     = netOffTable + 2*KernelTableLen
-	netOffW1         = netOffXShift + features.NumBuckets
+	netOffW1         = netOffXShift + NumInputs
 	// NetSize is sizeof(struct mls_net).
-	NetSize = netOffW1 + 2*features.NumBuckets*KernelMaxHidden
+	NetSize = netOffW1 + 2*NumInputs*KernelMaxHidden + 4
 )
 
 // NetRecord is struct mls_net as MarshalBinary lays it out.
@@ -446,8 +488,9 @@ var NetRecord = features.Record{Name: "mls_net", Size: NetSize, Fields: []featur
 	{Name: "shift", Offset: netOffShift, Size: 4}, {Name: "_pad", Offset: netOffShift + 4, Size: 4},
 	{Name: "b1", Offset: netOffB1, Size: 8 * KernelMaxHidden}, {Name: "w2", Offset: netOffW2, Size: 4 * KernelMaxHidden},
 	{Name: "table", Offset: netOffTable, Size: 2 * KernelTableLen},
-	{Name: "x_shift", Offset: netOffXShift, Size: features.NumBuckets},
-	{Name: "w1", Offset: netOffW1, Size: 2 * features.NumBuckets * KernelMaxHidden},
+	{Name: "x_shift", Offset: netOffXShift, Size: NumInputs},
+	{Name: "w1", Offset: netOffW1, Size: 2 * NumInputs * KernelMaxHidden},
+	{Name: "_pad2", Offset: netOffW1 + 2*NumInputs*KernelMaxHidden, Size: 4},
 }}
 
 // MarshalBinary returns the struct mls_net image of kf (NetSize bytes, little-endian), as BPF

@@ -50,7 +50,7 @@ func TestKernelTableError(t *testing.T) {
 // taskInput fills in with the snapshot of a simulated task: 5 to 15 syscalls of distinct
 // buckets, Zipf-like frequencies, 20 to 3000 syscalls made (features.TaskState, the mirror of
 // the BPF decay).
-func taskInput(rng *rand.Rand, in *[features.NumBuckets]uint32) {
+func taskInput(rng *rand.Rand, in *[features.NumInputs]uint32) {
 	var byBucket [features.NumBuckets][]uint32
 	for nr := range uint32(features.SyscallTableLen) {
 		b := features.Bucket(nr)
@@ -68,7 +68,9 @@ func taskInput(rng *rand.Rand, in *[features.NumBuckets]uint32) {
 		i := int(math.Exp(rng.Float64()*math.Log(float64(len(nrs)+1)))) - 1
 		st.Syscall(nrs[min(i, len(nrs)-1)])
 	}
-	st.Snapshot(in)
+	st.Snapshot(features.Counts(in))
+	sched := KernelCheckState(rng)
+	features.SetExtras(in, &sched)
 }
 
 // defaultForm is the embedded default model and its kernel form.
@@ -113,8 +115,8 @@ func TestKernelFormDefaultAgreement(t *testing.T) {
 	if testing.Short() {
 		n = 20_000
 	}
-	logCheckGoal(t, "KernelCheckInput", kf.agreement(m, n, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }), defaultAgreementGoal)
-	logCheckGoal(t, "simulated tasks", kf.agreement(m, n/10, func(in *[features.NumBuckets]uint32) { taskInput(rng, in) }), defaultAgreementGoal)
+	logCheckGoal(t, "KernelCheckInput", kf.agreement(m, n, func(in *[features.NumInputs]uint32) { KernelCheckInput(rng, in) }), defaultAgreementGoal)
+	logCheckGoal(t, "simulated tasks", kf.agreement(m, n/10, func(in *[features.NumInputs]uint32) { taskInput(rng, in) }), defaultAgreementGoal)
 }
 
 // The default model's kernel form on real traces: the time-held-out last 20% of each trace
@@ -132,7 +134,7 @@ func TestKernelFormTraceAgreement(t *testing.T) {
 	for _, path := range paths {
 		val := heldOut(t, path, 0.2)
 		i := 0
-		c := kf.agreement(m, len(val), func(in *[features.NumBuckets]uint32) { *in = val[i]; i++ })
+		c := kf.agreement(m, len(val), func(in *[features.NumInputs]uint32) { *in = val[i]; i++ })
 		logCheckGoal(t, path+", last 20%", c, defaultAgreementGoal)
 		all.Inputs += c.Inputs
 		all.Agree += c.Agree
@@ -142,7 +144,7 @@ func TestKernelFormTraceAgreement(t *testing.T) {
 }
 
 // heldOut is the counts of the last frac of trace path's samples by timestamp.
-func heldOut(t *testing.T, path string, frac float64) [][features.NumBuckets]uint32 {
+func heldOut(t *testing.T, path string, frac float64) [][features.NumInputs]uint32 {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -155,7 +157,7 @@ func heldOut(t *testing.T, path string, frac float64) [][features.NumBuckets]uin
 	}
 	type sample struct {
 		ts    uint64
-		feats [features.NumBuckets]uint32
+		feats [features.NumInputs]uint32
 	}
 	var ss []sample
 	var s features.Sample
@@ -168,7 +170,7 @@ func heldOut(t *testing.T, path string, frac float64) [][features.NumBuckets]uin
 		ss = append(ss, sample{s.TsNs, s.Feats})
 	}
 	slices.SortStableFunc(ss, func(a, b sample) int { return cmp.Compare(a.ts, b.ts) })
-	out := make([][features.NumBuckets]uint32, 0, len(ss))
+	out := make([][features.NumInputs]uint32, 0, len(ss))
 	for _, x := range ss[len(ss)-int(float64(len(ss))*frac):] {
 		out = append(out, x.feats)
 	}
@@ -191,7 +193,7 @@ func TestKernelFormHandMade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	for _, c := range []struct {
 		v    uint32
 		keep bool
@@ -243,18 +245,22 @@ func TestKernelFormHandMade(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		logCheck(t, name, kf.agreement(m, 20_000, func(in *[features.NumBuckets]uint32) { KernelCheckInput(rng, in) }))
+		logCheck(t, name, kf.agreement(m, 20_000, func(in *[features.NumInputs]uint32) { KernelCheckInput(rng, in) }))
 	}
 }
 
 // bigLogit is Logit in exact integer arithmetic, to show that the s64 one never overflows.
-func bigLogit(kf *KernelForm, feats *[features.NumBuckets]uint32) *big.Int {
+func bigLogit(kf *KernelForm, feats *[features.NumInputs]uint32) *big.Int {
 	out := new(big.Int)
 	for k := range KernelMaxHidden {
 		acc := big.NewInt(kf.B1[k])
 		for j, v := range feats {
 			if v != 0 {
-				x := new(big.Int).Lsh(big.NewInt(kf.input(v)), uint(kf.XShift[j]))
+				xj := int64(min(v, features.MaxExtraInput)) // an extra: the integer itself
+				if j < features.NumBuckets {
+					xj = kf.input(v)
+				}
+				x := new(big.Int).Lsh(big.NewInt(xj), uint(kf.XShift[j]))
 				acc.Add(acc, x.Mul(x, big.NewInt(int64(kf.W1[j][k]))))
 			}
 		}
@@ -292,7 +298,7 @@ func TestKernelFormNoOverflow(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		var full [features.NumBuckets]uint32
+		var full [features.NumInputs]uint32
 		for i := range full {
 			full[i] = features.MaxCount
 		}
@@ -433,7 +439,7 @@ func TestKernelFormAllocs(t *testing.T) {
 func BenchmarkKernelFormLogit(b *testing.B) {
 	_, kf := defaultForm(b)
 	rng := rand.New(rand.NewPCG(5, 6))
-	var ins [64][features.NumBuckets]uint32
+	var ins [64][features.NumInputs]uint32
 	for i := range ins {
 		KernelCheckInput(rng, &ins[i])
 	}

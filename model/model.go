@@ -11,9 +11,10 @@ import (
 	"github.com/mlsched/mlsched/features"
 )
 
-// Dimension limits. Inputs is fixed by the feature schema; Hidden is stored in the file.
+// Dimension limits. Inputs is fixed by the feature schema (the 64 counts, then the extras of
+// R's scheduling state); Hidden is stored in the file.
 const (
-	NumInputs     = features.NumBuckets
+	NumInputs     = features.NumInputs
 	NumOutputs    = 1
 	MaxHidden     = 1024
 	DefaultHidden = 16
@@ -35,8 +36,9 @@ const (
 	MaxListLen   = 1024 // entries of any one list or map
 )
 
-// NormLog1pStandardize is the only input normalisation kind: x = log1p(v / 2^FixedShift),
-// then (x - Mean[i]) / Std[i].
+// NormLog1pStandardize is the only input normalisation kind: x = log1p(v / 2^FixedShift) for
+// a count, x = v / features.ExtraInputScale for an extra (already an integer transform of
+// R's scheduling state, features.SetExtras), then (x - Mean[i]) / Std[i] (InputValue).
 const NormLog1pStandardize uint32 = 1
 
 // Errors of Unmarshal, Load and Validate. Each returned error wraps exactly one of them
@@ -376,21 +378,35 @@ func (m *Model) HeuristicOnCPU() (time.Duration, bool) {
 	return time.Duration(ns), true
 }
 
-// Normalize writes the model's normalised inputs for the fixed-point counts in:
-// out[i] = (log1p(in[i] / 2^FixedShift) - Mean[i]) / Std[i], in float64. Counts above
-// features.MaxCount (which a valid snapshot never has) are clamped to it, as in Predictor.
-// out must hold at least Inputs values.
-func (m *Model) Normalize(in *[features.NumBuckets]uint32, out []float64) {
+// Normalize writes the model's normalised inputs for the input vector in (features.Sample's
+// Feats): out[i] = (InputValue(i, in[i]) - Mean[i]) / Std[i], in float64. Values above their
+// range (features.MaxCount, features.MaxExtraInput), which a valid snapshot never has, are
+// clamped, as in Predictor. out must hold at least Inputs values.
+func (m *Model) Normalize(in *[NumInputs]uint32, out []float64) {
 	out = out[:len(in)]
 	for i, v := range in {
-		out[i] = Standardized(Log1pCount(v), m.Mean[i], m.Std[i])
+		out[i] = Standardized(InputValue(i, v), m.Mean[i], m.Std[i])
 	}
 }
 
-// Log1pCount is the input normalisation's first step, the one training and inference share:
-// log1p of a fixed-point count, clamped to features.MaxCount.
+// InputValue is the input normalisation's first step, the one training and inference share:
+// log1p of a fixed-point count (input i < features.NumBuckets), clamped to features.MaxCount;
+// an extra's integer / features.ExtraInputScale, clamped to features.MaxExtraInput.
+func InputValue(i int, v uint32) float64 {
+	if i >= features.NumBuckets {
+		return ExtraValue(v)
+	}
+	return Log1pCount(v)
+}
+
+// Log1pCount is InputValue of a count.
 func Log1pCount(v uint32) float64 {
 	return math.Log1p(float64(min(v, features.MaxCount)) / features.FixedOne)
+}
+
+// ExtraValue is InputValue of an extra.
+func ExtraValue(v uint32) float64 {
+	return float64(min(v, features.MaxExtraInput)) / features.ExtraInputScale
 }
 
 // Standardized is its second step: (x - mean) / std, in float64, with the stored float32 mean

@@ -150,8 +150,8 @@ type Learner struct {
 	a      []float64 // [h] pre-activations
 	delta  []float64 // [h]
 	act    []int32   // [0:h] the active units of the current input
-	nzIdx  [features.NumBuckets]uint8
-	nzS    [features.NumBuckets]float64
+	nzIdx  [NumInputs]uint8
+	nzS    [NumInputs]float64
 	nnz    int
 	sc, ss float64 // s.c and s.s of the current input
 
@@ -235,18 +235,25 @@ func (m *Model) clone() *Model {
 	return &c
 }
 
-// load reads the sparse part of the standardised input of in: the nonzero counts' s_j, s.c
-// and s.s.
-func (l *Learner) load(in *[features.NumBuckets]uint32) {
+// load reads the sparse part of the standardised input of in: the nonzero inputs' s_j (the
+// counts', then the extras'), s.c and s.s.
+func (l *Learner) load(in *[NumInputs]uint32) {
 	l.nnz, l.sc, l.ss = 0, 0, 0
-	for nz := nonzeroMask(in); nz != 0; nz &= nz - 1 {
-		j := bits.TrailingZeros64(nz) % features.NumBuckets
-		s := float64(log1pFixed(in[j])) * l.invStd[j]
-		l.nzIdx[l.nnz%features.NumBuckets] = uint8(j)
-		l.nzS[l.nnz%features.NumBuckets] = s
+	add := func(j int, s float64) {
+		l.nzIdx[l.nnz%NumInputs] = uint8(j)
+		l.nzS[l.nnz%NumInputs] = s
 		l.nnz++
 		l.sc += s * l.c[j]
 		l.ss += s * s
+	}
+	for nz := nonzeroMask(features.Counts(in)); nz != 0; nz &= nz - 1 {
+		j := bits.TrailingZeros64(nz) % features.NumBuckets
+		add(j, float64(log1pFixed(in[j]))*l.invStd[j])
+	}
+	for j := features.NumBuckets; j < NumInputs; j++ {
+		if in[j] != 0 {
+			add(j, float64(extraFloat(in[j]))*l.invStd[j])
+		}
 	}
 }
 
@@ -261,7 +268,7 @@ func (l *Learner) forward() float64 {
 		a[k] = b1[k] + p0[k] + alpha*(q[k]+g[k]*cx)
 	}
 	for i := range l.nnz {
-		j, s := int(l.nzIdx[i%features.NumBuckets]), l.nzS[i%features.NumBuckets]
+		j, s := int(l.nzIdx[i%NumInputs]), l.nzS[i%NumInputs]
 		col := l.w1[j*h:][:len(a)]
 		for k := range a {
 			a[k] += (col[k].w0 + alpha*col[k].e) * s
@@ -279,20 +286,20 @@ func (l *Learner) forward() float64 {
 
 // Logit returns the current net's logit for the counts in (float64, the model's
 // normalisation; log1p by the same table as Predictor).
-func (l *Learner) Logit(in *[features.NumBuckets]uint32) float64 {
+func (l *Learner) Logit(in *[NumInputs]uint32) float64 {
 	l.load(in)
 	return l.forward()
 }
 
 // KeepLocal reports whether the current net's probability for in reaches the model's
 // threshold (decided on the logit).
-func (l *Learner) KeepLocal(in *[features.NumBuckets]uint32) bool {
+func (l *Learner) KeepLocal(in *[NumInputs]uint32) bool {
 	return l.Logit(in) >= l.logitThreshold
 }
 
 // Learn takes one SGD step on the sample (in, label): label true if R yielded within the
 // horizon. It does not allocate.
-func (l *Learner) Learn(in *[features.NumBuckets]uint32, label bool) {
+func (l *Learner) Learn(in *[NumInputs]uint32, label bool) {
 	l.load(in)
 	z := l.forward()
 	y := 0.0
@@ -350,7 +357,7 @@ func (l *Learner) Learn(in *[features.NumBuckets]uint32, label bool) {
 	}
 	// Only the active units have a gradient.
 	for i := range l.nnz {
-		j, s := int(l.nzIdx[i%features.NumBuckets]), l.nzS[i%features.NumBuckets]
+		j, s := int(l.nzIdx[i%NumInputs]), l.nzS[i%NumInputs]
 		col := l.w1[j*h:][:len(delta)]
 		bs := beta * s
 		for _, k := range act {
@@ -453,7 +460,7 @@ func (l *Learner) fold() {
 // monotonic clock, in ns). It learns from it if the budget allows (at most Budget samples per
 // second of that clock, up to BudgetBurstNs of budget at once) and reports whether it did.
 // It does not allocate.
-func (l *Learner) Offer(nowNs uint64, in *[features.NumBuckets]uint32, label bool) bool {
+func (l *Learner) Offer(nowNs uint64, in *[NumInputs]uint32, label bool) bool {
 	l.offered++
 	if b := l.cfg.Budget; b > 0 {
 		if l.clockSet && nowNs > l.lastNs {

@@ -14,13 +14,13 @@ import (
 // A synthetic stream: every bucket is nonzero with probability 1/4 (uniform up to 6.0), buckets
 // 9 and 20 always (uniform up to 4.0); a rule on the counts gives the label, flipped with
 // probability noise.
-type synthRule func(in *[features.NumBuckets]uint32) bool
+type synthRule func(in *[features.NumInputs]uint32) bool
 
 func ruleBucket(j int) synthRule {
-	return func(in *[features.NumBuckets]uint32) bool { return in[j] > 2*features.FixedOne }
+	return func(in *[features.NumInputs]uint32) bool { return in[j] > 2*features.FixedOne }
 }
 
-func synthSample(rng *rand.Rand, rule synthRule, noise float64, in *[features.NumBuckets]uint32) bool {
+func synthSample(rng *rand.Rand, rule synthRule, noise float64, in *[features.NumInputs]uint32) bool {
 	for j := range in {
 		in[j] = 0
 		if rng.IntN(4) == 0 {
@@ -42,13 +42,13 @@ func synthBase(t testing.TB) *Model {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(11, 12))
 	m := New(DefaultHidden, 1_000_000)
-	var in [features.NumBuckets]uint32
-	var sum, sum2 [features.NumBuckets]float64
+	var in [features.NumInputs]uint32
+	var sum, sum2 [features.NumInputs]float64
 	const nfit = 20000
 	for range nfit {
 		synthSample(rng, ruleBucket(9), 0, &in)
 		for j, v := range in {
-			x := Log1pCount(v)
+			x := InputValue(j, v)
 			sum[j] += x
 			sum2[j] += x * x
 		}
@@ -90,7 +90,7 @@ func prequential(t testing.TB, m *Model, cfg LearnerConfig, rule synthRule, n in
 	}
 	fixed := NewPredictor(m)
 	rng := rand.New(rand.NewPCG(seed, 99))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	var okA, okS int
 	for i := range n {
 		y := synthSample(rng, rule, 0.05, &in)
@@ -159,7 +159,7 @@ func newDenseSGD(m *Model, cfg LearnerConfig) *denseSGD {
 	return d
 }
 
-func (d *denseSGD) input(in *[features.NumBuckets]uint32) []float64 {
+func (d *denseSGD) input(in *[features.NumInputs]uint32) []float64 {
 	x := make([]float64, NumInputs)
 	for j, v := range in {
 		x[j] = (float64(log1pFixed(v)) - float64(d.m.Mean[j])) / float64(d.m.Std[j])
@@ -183,7 +183,7 @@ func (d *denseSGD) forward(x []float64) (z float64, a []float64) {
 	return z, a
 }
 
-func (d *denseSGD) learn(in *[features.NumBuckets]uint32, label bool) {
+func (d *denseSGD) learn(in *[features.NumInputs]uint32, label bool) {
 	n, h := NumInputs, d.m.Hidden
 	x := d.input(in)
 	z, a := d.forward(x)
@@ -289,7 +289,7 @@ func TestLearnerSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	for range 5000 {
 		l.Learn(&in, synthSample(rng, ruleBucket(20), 0.05, &in))
 	}
@@ -408,7 +408,7 @@ func TestLearnerBudget(t *testing.T) {
 	cfg := DefaultLearnerConfig()
 	cfg.Budget = 20000
 	l, _ := NewLearner(base, cfg)
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	in[3] = features.FixedOne
 	// 50,000 outcomes/s for 2 s (one every 20 µs), some out of order.
 	for i := range 100000 {
@@ -461,20 +461,20 @@ func TestLearnerConfigRefused(t *testing.T) {
 // BenchmarkLearnerLearn is one SGD step of the default model (16 hidden units) on inputs with
 // 12 nonzero counts of 64, a typical task's.
 func BenchmarkLearnerLearn(b *testing.B) {
-	benchLearner(b, 12, func(l *Learner, in *[features.NumBuckets]uint32, y bool) { l.Learn(in, y) })
+	benchLearner(b, 12, func(l *Learner, in *[features.NumInputs]uint32, y bool) { l.Learn(in, y) })
 }
 
 // BenchmarkLearnerLearnDense is the same with all 64 counts nonzero (the worst case).
 func BenchmarkLearnerLearnDense(b *testing.B) {
-	benchLearner(b, 64, func(l *Learner, in *[features.NumBuckets]uint32, y bool) { l.Learn(in, y) })
+	benchLearner(b, 64, func(l *Learner, in *[features.NumInputs]uint32, y bool) { l.Learn(in, y) })
 }
 
 // BenchmarkLearnerLogit is the learner's own forward pass (what eval --online predicts with).
 func BenchmarkLearnerLogit(b *testing.B) {
-	benchLearner(b, 12, func(l *Learner, in *[features.NumBuckets]uint32, _ bool) { l.Logit(in) })
+	benchLearner(b, 12, func(l *Learner, in *[features.NumInputs]uint32, _ bool) { l.Logit(in) })
 }
 
-func benchLearner(b *testing.B, nonzero int, f func(*Learner, *[features.NumBuckets]uint32, bool)) {
+func benchLearner(b *testing.B, nonzero int, f func(*Learner, *[features.NumInputs]uint32, bool)) {
 	base, err := Default()
 	if err != nil {
 		b.Fatal(err)
@@ -484,7 +484,7 @@ func benchLearner(b *testing.B, nonzero int, f func(*Learner, *[features.NumBuck
 		b.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	var ins [256]*[features.NumBuckets]uint32
+	var ins [256]*[features.NumInputs]uint32
 	var ys [256]bool
 	for i := range ins {
 		ins[i] = randomInput(rng, nonzero)
@@ -517,7 +517,7 @@ func BenchmarkLearnerOffer50k(b *testing.B) {
 		b.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	var ins [256]*[features.NumBuckets]uint32
+	var ins [256]*[features.NumInputs]uint32
 	for i := range ins {
 		ins[i] = randomInput(rng, 12)
 	}
@@ -609,7 +609,7 @@ func TestLearnerThresholdRechosen(t *testing.T) {
 	}
 	l, _ := NewLearner(base, frozen)
 	rng := rand.New(rand.NewPCG(4, 4))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	for range 4096 {
 		l.Learn(&in, synthSample(rng, ruleBucket(9), 0.05, &in))
 	}

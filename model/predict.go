@@ -92,7 +92,7 @@ func NewPredictor(m *Model) *Predictor {
 	}
 	if h == 16 {
 		p.k16 = newKernel16()
-		for j := range n {
+		for j := range features.NumBuckets {
 			copy(p.k16.w1t[j][:], p.w1t[j*16:])
 		}
 		copy(p.k16.b1[:], p.b1)
@@ -107,40 +107,63 @@ func NewPredictor(m *Model) *Predictor {
 	return p
 }
 
-// Logit returns the model's logit for the fixed-point counts in: log(p / (1-p)).
-func (p *Predictor) Logit(in *[features.NumBuckets]uint32) float32 {
+// Logit returns the model's logit for the input vector in (R's counts, then its extras;
+// features.Sample's Feats): log(p / (1-p)).
+func (p *Predictor) Logit(in *[NumInputs]uint32) float32 {
 	if p.k16 != nil {
+		c := p.prep16(in)
 		if useVBMI2 {
-			return logit16VBMI2(in, p.k16)
+			return logit16VBMI2(c, p.k16)
 		}
 		if useAVX512 {
-			return logit16AVX512(in, p.k16)
+			return logit16AVX512(c, p.k16)
 		}
-		return p.k16.logitGo(in)
+		return p.k16.logitGo(c)
 	}
 	return p.logitGeneric(in)
 }
 
+// prep16 puts the extras' terms into the Hidden == 16 kernels' first-layer bias (the kernels
+// read only the counts) and returns the counts.
+func (p *Predictor) prep16(in *[NumInputs]uint32) *[features.NumBuckets]uint32 {
+	b := (*[16]float32)(p.b1)
+	for k := range b {
+		p.k16.b1[k] = b[k]
+	}
+	for e := features.NumBuckets; e < NumInputs; e++ {
+		x := extraFloat(in[e])
+		col := (*[16]float32)(p.w1t[e*16 : e*16+16])
+		for k := range col {
+			p.k16.b1[k] += col[k] * x
+		}
+	}
+	return features.Counts(in)
+}
+
+func extraFloat(v uint32) float32 {
+	return float32(min(v, features.MaxExtraInput)) * (1.0 / features.ExtraInputScale)
+}
+
 // Predict returns the probability that the running task yields its CPU within the horizon.
-func (p *Predictor) Predict(in *[features.NumBuckets]uint32) float32 {
+func (p *Predictor) Predict(in *[NumInputs]uint32) float32 {
 	if p.k16 != nil && useVBMI2 {
-		return prob16VBMI2(in, p.k16)
+		return prob16VBMI2(p.prep16(in), p.k16)
 	}
 	if p.k16 != nil && useAVX512 {
-		return prob16AVX512(in, p.k16)
+		return prob16AVX512(p.prep16(in), p.k16)
 	}
 	return sigmoid32(p.Logit(in))
 }
 
 // KeepLocal reports whether Predict(in) >= Threshold, decided on the logit without exp.
 // (Within float32 rounding of the threshold's logit, the two may disagree at the boundary.)
-func (p *Predictor) KeepLocal(in *[features.NumBuckets]uint32) bool {
+func (p *Predictor) KeepLocal(in *[NumInputs]uint32) bool {
 	return p.Logit(in) >= p.logitThreshold
 }
 
 // Abstains reports whether in's logit lies within the model's abstention band around the
 // threshold (no opinion: the base queue places the task).
-func (p *Predictor) Abstains(in *[features.NumBuckets]uint32) bool {
+func (p *Predictor) Abstains(in *[NumInputs]uint32) bool {
 	if p.margin == 0 {
 		return false
 	}
@@ -168,11 +191,17 @@ func sigmoid32(z float32) float32 {
 var exp2Poly = [6]float32{0.9999999, 0.6931545, 0.24014182, 0.055860337, 0.008949591, 0.001893754}
 
 // logitGeneric is the portable path for any hidden width: sparse over nonzero inputs.
-func (p *Predictor) logitGeneric(in *[features.NumBuckets]uint32) float32 {
+func (p *Predictor) logitGeneric(in *[NumInputs]uint32) float32 {
 	hidden := p.hidden
 	h := p.h[:hidden]
 	copy(h, p.b1)
-	for nz := nonzeroMask(in); nz != 0; nz &= nz - 1 {
+	for e := features.NumBuckets; e < NumInputs; e++ {
+		x := extraFloat(in[e])
+		for k, w := range p.w1t[e*hidden : e*hidden+hidden] {
+			h[k] += w * x
+		}
+	}
+	for nz := nonzeroMask(features.Counts(in)); nz != 0; nz &= nz - 1 {
 		j := bits.TrailingZeros64(nz)
 		x := log1pFixed(in[j])
 		col := p.w1t[j*hidden : j*hidden+hidden]

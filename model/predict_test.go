@@ -12,17 +12,19 @@ import (
 
 // randomInput returns counts with nonzero nonzero buckets, spread over the whole range
 // (small counts near one unit, large ones near MaxCount).
-func randomInput(rng *rand.Rand, nonzero int) *[features.NumBuckets]uint32 {
-	var in [features.NumBuckets]uint32
+func randomInput(rng *rand.Rand, nonzero int) *[features.NumInputs]uint32 {
+	var in [features.NumInputs]uint32
 	for _, j := range rng.Perm(features.NumBuckets)[:nonzero] {
 		// log-uniform in [1, MaxCount]
 		in[j] = uint32(math.Exp(rng.Float64() * math.Log(features.MaxCount)))
 	}
+	st := KernelCheckState(rng)
+	features.SetExtras(&in, &st)
 	return &in
 }
 
 // refLogit is the reference: Normalize, then the float64 forward pass.
-func refLogit(m *Model, in *[features.NumBuckets]uint32) float64 {
+func refLogit(m *Model, in *[features.NumInputs]uint32) float64 {
 	x := make([]float64, m.Inputs)
 	m.Normalize(in, x)
 	return m.forwardLogit(x)
@@ -113,7 +115,7 @@ func TestPredictExtremeModelFinite(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := NewPredictor(m)
-			var in [features.NumBuckets]uint32
+			var in [features.NumInputs]uint32
 			for i := range in {
 				in[i] = features.MaxCount
 			}
@@ -127,7 +129,7 @@ func TestPredictExtremeModelFinite(t *testing.T) {
 func TestKeepLocalThreshold(t *testing.T) {
 	paths(t, func(t *testing.T) {
 		m := New(DefaultHidden, 1)
-		var in [features.NumBuckets]uint32
+		var in [features.NumInputs]uint32
 		for _, c := range []struct {
 			b2, thr float32
 			keep    bool
@@ -238,7 +240,7 @@ func benchPredict(b *testing.B, nonzero int) {
 	p := NewPredictor(testModel(rand.New(rand.NewPCG(1, 2)), DefaultHidden))
 	rng := rand.New(rand.NewPCG(5, 6))
 	// A few inputs, cycled, so that branch predictors cannot learn one.
-	var ins [64]*[features.NumBuckets]uint32
+	var ins [64]*[features.NumInputs]uint32
 	for i := range ins {
 		ins[i] = randomInput(rng, nonzero)
 	}

@@ -173,7 +173,7 @@ func (c *AdaptConfig) fill() {
 // sample's flags (the active net's verdict WakeKeep, the action WakeActKeep/WakeBase,
 // WakeExplore).
 type adaptRecord struct {
-	feats  [features.NumBuckets]uint32
+	feats  [features.NumInputs]uint32
 	wakeNs uint64 // when the decision was made (BPF's clock, CLOCK_MONOTONIC)
 	tsNs   uint64 // when the label became known: wakeNs + min(leave, horizon)
 	flags  uint8
@@ -185,7 +185,7 @@ type pendSample struct {
 	seq    uint64
 	wakeNs uint64
 	flags  uint8
-	feats  [features.NumBuckets]uint32
+	feats  [features.NumInputs]uint32
 }
 
 // sliceCounts are one slice's paired scores: candidate (kernel form) and active verdicts

@@ -27,7 +27,7 @@ import (
 // A synthetic stream, as model/online_test.go's: every bucket nonzero with probability 1/4
 // (uniform up to 6.0), buckets 9 and 20 always (uniform up to 4.0); a rule on the counts
 // gives the label, flipped with probability noise.
-func adaptSample(rng *rand.Rand, bucket int, noise float64, in *[features.NumBuckets]uint32) bool {
+func adaptSample(rng *rand.Rand, bucket int, noise float64, in *[features.NumInputs]uint32) bool {
 	for j := range in {
 		in[j] = 0
 		if rng.IntN(4) == 0 {
@@ -56,13 +56,13 @@ func adaptBase(t testing.TB) *model.Model {
 		rng := rand.New(rand.NewPCG(11, 12))
 		const hidden = 8
 		m := model.New(hidden, 1_000_000)
-		var in [features.NumBuckets]uint32
-		var sum, sum2 [features.NumBuckets]float64
+		var in [features.NumInputs]uint32
+		var sum, sum2 [features.NumInputs]float64
 		const nfit = 20000
 		for range nfit {
 			adaptSample(rng, 9, 0, &in)
 			for j, v := range in {
-				x := model.Log1pCount(v)
+				x := model.InputValue(j, v)
 				sum[j] += x
 				sum2[j] += x * x
 			}
@@ -116,7 +116,7 @@ func testAdapter(t testing.TB, m *model.Model, cfg AdaptConfig) (*Adapter, *[]Sl
 
 // feedOne hands the adapter one explored outcome as the Decider does, the active net's
 // verdict computed as BPF would (the active kernel form), and drains it.
-func feedOne(a *Adapter, in *[features.NumBuckets]uint32, label bool, wakeNs uint64) {
+func feedOne(a *Adapter, in *[features.NumInputs]uint32, label bool, wakeNs uint64) {
 	if !a.admit(wakeNs) {
 		return
 	}
@@ -215,7 +215,7 @@ func TestAdaptPromotes(t *testing.T) {
 	var nets [][]byte
 	a.attach(func(b []byte) error { nets = append(nets, append([]byte(nil), b...)); return nil })
 	rng := rand.New(rand.NewPCG(5, 6))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	ts := uint64(1e9)
 	for range 16000 {
 		y := adaptSample(rng, 20, 0.05, &in)
@@ -320,7 +320,7 @@ func TestAdaptWaitsForEvidence(t *testing.T) {
 	base := adaptBase(t)
 	a, res := testAdapter(t, base, AdaptConfig{Budget: 1e9, SliceOutcomes: 20, SliceTime: -1})
 	rng := rand.New(rand.NewPCG(7, 8))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	ts := uint64(1e9)
 	for range 400 {
 		y := adaptSample(rng, 20, 0.05, &in)
@@ -459,7 +459,7 @@ func TestAdaptNoFalsePromotions(t *testing.T) {
 			defer func() { <-sem }()
 			a, res := testAdapter(t, base, AdaptConfig{Budget: 1e9, SliceOutcomes: 400, SliceTime: -1})
 			rng := rand.New(rand.NewPCG(uint64(seed), 77))
-			var in [features.NumBuckets]uint32
+			var in [features.NumInputs]uint32
 			ts := uint64(1e9)
 			pos := 0.5 + 0.2*float64(seed%2) // balanced, or a majority class of 0.7
 			for range slices * 400 {
@@ -497,7 +497,7 @@ func TestAdaptBudget(t *testing.T) {
 	base := adaptBase(t)
 	a, _ := testAdapter(t, base, AdaptConfig{SliceOutcomes: 1 << 30})
 	rng := rand.New(rand.NewPCG(9, 10))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	const rate, seconds = 50000, 4
 	ts := uint64(1e9)
 	for range rate * seconds {
@@ -532,7 +532,7 @@ func TestDeciderFeedsAdapter(t *testing.T) {
 	d.SetAdapter(a)
 	w := &fakeWriter{}
 	rng := rand.New(rand.NewPCG(3, 4))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	explored := 0
 	for seq := uint64(1); seq <= 400; seq++ {
 		adaptSample(rng, 9, 0, &in)
@@ -607,7 +607,7 @@ func TestAdaptNoAllocs(t *testing.T) {
 	a, _ := testAdapter(t, base, AdaptConfig{Budget: 1e9, SliceOutcomes: 1 << 30})
 	a.freeze() // a candidate to score
 	rng := rand.New(rand.NewPCG(1, 1))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	ts := uint64(1e9)
 	allocs := testing.AllocsPerRun(2000, func() {
 		y := adaptSample(rng, 9, 0.05, &in)
@@ -626,7 +626,7 @@ func TestAdaptNoPromote(t *testing.T) {
 	save := filepath.Join(t.TempDir(), "m.bin")
 	a, res := testAdapter(t, base, AdaptConfig{Budget: 1e9, SliceOutcomes: 1000, SliceTime: -1, NoPromote: true, SaveModel: save})
 	rng := rand.New(rand.NewPCG(5, 6))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	ts := uint64(1e9)
 	for range 6000 {
 		y := adaptSample(rng, 20, 0.05, &in)
@@ -665,7 +665,7 @@ func TestAdaptStartClose(t *testing.T) {
 	}
 	a.Start()
 	rng := rand.New(rand.NewPCG(5, 6))
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	for i := range 500 {
 		y := adaptSample(rng, 9, 0, &in)
 		if a.admit(uint64(i) * 1000) {
@@ -707,7 +707,7 @@ func TestLoopKicksAdapter(t *testing.T) {
 		}
 	}()
 	for i := range uint64(pairs) {
-		var in [features.NumBuckets]uint32
+		var in [features.NumInputs]uint32
 		adaptSample(rng, 9, 0, &in)
 		wake := rawWake(1000*(i+1), 10, 1, 4, &in)
 		wake[2] = features.WakeNoDecision | features.WakeVerdict | features.WakeExplore
@@ -774,7 +774,7 @@ func TestAdaptCPUGovernor(t *testing.T) {
 		t.Errorf("after a long idle spell %v ns, want two seconds' worth, 40 ms", a.cpuTokens)
 	}
 	// shed drops what waits, counted.
-	var in [features.NumBuckets]uint32
+	var in [features.NumInputs]uint32
 	for range 10 {
 		a.reserve().feats = in
 		a.commit()
@@ -867,7 +867,7 @@ func BenchmarkAdaptOutcome(b *testing.B) {
 	}
 	a.clock = nil
 	rng := rand.New(rand.NewPCG(1, 2))
-	var ins [256][features.NumBuckets]uint32
+	var ins [256][features.NumInputs]uint32
 	for i := range ins {
 		for range 12 { // a typical task's 12 nonzero counts of 64
 			ins[i][rng.IntN(features.NumBuckets)] = uint32(1 + rng.IntN(8*features.FixedOne))

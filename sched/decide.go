@@ -35,9 +35,9 @@ type predEntry struct {
 }
 
 const (
-	predUnbiased = 1 << iota // the action did not follow the verdict (Decider.unbiased, at the wakeup)
-	predExplored             // BPF took the action at random (MLS_WAKE_EXPLORE)
-	predAbstained            // the net had no opinion (MLS_WAKE_ABSTAIN): nothing to score
+	predUnbiased  = 1 << iota // the action did not follow the verdict (Decider.unbiased, at the wakeup)
+	predExplored              // BPF took the action at random (MLS_WAKE_EXPLORE)
+	predAbstained             // the net had no opinion (MLS_WAKE_ABSTAIN): nothing to score
 )
 
 // Decider turns wake events into decisions and outcome events into guard observations. It is

@@ -34,7 +34,7 @@ func testModel(t testing.TB, seed int64) *model.Model {
 
 // rawWake builds a scheduler wake event as BPF writes it (features.EncodeWake, itself checked
 // against a hand-laid record and, through its offsets, against the objects' BTF).
-func rawWake(seq uint64, wTid uint32, prevCPU, nrAllowed uint16, feats *[features.NumBuckets]uint32) []byte {
+func rawWake(seq uint64, wTid uint32, prevCPU, nrAllowed uint16, feats *[features.NumInputs]uint32) []byte {
 	b := make([]byte, features.WakeMaxSize)
 	e := features.WakeEvent{Type: features.EventSchedWake, PrevCPU: prevCPU, WakerCPU: 1, NrAllowed: nrAllowed,
 		WTid: wTid, RTid: wTid + 1, TsNs: seq * 1000, ROnCPUNs: 5000, Seq: seq, Feats: *feats}
@@ -49,8 +49,8 @@ func rawOutcome(seq uint64, cpu uint16, wTid uint32, voluntary bool, leaveNs uin
 	return b
 }
 
-func randFeats(rng *rand.Rand) *[features.NumBuckets]uint32 {
-	var f [features.NumBuckets]uint32
+func randFeats(rng *rand.Rand) *[features.NumInputs]uint32 {
+	var f [features.NumInputs]uint32
 	for i := 0; i < 8; i++ {
 		f[rng.Intn(features.NumBuckets)] = uint32(rng.Intn(64 * features.FixedOne))
 	}
@@ -116,10 +116,10 @@ func TestDeciderPolicies(t *testing.T) {
 		t.Fatalf("keep %d migrate %d", st.Keep.Load(), st.Migrate.Load())
 	}
 	// A task allowed on one CPU only can't migrate.
-	handle(rawWake(501, 100, 3, 1, &[features.NumBuckets]uint32{}), d, w)
+	handle(rawWake(501, 100, 3, 1, &[features.NumInputs]uint32{}), d, w)
 	var dec Decision
 	features.DecodeDecision(w.buf[:], &dec)
-	if pred.KeepLocal(&[features.NumBuckets]uint32{}) == false && dec.Action != ActKeepLocal {
+	if pred.KeepLocal(&[features.NumInputs]uint32{}) == false && dec.Action != ActKeepLocal {
 		t.Fatalf("single-CPU task: %s", dec.Action)
 	}
 	// FIFO policy: no model, always FIFO.

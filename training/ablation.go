@@ -334,9 +334,9 @@ func (d *AblationData) add(name, path string, r io.Reader, relabel bool) error {
 	if sum := tr.Summary(); sum != nil {
 		p.DurationNs = sum.DurationNs
 	}
-	var row [Inputs]float32
+	var row [features.NumBuckets]float32
 	for i := range samples {
-		for j, v := range samples[i].Feats {
+		for j, v := range features.Counts(&samples[i].Feats) {
 			row[j] = 0
 			if v != 0 {
 				row[j] = float32(model.Log1pCount(v))
@@ -365,7 +365,7 @@ type AblationInputs struct {
 // Width is the number of inputs.
 func (a AblationInputs) Width() int {
 	if a.Counts {
-		return Inputs + len(a.Extras)
+		return features.NumBuckets + len(a.Extras)
 	}
 	return len(a.Extras)
 }
@@ -564,8 +564,8 @@ func draw(rows []int32, n int, seed uint64) []int32 {
 func (d *AblationData) fill(a *AblationInputs, r int32, x []float32) {
 	k := 0
 	if a.Counts {
-		copy(x, d.Counts[int(r)*Inputs:(int(r)+1)*Inputs])
-		k = Inputs
+		copy(x, d.Counts[int(r)*features.NumBuckets:(int(r)+1)*features.NumBuckets])
+		k = features.NumBuckets
 	}
 	ex := d.Extra[int(r)*NumExtras : (int(r)+1)*NumExtras]
 	for _, e := range a.Extras {

@@ -12,8 +12,9 @@ import (
 	"github.com/mlsched/mlsched/model"
 )
 
-// Inputs is the net's input width: one decayed syscall count per bucket.
-const Inputs = features.NumBuckets
+// Inputs is the net's input width: one decayed syscall count per bucket, then the extras of
+// R's scheduling state (feature schema v2).
+const Inputs = features.NumInputs
 
 // DefaultMaxSamples bounds the samples held in memory. Training keeps every sample as a row of
 // 64 float32 plus its label, on-CPU time and timestamp: about 280 bytes, so the default is
@@ -179,7 +180,7 @@ func (ds *Dataset) appendSample(s *features.Sample) {
 	var row [Inputs]float32
 	for i, v := range s.Feats {
 		if v != 0 {
-			row[i] = float32(model.Log1pCount(v))
+			row[i] = float32(model.InputValue(i, v))
 		}
 	}
 	ds.X = append(ds.X, row[:]...)

@@ -277,12 +277,13 @@ type onlineResult struct {
 }
 
 // replaySample is one trace sample kept for the replay: its nonzero counts are in a shared
-// pool (vals[off:off+popcount(bitmap)]), ~40 bytes plus 4 per nonzero count.
+// pool (vals[off:off+popcount(bitmap)]), ~56 bytes plus 4 per nonzero count.
 type replaySample struct {
 	ts     uint64
 	bitmap uint64
 	off    uint32
 	label  uint8
+	extras [features.NumExtras]uint32
 }
 
 // replayMaxSamples bounds the samples a replay holds, as train bounds its data.
@@ -307,8 +308,9 @@ func replayOnline(m *model.Model, path string, cfg model.LearnerConfig) (*online
 	if err != nil {
 		return nil, err
 	}
-	expand := func(s *replaySample, out *[features.NumBuckets]uint32) {
-		*out = [features.NumBuckets]uint32{}
+	expand := func(s *replaySample, out *[features.NumInputs]uint32) {
+		*out = [features.NumInputs]uint32{}
+		copy(out[features.NumBuckets:], s.extras[:])
 		off := s.off
 		for b := s.bitmap; b != 0; b &= b - 1 {
 			out[bits.TrailingZeros64(b)] = vals[off]
@@ -320,7 +322,7 @@ func replayOnline(m *model.Model, path string, cfg model.LearnerConfig) (*online
 	labels := make([]uint8, 0, scored)
 	dec, sdec := make([]bool, 0, scored), make([]bool, 0, scored)
 	score, sscore := make([]float64, 0, scored), make([]float64, 0, scored)
-	var feats [features.NumBuckets]uint32
+	var feats [features.NumInputs]uint32
 	next := 0 // the oldest sample not yet offered to the learner
 	for i := range samples {
 		s := &samples[i]
@@ -380,8 +382,8 @@ func loadReplay(m *model.Model, path string) ([]replaySample, []uint32, error) {
 			return nil, nil, fmt.Errorf("trace %s: more than %d samples: %w; replay a shorter trace", path, replayMaxSamples, training.ErrTooLarge)
 		}
 		training.Relabel(&s, m.HorizonNs)
-		r := replaySample{ts: s.TsNs, off: uint32(len(vals)), label: s.Label & 1}
-		for j, v := range s.Feats {
+		r := replaySample{ts: s.TsNs, off: uint32(len(vals)), label: s.Label & 1, extras: [features.NumExtras]uint32(s.Feats[features.NumBuckets:])}
+		for j, v := range features.Counts(&s.Feats) {
 			if v != 0 {
 				r.bitmap |= 1 << j
 				vals = append(vals, v)

@@ -90,6 +90,16 @@ type TraceReport struct {
 	Summary       *features.TraceSummary `json:"trailer,omitempty"`
 	Outcomes      map[string]uint64      `json:"outcomes"`
 	BucketMeans   []BucketMean           `json:"bucket_means"`
+	// SchedMeans are the means of R's scheduling state over the samples (schema v2).
+	SchedMeans SchedMeans `json:"sched_means"`
+}
+
+// SchedMeans are a trace's mean scheduling state of R.
+type SchedMeans struct {
+	OnCPUUs float64 `json:"oncpu_us"`
+	StintUs float64 `json:"stint_us"`
+	Vol     float64 `json:"vol"`
+	GapUs   float64 `json:"gap_us"`
 }
 
 // BucketMean is one feature's mean value over the trace, in decayed-count units.
@@ -112,6 +122,7 @@ func inspectTrace(r io.Reader, path string, jsonOut bool, w io.Writer) error {
 		Outcomes: map[string]uint64{},
 	}
 	var sums [features.NumBuckets]float64
+	var sm SchedMeans
 	var s features.Sample
 	var lastTs uint64
 	var readErr error
@@ -127,15 +138,21 @@ func inspectTrace(r io.Reader, path string, jsonOut bool, w io.Writer) error {
 		rep.Samples++
 		rep.Positives += uint64(s.Label)
 		rep.Outcomes[s.Outcome.String()]++
-		for i, v := range s.Feats {
+		for i, v := range features.Counts(&s.Feats) {
 			sums[i] += float64(v)
 		}
+		sm.OnCPUUs += float64(s.ROnCPUNs) / 1e3
+		sm.StintUs += float64(s.RStintNs) / 1e3
+		sm.Vol += float64(s.RVol) / features.VolOne
+		sm.GapUs += float64(s.RGapNs) / 1e3
 		if s.TsNs > lastTs {
 			lastTs = s.TsNs
 		}
 	}
 	if rep.Samples > 0 {
 		rep.PositiveRatio = float64(rep.Positives) / float64(rep.Samples)
+		n := float64(rep.Samples)
+		rep.SchedMeans = SchedMeans{OnCPUUs: sm.OnCPUUs / n, StintUs: sm.StintUs / n, Vol: sm.Vol / n, GapUs: sm.GapUs / n}
 	}
 	for i, v := range sums {
 		m := 0.0
@@ -192,6 +209,10 @@ func printTraceReport(w io.Writer, r *TraceReport) {
 	fmt.Fprintf(w, "samples   %d: %d positive (%s), %d negative; outcomes voluntary %d, preempted %d, timeout %d\n",
 		r.Samples, r.Positives, pct(r.Positives, r.Samples), r.Samples-r.Positives,
 		r.Outcomes["voluntary"], r.Outcomes["preempted"], r.Outcomes["timeout"])
+	if r.Samples > 0 {
+		m := r.SchedMeans
+		fmt.Fprintf(w, "R's state mean on-CPU %.0f µs, stint %.0f µs, voluntary %.2f, gap %.0f µs\n", m.OnCPUUs, m.StintUs, m.Vol, m.GapUs)
+	}
 	if s := r.Summary; s != nil {
 		fmt.Fprintf(w, "wakeups   %d seen, %d to an idle CPU, %d skipped\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
 		fmt.Fprintf(w, "drops     %d total: ring buffer %d wake + %d switch, switch-out missed %d, unresolved %d\n",
