@@ -256,12 +256,14 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	}
 	c->task = (__u64)next;
 	// The switch's time ends prev's stint and starts next's: both tasks' scheduling state
-	// (features.h), as the scheduler's stopping() and running() keep it.
+	// (features.h), as the scheduler's stopping() and running() keep it. A task without a
+	// feature slot gets one here, unless only a tree is captured: then the fork hook gave its
+	// tasks theirs (a tree lookup on every switch would double this hook's cost).
 	t = switch_in_ns(c, next, preempt, prev_state, have_state, cast, now);
 	if (c->run.tid)
-		mls_on_stint_end(c->run.tid, c->run.start_ns, t, voluntary);
+		mls_on_stint_end(c->run.tid, c->run.start_ns, t, voluntary, !filter_tree, &counters, MLS_CNT_FEAT_TAKEOVER);
 	if (ids.pid)
-		mls_on_stint_start(ids.pid, t);
+		mls_on_stint_start(ids.pid, t, !filter_tree, &counters, MLS_CNT_FEAT_TAKEOVER);
 	mls_run_start(&c->run, ids.pid, ids.tgid, ids.pid ? t : 0);
 }
 
@@ -462,6 +464,9 @@ int BPF_PROG(mls_process_fork, struct task_struct *parent, struct task_struct *c
 		return 0;
 	ctgid = BPF_CORE_READ(child, tgid);
 	bpf_map_update_elem(&tree_tgids, &ctgid, &one, BPF_ANY);
+	// The child's feature slot, so that its scheduling state is kept from its first stint
+	// even if it makes no syscall (the switch hook claims none while a tree is captured).
+	mls_feat_sched_slot(BPF_CORE_READ(child, pid), true, &counters, MLS_CNT_FEAT_TAKEOVER);
 	return 0;
 }
 

@@ -54,6 +54,15 @@ struct {
 
 const volatile __u32 mls_feat_mask = 32767; // set by the loader: slots - 1
 
+// Add v to counter idx of an object's per-CPU counter map.
+static __always_inline void mls_count_add(void *counters, __u32 idx, __u64 v)
+{
+	__u64 *c = bpf_map_lookup_elem(counters, &idx);
+
+	if (c)
+		*c += v;
+}
+
 enum mls_feat_claim {
 	MLS_FEAT_OWNED,    // the slot was already this task's
 	MLS_FEAT_NEW,      // a free slot (or a dead task's) was claimed
@@ -202,19 +211,35 @@ static __always_inline void mls_feat_stint_end(struct task_feat *f, __u64 start,
 	f->stop_ns = now;
 }
 
-// The task tid's stint on this CPU starts, or ends: the same for a task with no feature slot
-// (it never made a syscall) is nothing.
-static __always_inline void mls_on_stint_start(__u32 tid, __u64 now)
+// The state of task tid for a stint's start or end: its slot, or with claim one claimed for it
+// (a task that makes no syscall, a CPU hog, has a scheduling state too: counted as
+// mls_on_sys_enter counts a takeover). NULL: none.
+static __always_inline struct task_feat *mls_feat_sched_slot(__u32 tid, bool claim, void *counters, __u32 takeover_idx)
 {
 	struct task_feat *f = mls_feat_peek(tid);
+	enum mls_feat_claim c;
+
+	if (f || !claim)
+		return f;
+	f = mls_feat_own(tid, &c);
+	if (f && c == MLS_FEAT_TAKEOVER)
+		mls_count_add(counters, takeover_idx, 1);
+	return f;
+}
+
+// Task tid's stint on this CPU starts at now, or ends (started at start) at now.
+static __always_inline void mls_on_stint_start(__u32 tid, __u64 now, bool claim, void *counters, __u32 takeover_idx)
+{
+	struct task_feat *f = mls_feat_sched_slot(tid, claim, counters, takeover_idx);
 
 	if (f)
 		mls_feat_stint_start(f, now);
 }
 
-static __always_inline void mls_on_stint_end(__u32 tid, __u64 start, __u64 now, bool voluntary)
+static __always_inline void mls_on_stint_end(__u32 tid, __u64 start, __u64 now, bool voluntary, bool claim, void *counters,
+					     __u32 takeover_idx)
 {
-	struct task_feat *f = mls_feat_peek(tid);
+	struct task_feat *f = mls_feat_sched_slot(tid, claim, counters, takeover_idx);
 
 	if (f)
 		mls_feat_stint_end(f, start, now, voluntary);
@@ -282,15 +307,6 @@ struct mls_cpu_run {
 static __always_inline struct mls_cpu_run *mls_cpu_run_of(void *cpu_map, __u32 cpu)
 {
 	return bpf_map_lookup_elem(cpu_map, &cpu);
-}
-
-// Add v to counter idx of an object's per-CPU counter map.
-static __always_inline void mls_count_add(void *counters, __u32 idx, __u64 v)
-{
-	__u64 *c = bpf_map_lookup_elem(counters, &idx);
-
-	if (c)
-		*c += v;
 }
 
 // sys_enter of task tid (pid_tgid's low half), syscall id: one decayed bucket bumped; a

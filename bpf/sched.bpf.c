@@ -754,7 +754,7 @@ void BPF_PROG(mls_running, struct task_struct *p)
 	if (!cs)
 		return;
 	mls_run_start(&cs->run, p->pid, p->tgid, now);
-	mls_on_stint_start(p->pid, now);
+	mls_on_stint_start(p->pid, now, true, &sched_counters, MLS_SC_FEAT_TAKEOVER);
 	if (queue_vtime) {
 		cs->exec_start = p->se.sum_exec_runtime;
 		if ((s64)(p->scx.dsq_vtime - vtime_now) > 0)
@@ -778,7 +778,8 @@ void BPF_PROG(mls_stopping, struct task_struct *p, bool runnable)
 	now = bpf_ktime_get_ns();
 	// The stint's end: p's scheduling state (features.h), as the capture's switch hook keeps it.
 	if (cs->run.tid == p->pid)
-		mls_on_stint_end(p->pid, cs->run.start_ns, now, mls_left_voluntarily(runnable, cs->run.yielding));
+		mls_on_stint_end(p->pid, cs->run.start_ns, now, mls_left_voluntarily(runnable, cs->run.yielding), true,
+				 &sched_counters, MLS_SC_FEAT_TAKEOVER);
 	cs->run.tid = 0;
 	if (!mls_run_take_sample(&cs->run, p->pid))
 		return;

@@ -143,9 +143,9 @@ func TestCorruption(t *testing.T) {
 	}
 	const (
 		mean = headerSize
-		std  = mean + 4*64
-		w1   = std + 4*64
-		b1   = w1 + 4*64*16
+		std  = mean + 4*NumInputs
+		w1   = std + 4*NumInputs
+		b1   = w1 + 4*NumInputs*16
 		w2   = b1 + 4*16
 		b2   = w2 + 4*16
 	)

@@ -162,7 +162,11 @@ func newDenseSGD(m *Model, cfg LearnerConfig) *denseSGD {
 func (d *denseSGD) input(in *[features.NumInputs]uint32) []float64 {
 	x := make([]float64, NumInputs)
 	for j, v := range in {
-		x[j] = (float64(log1pFixed(v)) - float64(d.m.Mean[j])) / float64(d.m.Std[j])
+		xj := float64(extraFloat(v))
+		if j < features.NumBuckets {
+			xj = float64(log1pFixed(v))
+		}
+		x[j] = (xj - float64(d.m.Mean[j])) / float64(d.m.Std[j])
 	}
 	return x
 }

@@ -81,7 +81,7 @@ func TestPredictMatchesReference(t *testing.T) {
 				if d := math.Abs(got - want); d > 1e-4*math.Max(1, math.Abs(want)) {
 					t.Fatalf("hidden %d nonzero %d: logit %v, reference %v (diff %g)\nin %v", hidden, nz, got, want, d, in)
 				}
-				x := make([]float64, 64)
+				x := make([]float64, NumInputs)
 				m.Normalize(in, x)
 				wantP := m.Forward(x)
 				if d := math.Abs(float64(p.Predict(in)) - wantP); d > 1e-4 {

@@ -39,6 +39,8 @@ func rawWake(seq uint64, wTid uint32, prevCPU, nrAllowed uint16, feats *[feature
 	e := features.WakeEvent{Type: features.EventSchedWake, PrevCPU: prevCPU, WakerCPU: 1, NrAllowed: nrAllowed,
 		WTid: wTid, RTid: wTid + 1, TsNs: seq * 1000, ROnCPUNs: 5000, Seq: seq, Feats: *feats}
 	features.EncodeWake(b, &e)
+	st := e.State()
+	features.SetExtras(feats, &st) // what the decoder makes of R's state
 	return b // the full reserved size, as the scheduler submits it
 }
 

@@ -197,7 +197,7 @@ func TestAblationLearnsOnCPU(t *testing.T) {
 		samples := make([]features.Sample, 10000)
 		for i := range samples {
 			s := features.Sample{TsNs: uint64(i+1) * 20_000, RTid: uint32(rng.IntN(50)), WTid: 1}
-			for b := range s.Feats {
+			for b := range features.Counts(&s.Feats) {
 				if rng.IntN(4) == 0 {
 					s.Feats[b] = uint32(rng.IntN(8 * features.FixedOne))
 				}

@@ -25,8 +25,8 @@ func randomModel(rng *rand.Rand, hidden int) (*Params, *model.Model) {
 	return p, p.Model(mean, std, 1_000_000, 0.5)
 }
 
-func randomCounts(rng *rand.Rand) *[features.NumBuckets]uint32 {
-	var in [features.NumBuckets]uint32
+func randomCounts(rng *rand.Rand) *[features.NumInputs]uint32 {
+	var in [features.NumInputs]uint32
 	for j := range in {
 		if rng.IntN(4) == 0 {
 			in[j] = uint32(rng.IntN(features.MaxCount + 1))
@@ -45,7 +45,7 @@ func TestGoldenForward(t *testing.T) {
 			t.Fatal(err)
 		}
 		const n = 500
-		counts := make([]*[features.NumBuckets]uint32, n)
+		counts := make([]*[features.NumInputs]uint32, n)
 		x64 := make([][]float64, n)
 		x32 := make([]float32, 0, n*Inputs)
 		for i := range counts {

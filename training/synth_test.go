@@ -16,7 +16,7 @@ import (
 func synthSample(rng *rand.Rand, ts uint64) features.Sample {
 	const k = 9 // futex
 	s := features.Sample{TsNs: ts, PrevCPU: 1, RTid: 42, WTid: 43}
-	for i := range s.Feats {
+	for i := range features.Counts(&s.Feats) {
 		if rng.IntN(3) == 0 {
 			s.Feats[i] = uint32(rng.IntN(8 * features.FixedOne))
 		}

@@ -43,7 +43,7 @@ func TestCaptureIntegration(t *testing.T) {
 		switch {
 		case sleep[s.RTid]:
 			nSleep++
-			for i, v := range s.Feats {
+			for i, v := range features.Counts(&s.Feats) {
 				sleepMeans[i] += float64(v)
 			}
 		case spin[s.RTid]:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
@@ -100,7 +101,8 @@ func printModel(w io.Writer, path string, size int64, m *model.Model) {
 	fmt.Fprintf(w, "model           %s (%d bytes, format version %d, checksum ok)\n", path, size, model.Version)
 	fmt.Fprintf(w, "schema          %s (this binary's)\n", features.FormatSchemaID(m.SchemaID))
 	fmt.Fprintf(w, "dimensions      %d -> %d (ReLU) -> %d (sigmoid)\n", m.Inputs, m.Hidden, model.NumOutputs)
-	fmt.Fprintf(w, "normalisation   log1p(count), standardised with the training data's mean and std\n")
+	fmt.Fprintf(w, "inputs          %d syscall counts, log1p(count); R's scheduling state: %s (schema v2)\n", features.NumBuckets, strings.Join(features.ExtraNames[:], ", "))
+	fmt.Fprintf(w, "normalisation   each input standardised with the training data's mean and std\n")
 	fmt.Fprintf(w, "horizon         %v (predicts: the running task yields its CPU within it)\n", time.Duration(m.HorizonNs))
 	fmt.Fprintf(w, "threshold       %.4f (keep the waking task local when P(yield) >= it)\n", m.Threshold)
 	if m.AbstainMargin > 0 {

@@ -26,7 +26,7 @@ func writeSynthTrace(t *testing.T, path string, n int, seed, horizonNs uint64) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	for i := range n {
 		s := features.Sample{TsNs: uint64(i+1) * 1000, Outcome: features.OutcomeTimeout}
-		for j := range s.Feats {
+		for j := range features.Counts(&s.Feats) {
 			if rng.IntN(3) == 0 {
 				s.Feats[j] = uint32(rng.IntN(6 * features.FixedOne))
 			}
@@ -103,7 +103,7 @@ func TestTrainEvalInspect(t *testing.T) {
 	if err := inspectModel(m, false, &iout); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"64 -> 16 (ReLU) -> 1", "horizon         1ms", "threshold", "baseline majority", "6000 samples", tr, "created"} {
+	for _, want := range []string{"68 -> 16 (ReLU) -> 1", "oncpu, stint, vol, gap", "horizon         1ms", "threshold", "baseline majority", "6000 samples", tr, "created"} {
 		if !strings.Contains(iout.String(), want) {
 			t.Errorf("inspect lacks %q:\n%s", want, iout.String())
 		}
