@@ -241,13 +241,16 @@ static __always_inline int net_verdict(struct cpu_state *cs, u64 now)
 	if (!net || !mls_net_usable(net))
 		return -1;
 	f = mls_feat_peek(cs->run.tid);
-	if (!f)
-		return mls_net_decide(net, 0);
 	if (time_net)
 		t0 = bpf_ktime_get_ns();
+	// R's state (with no slot: its on-CPU time, the rest unknown) and its counts' part (none).
 	mls_state_fill(&st, f, cs->run.start_ns, now);
 	mls_extras(&st, x);
-	if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
+	if (!f) {
+#pragma unroll
+		for (int k = 0; k < MLS_NET_HIDDEN; k++)
+			acc[k] = net->b1[k];
+	} else if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
 		count(MLS_SC_KERNEL_CACHED);
 #pragma unroll
 		for (int k = 0; k < MLS_NET_HIDDEN; k++)

@@ -62,7 +62,7 @@ var (
 // Model is a trained predictor and what is known about it. Weights are float32, as in the file.
 type Model struct {
 	SchemaID uint64 // features.SchemaID() of the schema the model was trained on
-	Inputs   int    // always NumInputs (64)
+	Inputs   int    // always NumInputs (68: the counts, then the extras)
 	Hidden   int    // 1..MaxHidden, usually DefaultHidden (16)
 
 	NormKind uint32    // NormLog1pStandardize

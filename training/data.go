@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"sort"
 
@@ -52,6 +53,11 @@ type Dataset struct {
 	// Mean and Std of the log1p inputs over the training rows, once Standardize ran.
 	Mean, Std []float32
 
+	// TrainPerTrace, when > 0, keeps at most that many of each trace's training rows, drawn
+	// at random (seeded by the trace's position): each program then weighs at most alike,
+	// however many wakeups it makes. Validation keeps every row. Set it before adding traces.
+	TrainPerTrace int
+
 	maxSamples int
 	standard   bool
 	relabel    bool
@@ -98,10 +104,16 @@ func NewDataset(valFrac float64, maxSamples int) (*Dataset, error) {
 // LoadTraces reads trace files into a new data set. horizonNs, if not 0, relabels the
 // samples for that horizon (see SetHorizon).
 func LoadTraces(paths []string, valFrac float64, maxSamples int, horizonNs uint64) (*Dataset, error) {
+	return LoadTracesPerTrace(paths, valFrac, maxSamples, horizonNs, 0)
+}
+
+// LoadTracesPerTrace is LoadTraces with Dataset.TrainPerTrace set to perTrace.
+func LoadTracesPerTrace(paths []string, valFrac float64, maxSamples int, horizonNs uint64, perTrace int) (*Dataset, error) {
 	ds, err := NewDataset(valFrac, maxSamples)
 	if err != nil {
 		return nil, err
 	}
+	ds.TrainPerTrace = perTrace
 	if horizonNs != 0 {
 		if err := ds.SetHorizon(horizonNs); err != nil {
 			return nil, err
@@ -199,7 +211,14 @@ func (ds *Dataset) split(first int) {
 	}
 	sort.SliceStable(rows, func(a, b int) bool { return ds.TsNs[rows[a]] < ds.TsNs[rows[b]] })
 	nVal := int(math.Round(float64(n) * ds.ValFrac))
-	ds.Train = append(ds.Train, rows[:n-nVal]...)
+	train := rows[:n-nVal]
+	if k := ds.TrainPerTrace; k > 0 && len(train) > k {
+		rng := rand.New(rand.NewPCG(uint64(len(ds.Traces)), 0x7472616365))
+		rng.Shuffle(len(train), func(i, j int) { train[i], train[j] = train[j], train[i] })
+		train = train[:k]
+		sort.SliceStable(train, func(a, b int) bool { return ds.TsNs[train[a]] < ds.TsNs[train[b]] }) // in time order, as the others
+	}
+	ds.Train = append(ds.Train, train...)
 	ds.Val = append(ds.Val, rows[n-nVal:]...)
 }
 

@@ -4,6 +4,8 @@
 #   training/default-model.sh             capture every workload, train, write model/default.bin
 #   training/default-model.sh capture     capture only (the workloads in $WORKLOADS)
 #   training/default-model.sh train       train again on the traces already captured
+#   training/default-model.sh lopo        leave-one-program-out table of the captured traces
+#                                         ($OUT/lopo.md; LOPO_EPOCHS, default 6)
 #   training/default-model.sh list        the workloads, one a line: name, then what it runs
 #   training/default-model.sh prepare NAME DIR
 #                                         set up workload NAME in the empty directory DIR
@@ -33,6 +35,9 @@ SEED=${SEED:-1}
 MODEL=${MODEL:-$root/model/default.bin}
 MLSCHED=${MLSCHED:-$root/mlsched}
 ALL_WORKLOADS="nginx-wrk pgbench memcached make-c zstd-gzip git stress-ng go-build"
+# Programs never in the default mix, for checking generalisation (eval, eval --online on a
+# program the model has not seen): captured only when named in WORKLOADS.
+HELDOUT_WORKLOADS="redis lighttpd-ab"
 WORKLOADS=${WORKLOADS:-$ALL_WORKLOADS}
 # Relative paths are relative to the repository (as they were before any cd below).
 abs() { case $1 in /*) echo "$1" ;; *) echo "$root/$1" ;; esac; }
@@ -179,6 +184,47 @@ cleanup_pgbench() {
 	as_postgres "$(pg_bin)/pg_ctl" -D "$dir/data" -m immediate -s stop 2>/dev/null || true
 }
 
+# --- redis (held out): redis-server (no persistence) on 127.0.0.1:16379, loaded by
+# redis-benchmark (32 clients, SET/GET/LPUSH/LPOP), cut at DURATION s.
+check_redis() { need redis redis-server redis-server && need redis redis-tools redis-benchmark; }
+prepare_redis() { :; }
+load_redis() {
+	port_free 16379 || die "redis: 127.0.0.1:16379 is already in use"
+	redis-server --bind 127.0.0.1 --port 16379 --save '' --appendonly no --dir "$1" --daemonize no >"$1/redis.log" &
+	servers+=("TERM:$!")
+	wait_port 16379 "$!"
+	timeout "$DURATION" redis-benchmark -h 127.0.0.1 -p 16379 -c 32 -n 1000000000 -t set,get,lpush,lpop -q >/dev/null || [ $? = 124 ]
+	stop_servers
+}
+cleanup_redis() { :; }
+
+# --- lighttpd-ab (held out): lighttpd serving a 4 KiB file on 127.0.0.1:18082 to ab (32
+# keep-alive connections) for DURATION s.
+check_lighttpd_ab() { need lighttpd-ab lighttpd lighttpd && need lighttpd-ab apache2-utils ab; }
+prepare_lighttpd_ab() {
+	local dir=$1
+	chmod 755 "$dir"
+	mkdir -p "$dir/www"
+	head -c 4096 /dev/urandom >"$dir/www/index.html"
+	chmod 644 "$dir/www/index.html"
+	cat >"$dir/lighttpd.conf" <<CONF
+server.document-root = "$dir/www"
+server.bind = "127.0.0.1"
+server.port = 18082
+server.errorlog = "$dir/error.log"
+CONF
+}
+load_lighttpd_ab() {
+	local dir=$1
+	port_free 18082 || die "lighttpd-ab: 127.0.0.1:18082 is already in use"
+	lighttpd -D -f "$dir/lighttpd.conf" &
+	servers+=("TERM:$!")
+	wait_port 18082 "$!"
+	ab -q -k -c 32 -t "$DURATION" -n 100000000 http://127.0.0.1:18082/index.html >"$dir/ab.log" || true
+	stop_servers
+}
+cleanup_lighttpd_ab() { :; }
+
 # --- memcached: memcached (2 threads, 256 MiB, as nobody) on 127.0.0.1:11311, loaded by
 # memcaslap (libmemcached's memaslap: 2 threads, 32 connections, 90% get / 10% set).
 memcaslap_bin() { command -v memcaslap || command -v memaslap || echo memcaslap; }
@@ -311,17 +357,19 @@ describe() {
 	zstd-gzip) echo "tar /usr/lib/<multiarch> /usr/share/doc | zstd -3 -T2 | zstd -d | gzip -1 | gzip -d, looped for \$DURATION s" ;;
 	git) echo "in a clone of this repository: git log -p, grep, repack -adf, fsck, status, looped for \$DURATION s" ;;
 	stress-ng) echo "stress-ng --pipe 1 --futex 1 --poll 1 --sock 1 --cpu 1 --timeout \${DURATION}s" ;;
+	redis) echo "(held out) redis-server on 127.0.0.1:16379, redis-benchmark -c 32 -t set,get,lpush,lpop for \$DURATION s" ;;
+	lighttpd-ab) echo "(held out) lighttpd (4 KiB file) on 127.0.0.1:18082, ab -k -c 32 -t \$DURATION" ;;
 	go-build) echo "go build of ./features ./model ./bpf ./cmd/mlsched from an empty GOCACHE, cut at 3 x \$DURATION s" ;;
 	esac
 }
 
-known() { [[ " $ALL_WORKLOADS " == *" $1 "* ]]; }
+known() { [[ " $ALL_WORKLOADS $HELDOUT_WORKLOADS " == *" $1 "* ]]; }
 fn() { echo "${1//-/_}"; }
 
 selected() {
 	local w
 	for w in $WORKLOADS; do
-		known "$w" || die "WORKLOADS: unknown workload $w (known: $ALL_WORKLOADS)"
+		known "$w" || die "WORKLOADS: unknown workload $w (known: $ALL_WORKLOADS $HELDOUT_WORKLOADS)"
 	done
 	echo "$WORKLOADS"
 }
@@ -402,8 +450,42 @@ train() {
 	echo "model: $MODEL; log, curves and per-workload evals: $OUT" >&2
 }
 
+# Leave-one-program-out: for each captured workload, a model trained (LOPO_EPOCHS epochs) on
+# the others and evaluated on every sample of it; the table (Markdown) goes to $OUT/lopo.md and
+# stdout, the models and evals to $OUT/lopo/. Goals (issue 13): coverage >= 0.5, confident
+# accuracy >= the majority class over the same samples, balanced accuracy >= 0.70.
+lopo() {
+	local ws w o traces=()
+	ws=$(selected)
+	cd "$OUT"
+	mkdir -p lopo
+	for w in $ws; do
+		[ -f "$w.trace" ] || die "no trace in $OUT for $w (capture it: WORKLOADS=\"$w\" $0 capture)"
+	done
+	for w in $ws; do
+		traces=()
+		for o in $ws; do [ "$o" = "$w" ] || traces+=("$o.trace"); done
+		echo "== lopo: $w held out, train on ${traces[*]}" >&2
+		"$MLSCHED" train -o "lopo/without-$w.bin" --epochs "${LOPO_EPOCHS:-6}" --seed "$SEED" "${traces[@]}" >"lopo/without-$w.train.log"
+		"$MLSCHED" eval --model "lopo/without-$w.bin" --json "$w.trace" >"lopo/$w.eval.json"
+	done
+	{
+		echo "| held out | samples | majority | accuracy | balanced | AUC | coverage | confident acc. | its majority | goals |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+		for w in $ws; do
+			python3 - "$w" "lopo/$w.eval.json" <<'PY'
+import json, sys
+w, e = sys.argv[1], json.load(open(sys.argv[2]))
+ok = e["coverage"] >= 0.5 and e["confident_accuracy"] >= e["confident_baseline_accuracy"] and e["balanced_accuracy"] >= 0.70
+print(f"| {w} | {e['n']} | {e['baseline_accuracy']:.3f} | {e['accuracy']:.3f} | {e['balanced_accuracy']:.3f} | {e['auc']:.3f} | "
+      f"{e['coverage']:.3f} | {e['confident_accuracy']:.3f} | {e['confident_baseline_accuracy']:.3f} | {'met' if ok else 'not met'} |")
+PY
+		done
+	} | tee lopo.md
+}
+
 usage() {
-	echo "usage: $0 [all|capture|train|list|prepare NAME DIR|NAME [DIR]]  (NAME: ${ALL_WORKLOADS// /|})" >&2
+	echo "usage: $0 [all|capture|train|lopo|list|prepare NAME DIR|NAME [DIR]]  (NAME: ${ALL_WORKLOADS// /|})" >&2
 	exit 2
 }
 
@@ -414,6 +496,7 @@ all)
 	;;
 capture) capture_all ;;
 train) train ;;
+lopo) lopo ;;
 list)
 	for w in $ALL_WORKLOADS; do printf '%s\t%s\n' "$w" "$(describe "$w")"; done
 	;;

@@ -3,6 +3,7 @@ package training
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/mlsched/mlsched/features"
@@ -144,5 +145,40 @@ func TestRelabel(t *testing.T) {
 		if s.Label != c.want || (s.Label == 1) != (s.Outcome == features.OutcomeVoluntary) {
 			t.Errorf("label %d leave %d for h %d: got label %d outcome %v, want %d", c.label, c.leaveNs, c.h, s.Label, s.Outcome, c.want)
 		}
+	}
+}
+
+// --per-trace: each trace gives at most N training rows, a random subset of its training part
+// (the same on every run), in time order; validation keeps every row; 0 keeps all.
+func TestTrainPerTrace(t *testing.T) {
+	dir := t.TempDir()
+	big := synthTraceFile(t, dir, "big.trace", 5000, 1, 1e6)
+	small := synthTraceFile(t, dir, "small.trace", 500, 2, 1e6)
+	all, err := LoadTraces([]string{big, small}, 0.2, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped, err := LoadTracesPerTrace([]string{big, small}, 0.2, 0, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Train) != 4400 || len(capped.Train) != 1000+400 || len(capped.Val) != len(all.Val) {
+		t.Fatalf("train rows %d (all) and %d (capped), val %d and %d; want 4400, 1400, equal val", len(all.Train), len(capped.Train), len(all.Val), len(capped.Val))
+	}
+	inBig := 0
+	for i, r := range capped.Train {
+		if int(r) < 5000 {
+			inBig++
+		}
+		if i > 0 && int(capped.Train[i-1]) < 5000 == (int(r) < 5000) && capped.TsNs[capped.Train[i-1]] > capped.TsNs[r] {
+			t.Fatalf("rows not in time order at %d", i)
+		}
+	}
+	if inBig != 1000 {
+		t.Fatalf("%d rows of the big trace, want 1000", inBig)
+	}
+	again, err := LoadTracesPerTrace([]string{big, small}, 0.2, 0, 0, 1000)
+	if err != nil || !slices.Equal(again.Train, capped.Train) {
+		t.Fatalf("not deterministic: %v", err)
 	}
 }

@@ -19,11 +19,15 @@ func init() {
 		name:    "train",
 		summary: "train the yield predictor on captured traces and write a model file",
 		usage:   "-o MODEL [--hidden 16] [--epochs N] [--seed N] [--val-frac F] [--plot FILE] TRACE...",
-		help: `Trains the 64 -> hidden (ReLU) -> 1 (sigmoid) net that predicts whether the running task R
+		help: `Trains the 68 -> hidden (ReLU) -> 1 (sigmoid) net that predicts whether the running task R
 leaves its CPU voluntarily within the traces' horizon, and writes it to MODEL.
 
-Inputs are log1p of the decayed syscall counts, standardised with the training data's mean
-and standard deviation (stored in the model). The last --val-frac of each trace, by time, is
+Inputs (feature schema v2) are log1p of R's 64 decayed syscall counts and four of R's
+scheduling state: its on-CPU time at the wakeup, the averages of its CPU stints and of its
+voluntary leaves, and its time off the CPU before this stint (docs/FEATURES.md); each is
+standardised with the training data's mean and standard deviation (stored in the model).
+With --per-trace N, at most N training samples of each trace are used (drawn at random), so
+that a program with many wakeups does not outweigh the others. The last --val-frac of each trace, by time, is
 held out for validation: the reported figures are about the future of each workload, not a
 random shuffle of its past. The loss weighs both classes equally; the epoch with the lowest
 validation loss is kept, and the decision threshold is the one that maximises balanced
@@ -59,6 +63,7 @@ type trainOpts struct {
 	seed       uint64
 	valFrac    float64
 	maxSamples int
+	perTrace   int
 	horizon    time.Duration
 	thrFor     string
 	coverage   float64
@@ -78,6 +83,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	fs.Float64Var(&o.coverage, "abstain-coverage", training.DefaultMinCoverage, "the abstention margin (no opinion near the threshold) leaves at least fraction `F` of the validation samples decided; 1: no margin")
 	fs.DurationVar(&o.horizon, "horizon", 0, "label for horizon `H` instead of the traces' own (relabels traces captured with H or longer)")
 	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
+	fs.IntVar(&o.perTrace, "per-trace", 0, "train on at most `N` samples of each trace, at random (each program weighs at most alike; validation keeps all); 0: all")
 	return func(args []string) error { return runTrain(o, args, reportWriter(o.out, o.plot)) }
 }
 
@@ -91,6 +97,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--hidden %d: want 1..%d", o.hidden, model.MaxHidden)
 	case o.epochs < 1 || o.batch < 1 || !(o.lr > 0):
 		return errorf(exitUsage, "--epochs, --batch and --lr must be positive")
+	case o.perTrace < 0:
+		return errorf(exitUsage, "--per-trace %d: want >= 0 (0: every sample)", o.perTrace)
 	case o.thrFor != "balanced" && o.thrFor != "accuracy":
 		return errorf(exitUsage, "--threshold-for %q: want balanced or accuracy", o.thrFor)
 	case !(o.coverage >= 0.5 && o.coverage <= 1):
@@ -111,7 +119,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 	}
 
 	start := time.Now()
-	ds, err := training.LoadTraces(traces, o.valFrac, o.maxSamples, uint64(o.horizon))
+	ds, err := training.LoadTracesPerTrace(traces, o.valFrac, o.maxSamples, uint64(o.horizon), o.perTrace)
 	if err != nil {
 		return traceErr(err)
 	}
