@@ -41,7 +41,7 @@ func rawWake(seq uint64, wTid uint32, prevCPU, nrAllowed uint16, feats *[feature
 	features.EncodeWake(b, &e)
 	st := e.State()
 	features.SetExtras(feats, &st) // what the decoder makes of R's state
-	return b // the full reserved size, as the scheduler submits it
+	return b                       // the full reserved size, as the scheduler submits it
 }
 
 // rawOutcome is the outcome of rawWake's sample seq: from its CPU and its R (wTid+1).
