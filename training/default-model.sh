@@ -5,7 +5,8 @@
 #   training/default-model.sh capture     capture only (the workloads in $WORKLOADS)
 #   training/default-model.sh train       train again on the traces already captured
 #   training/default-model.sh lopo        leave-one-program-out table of the captured traces
-#                                         ($OUT/lopo.md; LOPO_EPOCHS, default 6)
+#                                         ($OUT/lopo.md; LOPO_EPOCHS, default 6, and
+#                                         LOPO_PER_TRACE training samples per trace, 150000)
 #   training/default-model.sh list        the workloads, one a line: name, then what it runs
 #   training/default-model.sh prepare NAME DIR
 #                                         set up workload NAME in the empty directory DIR
@@ -466,7 +467,8 @@ lopo() {
 		traces=()
 		for o in $ws; do [ "$o" = "$w" ] || traces+=("$o.trace"); done
 		echo "== lopo: $w held out, train on ${traces[*]}" >&2
-		"$MLSCHED" train -o "lopo/without-$w.bin" --epochs "${LOPO_EPOCHS:-6}" --seed "$SEED" "${traces[@]}" >"lopo/without-$w.train.log"
+		"$MLSCHED" train -o "lopo/without-$w.bin" --epochs "${LOPO_EPOCHS:-6}" --per-trace "${LOPO_PER_TRACE:-150000}" \
+			--seed "$SEED" "${traces[@]}" >"lopo/without-$w.train.log"
 		"$MLSCHED" eval --model "lopo/without-$w.bin" --json "$w.trace" >"lopo/$w.eval.json"
 	done
 	{
