@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,8 +66,35 @@ func TestVMAdapt(t *testing.T) {
 			t.Errorf("the saved model after %d promotions: inspect exit %d\n%s%s", u["promotions"], sv.ExitCode, sv.Stdout, sv.Stderr)
 		}
 	}
-	t.Logf("adapt: promotions=%d learned=%d explore_outcomes=%d slices=%d shed=%d; stderr:\n%s", u["promotions"], u["learned"], u["explore_outcomes"],
-		u["adapt_slices"], u["adapt_shed"], truncate(grepLines(sched.Stderr, "adapt"), 2000))
+	// After a promotion, the active net's accuracy on each later slice's exploration outcomes
+	// (act=, the --stats line) is above the majority class of those outcomes (smaj=). The line
+	// that reports a promotion scores the net it replaced on the slice that promoted it.
+	after, lastProm, promSlice := 0, 0, 0
+	for _, l := range strings.Split(sched.Stdout, "\n") {
+		var prom, slices int
+		var act, smaj float64
+		if _, err := fmt.Sscan(statField(l, "promotions"), &prom); err != nil || prom == 0 {
+			continue
+		}
+		if _, err := fmt.Sscan(statField(l, "slices"), &slices); err != nil {
+			continue
+		}
+		if prom > lastProm {
+			lastProm, promSlice = prom, slices
+			continue
+		}
+		_, err1 := fmt.Sscan(statField(l, "act"), &act)
+		_, err2 := fmt.Sscan(statField(l, "smaj"), &smaj)
+		if slices <= promSlice || err1 != nil || err2 != nil {
+			continue
+		}
+		after++
+		if act <= smaj {
+			t.Errorf("after %d promotion(s): the active net's slice accuracy %.3f is not above the majority %.3f: %s", prom, act, smaj, l)
+		}
+	}
+	t.Logf("adapt: promotions=%d learned=%d explore_outcomes=%d slices=%d shed=%d; %d stats lines after a promotion; stderr:\n%s", u["promotions"], u["learned"], u["explore_outcomes"],
+		u["adapt_slices"], u["adapt_shed"], after, truncate(grepLines(sched.Stderr, "adapt"), 2000))
 
 	if !r.Step(enabled2).OK {
 		t.Fatalf("the second run never enabled (state %q)", r.Step(enabled2).Value)
@@ -91,4 +119,14 @@ func grepLines(s, word string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// statField is the value of key= in a --stats line ("" if absent).
+func statField(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
