@@ -134,28 +134,27 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 		acc[k] -= (__s64)xsum;
 }
 
-// The logit from the syscall part acc (mls_net_counts; modified) and the extra inputs x
-// (MLS_NUM_EXTRAS of them, mls_extras): their terms, the ReLU and the output layer. Keep local
-// iff the result is >= net->bound (mls_net_decide).
-static __always_inline __s64 mls_net_finish(const struct mls_net *net, __s64 *acc, const __u32 *x)
+// The logit from the syscall part acc (mls_net_counts) and the extra inputs x (MLS_NUM_EXTRAS
+// of them, mls_extras): their terms, the ReLU and the output layer, one pass per hidden unit
+// with the four inputs in registers (the weights read as offset u16, as in mls_net_counts).
+// Keep local iff the result is >= net->bound (mls_net_decide).
+static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s64 *acc, const __u32 *x)
 {
-	__s64 out = 0;
-	__u32 sh;
+	const __u16 *r0 = (const __u16 *)net->w1[MLS_NUM_BUCKETS], *r1 = (const __u16 *)net->w1[MLS_NUM_BUCKETS + 1];
+	const __u16 *r2 = (const __u16 *)net->w1[MLS_NUM_BUCKETS + 2], *r3 = (const __u16 *)net->w1[MLS_NUM_BUCKETS + 3];
+	__u64 x0 = (__u64)x[0] << (net->x_shift[MLS_NUM_BUCKETS] & 31);
+	__u64 x1 = (__u64)x[1] << (net->x_shift[MLS_NUM_BUCKETS + 1] & 31);
+	__u64 x2 = (__u64)x[2] << (net->x_shift[MLS_NUM_BUCKETS + 2] & 31);
+	__u64 x3 = (__u64)x[3] << (net->x_shift[MLS_NUM_BUCKETS + 3] & 31);
+	__s64 xsum = (__s64)((x0 + x1 + x2 + x3) << 15), out = 0;
+	__u32 sh = net->shift & 63;
 
-#pragma unroll
-	for (int e = 0; e < MLS_NUM_EXTRAS; e++) {
-		__s64 xe = (__s64)((__u64)x[e] << (net->x_shift[MLS_NUM_BUCKETS + e] & 31));
-		const __s16 *row = net->w1[MLS_NUM_BUCKETS + e];
-
-#pragma unroll
-		for (int k = 0; k < MLS_NET_HIDDEN; k++)
-			acc[k] += row[k] * xe;
-	}
-	sh = net->shift & 63;
 #pragma unroll
 	for (int k = 0; k < MLS_NET_HIDDEN; k++) {
-		__s64 a = acc[k];
+		__s64 a = acc[k] - xsum;
 
+		a += (__s64)((mls_net_opaque(r0[k]) ^ 0x8000) * x0 + (mls_net_opaque(r1[k]) ^ 0x8000) * x1 +
+			     (mls_net_opaque(r2[k]) ^ 0x8000) * x2 + (mls_net_opaque(r3[k]) ^ 0x8000) * x3);
 		a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
 		out += (__s64)net->w2[k] * (a >> sh);
 	}
