@@ -193,7 +193,7 @@ static __always_inline void mls_feat_stint_start(struct task_feat *f, __u64 now)
 
 // The stint of the task of f, started at start, ends at now, voluntarily or not
 // (mls_left_voluntarily): both averages move by 1/2^MLS_EWMA_SHIFT towards it (the first stint
-// sets them). Go's mirror: features.StintEnd.
+// sets them). Go's mirror: features.TaskSched.StintEnd.
 static __always_inline void mls_feat_stint_end(struct task_feat *f, __u64 start, __u64 now, bool voluntary)
 {
 	__u64 len = now > start && start ? now - start : 0;

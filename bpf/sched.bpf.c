@@ -223,6 +223,25 @@ static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct 
 	return true;
 }
 
+// The syscall part of R's hidden layer from its cache (struct task_feat) into acc, if it is valid
+// for R's current syscall count and net generation gen, and was not rewritten during the copy.
+static __always_inline bool cached_counts(const struct task_feat *f, u64 gen, __s64 *acc)
+{
+	u32 mark = f->verdict_n;
+
+	if (mark != f->n + 1 || f->verdict_gen != gen)
+		return false;
+	asm volatile("" ::: "memory");
+#pragma unroll
+	for (int k = 0; k < MLS_NET_HIDDEN; k++)
+		acc[k] = f->acc[k];
+	asm volatile("" ::: "memory");
+	if (f->verdict_n != mark || f->verdict_gen != gen)
+		return false;
+	count(MLS_SC_KERNEL_CACHED);
+	return true;
+}
+
 // The net's verdict on W behind R (cs), now: keep on prev_cpu (MLS_NET_KEEP), migrate
 // (MLS_NET_MIGRATE) or no opinion (MLS_NET_ABSTAIN: inside the model's band); -1: no usable
 // net. The syscall part of R's hidden layer is reused while R makes no syscall (its counts have
@@ -236,6 +255,7 @@ static __always_inline int net_verdict(struct cpu_state *cs, u64 now)
 	__s64 acc[MLS_NET_HIDDEN];
 	__u32 x[MLS_NUM_EXTRAS];
 	u64 t0 = 0;
+	int answer;
 	u32 n;
 
 	if (!net || !mls_net_usable(net))
@@ -250,26 +270,27 @@ static __always_inline int net_verdict(struct cpu_state *cs, u64 now)
 #pragma unroll
 		for (int k = 0; k < MLS_NET_HIDDEN; k++)
 			acc[k] = net->b1[k];
-	} else if (verdict_cache && f->verdict_n == f->n + 1 && f->verdict_gen == net->generation) {
-		count(MLS_SC_KERNEL_CACHED);
-#pragma unroll
-		for (int k = 0; k < MLS_NET_HIDDEN; k++)
-			acc[k] = f->acc[k];
-	} else {
+	} else if (!verdict_cache || !cached_counts(f, net->generation, acc)) {
 		n = f->n; // before the net reads the state: R may make a syscall meanwhile
 		mls_net_counts(net, f, acc);
+		// Another CPU may be reading the cache (a wakeup on R's CPU from elsewhere): it is
+		// marked invalid while the accumulators are rewritten, and cached_counts checks the
+		// mark again after its copy (a sequence check; x86 keeps stores and loads in order).
+		f->verdict_n = 0;
+		asm volatile("" ::: "memory");
 #pragma unroll
 		for (int k = 0; k < MLS_NET_HIDDEN; k++)
 			f->acc[k] = acc[k];
 		f->verdict_gen = net->generation;
+		asm volatile("" ::: "memory");
 		f->verdict_n = n + 1;
 	}
-	n = mls_net_decide(net, mls_net_finish(net, acc, x));
+	answer = mls_net_decide(net, mls_net_finish(net, acc, x));
 	if (time_net) {
 		count_add(MLS_SC_NET_NS, bpf_ktime_get_ns() - t0);
 		count(MLS_SC_NET_RUNS);
 	}
-	return n;
+	return answer;
 }
 
 // The placement's verdict on W behind R: the net's, or a fixed rule's (the yardsticks).

@@ -458,6 +458,7 @@ train() {
 lopo() {
 	local ws w o traces=()
 	ws=$(selected)
+	need lopo python3 python3
 	cd "$OUT"
 	mkdir -p lopo
 	for w in $ws; do

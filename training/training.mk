@@ -20,7 +20,7 @@ DEFAULT_MODEL_ENV = DURATION=$(DEFAULT_MODEL_DURATION) EPOCHS=$(DEFAULT_MODEL_EP
 # util-linux), memcached and libmemcached-tools (memcaslap), uclibc-source (make-c's C tree)
 # with make, gcc, libc6-dev, linux-libc-dev and xz-utils, zstd, gzip, tar, git and stress-ng.
 # go-build uses the Go toolchain that `build` needs anyway.
-DEFAULT_MODEL_PKGS = wrk postgresql redis-server redis-tools lighttpd apache2-utils util-linux memcached libmemcached-tools uclibc-source make gcc \
+DEFAULT_MODEL_PKGS = python3 wrk postgresql redis-server redis-tools lighttpd apache2-utils util-linux memcached libmemcached-tools uclibc-source make gcc \
 	libc6-dev linux-libc-dev xz-utils zstd gzip tar git stress-ng
 deps-default-model:
 	@need=; for p in $(DEFAULT_MODEL_PKGS); do \
