@@ -94,6 +94,11 @@ const (
 	MaxThresholdWindow = 1 << 20
 )
 
+// DefaultThresholdWindow is the threshold window `eval --online` and `run --adapt` use when
+// they re-choose the threshold: at the learner's default budget about half a second of
+// learned samples, long enough that a bin edge is chosen on thousands of labels.
+const DefaultThresholdWindow = 8192
+
 // DefaultLearnerConfig returns the default hyperparameters.
 func DefaultLearnerConfig() LearnerConfig {
 	return LearnerConfig{LearnRate: DefaultLearnRate, L2: DefaultL2, Budget: DefaultBudget,

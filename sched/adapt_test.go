@@ -305,6 +305,62 @@ func TestAdaptPromotes(t *testing.T) {
 	}
 }
 
+// The candidate's threshold is re-chosen on the learned outcomes (AdaptConfig.Learner's
+// ThresholdWindow, --adapt-threshold accuracy): with a learning rate of 0 the weights never
+// move, so on a stream of the base's own rule with its threshold set far too low (0.02),
+// only the re-chosen threshold can win, and does, back near the base's own;
+// with the threshold kept the candidate equals the active net and nothing is promoted.
+func TestAdaptRechoosesThreshold(t *testing.T) {
+	good := adaptBase(t)
+	bad, err := cloneModel(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Threshold = 0.02
+	for _, window := range []int{0, 1000} {
+		lc := model.DefaultLearnerConfig()
+		lc.LearnRate, lc.ThresholdWindow, lc.ThresholdFor = 0, window, model.ThresholdAccuracy
+		a, res := testAdapter(t, bad, AdaptConfig{Budget: 1e9, SliceOutcomes: 1000, SliceTime: -1, Learner: lc})
+		a.attach(func([]byte) error { return nil })
+		rng := rand.New(rand.NewPCG(8, 9))
+		var in [features.NumInputs]uint32
+		ts := uint64(1e9)
+		for range 6000 {
+			y := adaptSample(rng, 9, 0.05, &in)
+			feedOne(a, &in, y, ts)
+			ts += 100_000
+		}
+		for _, r := range *res {
+			t.Logf("window %d: %s", window, r)
+		}
+		thr := a.Active().Threshold
+		if window == 0 {
+			if a.Promotions() != 0 || thr != bad.Threshold {
+				t.Errorf("threshold kept, learning rate 0: %d promotions, threshold %v; want none and %v", a.Promotions(), thr, bad.Threshold)
+			}
+			continue
+		}
+		if a.Promotions() == 0 {
+			t.Fatal("no promotion of a re-chosen threshold over one far too low")
+		}
+		if math.Abs(float64(thr-good.Threshold)) > 0.25 || !equalWeightsOnly(a.Active(), bad) {
+			t.Errorf("promoted threshold %v (base %v, bad %v), weights changed %v; want near the base's, weights unchanged",
+				thr, good.Threshold, bad.Threshold, !equalWeightsOnly(a.Active(), bad))
+		}
+		last := (*res)[len(*res)-1]
+		if last.ActiveAccuracy() < last.MajorityAccuracy()+0.1 {
+			t.Errorf("after the promotion: %s; want the active net 0.1 above the majority", last)
+		}
+	}
+}
+
+// equalWeightsOnly compares the nets' weights, not their thresholds.
+func equalWeightsOnly(a, b *model.Model) bool {
+	c := *a
+	c.Threshold = b.Threshold
+	return equalWeights(&c, b)
+}
+
 func equalWeights(a, b *model.Model) bool {
 	if a.Hidden != b.Hidden || a.B2 != b.B2 || a.Threshold != b.Threshold {
 		return false

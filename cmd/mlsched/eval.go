@@ -84,7 +84,7 @@ Examples:
 			fs.Float64Var(&o.l2, "online-l2", def.L2, "with --online: the learner's pull toward the model's weights")
 			fs.Float64Var(&o.budget, "online-budget", def.Budget, "with --online: at most this many learns per second of trace time (0: every sample)")
 			fs.StringVar(&o.thrFor, "online-threshold", "keep", "with --online: keep the model's threshold, or re-choose it on a window of learned samples for balanced accuracy or accuracy (keep|balanced|accuracy)")
-			fs.IntVar(&o.thrWindow, "online-threshold-window", defaultThresholdWindow, "with --online-threshold balanced|accuracy: the window, in learned samples")
+			fs.IntVar(&o.thrWindow, "online-threshold-window", model.DefaultThresholdWindow, "with --online-threshold balanced|accuracy: the window, in learned samples")
 			fs.StringVar(&o.onlineOut, "online-out", "", "with --online: write the adapted net at the end of the replay to this model file")
 			return func(args []string) error { return runEvalOpts(o, args, os.Stdout) }
 		},
@@ -107,10 +107,6 @@ type evalOpts struct {
 	thrWindow      int
 	onlineOut      string
 }
-
-// defaultThresholdWindow is --online-threshold-window's default: at the default budget, about
-// 0.4 s of learned samples.
-const defaultThresholdWindow = 8192
 
 // runEval evaluates the float net alone (--infer user).
 func runEval(path string, jsonOut bool, traces []string, w io.Writer) error {
@@ -405,18 +401,8 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 	}
 	cfg := model.DefaultLearnerConfig()
 	cfg.LearnRate, cfg.L2, cfg.Budget = o.lr, o.l2, o.budget
-	switch o.thrFor {
-	case "keep", "":
-	case "balanced", "accuracy":
-		cfg.ThresholdWindow = o.thrWindow
-		if o.thrFor == "accuracy" {
-			cfg.ThresholdFor = model.ThresholdAccuracy
-		}
-		if o.thrWindow < 1 {
-			return errorf(exitUsage, "--online-threshold-window %d: want >= 1", o.thrWindow)
-		}
-	default:
-		return errorf(exitUsage, "--online-threshold %q: want keep, balanced or accuracy", o.thrFor)
+	if err := setThreshold(&cfg, "online-threshold", o.thrFor, o.thrWindow); err != nil {
+		return err
 	}
 	if _, err := model.NewLearner(model.New(1, 1), cfg); err != nil {
 		return withCode(exitUsage, fmt.Errorf("--online-lr/--online-l2/--online-budget: %w", err))
@@ -465,7 +451,7 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 func writeOnlineJSON(w io.Writer, path string, traces []string, m *model.Model, cfg model.LearnerConfig, r *onlineResult) error {
 	thrFor := "keep"
 	if cfg.ThresholdWindow > 0 {
-		thrFor = map[model.ThresholdObjective]string{model.ThresholdBalanced: "balanced", model.ThresholdAccuracy: "accuracy"}[cfg.ThresholdFor]
+		thrFor = map[model.ThresholdObjective]string{model.ThresholdBalanced: thresholdBalanced, model.ThresholdAccuracy: thresholdAccuracy}[cfg.ThresholdFor]
 	}
 	p, s, b := &r.Prequential, &r.Static, &r.Majority
 	out := struct {
@@ -512,4 +498,32 @@ func writeOnlineJSON(w io.Writer, path string, traces []string, m *model.Model, 
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// Values of --online-threshold and --adapt-threshold.
+const (
+	thresholdKeep     = "keep"
+	thresholdBalanced = "balanced"
+	thresholdAccuracy = "accuracy"
+)
+
+// setThreshold sets the learner's threshold re-choice from --NAME (keep, balanced or
+// accuracy) and --NAME-window.
+func setThreshold(cfg *model.LearnerConfig, name, objective string, window int) error {
+	switch objective {
+	case thresholdKeep, "": // "": an evalOpts built in code
+		cfg.ThresholdWindow = 0
+		return nil
+	case thresholdBalanced:
+		cfg.ThresholdFor = model.ThresholdBalanced
+	case thresholdAccuracy:
+		cfg.ThresholdFor = model.ThresholdAccuracy
+	default:
+		return errorf(exitUsage, "--%s %q: want keep, balanced or accuracy", name, objective)
+	}
+	if window < 1 || window > model.MaxThresholdWindow {
+		return errorf(exitUsage, "--%s-window %d: want 1..%d", name, window, model.MaxThresholdWindow)
+	}
+	cfg.ThresholdWindow = window
+	return nil
 }

@@ -69,7 +69,10 @@ and scored in its kernel form on the next slice beside the active net. It replac
 net in BPF only when on that later slice it beats the active net and both constant answers
 (always keep, always migrate) by exact one-sided sign tests at level 0.01/(j(j+1)) for the j-th
 comparison since the last promotion (so that chance wins over repeated comparisons stay under
-1%), with a gain of at least half a point. The adapted net lives in memory; --save-model FILE
+1%), with a gain of at least half a point. The candidate's threshold is re-chosen
+(--adapt-threshold accuracy, the default) on the last --adapt-threshold-window outcomes it
+learned from, for accuracy, what promotion and the guard score (balanced: for balanced
+accuracy; keep: the model's own); --adapt-lr sets the learner's step. The adapted net lives in memory; --save-model FILE
 writes it (atomically) after each promotion and on exit, with its provenance in its notes: run
 with --model FILE to start from it, or with the model it came from to roll back. With --explore
 0 it only learns from the outcomes of the guard's spells on the base queue. Under --shadow
@@ -111,6 +114,9 @@ type runOpts struct {
 	adaptSlice     int
 	adaptSliceTime time.Duration
 	adaptCPU       float64
+	adaptLR        float64
+	adaptThr       string
+	adaptThrWindow int
 	saveModel      string
 	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
@@ -142,6 +148,9 @@ func runFlags(fs *flag.FlagSet) func([]string) error {
 	fs.IntVar(&o.adaptSlice, "adapt-slice", sched.DefaultAdaptSlice, "with --adapt: a candidate is frozen and scored on slices of at least `N` outcomes")
 	fs.DurationVar(&o.adaptSliceTime, "adapt-slice-time", sched.DefaultAdaptSliceTime, "with --adapt: and of at least `D` (0: no minimum)")
 	fs.Float64Var(&o.adaptCPU, "adapt-cpu", sched.DefaultAdaptMaxCPU, "with --adapt: cap the adapter at a fraction `F` of one core, measured (it sheds outcomes above it; 0: no cap)")
+	fs.Float64Var(&o.adaptLR, "adapt-lr", model.DefaultLearnRate, "with --adapt: the learner's SGD step size `R`")
+	fs.StringVar(&o.adaptThr, "adapt-threshold", thresholdAccuracy, "with --adapt: the candidate's threshold, `OBJ`: keep (the model's), or re-chosen on the last --adapt-threshold-window learned outcomes for accuracy (what promotion and the guard score) or balanced accuracy")
+	fs.IntVar(&o.adaptThrWindow, "adapt-threshold-window", model.DefaultThresholdWindow, "with --adapt-threshold accuracy|balanced: the window, `N` learned outcomes")
 	fs.StringVar(&o.saveModel, "save-model", "", "with --adapt: write the adapted model to `FILE` after each promotion and on exit (atomically, provenance in its notes)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", sched.DefaultMetricsAddr, "serve Prometheus metrics on `ADDR` (\"\" to disable)")
 	fs.DurationVar(&o.stats, "stats", 0, "print a stats line every `D` (0: never)")
@@ -202,7 +211,11 @@ func runScheduler(o *runOpts, args []string) error {
 			src = "file " + o.modelPath
 		}
 		adapt = &sched.AdaptConfig{Budget: o.adaptBudget, SliceOutcomes: o.adaptSlice, SliceTime: o.adaptSliceTime,
-			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src}
+			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src, Learner: model.DefaultLearnerConfig()}
+		adapt.Learner.LearnRate = o.adaptLR
+		if err := setThreshold(&adapt.Learner, "adapt-threshold", o.adaptThr, o.adaptThrWindow); err != nil {
+			return err
+		}
 		if o.adaptCPU == 0 {
 			adapt.MaxCPU = -1 // no cap
 		}
@@ -306,13 +319,23 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 		return errorf(exitUsage, "--adapt adapts the net deciding in the kernel: it needs the model policy with --infer kernel")
 	}
 	o.adapt = o.adapt && netInKernel
-	for _, f := range []string{"adapt-budget", "adapt-slice", "adapt-slice-time", "adapt-cpu", "save-model"} {
+	for _, f := range []string{"adapt-budget", "adapt-slice", "adapt-slice-time", "adapt-cpu", "adapt-lr", "adapt-threshold", "adapt-threshold-window", "save-model"} {
 		if set[f] && !o.adapt {
 			return errorf(exitUsage, "--%s is for --adapt (the model policy with --infer kernel)", f)
 		}
 	}
 	if o.adaptBudget <= 0 || o.adaptSlice <= 0 || o.adaptSliceTime < 0 || !(o.adaptCPU >= 0 && o.adaptCPU <= 1) {
 		return errorf(exitUsage, "--adapt-budget and --adapt-slice must be > 0, --adapt-slice-time >= 0, --adapt-cpu 0..1")
+	}
+	if o.adapt {
+		cfg := model.DefaultLearnerConfig()
+		cfg.LearnRate = o.adaptLR
+		if err := setThreshold(&cfg, "adapt-threshold", o.adaptThr, o.adaptThrWindow); err != nil {
+			return err
+		}
+		if _, err := model.NewLearner(model.New(1, 1), cfg); err != nil {
+			return withCode(exitUsage, fmt.Errorf("--adapt-lr: %w", err))
+		}
 	}
 	if o.saveModel != "" {
 		if o.shadow {

@@ -8,7 +8,8 @@ import (
 // run refuses flags that do not fit the policy, with a usage error naming the flag, before it
 // needs root or sched_ext: --shadow outside the model policy in the kernel, --infer with a fixed
 // placement, --oncpu-threshold without --policy oncpu, --queue with a base queue alone,
-// --save-model without --adapt, and an unknown policy.
+// --save-model or --adapt-threshold without --adapt, a bad threshold objective, window or
+// learning rate, and an unknown policy.
 func TestRunRefusesMismatchedFlags(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -20,6 +21,10 @@ func TestRunRefusesMismatchedFlags(t *testing.T) {
 		{[]string{"run", "--oncpu-threshold", "1ms"}, "--oncpu-threshold"},
 		{[]string{"run", "--policy", "fifo", "--queue", "vtime"}, "--queue"},
 		{[]string{"run", "--adapt=false", "--save-model", t.TempDir() + "/m.bin"}, "--save-model"},
+		{[]string{"run", "--adapt=false", "--adapt-threshold", "keep"}, "--adapt-threshold"},
+		{[]string{"run", "--adapt-threshold", "median"}, "keep, balanced or accuracy"},
+		{[]string{"run", "--adapt-threshold-window", "0"}, "--adapt-threshold-window 0"},
+		{[]string{"run", "--adapt-lr", "-1"}, "--adapt-lr"},
 		{[]string{"run", "--policy", "nope"}, "unknown policy"},
 	} {
 		code, out, errOut := runCLI(t, c.args...)
