@@ -99,9 +99,18 @@ func adaptBase(t testing.TB) *model.Model {
 	return adaptBaseModel
 }
 
+// testLearnRate is the learner's step on the synthetic streams (unless a test sets its own):
+// they change the rule and expect the adapter to follow within seconds of stream time, ten
+// times as fast as the default step, chosen on real programs, would.
+const testLearnRate = 0.01
+
 // testAdapter is an adapter on the stream's own clock, logging to the test.
 func testAdapter(t testing.TB, m *model.Model, cfg AdaptConfig) (*Adapter, *[]SliceResult) {
 	t.Helper()
+	if cfg.Learner == (model.LearnerConfig{}) {
+		cfg.Learner = model.DefaultLearnerConfig()
+		cfg.Learner.LearnRate = testLearnRate
+	}
 	var res []SliceResult
 	cfg.OnSlice = func(r SliceResult) { res = append(res, r) }
 	if cfg.Log == nil {

@@ -56,9 +56,9 @@ decisions do not change the trace). The later half of the samples, in time order
 the adapted net's prequential figures, the unadapted model's on the same samples and the
 majority class of those samples. --online-lr, --online-l2 and --online-budget (learns per
 second of trace time, 0: every sample) set the learner (defaults: model.DefaultLearnerConfig);
---online-threshold balanced|accuracy re-chooses the decision threshold on the last
---online-threshold-window learned samples for that objective (keep, the default, keeps the
-model's); --online-out FILE writes the adapted net at the end of the replay as a model file.
+--online-threshold re-chooses the decision threshold on the last --online-threshold-window
+learned samples for accuracy (the default, as run --adapt does) or balanced accuracy, or keeps
+the model's (keep); --online-out FILE writes the adapted net at the end of the replay as a model file.
 With --json: n, positives (the scored half), samples (the whole trace), prequential_accuracy,
 prequential_balanced_accuracy, prequential_precision, prequential_recall, prequential_auc,
 static_accuracy, static_balanced_accuracy, static_precision, static_recall, static_auc (the
@@ -83,8 +83,8 @@ Examples:
 			fs.Float64Var(&o.lr, "online-lr", def.LearnRate, "with --online: the learner's SGD step size")
 			fs.Float64Var(&o.l2, "online-l2", def.L2, "with --online: the learner's pull toward the model's weights")
 			fs.Float64Var(&o.budget, "online-budget", def.Budget, "with --online: at most this many learns per second of trace time (0: every sample)")
-			fs.StringVar(&o.thrFor, "online-threshold", "keep", "with --online: keep the model's threshold, or re-choose it on a window of learned samples for balanced accuracy or accuracy (keep|balanced|accuracy)")
-			fs.IntVar(&o.thrWindow, "online-threshold-window", model.DefaultThresholdWindow, "with --online-threshold balanced|accuracy: the window, in learned samples")
+			fs.StringVar(&o.thrFor, "online-threshold", thresholdAccuracy, "with --online: re-choose the threshold on a window of learned samples for accuracy (as run --adapt does) or balanced accuracy, or keep the model's (accuracy|balanced|keep)")
+			fs.IntVar(&o.thrWindow, "online-threshold-window", model.DefaultThresholdWindow, "with --online-threshold accuracy|balanced: the window, in learned samples")
 			fs.StringVar(&o.onlineOut, "online-out", "", "with --online: write the adapted net at the end of the replay to this model file")
 			return func(args []string) error { return runEvalOpts(o, args, os.Stdout) }
 		},
