@@ -45,6 +45,10 @@ func captureKeepCaps(out string) map[uintptr]string {
 // set, and the effective, permitted and inheritable sets.
 func dropPrivileges(keep map[uintptr]string) error {
 	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		if e == syscall.ENOTSUP {
+			// Go refuses to change every thread's credentials in a binary linked with cgo.
+			return fmt.Errorf("this binary was built with cgo, where Go cannot change the credentials of every thread: build it with CGO_ENABLED=0 (`make build` does)")
+		}
 		return fmt.Errorf("set no_new_privs: %w", e)
 	}
 	last := sysctlInt("/proc/sys/kernel/cap_last_cap")
