@@ -283,10 +283,6 @@ func mlschedArms(runUsage, model string, vmModel bool) (arms []benchArm, skipped
 		{"mlsched keep", with(withModel, "--policy", "keep"), map[string]string{"-policy": "keep"}, true, false, false},
 		{"mlsched migrate", with(withModel, "--policy", "migrate"), map[string]string{"-policy": "migrate"}, true, false, false},
 		{"mlsched oncpu", with(withModel, "--policy", "oncpu"), map[string]string{"-policy": "oncpu"}, true, false, false},
-		// The default run with a shorter bound on a kept task's wait (default: the horizon):
-		// what a wrong "keep" costs at most.
-		{"mlsched kb100us", with(withModel, "--keep-budget", "100us"), map[string]string{"-keep-budget": "waits"}, true, true, false},
-		{"mlsched kb20us", with(withModel, "--keep-budget", "20us"), map[string]string{"-keep-budget": "waits"}, true, true, false},
 		// The default run with a model of these very workloads, captured in this VM: what the net
 		// does when its model fits (the default model trips the guard on these workloads).
 		{"mlsched vm-model", with(run, "--model", benchModelGuest, "--infer", "kernel"), map[string]string{"-infer": "kernel"}, false, false, true},
@@ -294,6 +290,10 @@ func mlschedArms(runUsage, model string, vmModel bool) (arms []benchArm, skipped
 		{"mlsched vtime +stats", with(run, "--policy", "vtime", "--bpf-stats"), map[string]string{"-policy": "vtime", "-bpf-stats": "statistics"}, false, true, false},
 		{"mlsched +stats", with(withModel, "--bpf-stats"), map[string]string{"-bpf-stats": "statistics"}, true, true, false},
 		{"mlsched +stats nocache", with(withModel, "--bpf-stats", "--no-verdict-cache"), map[string]string{"-bpf-stats": "statistics", "-no-verdict-cache": "net"}, true, true, false},
+		// The default run with a shorter bound on a kept task's wait (default: the horizon):
+		// what a wrong "keep" costs at most.
+		{"mlsched kb100us", with(withModel, "--keep-budget", "100us"), map[string]string{"-keep-budget": "waits"}, true, true, false},
+		{"mlsched kb20us", with(withModel, "--keep-budget", "20us"), map[string]string{"-keep-budget": "waits"}, true, true, false},
 	} {
 		why := ""
 		for flag, word := range c.needs {

@@ -148,7 +148,7 @@ func TestMlschedArms(t *testing.T) {
 	// Without vmtest/testdata/vmbench-model.bin the vm-model arm is skipped, saying how to make it.
 	arms, skipped = mlschedArms(runUsageNew, "file", false)
 	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user"}) ||
-		len(skipped) != 7 || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") ||
+		len(skipped) != 9 || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched kb20us"], "-keep-budget") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") ||
 		!strings.Contains(skipped["mlsched vm-model"], "make vmbench-model") {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
 	}
@@ -174,17 +174,17 @@ func TestMlschedArms(t *testing.T) {
 	if arms, _ := mlschedArms(runUsageNew, "", true); !slices.Equal(names(arms), []string{"mlsched fifo", "mlsched vtime", "mlsched vm-model"}) {
 		t.Errorf("no default model, the VM model: arms %v", names(arms))
 	}
-	// A binary with the fixed placements, --bpf-stats and --json: every arm, the cost arms
-	// marked extra, and every command asks for the JSON report.
+	// A binary with the fixed placements, --bpf-stats, --keep-budget and --json: every arm, the
+	// cost and keep-budget arms marked extra, and every command asks for the JSON report.
 	arms, skipped = mlschedArms(runUsageFixed, "embedded", true)
-	if len(arms) != 13 || len(skipped) != 0 {
+	if len(arms) != 15 || len(skipped) != 0 {
 		t.Fatalf("fixed placements: arms %v, skipped %v", names(arms), skipped)
 	}
 	for _, a := range arms {
 		if !slices.Contains(a.Cmd, "--json") {
 			t.Errorf("%s: %q lacks --json", a.Name, shellJoinArgs(a.Cmd))
 		}
-		if a.Extra != strings.Contains(a.Name, "+stats") {
+		if a.Extra != (strings.Contains(a.Name, "+stats") || strings.Contains(a.Name, " kb")) {
 			t.Errorf("%s: extra %v", a.Name, a.Extra)
 		}
 	}
@@ -193,6 +193,9 @@ func TestMlschedArms(t *testing.T) {
 	}
 	if got := shellJoinArgs(arms[9].Cmd); arms[9].Name != "mlsched vm-model" || got != `/mlsched run --metrics-addr "" --json --model /vmbench-model.bin --infer kernel` {
 		t.Errorf("%s command %q", arms[9].Name, got)
+	}
+	if got := shellJoinArgs(arms[14].Cmd); arms[14].Name != "mlsched kb20us" || got != `/mlsched run --metrics-addr "" --json --keep-budget 20us` {
+		t.Errorf("%s command %q", arms[14].Name, got)
 	}
 }
 
@@ -203,6 +206,8 @@ const runUsageFixed = `Flags:
     	model policy: where the net decides, WHERE: kernel (in BPF) or user (default "kernel")
   -json
     	print the exit report as one JSON object
+  -keep-budget D
+    	with --infer kernel: a task kept on its busy previous CPU waits at most D for it
   -no-verdict-cache
     	evaluate the net on every wakeup
   -policy POLICY
