@@ -89,6 +89,7 @@ const (
 	SCExplore
 	SCAbstain
 	SCSelectAbstain
+	SCKeepTimer
 	NumSchedCounters
 )
 
@@ -122,6 +123,7 @@ var schedCounters = [NumSchedCounters]struct{ c, name string }{
 	{"MLS_SC_EXPLORE", "explore"},
 	{"MLS_SC_ABSTAIN", "abstain"},
 	{"MLS_SC_SELECT_ABSTAIN", "select_abstain"},
+	{"MLS_SC_KEEP_TIMER", "keep_timer"},
 }
 
 // String names a counter in snake case (metric labels, --stats).

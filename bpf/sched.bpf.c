@@ -160,6 +160,43 @@ static __always_inline void count(u32 idx)
 	count_add(idx, 1);
 }
 
+// While a keep queue holds a task the stall timer ticks every keep_tick_ns() instead of
+// timer_period_ns, so that an idle CPU (which dispatches only when kicked) looks for an overdue
+// kept task soon after its budget, not up to a whole period later. Set when a task is kept
+// (keep_timer_arm), cleared by the timer when no keep queue holds one.
+static u32 keep_timer_fast;
+
+// Half the keep budget, within [50 us, timer_period_ns]: a kept task waits at most about the
+// budget, plus this tick, plus a quarter budget (steal_overdue's scan interval).
+static __always_inline u64 keep_tick_ns(void)
+{
+	u64 t = keep_budget_ns / 2;
+
+	if (t < 50000)
+		t = 50000;
+	if (t > timer_period_ns)
+		t = timer_period_ns;
+	return t;
+}
+
+// A task was just kept: start the fast tick if the timer is on its long period. Rare (once per
+// spell of kept tasks); a task kept in the instant the timer slows down may still wait for
+// the long period.
+static __always_inline void keep_timer_arm(void)
+{
+	struct stall_timer *st;
+	u32 key = 0;
+
+	if (keep_timer_fast)
+		return;
+	st = bpf_map_lookup_elem(&stall_timer, &key);
+	if (!st)
+		return;
+	keep_timer_fast = 1;
+	bpf_timer_start(&st->t, keep_tick_ns(), 0);
+	count(MLS_SC_KEEP_TIMER);
+}
+
 static __always_inline struct cpu_state *cpu_state(s32 cpu)
 {
 	u32 key = cpu;
@@ -376,6 +413,7 @@ static __always_inline void decide_in_kernel(struct task_struct *p, u64 enq_flag
 		cnt = shadow ? MLS_SC_SHADOW : MLS_SC_GUARD_FIFO;
 	} else if (keep) {
 		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, enq_flags);
+		keep_timer_arm();
 		flags |= MLS_WAKE_ACT_KEEP;
 		cnt = MLS_SC_KERNEL_KEEP;
 	} else if ((cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0)) >= 0) {
@@ -439,6 +477,7 @@ static __always_inline bool decide_at_select(struct task_struct *p, s32 prev, u6
 		tctx->enq_ns = now; // the keep budget runs from here
 		tctx->state = TS_NONE;
 		mls_dsq_insert(p, KEEP_DSQ(prev), slice_ns, 0);
+		keep_timer_arm();
 		count(MLS_SC_SELECT_KEEP);
 		*cpu = prev;
 	} else if ((*cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0)) >= 0) {
@@ -858,6 +897,7 @@ static char stall_fmt[] = "user space stalled: events unread and no decision for
 static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
 	u64 rx = nr_rx, now = bpf_ktime_get_ns();
+	bool kept;
 
 	// Stalled: events wait unread and no decision came since the last tick.
 	if (rx == stall_rx_seen && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 0) {
@@ -874,7 +914,12 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		scx_bpf_exit_bstr(0, stall_fmt, arg, sizeof(arg));
 		return 0;
 	}
-	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0 || (infer_kernel && kept_anywhere())) {
+	// Cleared before the keep queues are looked at: a task kept from here on re-arms the tick.
+	keep_timer_fast = 0;
+	kept = infer_kernel && kept_anywhere();
+	if (kept)
+		keep_timer_fast = 1;
+	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0 || kept) {
 		for (u32 cpu = 0; cpu < MLS_MAX_CPUS; cpu++) {
 			if (cpu >= nr_cpus)
 				break;
@@ -882,7 +927,7 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		}
 		count(MLS_SC_TIMER_KICK);
 	}
-	bpf_timer_start(timer, timer_period_ns, 0);
+	bpf_timer_start(timer, kept ? keep_tick_ns() : timer_period_ns, 0);
 	return 0;
 }
 

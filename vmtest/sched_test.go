@@ -268,6 +268,14 @@ func accountingErrors(what string, c map[string]uint64) []string {
 			errs = append(errs, fmt.Sprintf("%s: busy_prev=%d wakeups behind a busy CPU but their placements %v add up to %d (TOTALS %v)", what, busy, decided, n, c))
 		}
 	}
+	// The stall timer's fast tick starts only when a task is kept, and the first keep after
+	// attaching always starts it (the timer starts on its long period).
+	if kt, ok := c["keep_timer"]; ok { // older binaries do not count it
+		kept := c["kernel_keep"] + c["select_keep"]
+		if kt > kept || (kept > 0 && kt == 0) {
+			errs = append(errs, fmt.Sprintf("%s: keep_timer=%d for %d kept tasks: want at least one and at most one per keep (TOTALS %v)", what, kt, kept, c))
+		}
+	}
 	resolved := c["keep"] + c["migrate"] + c["fifo"] + c["no_idle"] + c["bad_cpu"] + c["timeout"] + c["orphan"] + c["apply_no_ctx"]
 	if resolved > c["event"] || c["event"]-resolved > 50+c["event"]/100 {
 		errs = append(errs, fmt.Sprintf("%s: %d events to user space but %d applied (keep+migrate+fifo+no_idle+bad_cpu+timeout+orphan+apply_no_ctx): tasks lost in the pending queue? (TOTALS %v)",
