@@ -133,6 +133,18 @@ func TestCheckAccounting(t *testing.T) {
 	if errs := accountingErrors("select lost", withDelta(sel.BPF, "select_keep", -50)); len(errs) != 1 || !strings.Contains(errs[0], "busy_prev") {
 		t.Errorf("50 wakeups placed at select_cpu uncounted: %v, want one busy_prev error", errs)
 	}
+	// keep_timer (the stall timer aimed at a kept task): at least one start for a run that kept
+	// tasks, never more than one per kept task; a report without it (older binaries) passes.
+	kept := sel.BPF["select_keep"] + sel.BPF["kernel_keep"]
+	for _, c := range []struct {
+		n    int64
+		want bool // flagged
+	}{{1, false}, {int64(kept), false}, {0, true}, {int64(kept) + 1, true}} {
+		errs := accountingErrors("keep timer", withDelta(sel.BPF, "keep_timer", c.n))
+		if flagged := len(errs) > 0; flagged != c.want {
+			t.Errorf("keep_timer=%d for %d kept tasks: flagged %v (%v), want %v", c.n, kept, flagged, errs, c.want)
+		}
+	}
 }
 
 // selectReport is TestVMFloodKernel's report on 7.2 (2026-12-02), after select_cpu began to

@@ -401,6 +401,9 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 	}
 	cfg := model.DefaultLearnerConfig()
 	cfg.LearnRate, cfg.L2, cfg.Budget = o.lr, o.l2, o.budget
+	if o.thrFor == "" { // an evalOpts built in code
+		o.thrFor = thresholdKeep
+	}
 	if err := setThreshold(&cfg, "online-threshold", o.thrFor, o.thrWindow); err != nil {
 		return err
 	}
@@ -511,7 +514,7 @@ const (
 // accuracy) and --NAME-window.
 func setThreshold(cfg *model.LearnerConfig, name, objective string, window int) error {
 	switch objective {
-	case thresholdKeep, "": // "": an evalOpts built in code
+	case thresholdKeep:
 		cfg.ThresholdWindow = 0
 		return nil
 	case thresholdBalanced:

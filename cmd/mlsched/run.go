@@ -211,9 +211,9 @@ func runScheduler(o *runOpts, args []string) error {
 			src = "file " + o.modelPath
 		}
 		adapt = &sched.AdaptConfig{Budget: o.adaptBudget, SliceOutcomes: o.adaptSlice, SliceTime: o.adaptSliceTime,
-			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src, Learner: model.DefaultLearnerConfig()}
-		adapt.Learner.LearnRate = o.adaptLR
-		if err := setThreshold(&adapt.Learner, "adapt-threshold", o.adaptThr, o.adaptThrWindow); err != nil {
+			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src}
+		var err error
+		if adapt.Learner, err = adaptLearner(o); err != nil {
 			return err
 		}
 		if o.adaptCPU == 0 {
@@ -328,13 +328,8 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 		return errorf(exitUsage, "--adapt-budget and --adapt-slice must be > 0, --adapt-slice-time >= 0, --adapt-cpu 0..1")
 	}
 	if o.adapt {
-		cfg := model.DefaultLearnerConfig()
-		cfg.LearnRate = o.adaptLR
-		if err := setThreshold(&cfg, "adapt-threshold", o.adaptThr, o.adaptThrWindow); err != nil {
+		if _, err := adaptLearner(o); err != nil {
 			return err
-		}
-		if _, err := model.NewLearner(model.New(1, 1), cfg); err != nil {
-			return withCode(exitUsage, fmt.Errorf("--adapt-lr: %w", err))
 		}
 	}
 	if o.saveModel != "" {
@@ -353,6 +348,20 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 		o.oncpu = d
 	}
 	return nil
+}
+
+// adaptLearner is the adapter's learner from --adapt-lr, --adapt-threshold and
+// --adapt-threshold-window: a usage error if they are out of range.
+func adaptLearner(o *runOpts) (model.LearnerConfig, error) {
+	cfg := model.DefaultLearnerConfig()
+	cfg.LearnRate = o.adaptLR
+	if err := setThreshold(&cfg, "adapt-threshold", o.adaptThr, o.adaptThrWindow); err != nil {
+		return cfg, err
+	}
+	if _, err := model.NewLearner(model.New(1, 1), cfg); err != nil {
+		return cfg, withCode(exitUsage, fmt.Errorf("--adapt-lr: %w", err))
+	}
+	return cfg, nil
 }
 
 // maxExplore is the highest --explore: BPF explores among the scored decisions, one in 8 of
