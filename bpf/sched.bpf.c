@@ -160,28 +160,31 @@ static __always_inline void count(u32 idx)
 	count_add(idx, 1);
 }
 
-// While a keep queue holds a task the stall timer ticks every keep_tick_ns() instead of
-// timer_period_ns, so that an idle CPU (which dispatches only when kicked) looks for an overdue
-// kept task soon after its budget, not up to a whole period later. Set when a task is kept
-// (keep_timer_arm), cleared by the timer when no keep queue holds one.
+// An idle CPU dispatches only when kicked, so an overdue kept task on a busy CPU waits for the
+// stall timer's kick unless another CPU dispatches first. While a keep queue holds a task the
+// timer therefore fires when the oldest kept task's budget runs out (kept_due_ns), not on its
+// long period, and kicks idle CPUs only if one is overdue. Set when a task is kept
+// (keep_timer_arm) and by the timer while keep queues hold tasks; cleared by the timer when
+// they hold none.
 static u32 keep_timer_fast;
 
-// Half the keep budget, within [50 us, timer_period_ns]: a kept task waits at most about the
-// budget, plus this tick, plus a quarter budget (steal_overdue's scan interval).
-static __always_inline u64 keep_tick_ns(void)
-{
-	u64 t = keep_budget_ns / 2;
+// The shortest tick. After a kick that left a kept task overdue the next comes half a budget
+// later: no idle CPU could take it, and the busy ones steal at their next dispatch anyway (at
+// a 50 us tick, a machine whose CPUs are all busy spent its time in this timer).
+#define KEEP_TICK_MIN_NS 50000ULL
 
-	if (t < 50000)
-		t = 50000;
+static __always_inline u64 keep_tick_clamp(u64 t)
+{
+	if (t < KEEP_TICK_MIN_NS)
+		t = KEEP_TICK_MIN_NS;
 	if (t > timer_period_ns)
 		t = timer_period_ns;
 	return t;
 }
 
-// A task was just kept: start the fast tick if the timer is on its long period. Rare (once per
-// spell of kept tasks); a task kept in the instant the timer slows down may still wait for
-// the long period.
+// A task was just kept: if the timer is on its long period, make it fire when this task's
+// budget runs out. Rare (once per spell of kept tasks; later ones queue behind it, and the
+// timer re-aims at the oldest). See stall_timer_fn for the one race left.
 static __always_inline void keep_timer_arm(void)
 {
 	struct stall_timer *st;
@@ -193,8 +196,8 @@ static __always_inline void keep_timer_arm(void)
 	if (!st)
 		return;
 	keep_timer_fast = 1;
-	bpf_timer_start(&st->t, keep_tick_ns(), 0);
-	count(MLS_SC_KEEP_TIMER);
+	if (!bpf_timer_start(&st->t, keep_tick_clamp(keep_budget_ns), 0))
+		count(MLS_SC_KEEP_TIMER);
 }
 
 static __always_inline struct cpu_state *cpu_state(s32 cpu)
@@ -878,16 +881,35 @@ void BPF_PROG(mls_exit_task, struct task_struct *p, struct scx_exit_task_args *a
 	mls_feat_forget(tid);
 }
 
-// Whether any CPU's keep queue holds a task (idle CPUs must look: one may be overdue).
-static __always_inline bool kept_anywhere(void)
+// When the oldest task in any keep queue was kept (each queue is FIFO: its head), or 0 if they
+// are all empty. A head without task storage counts as kept long ago (it may be overdue).
+static __always_inline u64 kept_oldest_ns(void)
 {
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	u64 oldest = 0, t;
+
 	for (u32 c = 0; c < MLS_MAX_CPUS; c++) {
 		if (c >= nr_cpus)
 			break;
-		if (scx_bpf_dsq_nr_queued(KEEP_DSQ(c)) > 0)
-			return true;
+		if (scx_bpf_dsq_nr_queued(KEEP_DSQ(c)) == 0)
+			continue;
+		t = 1;
+		bpf_iter_scx_dsq_new(&it, KEEP_DSQ(c), 0);
+		p = bpf_iter_scx_dsq_next(&it);
+		if (p) {
+			tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+			if (tctx && tctx->enq_ns)
+				t = tctx->enq_ns;
+		}
+		bpf_iter_scx_dsq_destroy(&it);
+		if (!p)
+			continue; // emptied meanwhile
+		if (!oldest || t < oldest)
+			oldest = t;
 	}
-	return false;
+	return oldest;
 }
 
 // Kicks idle CPUs while tasks wait for decisions, so that a stalled user space still ends in
@@ -896,8 +918,8 @@ static char stall_fmt[] = "user space stalled: events unread and no decision for
 
 static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
-	u64 rx = nr_rx, now = bpf_ktime_get_ns();
-	bool kept;
+	u64 rx = nr_rx, now = bpf_ktime_get_ns(), oldest, due, next = timer_period_ns;
+	bool overdue = false;
 
 	// Stalled: events wait unread and no decision came since the last tick.
 	if (rx == stall_rx_seen && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 0) {
@@ -914,12 +936,16 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		scx_bpf_exit_bstr(0, stall_fmt, arg, sizeof(arg));
 		return 0;
 	}
-	// Cleared before the keep queues are looked at: a task kept from here on re-arms the tick.
+	// Cleared before the keep queues are looked at: a task kept from here on re-arms the timer.
 	keep_timer_fast = 0;
-	kept = infer_kernel && kept_anywhere();
-	if (kept)
+	oldest = infer_kernel ? kept_oldest_ns() : 0;
+	if (oldest) {
 		keep_timer_fast = 1;
-	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0 || kept) {
+		due = oldest + keep_budget_ns;
+		overdue = now >= due;
+		next = keep_tick_clamp(overdue ? keep_budget_ns / 2 : due - now);
+	}
+	if (scx_bpf_dsq_nr_queued(PENDING_DSQ) > 0 || overdue) {
 		for (u32 cpu = 0; cpu < MLS_MAX_CPUS; cpu++) {
 			if (cpu >= nr_cpus)
 				break;
@@ -927,7 +953,13 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		}
 		count(MLS_SC_TIMER_KICK);
 	}
-	bpf_timer_start(timer, kept ? keep_tick_ns() : timer_period_ns, 0);
+	bpf_timer_start(timer, next, 0);
+	// A task kept while this ran, whose keep_timer_arm found the flag cleared and set it: its
+	// start may have come before the one above, which would undo it. (One kept just before
+	// the flag was cleared, and not yet in its queue when the queues were looked at, still
+	// waits for the long period: a window of the enqueue's own length.)
+	if (!oldest && keep_timer_fast)
+		bpf_timer_start(timer, keep_tick_clamp(keep_budget_ns), 0);
 	return 0;
 }
 
