@@ -143,6 +143,18 @@ func feedOne(a *Adapter, in *[features.NumInputs]uint32, label bool, wakeNs uint
 	a.Drain()
 }
 
+// feedStream feeds the adapter n outcomes of the rule on bucket (label noise 5%) at 10,000
+// outcomes/s of stream time from 1 s.
+func feedStream(a *Adapter, rng *rand.Rand, bucket, n int) {
+	var in [features.NumInputs]uint32
+	ts := uint64(1e9)
+	for range n {
+		y := adaptSample(rng, bucket, 0.05, &in)
+		feedOne(a, &in, y, ts)
+		ts += 100_000
+	}
+}
+
 // binomTail is P(Bin(m, 1/2) >= b), exactly (big rationals): signTail's reference.
 func binomTail(b, c int) float64 {
 	m := b + c
@@ -224,14 +236,7 @@ func TestAdaptPromotes(t *testing.T) {
 		Source: "file base.bin", Explore: 0.02})
 	var nets [][]byte
 	a.attach(func(b []byte) error { nets = append(nets, append([]byte(nil), b...)); return nil })
-	rng := rand.New(rand.NewPCG(5, 6))
-	var in [features.NumInputs]uint32
-	ts := uint64(1e9)
-	for range 16000 {
-		y := adaptSample(rng, 20, 0.05, &in)
-		feedOne(a, &in, y, ts)
-		ts += 100_000 // 10,000 outcomes/s
-	}
+	feedStream(a, rand.New(rand.NewPCG(5, 6)), 20, 16000)
 	if len(*res) < 15 {
 		t.Fatalf("%d slices closed, want 16", len(*res))
 	}
@@ -331,14 +336,7 @@ func TestAdaptRechoosesThreshold(t *testing.T) {
 		lc.LearnRate, lc.ThresholdWindow, lc.ThresholdFor = 0, window, model.ThresholdAccuracy
 		a, res := testAdapter(t, bad, AdaptConfig{Budget: 1e9, SliceOutcomes: 1000, SliceTime: -1, Learner: lc})
 		a.attach(func([]byte) error { return nil })
-		rng := rand.New(rand.NewPCG(8, 9))
-		var in [features.NumInputs]uint32
-		ts := uint64(1e9)
-		for range 6000 {
-			y := adaptSample(rng, 9, 0.05, &in)
-			feedOne(a, &in, y, ts)
-			ts += 100_000
-		}
+		feedStream(a, rand.New(rand.NewPCG(8, 9)), 9, 6000)
 		for _, r := range *res {
 			t.Logf("window %d: %s", window, r)
 		}
@@ -393,14 +391,7 @@ func equalWeights(a, b *model.Model) bool {
 func TestAdaptWaitsForEvidence(t *testing.T) {
 	base := adaptBase(t)
 	a, res := testAdapter(t, base, AdaptConfig{Budget: 1e9, SliceOutcomes: 20, SliceTime: -1})
-	rng := rand.New(rand.NewPCG(7, 8))
-	var in [features.NumInputs]uint32
-	ts := uint64(1e9)
-	for range 400 {
-		y := adaptSample(rng, 20, 0.05, &in)
-		feedOne(a, &in, y, ts)
-		ts += 100_000
-	}
+	feedStream(a, rand.New(rand.NewPCG(7, 8)), 20, 400)
 	for _, r := range *res {
 		checkDecision(t, r, DefaultAdaptAlpha, DefaultAdaptMinGain)
 		if r.Promoted && max(r.PActive, r.PKeep, r.PMig) > r.AlphaJ {
@@ -699,14 +690,7 @@ func TestAdaptNoPromote(t *testing.T) {
 	base := adaptBase(t)
 	save := filepath.Join(t.TempDir(), "m.bin")
 	a, res := testAdapter(t, base, AdaptConfig{Budget: 1e9, SliceOutcomes: 1000, SliceTime: -1, NoPromote: true, SaveModel: save})
-	rng := rand.New(rand.NewPCG(5, 6))
-	var in [features.NumInputs]uint32
-	ts := uint64(1e9)
-	for range 6000 {
-		y := adaptSample(rng, 20, 0.05, &in)
-		feedOne(a, &in, y, ts)
-		ts += 100_000
-	}
+	feedStream(a, rand.New(rand.NewPCG(5, 6)), 20, 6000)
 	passed := 0
 	for _, r := range *res {
 		if r.Pass {
