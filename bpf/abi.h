@@ -192,8 +192,8 @@ enum mls_sched_counter {
 // x_j is R's decayed count j through the interpolated table; for the extras (j >=
 // MLS_NUM_BUCKETS), the integer input itself (mls_extras). Hidden units past hidden are all
 // zero. Its Go mirror is model.NetRecord (model/kernelform.go, which documents the arithmetic's
-// bounds). Version 2: schema v2's extra inputs.
-#define MLS_NET_VERSION 2
+// bounds). Version 2: schema v2's extra inputs; version 3: w1 stored offset by 2^15.
+#define MLS_NET_VERSION 3
 #define MLS_NET_HIDDEN 16
 #define MLS_NET_TABLE_LEN 512
 struct mls_net {
@@ -209,7 +209,7 @@ struct mls_net {
 	__s32 w2[MLS_NET_HIDDEN];
 	__u16 table[MLS_NET_TABLE_LEN];            // log1p knots, * 2^13 (model.kernelTable)
 	__u8 x_shift[MLS_NUM_INPUTS];             // per input: x_j is shifted left by this
-	__s16 w1[MLS_NUM_INPUTS][MLS_NET_HIDDEN]; // input-major: w1[j] is input j's row
+	__u16 w1[MLS_NUM_INPUTS][MLS_NET_HIDDEN]; // input-major: w1[j] is input j's row, each weight + 2^15
 	__u32 _pad2;                              // (the size, a multiple of 8)
 };
 

@@ -89,9 +89,10 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 // (16 of them, about 60% of it), ~5 ns for the input quantisation, ~2 ns for the decay; a used
 // bucket decayed to zero costs 2-3.5 ns (the bit scan, its two loads and the decay).
 //
-// Each weight is read as a u16 and offset to w + 2^15 >= 0 by flipping its top bit (one
-// instruction; without -mcpu=v4 a sign-extending load takes three), and 2^15 times the sum of
-// the inputs is taken off each accumulator at the end. Every sum stays below 2^63 (the bounds of
+// Each weight is stored offset, w + 2^15 >= 0 as a u16 (model.KernelForm.MarshalBinary; a
+// sign-extending load takes three instructions without -mcpu=v4, and flipping the top bit at
+// every load was one more per multiply-add), and 2^15 times the sum of the inputs is taken off
+// each accumulator at the end. Every sum stays below 2^63 (the bounds of
 // model.KernelForm), so the result is the exact one.
 static __always_inline void mls_net_counts(const struct mls_net *net, const struct task_feat *f, __s64 *acc)
 {
@@ -103,6 +104,7 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 		acc[k] = net->b1[k];
 	// The accumulators stay in memory, each read and written once per bucket, the weights
 	// loaded one at a time: left to itself clang loads all 16 weights first and spills them.
+	// (Two buckets per pass, halving the accumulators' loads and stores, measured the same.)
 	asm volatile("" : "+r"(acc)::"memory");
 	while (m && mls_can_loop) {
 		__u64 low = m & -m, x;
@@ -124,7 +126,7 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 		row = (const __u16 *)net->w1[b];
 #pragma unroll
 		for (int k = 0; k < MLS_NET_HIDDEN; k++) {
-			acc[k] += (__s64)((mls_net_opaque(row[k]) ^ 0x8000) * x);
+			acc[k] += (__s64)(mls_net_opaque(row[k]) * x);
 			asm volatile("" ::: "memory");
 		}
 	}
@@ -136,7 +138,7 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 
 // The logit from the syscall part acc (mls_net_counts) and the extra inputs x (MLS_NUM_EXTRAS
 // of them, mls_extras): their terms, the ReLU and the output layer, one pass per hidden unit
-// with the four inputs in registers (the weights read as offset u16, as in mls_net_counts).
+// with the four inputs in registers (the weights offset u16, as in mls_net_counts).
 // Keep local iff the result is >= net->bound (mls_net_decide).
 static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s64 *acc, const __u32 *x)
 {
@@ -153,8 +155,8 @@ static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s
 	for (int k = 0; k < MLS_NET_HIDDEN; k++) {
 		__s64 a = acc[k] - xsum;
 
-		a += (__s64)((mls_net_opaque(r0[k]) ^ 0x8000) * x0 + (mls_net_opaque(r1[k]) ^ 0x8000) * x1 +
-			     (mls_net_opaque(r2[k]) ^ 0x8000) * x2 + (mls_net_opaque(r3[k]) ^ 0x8000) * x3);
+		a += (__s64)(mls_net_opaque(r0[k]) * x0 + mls_net_opaque(r1[k]) * x1 + mls_net_opaque(r2[k]) * x2 +
+			     mls_net_opaque(r3[k]) * x3);
 		a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
 		out += (__s64)net->w2[k] * (a >> sh);
 	}

@@ -90,7 +90,7 @@ func (c KernelCheck) Rate() float64 { return float64(c.Agree) / float64(max(c.In
 
 // Limits of the kernel form (struct mls_net, bpf/abi.h: MLS_NET_*).
 const (
-	KernelFormVersion = 2   // MLS_NET_VERSION: the record's layout (2: schema v2's extras)
+	KernelFormVersion = 3   // MLS_NET_VERSION: the record's layout (2: schema v2's extras; 3: W1 stored offset by 2^15)
 	KernelMaxHidden   = 16  // MLS_NET_HIDDEN
 	KernelTableLen    = 512 // MLS_NET_TABLE_LEN: a power of two, the index is masked with it
 	// KernelInputShift: the quantised input is log1p(v) * 2^13.
@@ -515,7 +515,7 @@ func (kf *KernelForm) MarshalBinary() ([]byte, error) {
 	copy(b[netOffXShift:], kf.XShift[:])
 	for j, row := range kf.W1 {
 		for k, w := range row {
-			le.PutUint16(b[netOffW1+2*(j*KernelMaxHidden+k):], uint16(w))
+			le.PutUint16(b[netOffW1+2*(j*KernelMaxHidden+k):], uint16(w)^0x8000) // w + 2^15
 		}
 	}
 	return b, nil

@@ -404,7 +404,7 @@ func TestKernelFormMarshalLayout(t *testing.T) {
 			t.Fatalf("x_shift[%d]", j)
 		}
 		for k := range KernelMaxHidden {
-			if int16(le.Uint16(w1[2*(j*KernelMaxHidden+k):])) != kf.W1[j][k] {
+			if int(le.Uint16(w1[2*(j*KernelMaxHidden+k):])) != int(kf.W1[j][k])+1<<15 { // stored offset
 				t.Fatalf("w1[%d][%d]", j, k)
 			}
 		}
