@@ -919,7 +919,11 @@ func BenchmarkAdaptOutcome(b *testing.B) {
 		b.Fatal(err)
 	}
 	st := &Stats{}
-	a, err := NewAdapter(m, AdaptConfig{}, st)
+	// The learner as `run --adapt` configures it by default: the threshold re-chosen for
+	// accuracy on a window of learned outcomes.
+	lc := model.DefaultLearnerConfig()
+	lc.ThresholdWindow, lc.ThresholdFor = model.DefaultThresholdWindow, model.ThresholdAccuracy
+	a, err := NewAdapter(m, AdaptConfig{Learner: lc}, st)
 	if err != nil {
 		b.Fatal(err)
 	}
