@@ -182,7 +182,7 @@ enum mls_sched_counter {
 	MLS_SC_EXPLORE,        // --explore: a scored decision taken at random (of kernel_keep/migrate/no_idle; not a path)
 	MLS_SC_ABSTAIN,        // enqueue: the net had no opinion (the model's margin): base queue
 	MLS_SC_SELECT_ABSTAIN, // select_cpu: the same, placed as the base queue places (an idle CPU or the queue), no enqueue
-	MLS_SC_KEEP_TIMER,     // a task was kept while the stall timer was slow: its fast tick started (not a path)
+	MLS_SC_KEEP_TIMER,     // a task was kept while the stall timer was on its long period: aimed at its budget (not a path)
 	MLS_SC_MAX,
 };
 

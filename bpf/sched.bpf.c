@@ -162,10 +162,10 @@ static __always_inline void count(u32 idx)
 
 // An idle CPU dispatches only when kicked, so an overdue kept task on a busy CPU waits for the
 // stall timer's kick unless another CPU dispatches first. While a keep queue holds a task the
-// timer therefore fires when the oldest kept task's budget runs out (kept_due_ns), not on its
-// long period, and kicks idle CPUs only if one is overdue. Set when a task is kept
-// (keep_timer_arm) and by the timer while keep queues hold tasks; cleared by the timer when
-// they hold none.
+// timer therefore fires when the oldest kept task's budget runs out (kept_oldest_ns), not on
+// its long period, and kicks idle CPUs only if one is overdue. keep_timer_fast says the timer
+// is so aimed: set when a task is kept (keep_timer_arm) and by the timer while keep queues hold
+// tasks; cleared by the timer when they hold none.
 static u32 keep_timer_fast;
 
 // The shortest tick. After a kick that left a kept task overdue the next comes half a budget

@@ -268,8 +268,8 @@ func accountingErrors(what string, c map[string]uint64) []string {
 			errs = append(errs, fmt.Sprintf("%s: busy_prev=%d wakeups behind a busy CPU but their placements %v add up to %d (TOTALS %v)", what, busy, decided, n, c))
 		}
 	}
-	// The stall timer's fast tick starts only when a task is kept, and the first keep after
-	// attaching always starts it (the timer starts on its long period).
+	// The stall timer is aimed at a kept task's budget only when a task is kept, and the first
+	// keep after attaching aims it (the timer starts on its long period).
 	if kt, ok := c["keep_timer"]; ok { // older binaries do not count it
 		kept := c["kernel_keep"] + c["select_keep"]
 		if kt > kept || (kept > 0 && kt == 0) {

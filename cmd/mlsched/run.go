@@ -117,6 +117,7 @@ type runOpts struct {
 	adaptLR        float64
 	adaptThr       string
 	adaptThrWindow int
+	learner        model.LearnerConfig // --adapt's, from the three above (checkRunFlags)
 	saveModel      string
 	fs             *flag.FlagSet // to tell a flag given from its default
 	metricsAddr    string
@@ -211,11 +212,7 @@ func runScheduler(o *runOpts, args []string) error {
 			src = "file " + o.modelPath
 		}
 		adapt = &sched.AdaptConfig{Budget: o.adaptBudget, SliceOutcomes: o.adaptSlice, SliceTime: o.adaptSliceTime,
-			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src}
-		var err error
-		if adapt.Learner, err = adaptLearner(o); err != nil {
-			return err
-		}
+			MaxCPU: o.adaptCPU, SaveModel: o.saveModel, Source: src, Learner: o.learner}
 		if o.adaptCPU == 0 {
 			adapt.MaxCPU = -1 // no cap
 		}
@@ -328,7 +325,8 @@ func checkRunFlags(o *runOpts, m *model.Model) error {
 		return errorf(exitUsage, "--adapt-budget and --adapt-slice must be > 0, --adapt-slice-time >= 0, --adapt-cpu 0..1")
 	}
 	if o.adapt {
-		if _, err := adaptLearner(o); err != nil {
+		var err error
+		if o.learner, err = adaptLearner(o); err != nil {
 			return err
 		}
 	}
