@@ -39,12 +39,14 @@ func writeFile(t *testing.T, path, s string) {
 // FAKE_MODE=never never attaches; eject detaches itself after 0.2 s; noseq leaves enable_seq.
 const fakeScheduler = `#!/bin/sh
 d=%SYSFS%
+# put writes a file whole (a reader never sees it truncated and empty, as sysfs reads never are).
+put() { echo "$2" > "$1.tmp" && mv "$1.tmp" "$1"; }
 trap 'echo disabled > $d/state; : > $d/root/ops; exit 0' INT TERM
 sleep 0.05
 if [ "$FAKE_MODE" = never ]; then while :; do sleep 0.05; done; fi
-echo "${FAKE_OPS:-fakesched}" > $d/root/ops
-echo enabled > $d/state
-if [ -f $d/enable_seq ] && [ "$FAKE_MODE" != noseq ]; then sleep 0.1; echo $(( $(cat $d/enable_seq) + 1 )) > $d/enable_seq; fi
+put $d/root/ops "${FAKE_OPS:-fakesched}"
+put $d/state enabled
+if [ -f $d/enable_seq ] && [ "$FAKE_MODE" != noseq ]; then sleep 0.1; put $d/enable_seq $(( $(cat $d/enable_seq) + 1 )); fi
 if [ "$FAKE_MODE" = eject ]; then sleep 0.2; echo disabled > $d/state; : > $d/root/ops; exit 1; fi
 while :; do sleep 0.05; done
 `
