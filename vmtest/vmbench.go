@@ -294,6 +294,13 @@ func mlschedArms(runUsage, model string, vmModel bool) (arms []benchArm, skipped
 		// what a wrong "keep" costs at most.
 		{"mlsched kb100us", with(withModel, "--keep-budget", "100us"), map[string]string{"-keep-budget": "waits"}, true, true, false},
 		{"mlsched kb20us", with(withModel, "--keep-budget", "20us"), map[string]string{"-keep-budget": "waits"}, true, true, false},
+		// "mlsched shadow" runs the whole feature pipeline and the net on every wakeup but places
+		// as the vtime queue does: against "mlsched vtime", what the pipeline costs apart from
+		// where tasks go.
+		{"mlsched shadow", with(withModel, "--shadow"), map[string]string{"-shadow": "scored"}, true, true, false},
+		// The vtime queue with an empty program on sys_enter (the guest agent's `systrace`): the
+		// floor of the feature pipeline's syscall hook, the tracepoint taken on every syscall.
+		{"mlsched vtime +sys_enter", append([]string{"/init", "systrace"}, with(run, "--policy", "vtime")...), map[string]string{"-policy": "vtime"}, false, true, false},
 	} {
 		why := ""
 		for flag, word := range c.needs {

@@ -5,7 +5,8 @@
 // step to the second serial port, and powers the VM off — always, also on a panic or when the
 // script's deadline passes. Run as `/init workload ...` or `/init flood ...` it is one of the
 // static workloads the steps start; `/init write PATH VALUE` writes VALUE to a file (a sysfs
-// knob such as a CPU's online: the guest has no shell).
+// knob such as a CPU's online: the guest has no shell); `/init systrace CMD...` runs CMD with an
+// empty program on the sys_enter tracepoint (the floor of a per-syscall hook, for vmbench).
 //
 // Static (CGO_ENABLED=0): the initramfs has no libc. It must not import the scheduler's
 // packages: it tests them from the outside, through the mlsched binary.
@@ -22,7 +23,7 @@ func main() {
 		return // not reached: agent powers off
 	}
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: init workload|flood [flags] | init write PATH VALUE (as PID 1: the scenario agent)")
+		fmt.Fprintln(os.Stderr, "usage: init workload|flood [flags] | init write PATH VALUE | init systrace CMD... (as PID 1: the scenario agent)")
 		os.Exit(2)
 	}
 	var err error
@@ -33,6 +34,8 @@ func main() {
 		err = flood(os.Args[2:])
 	case "write":
 		err = writeFile(os.Args[2:])
+	case "systrace":
+		err = sysTrace(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+)
+
+// sysTrace is `init systrace CMD ARGS...`: CMD runs with an empty BPF program on the raw
+// tracepoint sys_enter for as long as it runs (SIGINT and SIGTERM are passed on to it), and its
+// exit status is ours. It is the floor of any per-syscall hook: what taking every syscall of
+// the machine through the tracepoint costs before a hook does anything (vmbench's arm
+// "mlsched vtime +sys_enter").
+func sysTrace(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: init systrace CMD [ARGS...]")
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "vmtest_sys_enter", Type: ebpf.RawTracepoint, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("load the empty sys_enter program: %w", err)
+	}
+	defer prog.Close()
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach raw tracepoint sys_enter: %w", err)
+	}
+	defer l.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			_ = cmd.Process.Signal(s)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				l.Close()
+				os.Exit(ee.ExitCode())
+			}
+			return err
+		}
+	}
+}
