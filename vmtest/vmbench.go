@@ -298,6 +298,8 @@ func mlschedArms(runUsage, model string, vmModel bool) (arms []benchArm, skipped
 		// as the vtime queue does: against "mlsched vtime", what the pipeline costs apart from
 		// where tasks go.
 		{"mlsched shadow", with(withModel, "--shadow"), map[string]string{"-shadow": "scored"}, true, true, false},
+		// The default run without the online learner (--adapt=false): the learner's share.
+		{"mlsched noadapt", with(withModel, "--adapt=false"), map[string]string{"-adapt": "fine-tune"}, true, true, false},
 		// The vtime queue with an empty program on sys_enter (the guest agent's `systrace`): the
 		// floor of the feature pipeline's syscall hook, the tracepoint taken on every syscall.
 		{"mlsched vtime +sys_enter", append([]string{"/init", "systrace"}, with(run, "--policy", "vtime")...), map[string]string{"-policy": "vtime"}, false, true, false},

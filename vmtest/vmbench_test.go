@@ -148,7 +148,7 @@ func TestMlschedArms(t *testing.T) {
 	// Without vmtest/testdata/vmbench-model.bin the vm-model arm is skipped, saying how to make it.
 	arms, skipped = mlschedArms(runUsageNew, "file", false)
 	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user", "mlsched vtime +sys_enter"}) ||
-		len(skipped) != 10 || !strings.Contains(skipped["mlsched shadow"], "-shadow") || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched kb20us"], "-keep-budget") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") ||
+		len(skipped) != 11 || !strings.Contains(skipped["mlsched shadow"], "-shadow") || !strings.Contains(skipped["mlsched noadapt"], "-adapt") || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched kb20us"], "-keep-budget") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") ||
 		!strings.Contains(skipped["mlsched vm-model"], "make vmbench-model") {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
 	}
@@ -177,14 +177,14 @@ func TestMlschedArms(t *testing.T) {
 	// A binary with the fixed placements, --bpf-stats, --keep-budget and --json: every arm, the
 	// cost and keep-budget arms marked extra, and every command asks for the JSON report.
 	arms, skipped = mlschedArms(runUsageFixed, "embedded", true)
-	if len(arms) != 17 || len(skipped) != 0 {
+	if len(arms) != 18 || len(skipped) != 0 {
 		t.Fatalf("fixed placements: arms %v, skipped %v", names(arms), skipped)
 	}
 	for _, a := range arms {
 		if !slices.Contains(a.Cmd, "--json") {
 			t.Errorf("%s: %q lacks --json", a.Name, shellJoinArgs(a.Cmd))
 		}
-		if a.Extra != (strings.Contains(a.Name, "+stats") || strings.Contains(a.Name, " kb") || strings.HasSuffix(a.Name, "shadow") || strings.Contains(a.Name, "+sys_enter")) {
+		if a.Extra != (strings.Contains(a.Name, "+stats") || strings.Contains(a.Name, " kb") || strings.HasSuffix(a.Name, "shadow") || strings.HasSuffix(a.Name, "noadapt") || strings.Contains(a.Name, "+sys_enter")) {
 			t.Errorf("%s: extra %v", a.Name, a.Extra)
 		}
 	}
@@ -200,12 +200,17 @@ func TestMlschedArms(t *testing.T) {
 	if got := shellJoinArgs(arms[15].Cmd); arms[15].Name != "mlsched shadow" || got != `/mlsched run --metrics-addr "" --json --shadow` {
 		t.Errorf("%s command %q", arms[15].Name, got)
 	}
-	if got := shellJoinArgs(arms[16].Cmd); arms[16].Name != "mlsched vtime +sys_enter" || got != `/init systrace /mlsched run --metrics-addr "" --json --policy vtime` {
+	if got := shellJoinArgs(arms[16].Cmd); arms[16].Name != "mlsched noadapt" || got != `/mlsched run --metrics-addr "" --json --adapt=false` {
 		t.Errorf("%s command %q", arms[16].Name, got)
+	}
+	if got := shellJoinArgs(arms[17].Cmd); arms[17].Name != "mlsched vtime +sys_enter" || got != `/init systrace /mlsched run --metrics-addr "" --json --policy vtime` {
+		t.Errorf("%s command %q", arms[17].Name, got)
 	}
 }
 
 const runUsageFixed = `Flags:
+  -adapt
+    	model policy, --infer kernel: fine-tune a copy of the net on the explored outcomes (default true)
   -bpf-stats
     	enable the kernel's BPF run-time statistics: per-hook run time
   -infer WHERE
