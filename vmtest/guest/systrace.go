@@ -17,22 +17,36 @@ import (
 // tracepoint sys_enter for as long as it runs (SIGINT and SIGTERM are passed on to it), and its
 // exit status is ours. It is the floor of any per-syscall hook: what taking every syscall of
 // the machine through the tracepoint costs before a hook does anything (vmbench's arm
-// "mlsched vtime +sys_enter").
+// "mlsched vtime +sys_enter"). With -fentry FUNC the program is attached at FUNC's entry instead
+// (fentry on x64_sys_call: the syscall dispatch without the tracepoint's slow path).
 func sysTrace(args []string) error {
-	if len(args) == 0 {
-		return errors.New("usage: init systrace CMD [ARGS...]")
+	fentry := ""
+	if len(args) > 1 && args[0] == "-fentry" {
+		fentry, args = args[1], args[2:]
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+	if len(args) == 0 {
+		return errors.New("usage: init systrace [-fentry FUNC] CMD [ARGS...]")
+	}
+	spec := &ebpf.ProgramSpec{
 		Name: "vmtest_sys_enter", Type: ebpf.RawTracepoint, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	}
+	if fentry != "" { // the same empty program at the entry of a kernel function instead
+		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceFEntry, fentry
+	}
+	prog, err := ebpf.NewProgram(spec)
 	if err != nil {
-		return fmt.Errorf("load the empty sys_enter program: %w", err)
+		return fmt.Errorf("load the empty program: %w", err)
 	}
 	defer prog.Close()
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+	var l link.Link
+	if fentry != "" {
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+	} else {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+	}
 	if err != nil {
-		return fmt.Errorf("attach raw tracepoint sys_enter: %w", err)
+		return fmt.Errorf("attach the empty program: %w", err)
 	}
 	defer l.Close()
 	cmd := exec.Command(args[0], args[1:]...)
