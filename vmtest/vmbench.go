@@ -303,7 +303,6 @@ func mlschedArms(runUsage, model string, vmModel bool) (arms []benchArm, skipped
 		// The vtime queue with an empty program on sys_enter (the guest agent's `systrace`): the
 		// floor of the feature pipeline's syscall hook, the tracepoint taken on every syscall.
 		{"mlsched vtime +sys_enter", append([]string{"/init", "systrace"}, with(run, "--policy", "vtime")...), map[string]string{"-policy": "vtime"}, false, true, false},
-		{"mlsched vtime +fentry", append([]string{"/init", "systrace", "-fentry", "x64_sys_call"}, with(run, "--policy", "vtime")...), map[string]string{"-policy": "vtime"}, false, true, false},
 	} {
 		why := ""
 		for flag, word := range c.needs {

@@ -147,7 +147,7 @@ func TestMlschedArms(t *testing.T) {
 	}
 	// Without vmtest/testdata/vmbench-model.bin the vm-model arm is skipped, saying how to make it.
 	arms, skipped = mlschedArms(runUsageNew, "file", false)
-	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user", "mlsched vtime +sys_enter", "mlsched vtime +fentry"}) ||
+	if got := names(arms); !slices.Equal(got, []string{"mlsched fifo", "mlsched vtime", "mlsched model/fifo", "mlsched", "mlsched kernel", "mlsched user", "mlsched vtime +sys_enter"}) ||
 		len(skipped) != 11 || !strings.Contains(skipped["mlsched shadow"], "-shadow") || !strings.Contains(skipped["mlsched noadapt"], "-adapt") || !strings.Contains(skipped["mlsched keep"], "keep") || !strings.Contains(skipped["mlsched kb20us"], "-keep-budget") || !strings.Contains(skipped["mlsched +stats"], "-bpf-stats") ||
 		!strings.Contains(skipped["mlsched vm-model"], "make vmbench-model") {
 		t.Errorf("new binary: arms %v, skipped %v", got, skipped)
@@ -164,27 +164,27 @@ func TestMlschedArms(t *testing.T) {
 	}
 	// With it, the arm runs the default run (--infer kernel) on that file, also when there is no
 	// default model.
-	if arms, skipped := mlschedArms(runUsageNew, "file", true); len(arms) != 9 || arms[6].Name != "mlsched vm-model" || skipped["mlsched vm-model"] != "" ||
+	if arms, skipped := mlschedArms(runUsageNew, "file", true); len(arms) != 8 || arms[6].Name != "mlsched vm-model" || skipped["mlsched vm-model"] != "" ||
 		shellJoinArgs(arms[6].Cmd) != `/mlsched run --metrics-addr "" --model /vmbench-model.bin --infer kernel` || arms[6].Extra || arms[6].Ops != "mlsched" {
 		t.Errorf("new binary with the VM model: arms %v, skipped %v", names(arms), skipped)
 	}
-	if arms, skipped := mlschedArms(runUsageNew, "", false); len(arms) != 4 || !strings.Contains(skipped["mlsched"], "model") {
+	if arms, skipped := mlschedArms(runUsageNew, "", false); len(arms) != 3 || !strings.Contains(skipped["mlsched"], "model") {
 		t.Errorf("no model: arms %v, skipped %v", names(arms), skipped)
 	}
-	if arms, _ := mlschedArms(runUsageNew, "", true); !slices.Equal(names(arms), []string{"mlsched fifo", "mlsched vtime", "mlsched vm-model", "mlsched vtime +sys_enter", "mlsched vtime +fentry"}) {
+	if arms, _ := mlschedArms(runUsageNew, "", true); !slices.Equal(names(arms), []string{"mlsched fifo", "mlsched vtime", "mlsched vm-model", "mlsched vtime +sys_enter"}) {
 		t.Errorf("no default model, the VM model: arms %v", names(arms))
 	}
 	// A binary with the fixed placements, --bpf-stats, --keep-budget and --json: every arm, the
 	// cost and keep-budget arms marked extra, and every command asks for the JSON report.
 	arms, skipped = mlschedArms(runUsageFixed, "embedded", true)
-	if len(arms) != 19 || len(skipped) != 0 {
+	if len(arms) != 18 || len(skipped) != 0 {
 		t.Fatalf("fixed placements: arms %v, skipped %v", names(arms), skipped)
 	}
 	for _, a := range arms {
 		if !slices.Contains(a.Cmd, "--json") {
 			t.Errorf("%s: %q lacks --json", a.Name, shellJoinArgs(a.Cmd))
 		}
-		if a.Extra != (strings.Contains(a.Name, "+stats") || strings.Contains(a.Name, " kb") || strings.HasSuffix(a.Name, "shadow") || strings.HasSuffix(a.Name, "noadapt") || strings.Contains(a.Name, "+sys_enter") || strings.Contains(a.Name, "+fentry")) {
+		if a.Extra != (strings.Contains(a.Name, "+stats") || strings.Contains(a.Name, " kb") || strings.HasSuffix(a.Name, "shadow") || strings.HasSuffix(a.Name, "noadapt") || strings.Contains(a.Name, "+sys_enter")) {
 			t.Errorf("%s: extra %v", a.Name, a.Extra)
 		}
 	}

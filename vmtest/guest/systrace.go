@@ -18,7 +18,8 @@ import (
 // exit status is ours. It is the floor of any per-syscall hook: what taking every syscall of
 // the machine through the tracepoint costs before a hook does anything (vmbench's arm
 // "mlsched vtime +sys_enter"). With -fentry FUNC the program is attached at FUNC's entry instead
-// (fentry on x64_sys_call: the syscall dispatch without the tracepoint's slow path).
+// (on Debian's 7.2 x64_sys_call, the syscall dispatch, cannot be: its attach fails with EBUSY, it
+// has no ftrace entry).
 func sysTrace(args []string) error {
 	fentry := ""
 	if len(args) > 1 && args[0] == "-fentry" {
