@@ -6,7 +6,9 @@
 #   training/default-model.sh train       train again on the traces already captured
 #   training/default-model.sh lopo        leave-one-program-out table of the captured traces
 #                                         ($OUT/lopo.md; LOPO_EPOCHS, default 6, and
-#                                         LOPO_PER_TRACE training samples per trace, 150000)
+#                                         LOPO_PER_TRACE training samples per trace, 150000;
+#                                         LOPO_TRAIN_FLAGS more train flags, LOPO_NAME the
+#                                         name of the table and directory, default lopo)
 #   training/default-model.sh list        the workloads, one a line: name, then what it runs
 #   training/default-model.sh prepare NAME DIR
 #                                         set up workload NAME in the empty directory DIR
@@ -456,11 +458,12 @@ train() {
 # stdout, the models and evals to $OUT/lopo/. Goals (issue 13): coverage >= 0.5, confident
 # accuracy >= the majority class over the same samples, balanced accuracy >= 0.70.
 lopo() {
-	local ws w o traces=()
+	local ws w o traces=() d=${LOPO_NAME:-lopo} flags=()
 	ws=$(selected)
 	need lopo python3 python3
+	read -r -a flags <<<"${LOPO_TRAIN_FLAGS:-}"
 	cd "$OUT"
-	mkdir -p lopo
+	mkdir -p "$d"
 	for w in $ws; do
 		[ -f "$w.trace" ] || die "no trace in $OUT for $w (capture it: WORKLOADS=\"$w\" $0 capture)"
 	done
@@ -468,15 +471,15 @@ lopo() {
 		traces=()
 		for o in $ws; do [ "$o" = "$w" ] || traces+=("$o.trace"); done
 		echo "== lopo: $w held out, train on ${traces[*]}" >&2
-		"$MLSCHED" train -o "lopo/without-$w.bin" --epochs "${LOPO_EPOCHS:-6}" --per-trace "${LOPO_PER_TRACE:-150000}" \
-			--seed "$SEED" "${traces[@]}" >"lopo/without-$w.train.log"
-		"$MLSCHED" eval --model "lopo/without-$w.bin" --json "$w.trace" >"lopo/$w.eval.json"
+		"$MLSCHED" train -o "$d/without-$w.bin" --epochs "${LOPO_EPOCHS:-6}" --per-trace "${LOPO_PER_TRACE:-150000}" \
+			--seed "$SEED" "${flags[@]}" "${traces[@]}" >"$d/without-$w.train.log"
+		"$MLSCHED" eval --model "$d/without-$w.bin" --json "$w.trace" >"$d/$w.eval.json"
 	done
 	{
 		echo "| held out | samples | majority | accuracy | balanced | AUC | coverage | confident acc. | its majority | goals |"
 		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 		for w in $ws; do
-			python3 - "$w" "lopo/$w.eval.json" <<'PY'
+			python3 - "$w" "$d/$w.eval.json" <<'PY'
 import json, sys
 w, e = sys.argv[1], json.load(open(sys.argv[2]))
 ok = e["coverage"] >= 0.5 and e["confident_accuracy"] >= e["confident_baseline_accuracy"] and e["balanced_accuracy"] >= 0.70
@@ -484,7 +487,7 @@ print(f"| {w} | {e['n']} | {e['baseline_accuracy']:.3f} | {e['accuracy']:.3f} | 
       f"{e['coverage']:.3f} | {e['confident_accuracy']:.3f} | {e['confident_baseline_accuracy']:.3f} | {'met' if ok else 'not met'} |")
 PY
 		done
-	} | tee lopo.md
+	} | tee "$d.md"
 }
 
 usage() {

@@ -12,6 +12,7 @@ import (
 
 	G "gorgonia.org/gorgonia"
 
+	"github.com/mlsched/mlsched/features"
 	"github.com/mlsched/mlsched/model"
 )
 
@@ -28,6 +29,12 @@ type Config struct {
 	// MinCoverage is the least coverage the abstention margin may leave on the validation
 	// data (ChooseMargin); 0 is DefaultMinCoverage, 1 or more: no margin.
 	MinCoverage float64
+	// CountDropout is the probability that a training row's 64 syscall counts are hidden
+	// from the net for one step (set to their training mean: 0 once standardised), so that it
+	// learns to answer from R's scheduling state alone as well and leans less on the counts,
+	// the inputs that carry least to a program it has not seen (docs/TRAINING.md). 0: off.
+	// Validation rows are never dropped.
+	CountDropout float64
 	// Progress, when set, is called after every epoch.
 	Progress func(EpochStats)
 }
@@ -107,6 +114,9 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 	if cfg.Epochs < 1 || cfg.BatchSize < 1 || !(cfg.LearnRate > 0) {
 		return nil, fmt.Errorf("epochs %d, batch %d, learning rate %v: each must be positive", cfg.Epochs, cfg.BatchSize, cfg.LearnRate)
 	}
+	if !(cfg.CountDropout >= 0 && cfg.CountDropout < 1) {
+		return nil, fmt.Errorf("count dropout %v: want 0 <= p < 1", cfg.CountDropout)
+	}
 	choose := BestThreshold
 	switch cfg.ThresholdFor {
 	case "balanced":
@@ -131,6 +141,9 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 	wNeg := float32(float64(nTrain) / (2 * float64(nTrain-pos)))
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6d6c73636865642e)) // "mlsched."
+	// The dropout draws have their own stream: a model trained without dropout is the same
+	// as before the option existed.
+	drop := rand.New(rand.NewPCG(cfg.Seed, 0x64726f706f75742e)) // "dropout."
 	batch := min(cfg.BatchSize, nTrain)
 	gr, err := newGraph(batch, InitParams(cfg.Hidden, rng), true)
 	if err != nil {
@@ -159,7 +172,11 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 		nb := len(order) / batch // the remainder of the shuffled order waits for the next epoch
 		for b := 0; b < nb; b++ {
 			for i, r := range order[b*batch : (b+1)*batch] {
-				copy(gr.xBuf[i*Inputs:(i+1)*Inputs], ds.Row(r))
+				x := gr.xBuf[i*Inputs : (i+1)*Inputs]
+				copy(x, ds.Row(r))
+				if cfg.CountDropout > 0 && drop.Float64() < cfg.CountDropout {
+					clear(x[:features.NumBuckets])
+				}
 				y := ds.Y[r]
 				gr.yBuf[i] = float32(y)
 				if y == 1 {
@@ -282,6 +299,9 @@ func (res *Result) export(ds *Dataset, cfg Config, thr float32) *model.Model {
 			"abstain_chosen_on":           fmt.Sprintf("validation: max (confident accuracy - its majority) x coverage, coverage >= %g", cfg.MinCoverage),
 			"abstain_coverage":            strconv.FormatFloat(r.Confident.Coverage, 'f', 4, 64),
 		},
+	}
+	if cfg.CountDropout > 0 {
+		m.Meta.Notes["count_dropout"] = strconv.FormatFloat(cfg.CountDropout, 'g', -1, 64)
 	}
 	return m
 }

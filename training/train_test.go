@@ -3,7 +3,12 @@ package training
 import (
 	"bytes"
 	"errors"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mlsched/mlsched/features"
@@ -180,5 +185,80 @@ func TestTrainPerTrace(t *testing.T) {
 	again, err := LoadTracesPerTrace([]string{big, small}, 0.2, 0, 0, 1000)
 	if err != nil || !slices.Equal(again.Train, capped.Train) {
 		t.Fatalf("not deterministic: %v", err)
+	}
+}
+
+// --count-dropout: a net trained with the counts hidden on some steps answers from R's
+// scheduling state when the counts say nothing (all at their training mean). The data: the
+// futex count decides the label exactly (synthSample); the voluntary average agrees with it
+// on 90% of the samples. Without dropout the net may lean on the count alone; with it, it
+// must also learn the average.
+func TestTrainCountDropout(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(5, 6))
+	samples := make([]features.Sample, 12000)
+	for i := range samples {
+		s := synthSample(rng, uint64(i+1)*10_000)
+		vol := s.Label == 1
+		if rng.IntN(10) == 0 {
+			vol = !vol
+		}
+		s.RVol = 6000
+		if vol {
+			s.RVol = 60000
+		}
+		s.SetState(s.State())
+		samples[i] = s
+	}
+	p := filepath.Join(dir, "v.trace")
+	if err := os.WriteFile(p, writeTrace(t, 1_000_000, samples), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The state-only accuracy: every count at the model's training mean, the extras as recorded.
+	stateOnly := func(m *model.Model) float64 {
+		pr := model.NewPredictor(m)
+		right := 0
+		for i := range samples {
+			in := samples[i].Feats
+			for j := range features.NumBuckets {
+				in[j] = uint32(math.Round(math.Expm1(float64(m.Mean[j])) * features.FixedOne))
+			}
+			if pr.KeepLocal(&in) == (samples[i].Label == 1) {
+				right++
+			}
+		}
+		return float64(right) / float64(len(samples))
+	}
+	var acc, loss [2]float64
+	for i, drop := range []float64{0, 0.5} {
+		ds, err := LoadTraces([]string{p}, 0.25, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Train(ds, Config{Epochs: 8, Seed: 7, CountDropout: drop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc[i], loss[i] = stateOnly(res.Model), res.History[len(res.History)-1].TrainLoss
+		t.Logf("count dropout %.1f: training loss %.4f, validation accuracy %.3f, from the state alone %.3f, notes %q",
+			drop, loss[i], res.Report.Net.Accuracy, acc[i], res.Model.Meta.Notes["count_dropout"])
+		if res.Report.Net.Accuracy < 0.95 {
+			t.Errorf("count dropout %.1f: validation accuracy %.3f, want >= 0.95 (the counts decide the label)", drop, res.Report.Net.Accuracy)
+		}
+		if got, want := res.Model.Meta.Notes["count_dropout"], map[bool]string{false: "", true: "0.5"}[drop > 0]; got != want {
+			t.Errorf("count dropout %.1f: note %q, want %q", drop, got, want)
+		}
+	}
+	// Half the training steps without the counts that decide the label: the training loss is
+	// well above the one with every count seen (the dropout is applied), and the state alone
+	// answers as well as its 90% agreement allows.
+	if loss[1] < 1.5*loss[0] {
+		t.Errorf("training loss %.4f with count dropout 0.5, %.4f without: the counts were not hidden", loss[1], loss[0])
+	}
+	if acc[1] < 0.85 {
+		t.Errorf("with count dropout 0.5, accuracy from the state alone %.3f, want >= 0.85 (the average agrees with the label 90%% of the time)", acc[1])
+	}
+	if _, err := Train(&Dataset{}, Config{CountDropout: 1}); err == nil || !strings.Contains(err.Error(), "dropout") {
+		t.Errorf("count dropout 1: %v, want a refusal naming it", err)
 	}
 }

@@ -67,6 +67,7 @@ type trainOpts struct {
 	horizon    time.Duration
 	thrFor     string
 	coverage   float64
+	dropout    float64
 }
 
 func trainFlags(fs *flag.FlagSet) func([]string) error {
@@ -83,6 +84,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	fs.Float64Var(&o.coverage, "abstain-coverage", training.DefaultMinCoverage, "the abstention margin (no opinion near the threshold) leaves at least fraction `F` of the validation samples decided; 1: no margin")
 	fs.DurationVar(&o.horizon, "horizon", 0, "label for horizon `H` instead of the traces' own (relabels traces captured with H or longer)")
 	fs.IntVar(&o.maxSamples, "max-samples", training.DefaultMaxSamples, "refuse more samples than `N` (memory: ~280 bytes each)")
+	fs.Float64Var(&o.dropout, "count-dropout", 0, "hide a training sample's 64 syscall counts from the net with probability `P` (0 <= P < 1), so that it leans less on them: they carry least to programs it has not seen; 0: off")
 	fs.IntVar(&o.perTrace, "per-trace", 0, "train on at most `N` samples of each trace, at random (each program weighs at most alike; validation keeps all); 0: all")
 	return func(args []string) error { return runTrain(o, args, reportWriter(o.out, o.plot)) }
 }
@@ -97,6 +99,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--hidden %d: want 1..%d", o.hidden, model.MaxHidden)
 	case o.epochs < 1 || o.batch < 1 || !(o.lr > 0):
 		return errorf(exitUsage, "--epochs, --batch and --lr must be positive")
+	case !(o.dropout >= 0 && o.dropout < 1):
+		return errorf(exitUsage, "--count-dropout %v: want 0 <= P < 1", o.dropout)
 	case o.perTrace < 0:
 		return errorf(exitUsage, "--per-trace %d: want >= 0 (0: every sample)", o.perTrace)
 	case o.thrFor != "balanced" && o.thrFor != "accuracy":
@@ -132,7 +136,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 
 	cfg := training.Config{
 		Hidden: o.hidden, Epochs: o.epochs, BatchSize: o.batch, LearnRate: o.lr, Seed: o.seed, ThresholdFor: o.thrFor,
-		MinCoverage: o.coverage,
+		MinCoverage: o.coverage, CountDropout: o.dropout,
 		Progress: func(s training.EpochStats) {
 			fmt.Fprintf(w, "epoch %3d/%d  loss %.4f  val loss %.4f  val acc %.4f  bal %.4f  auc %.4f  %6.0f samples/s\n",
 				s.Epoch, o.epochs, s.TrainLoss, s.ValLoss, s.ValAccuracy, s.ValBalancedAccuracy, s.ValAUC, s.SamplesPerSec)
