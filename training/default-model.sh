@@ -24,8 +24,10 @@
 # stress-ng and go-build. Needs root (capture uses BPF), Go, and the Debian packages that
 # `make deps-default-model` (run by `make default-model`) installs; a workload whose program
 # is missing fails, naming it. Traces and logs go to $OUT (default .cache/default-model).
-# Knobs: DURATION (s of load per workload), HORIZON, EPOCHS, SEED, MODEL, MLSCHED, OUT, and
-# WORKLOADS (space-separated names to capture and train on; default all of them).
+# Knobs: DURATION (s of load per workload), HORIZON, EPOCHS, SEED, TRAIN_FLAGS (more `train`
+# flags for the model, e.g. "--count-dropout 0.5"; default none, as model/default.bin was
+# made), MODEL, MLSCHED, OUT, and WORKLOADS (space-separated names to capture and train on;
+# default all of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,6 +37,7 @@ DURATION=${DURATION:-20}
 HORIZON=${HORIZON:-1ms}
 EPOCHS=${EPOCHS:-15}
 SEED=${SEED:-1}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
 MODEL=${MODEL:-$root/model/default.bin}
 MLSCHED=${MLSCHED:-$root/mlsched}
 ALL_WORKLOADS="nginx-wrk pgbench memcached make-c zstd-gzip git stress-ng go-build"
@@ -45,7 +48,7 @@ WORKLOADS=${WORKLOADS:-$ALL_WORKLOADS}
 # Relative paths are relative to the repository (as they were before any cd below).
 abs() { case $1 in /*) echo "$1" ;; *) echo "$root/$1" ;; esac; }
 OUT=$(abs "$OUT") MODEL=$(abs "$MODEL") MLSCHED=$(abs "$MLSCHED")
-export OUT DURATION HORIZON EPOCHS SEED MODEL MLSCHED WORKLOADS
+export OUT DURATION HORIZON EPOCHS SEED TRAIN_FLAGS MODEL MLSCHED WORKLOADS
 
 die() {
 	echo "default-model: $*" >&2
@@ -436,8 +439,9 @@ capture_all() {
 }
 
 train() {
-	local ws w traces=() missing=()
+	local ws w traces=() missing=() flags=()
 	ws=$(selected)
+	read -r -a flags <<<"$TRAIN_FLAGS"
 	# Relative names: the model records them, and they should not depend on where this ran.
 	cd "$OUT"
 	for w in $ws; do
@@ -445,7 +449,7 @@ train() {
 	done
 	[ ${#missing[@]} = 0 ] || die "no trace in $OUT for ${missing[*]} (capture it: WORKLOADS=\"${missing[*]}\" $0 capture)"
 	echo "== train on ${traces[*]} in $OUT" >&2
-	"$MLSCHED" train -o "$MODEL" --epochs "$EPOCHS" --seed "$SEED" --plot "$OUT/curves.svg" "${traces[@]}" |
+	"$MLSCHED" train -o "$MODEL" --epochs "$EPOCHS" --seed "$SEED" "${flags[@]}" --plot "$OUT/curves.svg" "${traces[@]}" |
 		tee "$OUT/train.log"
 	for t in "${traces[@]}"; do
 		"$MLSCHED" eval --model "$MODEL" --json "$t" >"$(basename "$t" .trace).eval.json"

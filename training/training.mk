@@ -6,14 +6,16 @@
 #   make default-model-train  train again on the traces already captured
 # Knobs: DEFAULT_MODEL_DURATION (s per workload, 20), DEFAULT_MODEL_EPOCHS (15), DEFAULT_MODEL_SEED (1),
 # DEFAULT_MODEL_WORKLOADS (a space-separated subset to capture and train on; default all, see
-# `training/default-model.sh list`).
+# `training/default-model.sh list`), DEFAULT_MODEL_TRAIN_FLAGS (more `mlsched train` flags, e.g.
+# --count-dropout 0.5; default none).
 .PHONY: default-model default-model-train deps-default-model
 DEFAULT_MODEL_DURATION ?= 20
 DEFAULT_MODEL_EPOCHS ?= 15
 DEFAULT_MODEL_SEED ?= 1
 DEFAULT_MODEL_WORKLOADS ?=
+DEFAULT_MODEL_TRAIN_FLAGS ?=
 DEFAULT_MODEL_ENV = DURATION=$(DEFAULT_MODEL_DURATION) EPOCHS=$(DEFAULT_MODEL_EPOCHS) SEED=$(DEFAULT_MODEL_SEED) \
-	WORKLOADS="$(DEFAULT_MODEL_WORKLOADS)"
+	WORKLOADS="$(DEFAULT_MODEL_WORKLOADS)" TRAIN_FLAGS="$(DEFAULT_MODEL_TRAIN_FLAGS)"
 
 # The workloads are Debian packages (training/default-model.sh list): wrk and nginx-light
 # (unless some nginx is already installed), postgresql (server and pgbench; setpriv from
