@@ -188,14 +188,24 @@ enum mls_sched_counter {
 
 // The net in integer form (model.KernelForm, whose MarshalBinary writes this image; net.h
 // evaluates it): keep local iff sum_k w2[k] * (max(acc_k, 0) >> shift) >= bound, with
-// acc_k = b1[k] + sum over R's inputs j of w1[j][k] * (x_j << x_shift[j]): for a used bucket j,
-// x_j is R's decayed count j through the interpolated table; for the extras (j >=
-// MLS_NUM_BUCKETS), the integer input itself (mls_extras). Hidden units past hidden are all
-// zero. Its Go mirror is model.NetRecord (model/kernelform.go, which documents the arithmetic's
-// bounds). Version 2: schema v2's extra inputs; version 3: w1 stored offset by 2^15.
-#define MLS_NET_VERSION 3
+//   acc_k = b1[k] + (sum over R's live buckets b of c[b][level(count_b)], unit k's lane) << c_shift[k]
+//         + sum over the extras j of w1[j][k] * (x_j << x_shift[j]).
+// A bucket's count is quantised to its nearest knot (level, net.h: 2^MLS_NET_MANT per octave),
+// and c holds every bucket's terms at every level for all the units, two per u64: unit 2p is
+// the low s32 lane of c[b][i][p] (as a signed value: the u64 is hi * 2^32 + lo), unit 2p + 1
+// the high one; every lane's sum over all buckets fits an s32 by construction, so the lanes
+// add as one u64. The extras' inputs are the integers of mls_extras. Hidden units past hidden
+// are all zero. Its Go mirror is model.NetRecord (model/kernelform.go, which documents the
+// arithmetic's bounds). Version 2: schema v2's extra inputs; 3: w1 stored offset by 2^15; 4:
+// the counts' terms tabulated per level (c), no multiply per bucket.
+#define MLS_NET_VERSION 4
 #define MLS_NET_HIDDEN 16
-#define MLS_NET_TABLE_LEN 512
+#define MLS_NET_PAIRS (MLS_NET_HIDDEN / 2)
+// Count levels: a count v's level is (s << MLS_NET_MANT) + (v >> s), rounded to the nearest,
+// with s the bit length of v >> (MLS_NET_MANT + 1); counts are clamped to 64.0 (2^22 in Q16),
+// whose level is 576, the last.
+#define MLS_NET_MANT 5
+#define MLS_NET_LEVELS 577
 struct mls_net {
 	__u32 version;    // MLS_NET_VERSION
 	__u32 hidden;     // the model's hidden units, 1..MLS_NET_HIDDEN
@@ -207,10 +217,11 @@ struct mls_net {
 	__u32 _pad;
 	__s64 b1[MLS_NET_HIDDEN];
 	__s32 w2[MLS_NET_HIDDEN];
-	__u16 table[MLS_NET_TABLE_LEN];            // log1p knots, * 2^13 (model.kernelTable)
-	__u8 x_shift[MLS_NUM_INPUTS];             // per input: x_j is shifted left by this
-	__u16 w1[MLS_NUM_INPUTS][MLS_NET_HIDDEN]; // input-major: w1[j] is input j's row, each weight + 2^15
-	__u32 _pad2;                              // (the size, a multiple of 8)
+	__u8 c_shift[MLS_NET_HIDDEN];              // per unit: its lane of the counts' sum is shifted left by this
+	__u8 x_shift[MLS_NUM_EXTRAS];              // per extra: x_j is shifted left by this
+	__u16 w1[MLS_NUM_EXTRAS][MLS_NET_HIDDEN];  // the extras' rows, each weight + 2^15
+	__u32 _pad2;                               // (c at a multiple of 8)
+	__u64 c[MLS_NUM_BUCKETS][MLS_NET_LEVELS][MLS_NET_PAIRS]; // the counts' terms, two units per u64
 };
 
 // Every object keeps every record and enum of this header in its BTF (an otherwise unused

@@ -8,8 +8,6 @@
 #include "abi.h"
 #include "features.h"
 
-// Table segments per octave: 2^MLS_NET_MANT (model.KernelTableMant).
-#define MLS_NET_MANT 4
 // Counts are clamped to features.MaxCount, 64.0 in Q16.
 #define MLS_NET_MAX_COUNT (64 * MLS_FIXED_ONE)
 
@@ -42,8 +40,8 @@ static __always_inline __u64 mls_net_gt(__u64 y, __u64 c)
 	return mls_net_opaque(c - y) >> 63;
 }
 
-// Bit lengths (bits.Len) of 0..511: mls_net_input's segment in one table load and one select,
-// where halving took five dependent steps (measured ~10% of a 12-bucket decision here).
+// Bit lengths (bits.Len) of 0..511: mls_net_level's segment in one table load and one select,
+// where halving took five dependent steps.
 #define MLS_NET_R2(n) n, n
 #define MLS_NET_R4(n) MLS_NET_R2(n), MLS_NET_R2(n)
 #define MLS_NET_R8(n) MLS_NET_R4(n), MLS_NET_R4(n)
@@ -57,14 +55,13 @@ static const __u8 mls_net_len9[512] = {
 	MLS_NET_R128(8), MLS_NET_R256(9),
 };
 
-// The quantised input of count v: log1p(min(v, MaxCount) / 2^16) * 2^13, interpolated between
-// two table knots (model.KernelForm.input). Branch-free: v's segment s is the bit length of
-// y = v >> (MLS_NET_MANT + 1) < 2^18 (v <= MLS_NET_MAX_COUNT = 2^22), read from mls_net_len9
-// for y or, past 511, for y >> 9 (< 2^9) plus 9.
-static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 count)
+// The level of count v (model.KernelLevel): v clamped to MLS_NET_MAX_COUNT, its segment s the
+// bit length of y = v >> (MLS_NET_MANT + 1) < 2^17, read from mls_net_len9 for y or, past 511,
+// for y >> 9 plus 9; then (s << MLS_NET_MANT) + (v >> s), plus one if the bit below v >> s is
+// set (the nearest knot). Branch-free; at most MLS_NET_LEVELS - 1.
+static __always_inline __u64 mls_net_level(__u32 count)
 {
-	__u64 v = count, d, y, s, t, i, frac;
-	__s64 t0, t1;
+	__u64 v = count, d, y, s, t;
 
 	d = v - MLS_NET_MAX_COUNT; // negative (as s64) below the clamp
 	v = MLS_NET_MAX_COUNT + (d & (__u64)((__s64)mls_net_opaque(d) >> 63));
@@ -72,43 +69,29 @@ static __always_inline __s64 mls_net_input(const struct mls_net *net, __u32 coun
 	t = mls_net_gt(y, 511);
 	t += t << 3; // 9 past 511, else 0
 	s = mls_net_opaque(mls_net_len9[(y >> t) & 511]) + t;
-	i = mls_net_opaque((s << MLS_NET_MANT) + (v >> s));
-	frac = v & ((1ULL << s) - 1);
-	t0 = net->table[i & (MLS_NET_TABLE_LEN - 1)];
-	t1 = net->table[(i + 1) & (MLS_NET_TABLE_LEN - 1)];
-	return t0 + (((t1 - t0) * (__s64)frac) >> s);
+	return (s << MLS_NET_MANT) + (v >> s) + (((v << 1) >> s) & 1);
 }
 
 // The syscall part of the net's hidden layer for task state f, its counts decayed to its
 // current syscall number as mls_feat_snapshot_sparse does, into acc: b1[k] plus the used
 // buckets' terms. Only the buckets of f->mask are read, and only those whose count has not
-// decayed to zero are evaluated. mls_net_finish adds the extras and gives the logit; the
-// scheduler caches acc while R makes no syscall (struct task_feat).
+// decayed to zero are evaluated: each adds its level's row of net->c, eight u64 additions that
+// carry two units each (struct mls_net), and no multiply. mls_net_finish adds the extras and
+// gives the logit; the scheduler caches acc while R makes no syscall (struct task_feat).
 //
-// Cost (docs/BENCHMARKS.md, issue 12): per evaluated bucket ~1 ns per hidden unit's multiply-add
-// (16 of them, about 60% of it), ~5 ns for the input quantisation, ~2 ns for the decay; a used
-// bucket decayed to zero costs 2-3.5 ns (the bit scan, its two loads and the decay).
-//
-// Each weight is stored offset, w + 2^15 >= 0 as a u16 (model.KernelForm.MarshalBinary; a
-// sign-extending load takes three instructions without -mcpu=v4, and flipping the top bit at
-// every load was one more per multiply-add), and 2^15 times the sum of the inputs is taken off
-// each accumulator at the end. Every sum stays below 2^63 (the bounds of
-// model.KernelForm), so the result is the exact one.
+// Cost (docs/BENCHMARKS.md, issue 12): per evaluated bucket the bit scan, the decay, the level
+// and the eight additions; a used bucket decayed to zero costs only the first two.
 static __always_inline void mls_net_counts(const struct mls_net *net, const struct task_feat *f, __s64 *acc)
 {
-	__u64 m = f->mask, xsum = 0;
+	__u64 m = f->mask, lane[MLS_NET_PAIRS];
 	__u32 n = f->n;
 
 #pragma unroll
-	for (int k = 0; k < MLS_NET_HIDDEN; k++)
-		acc[k] = net->b1[k];
-	// The accumulators stay in memory, each read and written once per bucket, the weights
-	// loaded one at a time: left to itself clang loads all 16 weights first and spills them.
-	// (Two buckets per pass, halving the accumulators' loads and stores, measured the same.)
-	asm volatile("" : "+r"(acc)::"memory");
+	for (int p = 0; p < MLS_NET_PAIRS; p++)
+		lane[p] = 0;
 	while (m && mls_can_loop) {
-		__u64 low = m & -m, x;
-		const __u16 *row;
+		__u64 low = m & -m, i;
+		const __u64 *row;
 		__u32 b, c;
 
 		m ^= low;
@@ -121,19 +104,22 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 		// (its mask keeps every bucket since its slot was claimed) cost only this far.
 		if (!c)
 			continue;
-		x = mls_net_input(net, c) << (net->x_shift[b] & 31);
-		xsum += x;
-		row = (const __u16 *)net->w1[b];
+		i = mls_net_opaque(mls_net_level(c));
+		if (i >= MLS_NET_LEVELS) // never (the clamp); for the verifier
+			continue;
+		row = net->c[b][i];
 #pragma unroll
-		for (int k = 0; k < MLS_NET_HIDDEN; k++) {
-			acc[k] += (__s64)(mls_net_opaque(row[k]) * x);
-			asm volatile("" ::: "memory");
-		}
+		for (int p = 0; p < MLS_NET_PAIRS; p++)
+			lane[p] += row[p];
 	}
-	xsum <<= 15;
+	// Each lane back to its unit: lo = the low 32 bits as an s32, hi = (u - lo) / 2^32.
 #pragma unroll
-	for (int k = 0; k < MLS_NET_HIDDEN; k++)
-		acc[k] -= (__s64)xsum;
+	for (int p = 0; p < MLS_NET_PAIRS; p++) {
+		__s64 lo = (__s32)lane[p], hi = ((__s64)lane[p] - lo) >> 32;
+
+		acc[2 * p] = net->b1[2 * p] + (__s64)((__u64)lo << (net->c_shift[2 * p] & 63));
+		acc[2 * p + 1] = net->b1[2 * p + 1] + (__s64)((__u64)hi << (net->c_shift[2 * p + 1] & 63));
+	}
 }
 
 // The logit from the syscall part acc (mls_net_counts) and the extra inputs x (MLS_NUM_EXTRAS
@@ -142,12 +128,11 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 // Keep local iff the result is >= net->bound (mls_net_decide).
 static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s64 *acc, const __u32 *x)
 {
-	const __u16 *r0 = (const __u16 *)net->w1[MLS_NUM_BUCKETS], *r1 = (const __u16 *)net->w1[MLS_NUM_BUCKETS + 1];
-	const __u16 *r2 = (const __u16 *)net->w1[MLS_NUM_BUCKETS + 2], *r3 = (const __u16 *)net->w1[MLS_NUM_BUCKETS + 3];
-	__u64 x0 = (__u64)x[0] << (net->x_shift[MLS_NUM_BUCKETS] & 31);
-	__u64 x1 = (__u64)x[1] << (net->x_shift[MLS_NUM_BUCKETS + 1] & 31);
-	__u64 x2 = (__u64)x[2] << (net->x_shift[MLS_NUM_BUCKETS + 2] & 31);
-	__u64 x3 = (__u64)x[3] << (net->x_shift[MLS_NUM_BUCKETS + 3] & 31);
+	const __u16 *r0 = net->w1[0], *r1 = net->w1[1], *r2 = net->w1[2], *r3 = net->w1[3];
+	__u64 x0 = (__u64)x[0] << (net->x_shift[0] & 31);
+	__u64 x1 = (__u64)x[1] << (net->x_shift[1] & 31);
+	__u64 x2 = (__u64)x[2] << (net->x_shift[2] & 31);
+	__u64 x3 = (__u64)x[3] << (net->x_shift[3] & 31);
 	__s64 xsum = (__s64)((x0 + x1 + x2 + x3) << 15), out = 0;
 	__u32 sh = net->shift & 63;
 

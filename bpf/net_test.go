@@ -194,13 +194,21 @@ func randomForm(rng *rand.Rand) *model.KernelForm {
 		kf.B1[k] = rng.Int64N(1<<53) - 1<<52
 		kf.W2[k] = int32(rng.Int64N(1<<27) - 1<<26)
 	}
-	for i := 1; i < model.KernelTableLen; i++ { // Table[0] = 0: a zero count adds nothing
-		kf.Table[i] = uint16(rng.Uint32())
-	}
 	for j := range kf.W1 {
 		kf.XShift[j] = uint8(rng.IntN(16))
 		for k := range kf.W1[j] {
 			kf.W1[j][k] = int16(rng.Uint32())
+		}
+	}
+	// Terms below 2^25 in magnitude: a lane of all 64 buckets stays within an s32.
+	for k := range model.KernelMaxHidden {
+		kf.CShift[k] = uint8(rng.IntN(model.KernelMaxCShift + 1))
+	}
+	for b := range kf.C {
+		for i := range kf.C[b] {
+			for k := range kf.C[b][i] {
+				kf.C[b][i][k] = int32(rng.Int64N(1<<26) - 1<<25)
+			}
 		}
 	}
 	return kf

@@ -15,37 +15,41 @@ import (
 // point. Its byte image (MarshalBinary) is struct mls_net of bpf/abi.h; NetRecord names every
 // field's offset and size, and bpf/abi_test.go checks them against every object's BTF.
 //
-// The arithmetic, for the counts v_j of a task (Q16; zero counts contribute nothing) and its
-// extras v_j, j >= 64 (features.SetExtras, already integers on the float net's scale * 2^13):
+// The arithmetic, for the counts v_b of a task (Q16; zero counts contribute nothing) and its
+// extras x_j (features.SetExtras, already integers on the float net's scale * 2^13):
 //
-//	x_j   = Table, interpolated: ~ log1p(min(v_j, MaxCount)/2^16) * 2^13   (<= 34197 < 2^16)
-//	x_j   = v_j for an extra                                                (<= 15360)
-//	acc_k = B1[k] + sum_j W1[j][k] * (x_j << XShift[j])                    (s64)
-//	h_k   = max(acc_k, 0) >> Shift                                         (< 2^31)
-//	logit = sum_k W2[k] * h_k                                              (s64)
+//	lane_k = sum over the buckets b of C[b][KernelLevel(v_b)][k]            (each sum < 2^31)
+//	acc_k  = B1[k] + lane_k << CShift[k] + sum_j W1[j][k] * (x_j << XShift[j])  (s64)
+//	h_k    = max(acc_k, 0) >> Shift                                       (< 2^31)
+//	logit  = sum_k W2[k] * h_k                                            (s64)
 //	keep local iff logit >= Bound
 //
 // The normalisation is folded into the first layer as in Predictor: with w_kj = W1[k][j]/Std_j
-// (float), unit k's pre-activation is b_k + sum_j w_kj*log1p(v_j), with b_k = the model's
-// B1[k] - sum_j w_kj*Mean_j. Unit k has a scale s_k from its largest |w_kj|, which it puts at 32767 * 2^15
-// (lowered so that |B1[k]| <= 2^52 where the bias is that large), and each input j a shift
-// XShift[j] in 0..15, the least that keeps round(w_kj * s_k / 2^XShift[j]) = W1[j][k] within
-// s16 for every unit: every weight is resolved to 15 bits of its input's largest, not of its
-// unit's largest (a rare syscall's tiny Std gives its input weights thousands of times the
-// others', which a scale per unit alone would round the others away for). B1[k] = round(b_k *
-// s_k * 2^13). The second layer folds 2^Shift/(s_k * 2^13) into W2 with one output scale
-// OutScale, so that Logit ~ (float logit - B2) * OutScale, and Bound = ceil((log(p/(1-p)) -
-// B2) * OutScale) for the model's threshold p: no sigmoid, and b2 lives in the bound.
+// (float), unit k's pre-activation is b_k + sum_j w_kj*input_j, with b_k = the model's B1[k] -
+// sum_j w_kj*Mean_j. Unit k has a scale s_k from its largest |w_kj|, which it puts at 32767 *
+// 2^15 (lowered so that |B1[k]| <= 2^52 where the bias is that large); B1[k] = round(b_k * s_k
+// * 2^13).
 //
-// No overflow by construction: |W1[j][k] * (x_j << XShift[j])| <= 32767 * 34197 * 2^15 <
-// 2^45.1, so |acc_k| < 2^52 + 68 * 2^45.1 < 2^53; Shift makes every reachable h_k < 2^31;
-// |W2| <= 2^26, so |logit| < 16 * 2^31 * 2^26 = 2^61; Bound is clamped to +-2^62, beyond any
-// reachable logit, so the clamp changes no decision.
+// A count enters through its level, the nearest of 32 knots per octave (KernelLevel), and C
+// holds every bucket's term at every level for every unit, already multiplied: C[b][i][k] =
+// round(w_kb * log1p(knot_i) * s_k * 2^13 / 2^CShift[k]), with CShift[k] the least shift that
+// keeps the sum over the buckets of each bucket's largest |C| within an s32: so BPF adds two
+// units' terms as one u64 (struct mls_net) and multiplies nothing per bucket. Each extra j has
+// a shift XShift[j] in 0..15, the least that keeps round(w_kj * s_k / 2^XShift[j]) = W1[j][k]
+// within s16 for every unit. The second layer folds 2^Shift/(s_k * 2^13) into W2 with one
+// output scale OutScale, so that Logit ~ (float logit - B2) * OutScale, and Bound =
+// ceil((log(p/(1-p)) - B2) * OutScale) for the model's threshold p: no sigmoid, and b2 lives in
+// the bound.
 //
-// The input error is the table's, at most KernelTableMaxErr in log1p units (measured 3.3e-4
-// over every count, TestKernelTableError); a weight's rounding is half a unit of W1, at most
-// 2^-15 of its input's largest weight (of its unit's largest divided by 2^15 where all of its
-// input's weights are that small); the shift and W2 lose less than 2^-26 of the largest term.
+// No overflow by construction: |lane_k| < 2^31 and CShift[k] <= KernelMaxCShift, so |lane_k <<
+// CShift[k]| < 2^52; |W1[j][k] * (x_j << XShift[j])| <= 32767 * 15360 * 2^15 < 2^44, so |acc_k| <
+// 2^52 + 2^52 + 4 * 2^44 < 2^54; Shift makes every reachable h_k < 2^31; |W2| <= 2^26, so
+// |logit| < 16 * 2^31 * 2^26 = 2^61; Bound is clamped to +-2^62, beyond any reachable logit,
+// so the clamp changes no decision.
+//
+// The input error is the level's, at most KernelLevelMaxErr in log1p units (measured by
+// TestKernelLevelError); a term's rounding is half a unit of C, at most 2^-31 of the sum of
+// its unit's largest terms; the shift and W2 lose less than 2^-26 of the largest term.
 //
 // NewKernelForm fills the fields; change them only to test. Logit and KeepLocal are the Go
 // reference of the BPF code, bit for bit (bpf/net_test.go), and allocate nothing.
@@ -61,11 +65,13 @@ type KernelForm struct {
 	Bound, Lower, Upper int64
 	Shift               uint32 // right shift of the ReLU outputs, < 64
 
-	B1     [KernelMaxHidden]int64            // per unit, at scale s_k * 2^13
-	W2     [KernelMaxHidden]int32            // per unit: W2_k * 2^Shift/(s_k*2^13) * OutScale
-	Table  [KernelTableLen]uint16            // the input quantisation, see kernelTable
-	XShift [NumInputs]uint8                  // per input: x_j is shifted left by XShift[j]
-	W1     [NumInputs][KernelMaxHidden]int16 // input-major: W1[j][k] weighs input j into unit k
+	B1     [KernelMaxHidden]int64                     // per unit, at scale s_k * 2^13
+	W2     [KernelMaxHidden]int32                     // per unit: W2_k * 2^Shift/(s_k*2^13) * OutScale
+	CShift [KernelMaxHidden]uint8                     // per unit: its lane of the counts' sum is shifted left by this
+	XShift [features.NumExtras]uint8                  // per extra: x_j is shifted left by XShift[j]
+	W1     [features.NumExtras][KernelMaxHidden]int16 // the extras' rows: W1[j][k] weighs extra j into unit k
+	// C is the counts' terms: C[b][i][k] is bucket b's at level i in unit k (see above).
+	C [features.NumBuckets][KernelLevels][KernelMaxHidden]int32
 
 	// OutScale converts Logit back to the float logit: logit ~ B2 + Logit/OutScale.
 	OutScale float64
@@ -90,86 +96,71 @@ func (c KernelCheck) Rate() float64 { return float64(c.Agree) / float64(max(c.In
 
 // Limits of the kernel form (struct mls_net, bpf/abi.h: MLS_NET_*).
 const (
-	KernelFormVersion = 3   // MLS_NET_VERSION: the record's layout (2: schema v2's extras; 3: W1 stored offset by 2^15)
-	KernelMaxHidden   = 16  // MLS_NET_HIDDEN
-	KernelTableLen    = 512 // MLS_NET_TABLE_LEN: a power of two, the index is masked with it
-	// KernelInputShift: the quantised input is log1p(v) * 2^13.
+	KernelFormVersion = 4  // MLS_NET_VERSION: the record's layout (2: schema v2's extras; 3: W1 stored offset by 2^15; 4: the counts' terms tabulated, C)
+	KernelMaxHidden   = 16 // MLS_NET_HIDDEN
+	// KernelInputShift: the extras' inputs are on the float net's scale * 2^13, and so is
+	// every term of a unit's sum (times s_k).
 	KernelInputShift = 13
-	// KernelTableMant is how many bits below a count's leading bit pick its table segment
-	// (MLS_NET_MANT in bpf/net.h): 16 segments per octave.
-	KernelTableMant = 4
+	// KernelLevelMant is how many bits below a count's leading bit pick its level
+	// (MLS_NET_MANT in bpf/net.h): 32 knots per octave.
+	KernelLevelMant = 5
+	// KernelLevels is MLS_NET_LEVELS: MaxCount's level is the last.
+	KernelLevels = 577
 	// KernelMinAgreement: NewKernelForm refuses a form whose decisions agree with the float
 	// net's (Predictor.KeepLocal) on fewer of its kernelCheckInputs inputs.
 	KernelMinAgreement = 0.99
-	// KernelTableMaxErr bounds |x/2^13 - log1p(min(v, MaxCount)/2^16)| over every count v:
-	// half the largest chord error of log1p on a segment 1/16 of its octave wide, 1/(16*16*16)
-	// (the knots are raised by half their segments' chord errors), and one unit of 2^-13 for
-	// the knots' rounding and the interpolation's truncation.
-	KernelTableMaxErr = 1.0/(16*16*16) + 1.0/(1<<KernelInputShift)
+	// KernelLevelMaxErr bounds |log1p(knot)/2^16 - log1p(v/2^16)| over every count v <=
+	// MaxCount and its level's knot: half a knot spacing, which is at most 1/32 of the count
+	// (at most 1/2 unit below 64 units, where every count is a knot).
+	KernelLevelMaxErr = 1.0 / 64
+	// KernelMaxCShift bounds CShift: a unit's counts' sum stays below 2^(31 + KernelMaxCShift).
+	KernelMaxCShift = 21
 )
 
 const (
 	kernelMaxW1       = math.MaxInt16
 	kernelMaxXShift   = 15 // XShift[j] <= 15: a unit's largest weight sits at 32767 << 15
 	kernelMaxB1       = 1 << 52
-	kernelHiddenBits  = 31 // every reachable h_k < 2^31
+	kernelMaxLane     = math.MaxInt32 // every lane's sum, over every bucket's largest term
+	kernelHiddenBits  = 31            // every reachable h_k < 2^31
 	kernelMaxW2       = 1 << 26
 	kernelMaxBound    = 1 << 62
 	kernelCheckInputs = 4096
 )
 
-// kernelLastKnot is the last table entry a count <= MaxCount reads (MaxCount's own, plus one
-// for the interpolation): 305. The entries after it are 0 and never read.
-var kernelLastKnot = func() int { i, _ := kernelIndex(features.MaxCount); return int(i) + 1 }()
-
 // ErrKernelForm is wrapped by NewKernelForm's refusals (with errors.Is); the message names the
 // limit. A model that fails Validate is refused with Validate's error.
 var ErrKernelForm = errors.New("model does not fit the BPF kernel form")
 
-// kernelKnot is the count whose log1p Table[i] holds. A count v has segment s =
-// bits.Len32(v >> (KernelTableMant+1)) and index i = s<<KernelTableMant + v>>s: below
-// 2^(KernelTableMant+1) units every count is a knot (s = 0, i = v); above, segment s >= 1
-// spans [top<<s, (top+1)<<s) for top in [16, 32), and v is interpolated between knots i and i+1.
-func kernelKnot(i int) uint64 {
-	if i < 2<<KernelTableMant {
-		return uint64(i)
-	}
-	s := i>>KernelTableMant - 1
-	top := i&(1<<KernelTableMant-1) + 1<<KernelTableMant
-	return uint64(top) << s
+// KernelLevel is count v's level, the index of the knot nearest to min(v, MaxCount)
+// (mls_net_level in bpf/net.h): with s the bit length of v >> (KernelLevelMant+1), (s <<
+// KernelLevelMant) + (v >> s), plus one when the bit below v >> s is set. Below 2^(KernelLevelMant+1)
+// units every count is a knot (s = 0, level v); above, the knots of segment s >= 1 are
+// top << s for top in [32, 64), and a count rounds to the nearest (64 << s is the next
+// segment's first).
+func KernelLevel(v uint32) int {
+	v = min(v, features.MaxCount)
+	s := uint(bits.Len32(v >> (KernelLevelMant + 1)))
+	return int(s<<KernelLevelMant + uint(v>>s) + uint((v<<1)>>s)&1)
 }
 
-// kernelTable is the one quantisation table (it depends on no model): Table[i] =
-// round((log1p(knot_i/2^16) + d_i) * 2^13). Below 32 units every count is a knot and d_i = 0
-// (so Table[0] = 0: a zero count adds nothing). Above, the interpolation runs along chords of
-// the concave log1p, below it by up to E (a segment's chord error, at most 1/(8*16*16)) and
-// truncates by up to one unit, so each knot is raised by half its two segments' mean E and
-// half a unit: d_i = (E_{i-1} + E_i)/4 + 2^-14.
-var kernelTable = func() (t [KernelTableLen]uint16) {
-	for i := 0; i <= kernelLastKnot; i++ {
-		d := 0.0
-		if i >= 2<<KernelTableMant {
-			d = (kernelChordErr(i-1)+kernelChordErr(i))/4 + 0.5/(1<<KernelInputShift)
-		}
-		t[i] = uint16(math.Round((log1pKnot(i) + d) * (1 << KernelInputShift)))
+// kernelKnot is the count level i stands for (see KernelLevel).
+func kernelKnot(i int) uint32 {
+	if i < 2<<KernelLevelMant {
+		return uint32(i)
+	}
+	s := i>>KernelLevelMant - 1
+	top := i&(1<<KernelLevelMant-1) + 1<<KernelLevelMant
+	return uint32(top) << s
+}
+
+// kernelLog1p is log1p of every level's knot, in count units (Log1pCount).
+var kernelLog1p = func() (t [KernelLevels]float64) {
+	for i := range t {
+		t[i] = Log1pCount(kernelKnot(i))
 	}
 	return t
 }()
-
-func log1pKnot(i int) float64 { return math.Log1p(float64(kernelKnot(i)) / features.FixedOne) }
-
-// kernelChordErr is the largest distance between log1p and its chord from knot i to knot i+1
-// (0 below 32 units, where nothing is interpolated).
-func kernelChordErr(i int) float64 {
-	if i < 2<<KernelTableMant {
-		return 0
-	}
-	a, b := float64(kernelKnot(i)), float64(kernelKnot(i+1))
-	la := log1pKnot(i)
-	slope := (log1pKnot(i+1) - la) / (b - a)
-	v := 1/slope - features.FixedOne // where log1p's slope is the chord's
-	return math.Log1p(v/features.FixedOne) - (la + slope*(v-a))
-}
 
 // NewKernelForm turns a valid model into its kernel form, or refuses it with an error that
 // names the limit: Hidden > KernelMaxHidden, a folded parameter that is not finite, or
@@ -197,9 +188,8 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	if m.Hidden > KernelMaxHidden {
 		return nil, fmt.Errorf("hidden %d > %d, the most struct mls_net holds: %w", m.Hidden, KernelMaxHidden, ErrKernelForm)
 	}
-	kf := &KernelForm{Hidden: m.Hidden, Table: kernelTable, B2: float64(m.B2)}
-	xmax := kf.input(features.MaxCount) // the largest input: the table grows with the count
-	var scale [KernelMaxHidden]float64  // s_k
+	kf := &KernelForm{Hidden: m.Hidden, B2: float64(m.B2)}
+	var scale [KernelMaxHidden]float64 // s_k
 	var folded [KernelMaxHidden][NumInputs]float64
 	for k := range m.Hidden {
 		w, b, maxw := m.foldedUnit(k)
@@ -220,19 +210,37 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 		folded[k] = w
 		kf.B1[k] = int64(clampRound(b*s*(1<<KernelInputShift), kernelMaxB1))
 	}
-	// Each input's shift: the least that keeps its weights within s16 in every unit.
-	for j := range NumInputs {
+	// Each extra's shift: the least that keeps its weights within s16 in every unit.
+	for e := range features.NumExtras {
+		j := features.NumBuckets + e
 		col := 0.0
 		for k := range m.Hidden {
 			col = max(col, math.Abs(folded[k][j])*scale[k]/kernelMaxW1)
 		}
-		e := 0
+		sh := 0
 		if col > 1 {
-			e = min(int(math.Ceil(math.Log2(col))), kernelMaxXShift)
+			sh = min(int(math.Ceil(math.Log2(col))), kernelMaxXShift)
 		}
-		kf.XShift[j] = uint8(e)
+		kf.XShift[e] = uint8(sh)
 		for k := range m.Hidden {
-			kf.W1[j][k] = int16(clampRound(math.Ldexp(folded[k][j]*scale[k], -e), kernelMaxW1))
+			kf.W1[e][k] = int16(clampRound(math.Ldexp(folded[k][j]*scale[k], -sh), kernelMaxW1))
+		}
+	}
+	// The counts' terms: each unit's shift the least that keeps its lane within an s32.
+	// lanePos[k] is the largest sum of positive terms a task can reach (for Shift below).
+	var lanePos [KernelMaxHidden]int64
+	for k := range m.Hidden {
+		sh := kf.fillCounts(k, folded[k][:features.NumBuckets], scale[k]*(1<<KernelInputShift))
+		if sh < 0 {
+			return nil, fmt.Errorf("hidden unit %d: its counts' terms need a shift past %d: %w", k, KernelMaxCShift, ErrKernelForm)
+		}
+		kf.CShift[k] = uint8(sh)
+		for b := range features.NumBuckets {
+			top := int64(0)
+			for i := range KernelLevels {
+				top = max(top, int64(kf.C[b][i][k]))
+			}
+			lanePos[k] += top
 		}
 	}
 	// The largest reachable acc_k sets the shift. A unit that can never be positive adds
@@ -241,13 +249,9 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	var c [KernelMaxHidden]float64 // float logit per unit of h_k
 	live := [KernelMaxHidden]bool{}
 	for k := range m.Hidden {
-		pos := kf.B1[k]
-		for j := range NumInputs {
-			xm := xmax
-			if j >= features.NumBuckets {
-				xm = features.MaxExtraInput
-			}
-			pos += int64(max(kf.W1[j][k], 0)) * xm << kf.XShift[j]
+		pos := kf.B1[k] + lanePos[k]<<kf.CShift[k]
+		for e := range features.NumExtras {
+			pos += int64(max(kf.W1[e][k], 0)) * features.MaxExtraInput << kf.XShift[e]
 		}
 		hmax = max(hmax, pos)
 		live[k] = pos > 0
@@ -299,6 +303,29 @@ func (m *Model) foldedUnit(k int) (w [NumInputs]float64, b, maxw float64) {
 		maxw = max(maxw, math.Abs(w[j]))
 	}
 	return w, b, maxw
+}
+
+// fillCounts fills unit k's terms of C from its folded count weights w (at acc scale sc = s_k *
+// 2^13) with the least shift that keeps the sum over the buckets of each bucket's largest |term|
+// within an s32, and returns the shift (-1: none up to KernelMaxCShift does).
+func (kf *KernelForm) fillCounts(k int, w []float64, sc float64) int {
+	for sh := 0; sh <= KernelMaxCShift; sh++ {
+		f := math.Ldexp(sc, -sh)
+		var sum float64
+		for b := range features.NumBuckets {
+			sum += math.Abs(math.Round(w[b] * f * kernelLog1p[KernelLevels-1])) // log1p grows with the level
+		}
+		if sum > kernelMaxLane {
+			continue
+		}
+		for b := range features.NumBuckets {
+			for i := range KernelLevels {
+				kf.C[b][i][k] = int32(math.Round(w[b] * f * kernelLog1p[i]))
+			}
+		}
+		return sh
+	}
+	return -1
 }
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
@@ -393,40 +420,26 @@ func kernelCheckCounts(rng *rand.Rand, in *[features.NumBuckets]uint32) {
 	}
 }
 
-// kernelIndex is the table entry of count v's segment (see kernelKnot), before the mask, and
-// the segment's shift s.
-func kernelIndex(v uint32) (i, s uint) {
-	s = uint(bits.Len32(v >> (KernelTableMant + 1)))
-	return s<<KernelTableMant + uint(v>>s), s
-}
-
-// input is the quantised log1p of count v: log1p(min(v, MaxCount)/2^16) * 2^KernelInputShift,
-// interpolated between two knots of Table (mls_net_input in bpf/net.h).
-func (kf *KernelForm) input(v uint32) int64 {
-	v = min(v, features.MaxCount)
-	i, s := kernelIndex(v)
-	t0 := int64(kf.Table[i%KernelTableLen])
-	t1 := int64(kf.Table[(i+1)%KernelTableLen])
-	return t0 + (t1-t0)*int64(v&(1<<s-1))>>s
-}
-
 // Logit is the integer logit BPF computes for the input vector feats (the counts, a snapshot:
 // zero counts contribute nothing; then the extras): about (float logit - b2) * OutScale. BPF
-// sums the same terms in another order (mls_net_counts, then mls_net_finish): every sum is
-// exact, so the result is the same.
+// sums the same terms in another order (mls_net_counts, two units per addition, then
+// mls_net_finish): every sum is exact, so the result is the same.
 func (kf *KernelForm) Logit(feats *[NumInputs]uint32) int64 {
-	acc := kf.B1
-	for j := features.NumBuckets; j < NumInputs; j++ {
-		x := int64(min(feats[j], features.MaxExtraInput)) << (kf.XShift[j] & 31)
-		for k, w := range &kf.W1[j] {
-			acc[k] += int64(w) * x
+	var lane [KernelMaxHidden]int64
+	for nz := nonzeroMask(features.Counts(feats)); nz != 0; nz &= nz - 1 {
+		b := bits.TrailingZeros64(nz) % features.NumBuckets
+		row := &kf.C[b][KernelLevel(feats[b])%KernelLevels]
+		for k, c := range row {
+			lane[k] += int64(c)
 		}
 	}
-	for nz := nonzeroMask(features.Counts(feats)); nz != 0; nz &= nz - 1 {
-		j := bits.TrailingZeros64(nz) % features.NumBuckets
-		x := kf.input(feats[j]) << (kf.XShift[j] & 31)
-		row := &kf.W1[j]
-		for k, w := range row {
+	acc := kf.B1
+	for k := range acc {
+		acc[k] += lane[k] << (kf.CShift[k] & 63)
+	}
+	for e := range features.NumExtras {
+		x := int64(min(feats[features.NumBuckets+e], features.MaxExtraInput)) << (kf.XShift[e] & 31)
+		for k, w := range &kf.W1[e] {
 			acc[k] += int64(w) * x
 		}
 	}
@@ -472,11 +485,13 @@ const (
 	netOffShift      = 40
 	netOffB1         = 48
 	netOffW2         = netOffB1 + 8*KernelMaxHidden
-	netOffTable      = netOffW2 + 4*KernelMaxHidden
-	netOffXShift     = netOffTable + 2*KernelTableLen
-	netOffW1         = netOffXShift + NumInputs
+	netOffCShift     = netOffW2 + 4*KernelMaxHidden
+	netOffXShift     = netOffCShift + KernelMaxHidden
+	netOffW1         = netOffXShift + features.NumExtras
+	netOffPad2       = netOffW1 + 2*features.NumExtras*KernelMaxHidden
+	netOffC          = netOffPad2 + 4
 	// NetSize is sizeof(struct mls_net).
-	NetSize = netOffW1 + 2*NumInputs*KernelMaxHidden + 4
+	NetSize = netOffC + 8*features.NumBuckets*KernelLevels*KernelMaxHidden/2
 )
 
 // NetRecord is struct mls_net as MarshalBinary lays it out.
@@ -487,14 +502,16 @@ var NetRecord = features.Record{Name: "mls_net", Size: NetSize, Fields: []featur
 	{Name: "upper", Offset: netOffUpper, Size: 8},
 	{Name: "shift", Offset: netOffShift, Size: 4}, {Name: "_pad", Offset: netOffShift + 4, Size: 4},
 	{Name: "b1", Offset: netOffB1, Size: 8 * KernelMaxHidden}, {Name: "w2", Offset: netOffW2, Size: 4 * KernelMaxHidden},
-	{Name: "table", Offset: netOffTable, Size: 2 * KernelTableLen},
-	{Name: "x_shift", Offset: netOffXShift, Size: NumInputs},
-	{Name: "w1", Offset: netOffW1, Size: 2 * NumInputs * KernelMaxHidden},
-	{Name: "_pad2", Offset: netOffW1 + 2*NumInputs*KernelMaxHidden, Size: 4},
+	{Name: "c_shift", Offset: netOffCShift, Size: KernelMaxHidden},
+	{Name: "x_shift", Offset: netOffXShift, Size: features.NumExtras},
+	{Name: "w1", Offset: netOffW1, Size: 2 * features.NumExtras * KernelMaxHidden},
+	{Name: "_pad2", Offset: netOffPad2, Size: 4},
+	{Name: "c", Offset: netOffC, Size: NetSize - netOffC},
 }}
 
 // MarshalBinary returns the struct mls_net image of kf (NetSize bytes, little-endian), as BPF
-// reads it from a map value.
+// reads it from a map value: C's units in pairs, unit 2p in the low lane of a u64 whose value
+// is C[2p+1] * 2^32 + C[2p] (a negative low lane borrows from the high one; BPF undoes it).
 func (kf *KernelForm) MarshalBinary() ([]byte, error) {
 	b := make([]byte, NetSize)
 	le := binary.LittleEndian
@@ -509,13 +526,21 @@ func (kf *KernelForm) MarshalBinary() ([]byte, error) {
 		le.PutUint64(b[netOffB1+8*k:], uint64(kf.B1[k]))
 		le.PutUint32(b[netOffW2+4*k:], uint32(kf.W2[k]))
 	}
-	for i, t := range kf.Table {
-		le.PutUint16(b[netOffTable+2*i:], t)
-	}
+	copy(b[netOffCShift:], kf.CShift[:])
 	copy(b[netOffXShift:], kf.XShift[:])
-	for j, row := range kf.W1 {
+	for e, row := range kf.W1 {
 		for k, w := range row {
-			le.PutUint16(b[netOffW1+2*(j*KernelMaxHidden+k):], uint16(w)^0x8000) // w + 2^15
+			le.PutUint16(b[netOffW1+2*(e*KernelMaxHidden+k):], uint16(w)^0x8000) // w + 2^15
+		}
+	}
+	off := netOffC
+	for bk := range kf.C {
+		for i := range kf.C[bk] {
+			row := &kf.C[bk][i]
+			for p := 0; p < KernelMaxHidden; p += 2 {
+				le.PutUint64(b[off:], uint64(int64(row[p+1])<<32+int64(row[p])))
+				off += 8
+			}
 		}
 	}
 	return b, nil

@@ -17,35 +17,50 @@ import (
 	"github.com/mlsched/mlsched/features"
 )
 
-// The table's error, over every count a task can have (and clamped ones above), is within
-// KernelTableMaxErr; the table rises with the count, starts at 0 and is 0 after its last knot.
-func TestKernelTableError(t *testing.T) {
-	kf := &KernelForm{Table: kernelTable}
-	worst, at := 0.0, uint32(0)
+// A count's level is its nearest knot: over every count a task can have (and clamped ones
+// above), log1p of the knot is within KernelLevelMaxErr of the count's, levels rise with the
+// count, every knot is its own level, and MaxCount's is the last.
+func TestKernelLevelError(t *testing.T) {
+	worst, at, prev := 0.0, uint32(0), 0
 	for v := uint32(0); v <= features.MaxCount; v++ {
-		if e := math.Abs(float64(kf.input(v))/(1<<KernelInputShift) - Log1pCount(v)); e > worst {
+		i := KernelLevel(v)
+		if i < prev || i >= KernelLevels {
+			t.Fatalf("count %d: level %d after %d (of %d)", v, i, prev, KernelLevels)
+		}
+		prev = i
+		k := kernelKnot(i)
+		if e := math.Abs(kernelLog1p[i] - Log1pCount(v)); e > worst {
 			worst, at = e, v
 		}
+		// The nearest: no other knot is closer.
+		for _, j := range []int{i - 1, i + 1} {
+			if j >= 0 && j < KernelLevels {
+				if d, dk := absDiff(kernelKnot(j), v), absDiff(k, v); d < dk {
+					t.Fatalf("count %d: level %d (knot %d), but knot %d of level %d is nearer", v, i, k, kernelKnot(j), j)
+				}
+			}
+		}
 	}
-	t.Logf("table: %d knots, worst error %.3g (%.2f units of 2^-13) at count %d; bound %.3g",
-		kernelLastKnot+1, worst, worst*(1<<KernelInputShift), at, KernelTableMaxErr)
-	if worst > KernelTableMaxErr {
-		t.Fatalf("worst error %g at %d > %g", worst, at, KernelTableMaxErr)
+	t.Logf("levels: %d, worst log1p error %.3g at count %d; bound %.3g", KernelLevels, worst, at, KernelLevelMaxErr)
+	if worst > KernelLevelMaxErr {
+		t.Fatalf("worst error %g at %d > %g", worst, at, KernelLevelMaxErr)
+	}
+	for i := range KernelLevels {
+		if KernelLevel(kernelKnot(i)) != i {
+			t.Fatalf("knot %d of level %d has level %d", kernelKnot(i), i, KernelLevel(kernelKnot(i)))
+		}
+	}
+	if KernelLevel(features.MaxCount) != KernelLevels-1 || kernelKnot(KernelLevels-1) != features.MaxCount || kernelLog1p[0] != 0 {
+		t.Fatalf("MaxCount's level %d, last knot %d, level 0's log1p %v", KernelLevel(features.MaxCount), kernelKnot(KernelLevels-1), kernelLog1p[0])
 	}
 	for _, v := range []uint32{features.MaxCount + 1, 1 << 30, math.MaxUint32} {
-		if kf.input(v) != kf.input(features.MaxCount) {
+		if KernelLevel(v) != KernelLevels-1 {
 			t.Errorf("count %d not clamped to MaxCount", v)
 		}
 	}
-	if kernelTable[0] != 0 {
-		t.Fatalf("Table[0] = %d", kernelTable[0])
-	}
-	for i := 1; i < KernelTableLen; i++ {
-		if i <= kernelLastKnot && kernelTable[i] < kernelTable[i-1] || i > kernelLastKnot && kernelTable[i] != 0 {
-			t.Fatalf("Table[%d] = %d after %d (last knot %d)", i, kernelTable[i], kernelTable[i-1], kernelLastKnot)
-		}
-	}
 }
+
+func absDiff(a, b uint32) uint32 { return max(a, b) - min(a, b) }
 
 // taskInput fills in with the snapshot of a simulated task: 5 to 15 syscalls of distinct
 // buckets, Zipf-like frequencies, 20 to 3000 syscalls made (features.TaskState, the mirror of
@@ -187,7 +202,8 @@ func handModel(hidden int, set func(m *Model)) *Model {
 // Small models made by hand decide like the float net, on the inputs where the answer is
 // known exactly.
 func TestKernelFormHandMade(t *testing.T) {
-	// One unit on bucket 3: logit = log1p(v3) - log(2), keep iff v3 >= 1.0.
+	// One unit on bucket 3: logit = log1p(v3) - log(2), keep iff v3 >= 1.0 (beyond half a knot
+	// spacing from it, 1,024 units there: within, the level decides).
 	one := handModel(1, func(m *Model) { m.W1[3], m.W2[0], m.B2 = 1, 1, -math.Ln2 })
 	kf, err := NewKernelForm(one)
 	if err != nil {
@@ -197,7 +213,7 @@ func TestKernelFormHandMade(t *testing.T) {
 	for _, c := range []struct {
 		v    uint32
 		keep bool
-	}{{0, false}, {1, false}, {65536 - 100, false}, {65536 + 100, true}, {features.MaxCount, true}} {
+	}{{0, false}, {1, false}, {65536 - 1100, false}, {65536 + 1100, true}, {features.MaxCount, true}} {
 		in[3] = c.v
 		if got := kf.KeepLocal(&in); got != c.keep {
 			t.Errorf("one unit, count %d: keep %v, want %v (logit %d, bound %d)", c.v, got, c.keep, kf.Logit(&in), kf.Bound)
@@ -249,20 +265,24 @@ func TestKernelFormHandMade(t *testing.T) {
 	}
 }
 
-// bigLogit is Logit in exact integer arithmetic, to show that the s64 one never overflows.
-func bigLogit(kf *KernelForm, feats *[features.NumInputs]uint32) *big.Int {
+// bigLogit is Logit in exact integer arithmetic, to show that the s64 one never overflows
+// (and that no lane of the counts' sum leaves an s32, which BPF's paired additions need).
+func bigLogit(t *testing.T, kf *KernelForm, feats *[features.NumInputs]uint32) *big.Int {
 	out := new(big.Int)
 	for k := range KernelMaxHidden {
-		acc := big.NewInt(kf.B1[k])
-		for j, v := range feats {
+		lane := new(big.Int)
+		for b, v := range feats[:features.NumBuckets] {
 			if v != 0 {
-				xj := int64(min(v, features.MaxExtraInput)) // an extra: the integer itself
-				if j < features.NumBuckets {
-					xj = kf.input(v)
-				}
-				x := new(big.Int).Lsh(big.NewInt(xj), uint(kf.XShift[j]))
-				acc.Add(acc, x.Mul(x, big.NewInt(int64(kf.W1[j][k]))))
+				lane.Add(lane, big.NewInt(int64(kf.C[b][KernelLevel(v)][k])))
 			}
+		}
+		if !lane.IsInt64() || lane.Int64() > math.MaxInt32 || lane.Int64() < math.MinInt32 {
+			t.Fatalf("unit %d: the counts' lane %v is not an s32", k, lane)
+		}
+		acc := new(big.Int).Add(big.NewInt(kf.B1[k]), lane.Lsh(lane, uint(kf.CShift[k])))
+		for e := range features.NumExtras {
+			x := new(big.Int).Lsh(big.NewInt(int64(min(feats[features.NumBuckets+e], features.MaxExtraInput))), uint(kf.XShift[e]))
+			acc.Add(acc, x.Mul(x, big.NewInt(int64(kf.W1[e][k]))))
 		}
 		if acc.Sign() > 0 {
 			acc.Rsh(acc, uint(kf.Shift))
@@ -307,7 +327,7 @@ func TestKernelFormNoOverflow(t *testing.T) {
 			if i > 0 {
 				in = randomInput(rng, 1+rng.IntN(64))
 			}
-			if got, want := kf.Logit(in), bigLogit(kf, in); !want.IsInt64() || got != want.Int64() {
+			if got, want := kf.Logit(in), bigLogit(t, kf, in); !want.IsInt64() || got != want.Int64() {
 				t.Fatalf("%s: logit %d, exact %v", name, got, want)
 			}
 		}
@@ -388,26 +408,41 @@ func TestKernelFormMarshalLayout(t *testing.T) {
 		le.Uint32(field("shift")) != kf.Shift || le.Uint32(field("_pad")) != 0 {
 		t.Fatalf("header: % x", b[:netOffB1])
 	}
-	b1, w2, table, xs, w1 := field("b1"), field("w2"), field("table"), field("x_shift"), field("w1")
+	b1, w2, cs, xs, w1, c := field("b1"), field("w2"), field("c_shift"), field("x_shift"), field("w1"), field("c")
 	for k := range KernelMaxHidden {
-		if int64(le.Uint64(b1[8*k:])) != kf.B1[k] || int32(le.Uint32(w2[4*k:])) != kf.W2[k] {
-			t.Fatalf("unit %d: b1/w2 bytes differ", k)
+		if int64(le.Uint64(b1[8*k:])) != kf.B1[k] || int32(le.Uint32(w2[4*k:])) != kf.W2[k] || cs[k] != kf.CShift[k] {
+			t.Fatalf("unit %d: b1/w2/c_shift bytes differ", k)
 		}
 	}
-	for i := range KernelTableLen {
-		if le.Uint16(table[2*i:]) != kf.Table[i] {
-			t.Fatalf("table[%d]", i)
-		}
-	}
-	for j := range features.NumBuckets {
-		if xs[j] != kf.XShift[j] {
-			t.Fatalf("x_shift[%d]", j)
+	for e := range features.NumExtras {
+		if xs[e] != kf.XShift[e] {
+			t.Fatalf("x_shift[%d]", e)
 		}
 		for k := range KernelMaxHidden {
-			if int(le.Uint16(w1[2*(j*KernelMaxHidden+k):])) != int(kf.W1[j][k])+1<<15 { // stored offset
-				t.Fatalf("w1[%d][%d]", j, k)
+			if int(le.Uint16(w1[2*(e*KernelMaxHidden+k):])) != int(kf.W1[e][k])+1<<15 { // stored offset
+				t.Fatalf("w1[%d][%d]", e, k)
 			}
 		}
+	}
+	// c: two units per u64, decoded as BPF does (the low lane signed, the high one the rest).
+	negLow := 0
+	for b := range features.NumBuckets {
+		for i := range KernelLevels {
+			for p := range KernelMaxHidden / 2 {
+				u := le.Uint64(c[8*((b*KernelLevels+i)*KernelMaxHidden/2+p):])
+				lo := int64(int32(u))
+				hi := (int64(u) - lo) >> 32
+				if lo != int64(kf.C[b][i][2*p]) || hi != int64(kf.C[b][i][2*p+1]) {
+					t.Fatalf("c[%d][%d][%d]: lanes %d, %d; want %d, %d", b, i, p, lo, hi, kf.C[b][i][2*p], kf.C[b][i][2*p+1])
+				}
+				if lo < 0 {
+					negLow++
+				}
+			}
+		}
+	}
+	if negLow == 0 {
+		t.Fatal("no negative low lane: the borrow is not tested")
 	}
 	end := 0
 	for _, f := range NetRecord.Fields {
