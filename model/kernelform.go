@@ -226,21 +226,29 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 			kf.W1[e][k] = int16(clampRound(math.Ldexp(folded[k][j]*scale[k], -sh), kernelMaxW1))
 		}
 	}
-	// The counts' terms: each unit's shift the least that keeps its lane within an s32.
-	// lanePos[k] is the largest sum of positive terms a task can reach (for Shift below).
+	// The counts' terms: each unit's shift the least that keeps its lane within an s32; then
+	// the table in one pass, in memory order. A term grows with the level (log1p does, from 0
+	// at level 0), so lanePos[k], the largest sum of positive terms a task can reach (for Shift
+	// below), is the sum of the last level's positive terms.
 	var lanePos [KernelMaxHidden]int64
+	var f [KernelMaxHidden]float64
 	for k := range m.Hidden {
-		sh := kf.fillCounts(k, folded[k][:features.NumBuckets], scale[k]*(1<<KernelInputShift))
+		sh := countShift(folded[k][:features.NumBuckets], scale[k]*(1<<KernelInputShift))
 		if sh < 0 {
 			return nil, fmt.Errorf("hidden unit %d: its counts' terms need a shift past %d: %w", k, KernelMaxCShift, ErrKernelForm)
 		}
 		kf.CShift[k] = uint8(sh)
-		for b := range features.NumBuckets {
-			top := int64(0)
-			for i := range KernelLevels {
-				top = max(top, int64(kf.C[b][i][k]))
+		f[k] = math.Ldexp(scale[k]*(1<<KernelInputShift), -sh)
+	}
+	for b := range features.NumBuckets {
+		for i := range KernelLevels {
+			row := &kf.C[b][i]
+			for k := range m.Hidden {
+				row[k] = int32(math.Round(folded[k][b] * f[k] * kernelLog1p[i]))
 			}
-			lanePos[k] += top
+		}
+		for k := range m.Hidden {
+			lanePos[k] += int64(max(kf.C[b][KernelLevels-1][k], 0))
 		}
 	}
 	// The largest reachable acc_k sets the shift. A unit that can never be positive adds
@@ -305,25 +313,19 @@ func (m *Model) foldedUnit(k int) (w [NumInputs]float64, b, maxw float64) {
 	return w, b, maxw
 }
 
-// fillCounts fills unit k's terms of C from its folded count weights w (at acc scale sc = s_k *
-// 2^13) with the least shift that keeps the sum over the buckets of each bucket's largest |term|
-// within an s32, and returns the shift (-1: none up to KernelMaxCShift does).
-func (kf *KernelForm) fillCounts(k int, w []float64, sc float64) int {
+// countShift is the least shift that keeps a unit's lane within an s32 for its folded count
+// weights w at acc scale sc (s_k * 2^13): the sum over the buckets of each bucket's largest
+// |term|, at the last level, rounded as the table will be. -1: none up to KernelMaxCShift.
+func countShift(w []float64, sc float64) int {
 	for sh := 0; sh <= KernelMaxCShift; sh++ {
 		f := math.Ldexp(sc, -sh)
 		var sum float64
-		for b := range features.NumBuckets {
-			sum += math.Abs(math.Round(w[b] * f * kernelLog1p[KernelLevels-1])) // log1p grows with the level
+		for _, wb := range w {
+			sum += math.Abs(math.Round(wb * f * kernelLog1p[KernelLevels-1]))
 		}
-		if sum > kernelMaxLane {
-			continue
+		if sum <= kernelMaxLane {
+			return sh
 		}
-		for b := range features.NumBuckets {
-			for i := range KernelLevels {
-				kf.C[b][i][k] = int32(math.Round(w[b] * f * kernelLog1p[i]))
-			}
-		}
-		return sh
 	}
 	return -1
 }
