@@ -188,7 +188,7 @@ enum mls_sched_counter {
 
 // The net in integer form (model.KernelForm, whose MarshalBinary writes this image; net.h
 // evaluates it): keep local iff sum_k w2[k] * (max(acc_k, 0) >> shift) >= bound, with
-//   acc_k = b1[k] + (sum over R's live buckets b of c[b][level(count_b)], unit k's lane) << c_shift[k]
+//   acc_k = b1[k] + (sum over R's live buckets b of c[b][level(count_b)], unit k's lane) << c_shift
 //         + sum over the extras j of w1[j][k] * (x_j << x_shift[j]).
 // A bucket's count is quantised to its nearest knot (level, net.h: 2^MLS_NET_MANT per octave),
 // and c holds every bucket's terms at every level for all the units, two per u64: unit 2p is
@@ -217,10 +217,9 @@ struct mls_net {
 	__u32 _pad;
 	__s64 b1[MLS_NET_HIDDEN];
 	__s32 w2[MLS_NET_HIDDEN];
-	__u8 c_shift[MLS_NET_HIDDEN];              // per unit: its lane of the counts' sum is shifted left by this
+	__u32 c_shift;                             // every unit's lane of the counts' sum is shifted left by this
 	__u8 x_shift[MLS_NUM_EXTRAS];              // per extra: x_j is shifted left by this
-	__u16 w1[MLS_NUM_EXTRAS][MLS_NET_HIDDEN];  // the extras' rows, each weight + 2^15
-	__u32 _pad2;                               // (c at a multiple of 8)
+	__u16 w1[MLS_NUM_EXTRAS][MLS_NET_HIDDEN];  // the extras' rows, each weight + 2^15 (c follows at a multiple of 8)
 	__u64 c[MLS_NUM_BUCKETS][MLS_NET_LEVELS][MLS_NET_PAIRS]; // the counts' terms, two units per u64
 };
 

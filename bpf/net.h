@@ -84,7 +84,7 @@ static __always_inline __u64 mls_net_level(__u32 count)
 static __always_inline void mls_net_counts(const struct mls_net *net, const struct task_feat *f, __s64 *acc)
 {
 	__u64 m = f->mask, lane[MLS_NET_PAIRS];
-	__u32 n = f->n;
+	__u32 n = f->n, sh;
 
 #pragma unroll
 	for (int p = 0; p < MLS_NET_PAIRS; p++)
@@ -113,12 +113,13 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 			lane[p] += row[p];
 	}
 	// Each lane back to its unit: lo = the low 32 bits as an s32, hi = (u - lo) / 2^32.
+	sh = net->c_shift & 63;
 #pragma unroll
 	for (int p = 0; p < MLS_NET_PAIRS; p++) {
 		__s64 lo = (__s32)lane[p], hi = ((__s64)lane[p] - lo) >> 32;
 
-		acc[2 * p] = net->b1[2 * p] + (__s64)((__u64)lo << (net->c_shift[2 * p] & 63));
-		acc[2 * p + 1] = net->b1[2 * p + 1] + (__s64)((__u64)hi << (net->c_shift[2 * p + 1] & 63));
+		acc[2 * p] = net->b1[2 * p] + (__s64)((__u64)lo << sh);
+		acc[2 * p + 1] = net->b1[2 * p + 1] + (__s64)((__u64)hi << sh);
 	}
 }
 

@@ -201,9 +201,7 @@ func randomForm(rng *rand.Rand) *model.KernelForm {
 		}
 	}
 	// Terms below 2^25 in magnitude: a lane of all 64 buckets stays within an s32.
-	for k := range model.KernelMaxHidden {
-		kf.CShift[k] = uint8(rng.IntN(model.KernelMaxCShift + 1))
-	}
+	kf.CShift = uint32(rng.IntN(model.KernelMaxCShift + 1))
 	for b := range kf.C {
 		for i := range kf.C[b] {
 			for k := range kf.C[b][i] {

@@ -19,7 +19,7 @@ import (
 // extras x_j (features.SetExtras, already integers on the float net's scale * 2^13):
 //
 //	lane_k = sum over the buckets b of C[b][KernelLevel(v_b)][k]            (each sum < 2^31)
-//	acc_k  = B1[k] + lane_k << CShift[k] + sum_j W1[j][k] * (x_j << XShift[j])  (s64)
+//	acc_k  = B1[k] + lane_k << CShift + sum_j W1[j][k] * (x_j << XShift[j])  (s64)
 //	h_k    = max(acc_k, 0) >> Shift                                       (< 2^31)
 //	logit  = sum_k W2[k] * h_k                                            (s64)
 //	keep local iff logit >= Bound
@@ -32,8 +32,9 @@ import (
 //
 // A count enters through its level, the nearest of 32 knots per octave (KernelLevel), and C
 // holds every bucket's term at every level for every unit, already multiplied: C[b][i][k] =
-// round(w_kb * log1p(knot_i) * s_k * 2^13 / 2^CShift[k]), with CShift[k] the least shift that
-// keeps the sum over the buckets of each bucket's largest |C| within an s32: so BPF adds two
+// round(w_kb * log1p(knot_i) * s_k * 2^13 / 2^CShift), with CShift the least shift that keeps,
+// in every unit, the sum over the buckets of each bucket's largest |C| within an s32 (one for
+// all units: the scales s_k already put every unit's largest weight alike): so BPF adds two
 // units' terms as one u64 (struct mls_net) and multiplies nothing per bucket. Each extra j has
 // a shift XShift[j] in 0..15, the least that keeps round(w_kj * s_k / 2^XShift[j]) = W1[j][k]
 // within s16 for every unit. The second layer folds 2^Shift/(s_k * 2^13) into W2 with one
@@ -41,15 +42,15 @@ import (
 // ceil((log(p/(1-p)) - B2) * OutScale) for the model's threshold p: no sigmoid, and b2 lives in
 // the bound.
 //
-// No overflow by construction: |lane_k| < 2^31 and CShift[k] <= KernelMaxCShift, so |lane_k <<
-// CShift[k]| < 2^52; |W1[j][k] * (x_j << XShift[j])| <= 32767 * 15360 * 2^15 < 2^44, so |acc_k| <
+// No overflow by construction: |lane_k| < 2^31 and CShift <= KernelMaxCShift, so |lane_k <<
+// CShift| < 2^52; |W1[j][k] * (x_j << XShift[j])| <= 32767 * 15360 * 2^15 < 2^44, so |acc_k| <
 // 2^52 + 2^52 + 4 * 2^44 < 2^54; Shift makes every reachable h_k < 2^31; |W2| <= 2^26, so
 // |logit| < 16 * 2^31 * 2^26 = 2^61; Bound is clamped to +-2^62, beyond any reachable logit,
 // so the clamp changes no decision.
 //
 // The input error is the level's, at most KernelLevelMaxErr in log1p units (measured by
-// TestKernelLevelError); a term's rounding is half a unit of C, at most 2^-31 of the sum of
-// its unit's largest terms; the shift and W2 lose less than 2^-26 of the largest term.
+// TestKernelLevelError); a term's rounding is half a unit of C, at most 2^-31 of the largest
+// unit's sum of its largest terms; the shift and W2 lose less than 2^-26 of the largest term.
 //
 // NewKernelForm fills the fields; change them only to test. Logit and KeepLocal are the Go
 // reference of the BPF code, bit for bit (bpf/net_test.go), and allocate nothing.
@@ -67,7 +68,7 @@ type KernelForm struct {
 
 	B1     [KernelMaxHidden]int64                     // per unit, at scale s_k * 2^13
 	W2     [KernelMaxHidden]int32                     // per unit: W2_k * 2^Shift/(s_k*2^13) * OutScale
-	CShift [KernelMaxHidden]uint8                     // per unit: its lane of the counts' sum is shifted left by this
+	CShift uint32                                     // every unit's lane of the counts' sum is shifted left by this
 	XShift [features.NumExtras]uint8                  // per extra: x_j is shifted left by XShift[j]
 	W1     [features.NumExtras][KernelMaxHidden]int16 // the extras' rows: W1[j][k] weighs extra j into unit k
 	// C is the counts' terms: C[b][i][k] is bucket b's at level i in unit k (see above).
@@ -231,14 +232,16 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	// at level 0), so lanePos[k], the largest sum of positive terms a task can reach (for Shift
 	// below), is the sum of the last level's positive terms.
 	var lanePos [KernelMaxHidden]int64
-	var f [KernelMaxHidden]float64
 	for k := range m.Hidden {
 		sh := countShift(folded[k][:features.NumBuckets], scale[k]*(1<<KernelInputShift))
 		if sh < 0 {
 			return nil, fmt.Errorf("hidden unit %d: its counts' terms need a shift past %d: %w", k, KernelMaxCShift, ErrKernelForm)
 		}
-		kf.CShift[k] = uint8(sh)
-		f[k] = math.Ldexp(scale[k]*(1<<KernelInputShift), -sh)
+		kf.CShift = max(kf.CShift, uint32(sh))
+	}
+	var f [KernelMaxHidden]float64
+	for k := range m.Hidden {
+		f[k] = math.Ldexp(scale[k]*(1<<KernelInputShift), -int(kf.CShift))
 	}
 	for b := range features.NumBuckets {
 		for i := range KernelLevels {
@@ -257,7 +260,7 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	var c [KernelMaxHidden]float64 // float logit per unit of h_k
 	live := [KernelMaxHidden]bool{}
 	for k := range m.Hidden {
-		pos := kf.B1[k] + lanePos[k]<<kf.CShift[k]
+		pos := kf.B1[k] + lanePos[k]<<kf.CShift
 		for e := range features.NumExtras {
 			pos += int64(max(kf.W1[e][k], 0)) * features.MaxExtraInput << kf.XShift[e]
 		}
@@ -437,7 +440,7 @@ func (kf *KernelForm) Logit(feats *[NumInputs]uint32) int64 {
 	}
 	acc := kf.B1
 	for k := range acc {
-		acc[k] += lane[k] << (kf.CShift[k] & 63)
+		acc[k] += lane[k] << (kf.CShift & 63)
 	}
 	for e := range features.NumExtras {
 		x := int64(min(feats[features.NumBuckets+e], features.MaxExtraInput)) << (kf.XShift[e] & 31)
@@ -488,10 +491,9 @@ const (
 	netOffB1         = 48
 	netOffW2         = netOffB1 + 8*KernelMaxHidden
 	netOffCShift     = netOffW2 + 4*KernelMaxHidden
-	netOffXShift     = netOffCShift + KernelMaxHidden
+	netOffXShift     = netOffCShift + 4
 	netOffW1         = netOffXShift + features.NumExtras
-	netOffPad2       = netOffW1 + 2*features.NumExtras*KernelMaxHidden
-	netOffC          = netOffPad2 + 4
+	netOffC          = netOffW1 + 2*features.NumExtras*KernelMaxHidden
 	// NetSize is sizeof(struct mls_net).
 	NetSize = netOffC + 8*features.NumBuckets*KernelLevels*KernelMaxHidden/2
 )
@@ -504,10 +506,9 @@ var NetRecord = features.Record{Name: "mls_net", Size: NetSize, Fields: []featur
 	{Name: "upper", Offset: netOffUpper, Size: 8},
 	{Name: "shift", Offset: netOffShift, Size: 4}, {Name: "_pad", Offset: netOffShift + 4, Size: 4},
 	{Name: "b1", Offset: netOffB1, Size: 8 * KernelMaxHidden}, {Name: "w2", Offset: netOffW2, Size: 4 * KernelMaxHidden},
-	{Name: "c_shift", Offset: netOffCShift, Size: KernelMaxHidden},
+	{Name: "c_shift", Offset: netOffCShift, Size: 4},
 	{Name: "x_shift", Offset: netOffXShift, Size: features.NumExtras},
 	{Name: "w1", Offset: netOffW1, Size: 2 * features.NumExtras * KernelMaxHidden},
-	{Name: "_pad2", Offset: netOffPad2, Size: 4},
 	{Name: "c", Offset: netOffC, Size: NetSize - netOffC},
 }}
 
@@ -528,7 +529,7 @@ func (kf *KernelForm) MarshalBinary() ([]byte, error) {
 		le.PutUint64(b[netOffB1+8*k:], uint64(kf.B1[k]))
 		le.PutUint32(b[netOffW2+4*k:], uint32(kf.W2[k]))
 	}
-	copy(b[netOffCShift:], kf.CShift[:])
+	le.PutUint32(b[netOffCShift:], kf.CShift)
 	copy(b[netOffXShift:], kf.XShift[:])
 	for e, row := range kf.W1 {
 		for k, w := range row {

@@ -279,7 +279,7 @@ func bigLogit(t *testing.T, kf *KernelForm, feats *[features.NumInputs]uint32) *
 		if !lane.IsInt64() || lane.Int64() > math.MaxInt32 || lane.Int64() < math.MinInt32 {
 			t.Fatalf("unit %d: the counts' lane %v is not an s32", k, lane)
 		}
-		acc := new(big.Int).Add(big.NewInt(kf.B1[k]), lane.Lsh(lane, uint(kf.CShift[k])))
+		acc := new(big.Int).Add(big.NewInt(kf.B1[k]), lane.Lsh(lane, uint(kf.CShift)))
 		for e := range features.NumExtras {
 			x := new(big.Int).Lsh(big.NewInt(int64(min(feats[features.NumBuckets+e], features.MaxExtraInput))), uint(kf.XShift[e]))
 			acc.Add(acc, x.Mul(x, big.NewInt(int64(kf.W1[e][k]))))
@@ -410,9 +410,12 @@ func TestKernelFormMarshalLayout(t *testing.T) {
 	}
 	b1, w2, cs, xs, w1, c := field("b1"), field("w2"), field("c_shift"), field("x_shift"), field("w1"), field("c")
 	for k := range KernelMaxHidden {
-		if int64(le.Uint64(b1[8*k:])) != kf.B1[k] || int32(le.Uint32(w2[4*k:])) != kf.W2[k] || cs[k] != kf.CShift[k] {
-			t.Fatalf("unit %d: b1/w2/c_shift bytes differ", k)
+		if int64(le.Uint64(b1[8*k:])) != kf.B1[k] || int32(le.Uint32(w2[4*k:])) != kf.W2[k] {
+			t.Fatalf("unit %d: b1/w2 bytes differ", k)
 		}
+	}
+	if le.Uint32(cs) != kf.CShift {
+		t.Fatalf("c_shift %d, want %d", le.Uint32(cs), kf.CShift)
 	}
 	for e := range features.NumExtras {
 		if xs[e] != kf.XShift[e] {
