@@ -30,13 +30,14 @@ struct task_feat {
 	__u32 vol_avg;   // the average of "left the CPU voluntarily", Q16, the same way
 	__u32 stints;    // stints accounted, saturating (0: the averages start at the next)
 	// The scheduler's verdict cache (--infer kernel): the syscall part of the net's hidden
-	// layer for this state (net.h, mls_net_counts), valid while the task makes no syscall (n
-	// unchanged) and the net is the same (its generation). The scheduling-state inputs change
-	// without syscalls (the on-CPU time, continuously): they are added at every decision.
+	// layer for this state (net.h, mls_net_counts: the counts' lanes, two units per u64),
+	// valid while the task makes no syscall (n unchanged) and the net is the same (its
+	// generation). The scheduling-state inputs change without syscalls (the on-CPU time,
+	// continuously): they are added at every decision.
 	__u64 verdict_gen;
 	__u32 verdict_n; // n + 1 when cached (0: nothing cached)
 	__u32 _pad;
-	__s64 acc[MLS_NET_HIDDEN];
+	__u64 lanes[MLS_NET_PAIRS];
 };
 
 // Feature state in slots indexed by tid & mls_feat_mask. An array, not a hash or task

@@ -73,18 +73,19 @@ static __always_inline __u64 mls_net_level(__u32 count)
 }
 
 // The syscall part of the net's hidden layer for task state f, its counts decayed to its
-// current syscall number as mls_feat_snapshot_sparse does, into acc: b1[k] plus the used
-// buckets' terms. Only the buckets of f->mask are read, and only those whose count has not
-// decayed to zero are evaluated: each adds its level's row of net->c, eight u64 additions that
-// carry two units each (struct mls_net), and no multiply. mls_net_finish adds the extras and
-// gives the logit; the scheduler caches acc while R makes no syscall (struct task_feat).
+// current syscall number as mls_feat_snapshot_sparse does, into lane: the used buckets' terms,
+// two units per u64 (struct mls_net: unit 2p in the low s32 of lane[p], 2p + 1 in the high).
+// Only the buckets of f->mask are read, and only those whose count has not decayed to zero are
+// evaluated: each adds its level's row of net->c, eight u64 additions and no multiply.
+// mls_net_finish splits the lanes and adds b1, the extras, the ReLU and the output layer; the
+// scheduler caches the lanes while R makes no syscall (struct task_feat).
 //
 // Cost (docs/BENCHMARKS.md, issue 12): per evaluated bucket the bit scan, the decay, the level
 // and the eight additions; a used bucket decayed to zero costs only the first two.
-static __always_inline void mls_net_counts(const struct mls_net *net, const struct task_feat *f, __s64 *acc)
+static __always_inline void mls_net_counts(const struct mls_net *net, const struct task_feat *f, __u64 *lane)
 {
-	__u64 m = f->mask, lane[MLS_NET_PAIRS];
-	__u32 n = f->n, sh;
+	__u64 m = f->mask;
+	__u32 n = f->n;
 
 #pragma unroll
 	for (int p = 0; p < MLS_NET_PAIRS; p++)
@@ -112,22 +113,22 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 		for (int p = 0; p < MLS_NET_PAIRS; p++)
 			lane[p] += row[p];
 	}
-	// Each lane back to its unit: lo = the low 32 bits as an s32, hi = (u - lo) / 2^32.
-	sh = net->c_shift & 63;
-#pragma unroll
-	for (int p = 0; p < MLS_NET_PAIRS; p++) {
-		__s64 lo = (__s32)lane[p], hi = ((__s64)lane[p] - lo) >> 32;
-
-		acc[2 * p] = net->b1[2 * p] + (__s64)((__u64)lo << sh);
-		acc[2 * p + 1] = net->b1[2 * p + 1] + (__s64)((__u64)hi << sh);
-	}
 }
 
-// The logit from the syscall part acc (mls_net_counts) and the extra inputs x (MLS_NUM_EXTRAS
-// of them, mls_extras): their terms, the ReLU and the output layer, one pass per hidden unit
-// with the four inputs in registers (the weights offset u16, as in mls_net_counts).
+// One hidden unit's output term: w2 * (max(a, 0) >> shift).
+static __always_inline __s64 mls_net_unit(const struct mls_net *net, int k, __s64 a, __u32 sh)
+{
+	a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
+	return (__s64)net->w2[k] * (a >> sh);
+}
+
+// The logit from the counts' lanes (mls_net_counts; all zero for a task with no counts) and
+// the extra inputs x (MLS_NUM_EXTRAS of them, mls_extras): each lane split back to its two
+// units (lo = its low 32 bits as an s32, hi = (u - lo) / 2^32) and shifted by c_shift, plus b1
+// and the extras' terms (the four inputs in registers, the weights offset u16 as in struct
+// mls_net), then the ReLU and the output layer, one pass per pair of units.
 // Keep local iff the result is >= net->bound (mls_net_decide).
-static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s64 *acc, const __u32 *x)
+static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __u64 *lane, const __u32 *x)
 {
 	const __u16 *r0 = net->w1[0], *r1 = net->w1[1], *r2 = net->w1[2], *r3 = net->w1[3];
 	__u64 x0 = (__u64)x[0] << (net->x_shift[0] & 31);
@@ -135,16 +136,20 @@ static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s
 	__u64 x2 = (__u64)x[2] << (net->x_shift[2] & 31);
 	__u64 x3 = (__u64)x[3] << (net->x_shift[3] & 31);
 	__s64 xsum = (__s64)((x0 + x1 + x2 + x3) << 15), out = 0;
-	__u32 sh = net->shift & 63;
+	__u32 sh = net->shift & 63, cs = net->c_shift & 63;
 
 #pragma unroll
-	for (int k = 0; k < MLS_NET_HIDDEN; k++) {
-		__s64 a = acc[k] - xsum;
+	for (int p = 0; p < MLS_NET_PAIRS; p++) {
+		int k = 2 * p;
+		__s64 lo = (__s32)lane[p], hi = ((__s64)lane[p] - lo) >> 32;
+		__s64 a = net->b1[k] + (__s64)((__u64)lo << cs) - xsum;
+		__s64 b = net->b1[k + 1] + (__s64)((__u64)hi << cs) - xsum;
 
 		a += (__s64)(mls_net_opaque(r0[k]) * x0 + mls_net_opaque(r1[k]) * x1 + mls_net_opaque(r2[k]) * x2 +
 			     mls_net_opaque(r3[k]) * x3);
-		a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
-		out += (__s64)net->w2[k] * (a >> sh);
+		b += (__s64)(mls_net_opaque(r0[k + 1]) * x0 + mls_net_opaque(r1[k + 1]) * x1 +
+			     mls_net_opaque(r2[k + 1]) * x2 + mls_net_opaque(r3[k + 1]) * x3);
+		out += mls_net_unit(net, k, a, sh) + mls_net_unit(net, k + 1, b, sh);
 	}
 	return out;
 }
@@ -152,10 +157,10 @@ static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __s
 // The whole logit for task state f with extra inputs x, uncached.
 static __always_inline __s64 mls_net_logit(const struct mls_net *net, const struct task_feat *f, const __u32 *x)
 {
-	__s64 acc[MLS_NET_HIDDEN];
+	__u64 lane[MLS_NET_PAIRS];
 
-	mls_net_counts(net, f, acc);
-	return mls_net_finish(net, acc, x);
+	mls_net_counts(net, f, lane);
+	return mls_net_finish(net, lane, x);
 }
 
 static __always_inline bool mls_net_keep_local(const struct mls_net *net, __s64 logit)

@@ -263,9 +263,10 @@ static __always_inline bool send_sample(struct task_struct *p, s32 prev, struct 
 	return true;
 }
 
-// The syscall part of R's hidden layer from its cache (struct task_feat) into acc, if it is valid
+// The syscall part of R's hidden layer (the counts' lanes) from its cache (struct task_feat)
+// into lane, if it is valid
 // for R's current syscall count and net generation gen, and was not rewritten during the copy.
-static __always_inline bool cached_counts(const struct task_feat *f, u64 gen, __s64 *acc)
+static __always_inline bool cached_counts(const struct task_feat *f, u64 gen, __u64 *lane)
 {
 	u32 mark = f->verdict_n;
 
@@ -273,8 +274,8 @@ static __always_inline bool cached_counts(const struct task_feat *f, u64 gen, __
 		return false;
 	asm volatile("" ::: "memory");
 #pragma unroll
-	for (int k = 0; k < MLS_NET_HIDDEN; k++)
-		acc[k] = f->acc[k];
+	for (int p = 0; p < MLS_NET_PAIRS; p++)
+		lane[p] = f->lanes[p];
 	asm volatile("" ::: "memory");
 	if (f->verdict_n != mark || f->verdict_gen != gen)
 		return false;
@@ -292,7 +293,7 @@ static __always_inline int net_verdict(struct cpu_state *cs, u64 now)
 	struct mls_net *net = bpf_map_lookup_elem(&nets, &slot);
 	struct task_feat *f;
 	struct mls_wake st;
-	__s64 acc[MLS_NET_HIDDEN];
+	__u64 lane[MLS_NET_PAIRS];
 	__u32 x[MLS_NUM_EXTRAS];
 	u64 t0 = 0;
 	int answer;
@@ -308,24 +309,24 @@ static __always_inline int net_verdict(struct cpu_state *cs, u64 now)
 	mls_extras(&st, x);
 	if (!f) {
 #pragma unroll
-		for (int k = 0; k < MLS_NET_HIDDEN; k++)
-			acc[k] = net->b1[k];
-	} else if (!verdict_cache || !cached_counts(f, net->generation, acc)) {
+		for (int p = 0; p < MLS_NET_PAIRS; p++)
+			lane[p] = 0;
+	} else if (!verdict_cache || !cached_counts(f, net->generation, lane)) {
 		n = f->n; // before the net reads the state: R may make a syscall meanwhile
-		mls_net_counts(net, f, acc);
+		mls_net_counts(net, f, lane);
 		// Another CPU may be reading the cache (a wakeup on R's CPU from elsewhere): it is
 		// marked invalid while the accumulators are rewritten, and cached_counts checks the
 		// mark again after its copy (a sequence check; x86 keeps stores and loads in order).
 		f->verdict_n = 0;
 		asm volatile("" ::: "memory");
 #pragma unroll
-		for (int k = 0; k < MLS_NET_HIDDEN; k++)
-			f->acc[k] = acc[k];
+		for (int p = 0; p < MLS_NET_PAIRS; p++)
+			f->lanes[p] = lane[p];
 		f->verdict_gen = net->generation;
 		asm volatile("" ::: "memory");
 		f->verdict_n = n + 1;
 	}
-	answer = mls_net_decide(net, mls_net_finish(net, acc, x));
+	answer = mls_net_decide(net, mls_net_finish(net, lane, x));
 	if (time_net) {
 		count_add(MLS_SC_NET_NS, bpf_ktime_get_ns() - t0);
 		count(MLS_SC_NET_RUNS);

@@ -31,7 +31,7 @@ type testprogsTaskFeat struct {
 	VerdictGen uint64
 	VerdictN   uint32
 	Pad        uint32
-	Acc        [16]int64
+	Lanes      [8]uint64
 }
 
 // Names of all BPF objects in the ELF.
