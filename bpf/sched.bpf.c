@@ -270,7 +270,8 @@ static __always_inline bool cached_counts(const struct task_feat *f, u64 gen, __
 {
 	u32 mark = f->verdict_n;
 
-	if (mark != f->n + 1 || f->verdict_gen != gen)
+	// mark 0 is "nothing cached" (or being rewritten), also when f->n + 1 wraps to 0.
+	if (!mark || mark != f->n + 1 || f->verdict_gen != gen)
 		return false;
 	asm volatile("" ::: "memory");
 #pragma unroll
