@@ -212,6 +212,40 @@ func randomForm(rng *rand.Rand) *model.KernelForm {
 	return kf
 }
 
+// saturatedForm is randomForm with every unit's counts' terms of one sign at 2^25 - 1 in
+// magnitude, the most that 64 buckets can add within an s32 lane.
+func saturatedForm(rng *rand.Rand) *model.KernelForm {
+	kf := randomForm(rng)
+	kf.CShift = model.KernelMaxCShift
+	for k := range model.KernelMaxHidden {
+		v := int32(1<<25 - 1)
+		if rng.IntN(2) == 0 {
+			v = -v
+		}
+		for b := range kf.C {
+			for i := 1; i < model.KernelLevels; i++ { // level 0 is a zero count's: never read
+				kf.C[b][i][k] = v
+			}
+		}
+	}
+	return kf
+}
+
+// randomModel is a valid model of the given width with random weights.
+func randomModel(rng *rand.Rand, hidden int) *model.Model {
+	m := model.New(hidden, 1_000_000)
+	for i := range m.Mean {
+		m.Mean[i] = float32(rng.Float64() * 1.5)
+		m.Std[i] = float32(0.3 + rng.Float64())
+	}
+	for _, xs := range [][]float32{m.W1, m.B1, m.W2} {
+		for i := range xs {
+			xs[i] = float32(rng.NormFloat64() * 0.5)
+		}
+	}
+	return m
+}
+
 // decTid is the tid R has in the decision tests: its slot in task_feat_slots (the loader's
 // default size, 32768 slots).
 const decTid = 4242
@@ -341,6 +375,36 @@ func TestBPFNetMatchesGo(t *testing.T) {
 		for i := range 20 {
 			st, mask := rawState(rng)
 			check("random form", f*20+i, kf, st, mask)
+		}
+	}
+	// The lanes' edges: every unit's terms of one sign at the largest a lane of 64 buckets
+	// allows, on a task with every bucket live (each lane's sum within 64 of +-2^31, the packed
+	// u64 near +-2^63) and on raw states.
+	full := &features.TaskState{N: 5000}
+	for b := range full.Val {
+		full.Val[b], full.Last[b] = features.MaxCount, full.N
+	}
+	for f := range 8 {
+		kf := saturatedForm(rng)
+		p.setNet(t, kf)
+		check("saturated form, every bucket at MaxCount", f, kf, full, ^uint64(0))
+		for i := range 10 {
+			st, mask := rawState(rng)
+			check("saturated form", f*10+i, kf, st, mask)
+		}
+	}
+	// Real forms of odd and small widths (an empty high lane in the last pair), and the
+	// largest model Validate allows, on full and raw states.
+	for _, hidden := range []int{1, 5, 7} {
+		kf, err := model.NewKernelForm(randomModel(rng, hidden))
+		if err != nil {
+			t.Fatalf("hidden %d: %v", hidden, err)
+		}
+		p.setNet(t, kf)
+		check(fmt.Sprintf("hidden %d, every bucket at MaxCount", hidden), 0, kf, full, ^uint64(0))
+		for i := range 200 {
+			st, mask := rawState(rng)
+			check(fmt.Sprintf("hidden %d", hidden), i, kf, st, mask)
 		}
 	}
 	// A tid whose slot another task owns has no features: no decision.

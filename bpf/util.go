@@ -34,7 +34,7 @@ func PossibleCPUs() int {
 }
 
 // featSlots returns the number of feature slots: want if set (a power of two), else the
-// smallest power of two >= pid_max, capped at 65536 (34 MiB of state; on machines with a
+// smallest power of two >= pid_max, capped at 65536 (40 MiB of state, 640 bytes a slot; on machines with a
 // larger pid_max, a thread can lose its features to another live thread with the same low
 // tid bits, and the probes count it).
 func featSlots(want uint32) (uint32, error) {

@@ -112,7 +112,7 @@ const (
 	KernelMinAgreement = 0.99
 	// KernelLevelMaxErr bounds |log1p(knot)/2^16 - log1p(v/2^16)| over every count v <=
 	// MaxCount and its level's knot: half a knot spacing, which is at most 1/32 of the count
-	// (at most 1/2 unit below 64 units, where every count is a knot).
+	// (0 below 64 units, where every count is a knot).
 	KernelLevelMaxErr = 1.0 / 64
 	// KernelMaxCShift bounds CShift: a unit's counts' sum stays below 2^(31 + KernelMaxCShift).
 	KernelMaxCShift = 21
@@ -227,7 +227,8 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 			kf.W1[e][k] = int16(clampRound(math.Ldexp(folded[k][j]*scale[k], -sh), kernelMaxW1))
 		}
 	}
-	// The counts' terms: each unit's shift the least that keeps its lane within an s32; then
+	// The counts' terms: one shift for all units, the largest of each unit's least that keeps
+	// its lane within an s32 (a larger shift never makes a rounded term larger); then
 	// the table in one pass, in memory order. A term grows with the level (log1p does, from 0
 	// at level 0), so lanePos[k], the largest sum of positive terms a task can reach (for Shift
 	// below), is the sum of the last level's positive terms.
