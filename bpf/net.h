@@ -115,22 +115,28 @@ static __always_inline void mls_net_counts(const struct mls_net *net, const stru
 	}
 }
 
-// One hidden unit's output term: w2 * (max(a, 0) >> shift).
-static __always_inline __s64 mls_net_unit(const struct mls_net *net, int k, __s64 a, __u32 sh)
+// Hidden unit k's output term, w2 * (max(acc, 0) >> shift), from its counts' lane (already split
+// and shifted), b1 and the extras' terms for the shifted extras x0..x3; xsum is 2^15 times their
+// sum, which the weights' offset (w + 2^15, struct mls_net) adds to every unit.
+static __always_inline __s64 mls_net_unit(const struct mls_net *net, int k, __s64 counts, __s64 xsum, __u64 x0,
+					  __u64 x1, __u64 x2, __u64 x3, __u32 sh)
 {
+	__s64 a = net->b1[k] + counts - xsum;
+
+	a += (__s64)(mls_net_opaque(net->w1[0][k]) * x0 + mls_net_opaque(net->w1[1][k]) * x1 +
+		     mls_net_opaque(net->w1[2][k]) * x2 + mls_net_opaque(net->w1[3][k]) * x3);
 	a &= ~(__s64)mls_net_opaque((__u64)(a >> 63)); // max(a, 0)
 	return (__s64)net->w2[k] * (a >> sh);
 }
 
 // The logit from the counts' lanes (mls_net_counts; all zero for a task with no counts) and
 // the extra inputs x (MLS_NUM_EXTRAS of them, mls_extras): each lane split back to its two
-// units (lo = its low 32 bits as an s32, hi = (u - lo) / 2^32) and shifted by c_shift, plus b1
-// and the extras' terms (the four inputs in registers, the weights offset u16 as in struct
-// mls_net), then the ReLU and the output layer, one pass per pair of units.
+// units (lo = its low 32 bits as an s32, hi = (u - lo) / 2^32) and shifted by c_shift, then
+// each unit's b1, extras' terms (the four inputs in registers), ReLU and output term
+// (mls_net_unit), one pass per pair of units.
 // Keep local iff the result is >= net->bound (mls_net_decide).
 static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __u64 *lane, const __u32 *x)
 {
-	const __u16 *r0 = net->w1[0], *r1 = net->w1[1], *r2 = net->w1[2], *r3 = net->w1[3];
 	__u64 x0 = (__u64)x[0] << (net->x_shift[0] & 31);
 	__u64 x1 = (__u64)x[1] << (net->x_shift[1] & 31);
 	__u64 x2 = (__u64)x[2] << (net->x_shift[2] & 31);
@@ -140,16 +146,10 @@ static __always_inline __s64 mls_net_finish(const struct mls_net *net, const __u
 
 #pragma unroll
 	for (int p = 0; p < MLS_NET_PAIRS; p++) {
-		int k = 2 * p;
 		__s64 lo = (__s32)lane[p], hi = ((__s64)lane[p] - lo) >> 32;
-		__s64 a = net->b1[k] + (__s64)((__u64)lo << cs) - xsum;
-		__s64 b = net->b1[k + 1] + (__s64)((__u64)hi << cs) - xsum;
 
-		a += (__s64)(mls_net_opaque(r0[k]) * x0 + mls_net_opaque(r1[k]) * x1 + mls_net_opaque(r2[k]) * x2 +
-			     mls_net_opaque(r3[k]) * x3);
-		b += (__s64)(mls_net_opaque(r0[k + 1]) * x0 + mls_net_opaque(r1[k + 1]) * x1 +
-			     mls_net_opaque(r2[k + 1]) * x2 + mls_net_opaque(r3[k + 1]) * x3);
-		out += mls_net_unit(net, k, a, sh) + mls_net_unit(net, k + 1, b, sh);
+		out += mls_net_unit(net, 2 * p, (__s64)((__u64)lo << cs), xsum, x0, x1, x2, x3, sh);
+		out += mls_net_unit(net, 2 * p + 1, (__s64)((__u64)hi << cs), xsum, x0, x1, x2, x3, sh);
 	}
 	return out;
 }
