@@ -232,7 +232,6 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	// the table in one pass, in memory order. A term grows with the level (log1p does, from 0
 	// at level 0), so lanePos[k], the largest sum of positive terms a task can reach (for Shift
 	// below), is the sum of the last level's positive terms.
-	var lanePos [KernelMaxHidden]int64
 	for k := range m.Hidden {
 		sh := countShift(folded[k][:features.NumBuckets], scale[k]*(1<<KernelInputShift))
 		if sh < 0 {
@@ -244,6 +243,7 @@ func newKernelForm(m *Model) (*KernelForm, error) {
 	for k := range m.Hidden {
 		f[k] = math.Ldexp(scale[k]*(1<<KernelInputShift), -int(kf.CShift))
 	}
+	var lanePos [KernelMaxHidden]int64
 	for b := range features.NumBuckets {
 		for i := range KernelLevels {
 			row := &kf.C[b][i]
