@@ -132,7 +132,7 @@ func (c *Config) Check() error {
 	}
 	for _, a := range c.Arms {
 		switch a.Kind {
-		case KindFIFO, KindModel:
+		case KindFIFO, KindVtime, KindModel:
 			if c.Self == "" {
 				return fmt.Errorf("arm %s: no mlsched binary to run the scheduler", a.Name)
 			}

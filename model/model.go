@@ -100,8 +100,8 @@ type Metrics struct {
 	Precision        float64
 	Recall           float64
 	AUC              float64
-	// Baselines are the accuracies of trivial policies on the same data ("always-keep",
-	// "always-migrate", "majority", ...), in the trainer's order.
+	// Baselines are the accuracies of trivial policies on the same data (train writes
+	// "majority" and "oncpu-heuristic"), in the trainer's order.
 	Baselines []Baseline
 }
 

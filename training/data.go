@@ -18,7 +18,7 @@ import (
 const Inputs = features.NumInputs
 
 // DefaultMaxSamples bounds the samples held in memory. Training keeps every sample as a row of
-// 64 float32 plus its label, on-CPU time and timestamp: about 280 bytes, so the default is
+// 68 float32 plus its label, on-CPU time and timestamp: about 280 bytes, so the default is
 // about 5.6 GB. Traces beyond it are refused, not silently subsampled.
 const DefaultMaxSamples = 20_000_000
 
