@@ -496,3 +496,21 @@ func TestSchedulerArgv(t *testing.T) {
 		}
 	}
 }
+
+// Every arm that runs mlsched (fifo, vtime, model) needs its binary: without one, Check says
+// so before any run.
+func TestMlschedArmsNeedBinary(t *testing.T) {
+	sys := fakeSysfs(t)
+	for _, arm := range []string{"fifo", "vtime", "model"} {
+		marker := filepath.Join(t.TempDir(), "ran")
+		cfg := Config{Arms: []Arm{mustArm(t, "default"), mustArm(t, arm)}, Workload: []string{"sh", "-c", "touch " + marker},
+			Runs: 2, Sysfs: sys}
+		_, err := Execute(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), "no mlsched binary") || !strings.Contains(err.Error(), arm) {
+			t.Errorf("%s arm without a binary: err = %v, want one naming the arm and the missing binary", arm, err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Errorf("%s: the workload ran", arm)
+		}
+	}
+}
