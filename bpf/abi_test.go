@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -148,5 +149,18 @@ func TestABICheckCatchesDrift(t *testing.T) {
 		if len(errs) == 0 || !strings.Contains(strings.Join(errs, " "), "MLS_SC_") {
 			t.Errorf("%s counter: not caught (%v)", what, errs)
 		}
+	}
+}
+
+// MaxCPUs, which the loader checks, is the C bound the scheduler's per-CPU loops and keep
+// queues stop at.
+func TestMaxCPUsMatchesABI(t *testing.T) {
+	src, err := os.ReadFile("abi.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("#define MLS_MAX_CPUS %d\n", MaxCPUs)
+	if !strings.Contains(string(src), want) {
+		t.Errorf("abi.h lacks %q", strings.TrimSpace(want))
 	}
 }

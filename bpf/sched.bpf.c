@@ -344,7 +344,8 @@ static __always_inline int verdict(struct cpu_state *cs, u64 now)
 	case MLS_PLACE_MIGRATE:
 		return 0;
 	case MLS_PLACE_ONCPU:
-		return now - cs->run.start_ns < oncpu_ns;
+		// R's start is read from another CPU: it may be newer than now (on-CPU time 0).
+		return (s64)(now - cs->run.start_ns) < (s64)oncpu_ns;
 	}
 	return net_verdict(cs, now);
 }
@@ -511,8 +512,10 @@ s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags
 		}
 		return cpu;
 	}
-	// The model's question only exists when prev_cpu is busy.
-	if (scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
+	// The model's question only exists when prev_cpu is busy. W's affinity may have changed
+	// while it slept: claim prev_cpu's idle bit only if W may run there (else the core would
+	// place W elsewhere and prev_cpu would stay idle but unmarked).
+	if (bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) && scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
 		mls_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
 		count(MLS_SC_SELECT_DIRECT);
 		return prev_cpu;
@@ -523,8 +526,9 @@ s32 BPF_PROG(mls_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags
 }
 
 // Another CPU's kept task that has waited past the budget, moved to this CPU; false if none.
-// Each CPU looks at most four times per budget (the scan costs a queue count per CPU): an
-// overdue task waits at most a quarter budget more.
+// Each CPU looks at most four times per budget (the scan costs a queue count per CPU), and
+// the timer kicks idle CPUs every half budget while one stays overdue: an overdue task waits
+// at most about half a budget more.
 static __always_inline bool steal_overdue(s32 self, struct keep_state *ks)
 {
 	struct bpf_iter_scx_dsq it;
@@ -550,7 +554,8 @@ static __always_inline bool steal_overdue(s32 self, struct keep_state *ks)
 			if (!bpf_cpumask_test_cpu(self, p->cpus_ptr))
 				continue;
 			tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-			if (tctx && now - tctx->enq_ns < keep_budget_ns)
+			// Signed: a task kept on c after this scan read the clock has enq_ns > now.
+			if (tctx && (s64)(now - tctx->enq_ns) < (s64)keep_budget_ns)
 				break; // the rest came later
 			if (mls_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
 				count(MLS_SC_KEEP_STOLEN);
@@ -584,6 +589,7 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	struct cpu_state *cs;
 	struct task_ctx *tctx;
 	u64 now, seq;
+	u8 guard;
 	s32 prev;
 
 	count(MLS_SC_ENQUEUE);
@@ -634,16 +640,19 @@ void BPF_PROG(mls_enqueue, struct task_struct *p, u64 enq_flags)
 	seq = __sync_fetch_and_add(&mls_seq, 1) + 1;
 	tctx->seq = seq;
 	tctx->enq_ns = now;
+	// Read once: user space may flip it meanwhile, and W's state, its event's flag and its
+	// queue must agree.
+	guard = *(volatile u8 *)&guard_fifo;
 	// Pending before the event goes out: a decision may come back before W is in PENDING_DSQ
 	// (it is stored, and applied when a scan finds W there).
-	tctx->state = guard_fifo ? TS_NONE : TS_PENDING;
-	if (!send_sample(p, prev, cs, now, seq, guard_fifo ? MLS_WAKE_NO_DECISION : 0, 0)) {
+	tctx->state = guard ? TS_NONE : TS_PENDING;
+	if (!send_sample(p, prev, cs, now, seq, guard ? MLS_WAKE_NO_DECISION : 0, 0)) {
 		tctx->state = TS_NONE;
 		enqueue_base(p, enq_flags);
 		count(MLS_SC_RING_FULL);
 		return;
 	}
-	if (guard_fifo) {
+	if (guard) {
 		// The model guard tripped: the base queue without a round trip, but the event still
 		// goes out so that user space keeps scoring the model and can switch back.
 		enqueue_base(p, enq_flags);
@@ -703,7 +712,7 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	if (!tctx) {
 		cnt = MLS_SC_APPLY_NO_CTX;
 	} else if (tctx->state == TS_DECIDED) {
-		rtt = now - tctx->enq_ns;
+		rtt = (s64)(now - tctx->enq_ns) > 0 ? now - tctx->enq_ns : 0;
 		if (tctx->action == MLS_ACT_KEEP_LOCAL) {
 			if (tctx->cpu < nr_cpus && bpf_cpumask_test_cpu(tctx->cpu, p->cpus_ptr)) {
 				dsq = SCX_DSQ_LOCAL_ON | tctx->cpu;
@@ -721,7 +730,8 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 			}
 		}
 	} else if (tctx->state == TS_PENDING) {
-		if (now - tctx->enq_ns < pending_timeout_ns)
+		// Signed: W may have been enqueued by another CPU after now was read.
+		if ((s64)(now - tctx->enq_ns) < (s64)pending_timeout_ns)
 			return false;
 		cnt = MLS_SC_TIMEOUT;
 	} else {
@@ -758,10 +768,11 @@ static __always_inline void apply_decisions(bool rcu)
 	struct drain_ctx dc = {};
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *p;
-	u64 now = bpf_ktime_get_ns();
+	u64 now;
 	long n;
 
 	n = bpf_user_ringbuf_drain(&decisions, store_decision, &dc, 0);
+	now = bpf_ktime_get_ns(); // after the drain, which may take microseconds
 	if (n == -16 /* EBUSY */)
 		count(MLS_SC_DRAIN_BUSY);
 	else if (n < 0)
@@ -940,7 +951,14 @@ static int stall_timer_fn(void *map, int *key, struct bpf_timer *timer)
 	}
 	// Cleared before the keep queues are looked at: a task kept from here on re-arms the timer.
 	keep_timer_fast = 0;
-	oldest = infer_kernel ? kept_oldest_ns() : 0;
+	// The DSQ iterator needs an RCU read-side section; a timer armed by the sleepable init
+	// was taken for sleepable by verifiers before the 2025 fix (in_sleepable()), so say it.
+	oldest = 0;
+	if (infer_kernel) {
+		bpf_rcu_read_lock();
+		oldest = kept_oldest_ns();
+		bpf_rcu_read_unlock();
+	}
 	if (oldest) {
 		keep_timer_fast = 1;
 		due = oldest + keep_budget_ns;

@@ -76,6 +76,9 @@ type SchedConfig struct {
 // ExitInfoSize is sizeof(struct mls_exit_info) (bpf/abi.h), the layout of ExitInfo.
 const ExitInfoSize = 16 + 128 + 1024
 
+// MaxCPUs is MLS_MAX_CPUS (bpf/abi.h): the most possible CPUs the scheduler handles.
+const MaxCPUs = 4096
+
 // ExitInfo is what the kernel said when it disabled the scheduler (struct mls_exit_info).
 type ExitInfo struct {
 	Kind     int32
@@ -280,6 +283,11 @@ func schedSpec(cfg SchedConfig) (*ebpf.CollectionSpec, string, error) {
 		return nil, "", fmt.Errorf("load scheduler spec: %w", err)
 	}
 	ncpu := uint32(PossibleCPUs())
+	if ncpu > MaxCPUs {
+		// The keep queues (one per CPU) and the per-CPU loops stop at MLS_MAX_CPUS: a CPU
+		// beyond it would have no keep queue, and a keep there would eject the scheduler.
+		return nil, "", fmt.Errorf("this machine has %d possible CPUs; the scheduler supports at most %d (MLS_MAX_CPUS in bpf/abi.h)", ncpu, MaxCPUs)
+	}
 	slots, err := featSlots(cfg.MaxTasks)
 	if err != nil {
 		return nil, "", err
