@@ -57,10 +57,10 @@ func Create(path string) (*File, error) {
 			return nil, err
 		}
 		// The check above and this open are two steps: make sure the open did not land on a
-		// regular file swapped in between.
-		if st, err := f.Stat(); err != nil || st.Mode().IsRegular() {
+		// regular file or a block device swapped in between.
+		if st, err := f.Stat(); err != nil || st.Mode().IsRegular() || isBlockDevice(st) {
 			f.Close()
-			return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("changed into a regular file while being opened")}
+			return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("changed into a regular file or a block device while being opened")}
 		}
 		return &File{f: f, target: path}, nil
 	}
@@ -84,10 +84,11 @@ func Create(path string) (*File, error) {
 }
 
 // writeDirectly says whether path names something that is not a regular file and must be
-// written in place (a device, a FIFO, a socket). A symbolic link is followed only when the
-// kernel's protected_symlinks rule would allow it in a sticky directory: the link belongs to
-// us or to the directory's owner (/dev/stdout, root's link in root's /dev). Any other link, and
-// a link to a regular file, is replaced by the rename, never written through.
+// written in place (a character device, a FIFO, a socket). A block device is refused: no output
+// of mlsched belongs on a disk. A symbolic link is followed only when nobody else can have put
+// it there (trustedLink: /dev/stdout, or a link of our own in a directory only we or root can
+// change); any other link, and a link to a regular file, is replaced by the rename, never
+// written through.
 func writeDirectly(path string) (direct, follow bool, err error) {
 	li, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -101,8 +102,10 @@ func writeDirectly(path string) (direct, follow bool, err error) {
 		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a directory")}
 	case li.Mode().IsRegular():
 		return false, false, nil
+	case isBlockDevice(li):
+		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a block device")}
 	case li.Mode()&fs.ModeSymlink == 0:
-		return true, false, nil // device, FIFO, socket named directly
+		return true, false, nil // character device, FIFO, socket named directly
 	}
 	if !trustedLink(path, li) {
 		return false, false, nil
@@ -114,23 +117,38 @@ func writeDirectly(path string) (direct, follow bool, err error) {
 	if ti.IsDir() {
 		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a link to a directory")}
 	}
+	if isBlockDevice(ti) {
+		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a link to a block device")}
+	}
 	return !ti.Mode().IsRegular(), true, nil
 }
 
+// trustedLink: the link belongs to us or to root, and its directory belongs to us or to root
+// and is not writable by others, or is sticky (where others cannot replace our link). A link
+// that another user owns, or could swap, is never followed: as root, following it would write
+// wherever that user points it.
 func trustedLink(path string, li fs.FileInfo) bool {
 	lst, ok := li.Sys().(*syscall.Stat_t)
 	if !ok {
 		return false
 	}
-	if int(lst.Uid) == os.Geteuid() {
-		return true
+	us := uint32(os.Geteuid())
+	if lst.Uid != us && lst.Uid != 0 {
+		return false
 	}
 	di, err := os.Stat(filepath.Dir(path))
 	if err != nil {
 		return false
 	}
 	dst, ok := di.Sys().(*syscall.Stat_t)
-	return ok && dst.Uid == lst.Uid
+	if !ok || dst.Uid != us && dst.Uid != 0 {
+		return false
+	}
+	return di.Mode().Perm()&0o022 == 0 || di.Mode()&fs.ModeSticky != 0
+}
+
+func isBlockDevice(fi fs.FileInfo) bool {
+	return fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0
 }
 
 // randomSuffix names temporary files (a variable so that a test can make it predictable).
@@ -247,8 +265,23 @@ func WriteFile(path string, data []byte) error {
 }
 
 // CheckWritable fails unless an output could be written at path now: its directory takes a
-// new file and path is not a directory. It leaves nothing behind and follows no link.
+// new file and path is not a directory. It leaves nothing behind and follows no link. A target
+// written in place (a FIFO, /dev/stdout) is not opened: opening and closing a FIFO would give
+// its reader an end of file before the output exists.
 func CheckWritable(path string) error {
+	if path == "-" {
+		return nil
+	}
+	direct, _, err := writeDirectly(path)
+	if err != nil {
+		return err
+	}
+	if direct {
+		if err := syscall.Access(path, 2 /* W_OK */); err != nil {
+			return &fs.PathError{Op: "write", Path: path, Err: err}
+		}
+		return nil
+	}
 	o, err := Create(path)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 	"testing"
 )
 
@@ -179,4 +180,79 @@ func TestRefusals(t *testing.T) {
 		t.Error(err)
 	}
 	onlyFiles(t, dir)
+}
+
+// A link that another user planted in a directory of theirs is replaced, even when it points
+// at a device: as root, following it would write wherever that user aims it (a disk).
+func TestOthersLinkIsReplaced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown to another user)")
+	}
+	const nobody = 65534
+	dir := filepath.Join(t.TempDir(), "theirs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "m.bin")
+	if err := os.Symlink("/dev/null", link); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{os.Lchown(link, nobody, nobody), os.Chown(dir, nobody, nobody)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteFile(link, []byte("model")); err != nil {
+		t.Fatal(err)
+	}
+	if li, err := os.Lstat(link); err != nil || !li.Mode().IsRegular() || readFile(t, link) != "model" {
+		t.Errorf("their link: now %v (%v), want a regular file with the data", li.Mode(), err)
+	}
+	if st, err := os.Stat("/dev/null"); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		t.Fatalf("/dev/null is no longer a device: %v %v", st.Mode(), err)
+	}
+}
+
+// A block device is never written, named directly or through our own link; the check runs
+// before any open (the node's device number names no device, so a regression would fail to
+// open rather than write a disk).
+func TestBlockDeviceRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mknod)")
+	}
+	dir := t.TempDir()
+	blk := filepath.Join(dir, "disk")
+	if err := syscall.Mknod(blk, syscall.S_IFBLK|0o600, int(240<<8|255)); err != nil {
+		t.Skip("mknod:", err)
+	}
+	link := filepath.Join(dir, "to-disk")
+	os.Symlink(blk, link)
+	for _, p := range []string{blk, link} {
+		if err := WriteFile(p, []byte("x")); err == nil || !strings.Contains(err.Error(), "block device") {
+			t.Errorf("%s: %v, want a refusal naming the block device", p, err)
+		}
+		if err := CheckWritable(p); err == nil || !strings.Contains(err.Error(), "block device") {
+			t.Errorf("CheckWritable(%s): %v, want a refusal naming the block device", p, err)
+		}
+	}
+	onlyFiles(t, dir, "disk", "to-disk")
+}
+
+// Checking a FIFO target does not open it: an open would block until a reader comes and then
+// hand that reader an end of file before the output exists.
+func TestCheckWritableLeavesFIFOClosed(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- CheckWritable(fifo) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("CheckWritable opened the FIFO and blocks waiting for a reader")
+	}
 }
