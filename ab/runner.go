@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -377,6 +378,9 @@ func ParseThroughput(out []byte, re *regexp.Regexp) (float64, string, error) {
 		if err != nil {
 			return 0, "", fmt.Errorf("--metric-regexp %q captured %q: not a number", re, m[1])
 		}
+		if !(v > 0) || math.IsInf(v, 0) {
+			return 0, "", fmt.Errorf("--metric-regexp %q captured %q: want a positive finite number (ratios between arms need one)", re, m[1])
+		}
 		return v, "", nil
 	}
 	lines := bytes.Split(out, []byte("\n"))
@@ -391,6 +395,9 @@ func ParseThroughput(out []byte, re *regexp.Regexp) (float64, string, error) {
 		}
 		if json.Unmarshal(l, &rec) != nil || rec.Throughput == nil {
 			continue
+		}
+		if v := *rec.Throughput; !(v > 0) || math.IsInf(v, 0) {
+			return 0, "", fmt.Errorf("throughput %v in %s: want a positive finite number (ratios between arms need one)", v, l)
 		}
 		return *rec.Throughput, rec.Unit, nil
 	}

@@ -352,6 +352,12 @@ func TestParseThroughput(t *testing.T) {
 		{"Requests/sec:  12,345.67\n", `Requests/sec:\s+([0-9.,]+)`, 12345.67, "", ""},
 		{"nothing\n", `x=(\d+)`, 0, "", "does not match"},
 		{"x=abc\n", `x=(\w+)`, 0, "", "not a number"},
+		// A ratio between arms needs a positive finite number.
+		{`{"throughput": -100}`, "", 0, "", "positive finite"},
+		{`{"throughput": 0}`, "", 0, "", "positive finite"},
+		{"x=inf\n", `x=(\S+)`, 0, "", "positive finite"},
+		{"x=NaN\n", `x=(\S+)`, 0, "", "positive finite"},
+		{"x=0\n", `x=(\S+)`, 0, "", "positive finite"},
 	} {
 		var re *regexp.Regexp
 		if c.re != "" {

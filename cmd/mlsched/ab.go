@@ -148,6 +148,9 @@ func runAB(o *abOpts, args []string) error {
 		return abError(err)
 	}
 	// Fail before the first run, not after an hour, if an output file cannot be written.
+	if err := checkOutputsDistinct([]output{{"--json", o.jsonPath}, {"--plot", o.plotPath}}, nil); err != nil {
+		return err
+	}
 	for _, p := range []string{o.jsonPath, o.plotPath} {
 		if p == "" {
 			continue

@@ -169,6 +169,12 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	if cmdErr != nil {
 		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
+		// The command ended the capture by failing: the trace is kept (it is complete), but a
+		// script must see that the traced workload failed. A command stopped by the capture's
+		// end (the duration, Ctrl-C) is not a failure of the capture.
+		if reason == "command exited" {
+			return errorf(exitFailure, "the command failed (%v); the trace %s is complete and kept", cmdErr, o.out)
+		}
 	}
 	return nil
 }
@@ -204,6 +210,8 @@ func checkCaptureOpts(o *captureOpts, args []string) (cmdPath string, err error)
 		return "", errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
 	case o.maxRate > bpf.MaxRateLimit:
 		return "", errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, bpf.MaxRateLimit)
+	case o.duration < 0:
+		return "", errorf(exitUsage, "--duration %v: must be positive (or 0: the default)", o.duration)
 	case o.progress != "auto" && o.progress != "always" && o.progress != "never":
 		return "", errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
 	}

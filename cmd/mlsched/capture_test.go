@@ -163,6 +163,7 @@ func TestCaptureRejectsBadInvocations(t *testing.T) {
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--only-command"}, exitUsage, "needs a command"},
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--horizon", "-1s"}, exitUsage, "--horizon"},
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--ringbuf-mb", "3"}, exitUsage, "power of two"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--duration", "-1s"}, exitUsage, "--duration"},
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--", "/no/such/cmd"}, exitUsage, "no/such/cmd"},
 	}
 	for _, c := range cases {
@@ -282,4 +283,16 @@ func TestCaptureNotRoot(t *testing.T) {
 	if _, err := os.Stat(trace); !os.IsNotExist(err) {
 		t.Errorf("output file created by a refused capture")
 	}
+}
+
+// A command that fails ends the capture with its trace complete and kept, and mlsched exits 1
+// so that a script sees the traced workload failed.
+func TestCaptureFailingCommand(t *testing.T) {
+	requireRoot(t)
+	trace := filepath.Join(t.TempDir(), "t.trace")
+	code, _, stderr := runSelf(t, "capture", "-o", trace, "--duration", "30s", "--progress", "never", "--", "sh", "-c", "sleep 0.5; exit 3")
+	if code != exitFailure || !strings.Contains(stderr.String(), "command failed") {
+		t.Fatalf("capture of a failing command: exit %d, stderr %q; want exit %d saying the command failed", code, stderr.String(), exitFailure)
+	}
+	forEachSample(t, trace, func(*features.Sample) {}) // a whole, valid trace
 }

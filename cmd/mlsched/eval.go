@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
@@ -86,7 +87,20 @@ Examples:
 			fs.StringVar(&o.thrFor, "online-threshold", thresholdAccuracy, "with --online: re-choose the threshold on a window of learned samples for accuracy (as run --adapt does) or balanced accuracy, or keep the model's (accuracy|balanced|keep)")
 			fs.IntVar(&o.thrWindow, "online-threshold-window", model.DefaultThresholdWindow, "with --online-threshold accuracy|balanced: the window, in learned samples")
 			fs.StringVar(&o.onlineOut, "online-out", "", "with --online: write the adapted net at the end of the replay to this model file")
-			return func(args []string) error { return runEvalOpts(o, args, os.Stdout) }
+			return func(args []string) error {
+				if !o.online {
+					var stray []string
+					fs.Visit(func(f *flag.Flag) {
+						if strings.HasPrefix(f.Name, "online-") {
+							stray = append(stray, "--"+f.Name)
+						}
+					})
+					if len(stray) > 0 {
+						return errorf(exitUsage, "%s: only with --online (the replay through the online learner)", strings.Join(stray, ", "))
+					}
+				}
+				return runEvalOpts(o, args, os.Stdout)
+			}
 		},
 	})
 }
@@ -411,6 +425,9 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 		return withCode(exitUsage, fmt.Errorf("--online-lr/--online-l2/--online-budget: %w", err))
 	}
 	if o.onlineOut != "" {
+		if err := checkOutputsDistinct([]output{{"--online-out", o.onlineOut}}, append([]string{o.model}, traces...)); err != nil {
+			return err
+		}
 		if err := checkWritable(o.onlineOut); err != nil {
 			return err
 		}

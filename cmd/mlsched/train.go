@@ -113,6 +113,9 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--val-frac %v: want 0 <= F < 1", o.valFrac)
 	}
 	// Find out now, not after an hour of training, that the results cannot be written.
+	if err := checkOutputsDistinct([]output{{"-o", o.out}, {"--plot", o.plot}}, traces); err != nil {
+		return err
+	}
 	if err := checkWritable(o.out); err != nil {
 		return err
 	}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+)
+
+// output is a file a command will write, named by the flag that gave it.
+type output struct {
+	flag, path string
+}
+
+// checkOutputsDistinct refuses, before any work, outputs that would destroy data: an output
+// that is one of the inputs (the trace being trained on, the model being evaluated), or two
+// outputs that name the same file (the second would replace the first). "-" (stdout), empty
+// paths and targets that are not regular files (/dev/null, a FIFO) are written in place and
+// are never in the way.
+func checkOutputsDistinct(outs []output, inputs []string) error {
+	var seen []output
+	for _, o := range outs {
+		if o.path == "" || o.path == "-" {
+			continue
+		}
+		li, lerr := os.Lstat(o.path)
+		if lerr == nil && !li.Mode().IsRegular() && li.Mode()&os.ModeSymlink == 0 {
+			continue // a device or FIFO named directly
+		}
+		for _, in := range inputs {
+			if in == "" || in == "-" {
+				continue
+			}
+			if si, err := os.Stat(in); err == nil && lerr == nil && os.SameFile(li, si) {
+				return errorf(exitUsage, "%s %s is also an input (%s): writing it would destroy that input; name another file", o.flag, o.path, in)
+			}
+		}
+		for _, p := range seen {
+			if samePath(p.path, o.path) {
+				return errorf(exitUsage, "%s and %s both name %s: the second would replace the first; name two files", p.flag, o.flag, o.path)
+			}
+		}
+		seen = append(seen, o)
+	}
+	return nil
+}
+
+// samePath: a and b name the same file, existing or not (the same directory entry: the same
+// file in the same directory).
+func samePath(a, b string) bool {
+	da, db := filepath.Dir(a), filepath.Dir(b)
+	if filepath.Base(a) != filepath.Base(b) {
+		return false
+	}
+	sa, ea := os.Stat(da)
+	sb, eb := os.Stat(db)
+	if ea == nil && eb == nil {
+		return os.SameFile(sa, sb)
+	}
+	aa, _ := filepath.Abs(a)
+	ab, _ := filepath.Abs(b)
+	return aa == ab
+}
