@@ -271,6 +271,15 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer, ad 
 		}
 		sc.Net = net
 	}
+	// Listen before attaching: a bad or busy --metrics-addr fails here, before the machine's
+	// scheduler has changed.
+	if cfg.MetricsAddr != "" && *mt == nil {
+		m, err := startMetrics(cfg.MetricsAddr, st)
+		if err != nil {
+			return rep, err
+		}
+		*mt = m
+	}
 	s, err := bpf.LoadSched(sc)
 	if err != nil {
 		return rep, err
@@ -289,14 +298,6 @@ func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer, ad 
 	var dl *dispatchLoop
 	if sc.UseModel {
 		dl = startDispatchLoop(s, cfg, st, ad)
-	}
-	if cfg.MetricsAddr != "" && *mt == nil {
-		m, err := startMetrics(cfg.MetricsAddr, st)
-		if err != nil {
-			dl.stop(s, cfg.Log)
-			return rep, err
-		}
-		*mt = m
 	}
 	if *mt != nil {
 		(*mt).setSched(s)

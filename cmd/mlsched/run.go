@@ -290,6 +290,26 @@ func loadRunModel(path string) (*model.Model, error) {
 func checkRunFlags(o *runOpts, m *model.Model) error {
 	set := map[string]bool{}
 	o.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Durations and sizes that would otherwise be replaced by a default, wrap, or mean "never"
+	// without a word.
+	switch {
+	case o.slice <= 0 || o.slice > time.Second:
+		return errorf(exitUsage, "--slice %v: want (0, 1s]", o.slice)
+	case o.watchdog <= 0 || o.watchdog > 30*time.Second:
+		return errorf(exitUsage, "--watchdog %v: want (0, 30s] (the kernel's limit)", o.watchdog)
+	case o.pendingTimeout <= 0:
+		return errorf(exitUsage, "--pending-timeout %v: must be positive", o.pendingTimeout)
+	case o.userStall < 0:
+		return errorf(exitUsage, "--user-stall %v: want >= 0 (0: never)", o.userStall)
+	case o.keepBudget < 0:
+		return errorf(exitUsage, "--keep-budget %v: want >= 0 (0: the model's horizon)", o.keepBudget)
+	case o.oncpu < 0:
+		return errorf(exitUsage, "--oncpu-threshold %v: want >= 0 (0: the model's heuristic)", o.oncpu)
+	case o.stats < 0:
+		return errorf(exitUsage, "--stats %v: want >= 0 (0: no stats lines)", o.stats)
+	case o.guardWindow < 1:
+		return errorf(exitUsage, "--guard-window %d: want at least 1 outcome", o.guardWindow)
+	}
 	fixed := sched.Fixed(o.policy)
 	if fixed && set["infer"] {
 		return errorf(exitUsage, "--infer is for the model policy: --policy %s decides in the kernel", o.policy)

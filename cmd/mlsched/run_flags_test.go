@@ -26,6 +26,17 @@ func TestRunRefusesMismatchedFlags(t *testing.T) {
 		{[]string{"run", "--adapt-threshold-window", "0"}, "--adapt-threshold-window 0"},
 		{[]string{"run", "--adapt-lr", "-1"}, "--adapt-lr"},
 		{[]string{"run", "--policy", "nope"}, "unknown policy"},
+		// Values that would be replaced by a default, wrap, or mean "never" without a word.
+		{[]string{"run", "--slice", "0"}, "--slice"},
+		{[]string{"run", "--slice", "-1ms"}, "--slice"},
+		{[]string{"run", "--watchdog", "-1s"}, "--watchdog"},
+		{[]string{"run", "--watchdog", "31s"}, "--watchdog"},
+		{[]string{"run", "--pending-timeout", "0"}, "--pending-timeout"},
+		{[]string{"run", "--keep-budget", "-1s"}, "--keep-budget"},
+		{[]string{"run", "--guard-window", "0"}, "--guard-window"},
+		{[]string{"run", "--stats", "-1s"}, "--stats"},
+		{[]string{"run", "--user-stall", "-1s"}, "--user-stall"},
+		{[]string{"run", "--policy", "oncpu", "--oncpu-threshold", "-1ms"}, "--oncpu-threshold"},
 	} {
 		code, out, errOut := runCLI(t, c.args...)
 		if code != exitUsage || !strings.Contains(out+errOut, c.want) {
