@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
@@ -116,11 +117,17 @@ func (c *LearnerConfig) validate() error {
 		if ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
 			return nil
 		}
+		name, want, _ := strings.Cut(name, " (")
+		if want != "" {
+			return fmt.Errorf("%s = %v (%s: %w", name, v, want, ErrLearnerConfig)
+		}
 		return fmt.Errorf("%s = %v: %w", name, v, ErrLearnerConfig)
 	}
 	return errors.Join(
-		bad("learning rate", c.LearnRate, c.LearnRate >= 0 && c.LearnRate <= 10),
-		bad("l2", c.L2, c.L2 >= 0 && c.L2*c.LearnRate < 1),
+		bad("learning rate (want 0..10)", c.LearnRate, c.LearnRate >= 0 && c.LearnRate <= 10),
+		// The pull toward the base weights must not overshoot: l2 * rate < 1, judged only for
+		// a valid rate (a bad rate is its own error, not l2's).
+		bad("l2 (want >= 0, l2 * learning rate < 1)", c.L2, c.L2 >= 0 && (!(c.LearnRate >= 0 && c.LearnRate <= 10) || c.L2*c.LearnRate < 1)),
 		bad("budget", c.Budget, c.Budget >= 0),
 		bad("clip norm", c.ClipNorm, c.ClipNorm > 0),
 		bad("positive-rate samples", c.PosRateSamples, c.PosRateSamples >= 1),

@@ -121,6 +121,8 @@ func runAB(o *abOpts, args []string) error {
 		return errorf(exitUsage, "--warmup must be >= 0")
 	case o.resamples < 100:
 		return errorf(exitUsage, "--resamples must be >= 100")
+	case o.duration < 0 || o.timeout < 0:
+		return errorf(exitUsage, "--duration and --timeout must be >= 0 (0: the workload's own, the default timeout)")
 	case len(args) == 0:
 		return errorf(exitUsage, "no workload: give its command after --, e.g. -- mlsched workload hackbench")
 	}

@@ -47,6 +47,8 @@ func TestABUsage(t *testing.T) {
 		{"ab", "--arm", "a=default", "--arm", "b=default", "--runs", "1", "--", "true"},
 		{"ab", "--arm", "a=default", "--arm", "b=default", "--metric-regexp", "x=\\d+", "--", "true"},
 		{"ab", "--arm", "a=default", "--arm", "a=default", "--", "true"},
+		{"ab", "--arm", "a=default", "--arm", "b=default", "--duration", "-1s", "--", "true"},
+		{"ab", "--arm", "a=default", "--arm", "b=default", "--timeout", "-1s", "--", "true"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != exitUsage && !(args[4] == "a=default" && code == exitFailure) {

@@ -86,7 +86,7 @@ func captureFlags(fs *flag.FlagSet) func([]string) error {
 	fs.DurationVar(&o.horizon, "horizon", DefaultHorizon, "label horizon `H`: 1 if R yields within H")
 	fs.BoolVar(&o.onlyCommand, "only-command", false, "sample only COMMAND's process tree")
 	fs.UintVar(&o.ringMB, "ringbuf-mb", 16, "event ring buffer size in MiB (a power of two)")
-	fs.UintVar(&o.maxTasks, "max-tasks", 0, "feature slots (a power of two; default: enough for pid_max, at most 65536)")
+	fs.UintVar(&o.maxTasks, "max-tasks", 0, "feature slots, a power of two in [1024, 4194304] (default: enough for pid_max, at most 65536)")
 	fs.UintVar(&o.sampleEvery, "sample-every", 1, "keep one wakeup in `N`, at random (less overhead and smaller traces on wakeup-heavy machines)")
 	fs.UintVar(&o.maxRate, "max-rate", bpf.DefaultMaxRate, "take at most `N` samples per second on each CPU, the rest sampled at random (0: every wakeup)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress line: auto (on a terminal), always, never")
@@ -210,6 +210,8 @@ func checkCaptureOpts(o *captureOpts, args []string) (cmdPath string, err error)
 		return "", errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
 	case o.maxRate > bpf.MaxRateLimit:
 		return "", errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, bpf.MaxRateLimit)
+	case o.maxTasks != 0 && (o.maxTasks&(o.maxTasks-1) != 0 || o.maxTasks < 1024 || o.maxTasks > 1<<22):
+		return "", errorf(exitUsage, "--max-tasks %d: want a power of two in [1024, 4194304] (0: sized from pid_max)", o.maxTasks)
 	case o.duration < 0:
 		return "", errorf(exitUsage, "--duration %v: must be positive (or 0: the default)", o.duration)
 	case o.progress != "auto" && o.progress != "always" && o.progress != "never":

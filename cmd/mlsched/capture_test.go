@@ -164,6 +164,7 @@ func TestCaptureRejectsBadInvocations(t *testing.T) {
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--horizon", "-1s"}, exitUsage, "--horizon"},
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--ringbuf-mb", "3"}, exitUsage, "power of two"},
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--duration", "-1s"}, exitUsage, "--duration"},
+		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--max-tasks", "3"}, exitUsage, "--max-tasks 3"},
 		{[]string{"capture", "-o", filepath.Join(dir, "x"), "--", "/no/such/cmd"}, exitUsage, "no/such/cmd"},
 	}
 	for _, c := range cases {

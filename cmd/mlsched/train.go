@@ -74,7 +74,7 @@ func trainFlags(fs *flag.FlagSet) func([]string) error {
 	var o trainOpts
 	fs.StringVar(&o.out, "o", "", "write the model to `MODEL` (required; - for stdout, the report then goes to stderr)")
 	fs.StringVar(&o.plot, "plot", "", "write the training curves to `FILE` (SVG)")
-	fs.IntVar(&o.hidden, "hidden", model.DefaultHidden, "hidden units")
+	fs.IntVar(&o.hidden, "hidden", model.DefaultHidden, fmt.Sprintf("hidden units (the net in BPF, run's default --infer kernel, holds at most %d)", model.KernelMaxHidden))
 	fs.IntVar(&o.epochs, "epochs", 20, "training epochs")
 	fs.IntVar(&o.batch, "batch", 256, "minibatch size")
 	fs.Float64Var(&o.lr, "lr", 0.003, "Adam learning rate")
@@ -111,6 +111,9 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--horizon %v: must be positive", o.horizon)
 	case !(o.valFrac >= 0 && o.valFrac < 1):
 		return errorf(exitUsage, "--val-frac %v: want 0 <= F < 1", o.valFrac)
+	}
+	if o.hidden > model.KernelMaxHidden {
+		fmt.Fprintf(stderr, "mlsched train: note: --hidden %d is more than the %d units the kernel form holds: `mlsched run` will need --infer user for this model (the default --infer kernel refuses it)\n", o.hidden, model.KernelMaxHidden)
 	}
 	// Find out now, not after an hour of training, that the results cannot be written.
 	if err := checkOutputsDistinct([]output{{"-o", o.out}, {"--plot", o.plot}}, traces); err != nil {
