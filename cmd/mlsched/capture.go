@@ -31,6 +31,7 @@ func init() {
 	register(&command{
 		name:    "capture",
 		summary: "record a trace of syscall features and yield outcomes (any kernel with BTF)",
+		exits:   "1 failed (also when the traced command failed: the trace is kept), 2 usage, 3 not root, 4 the kernel lacks BTF or a needed feature, 7 the BPF verifier rejected a probe",
 		usage:   "-o FILE [--duration D] [--horizon H] [--only-command] [-- COMMAND ARGS...]",
 		help: `Records training samples from this machine's workload with BPF tracepoints (sys_enter,
 sched_waking, sched_switch); it needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF,

@@ -21,6 +21,7 @@ func init() {
 	register(&command{
 		name:    "eval",
 		summary: "measure a model's accuracy on traces, next to the baselines",
+		exits:   "1 failed, 2 usage, 6 a bad or mismatched model or trace",
 		usage:   "--model MODEL [--infer user|kernel] [--json] TRACE...\n   or: mlsched eval --online [--online-lr R] [--online-l2 L] [--online-budget N] [--online-out FILE] --model MODEL [--json] TRACE",
 		help: `Runs MODEL over every sample of the traces exactly as the scheduler would (the same
 inference code and decision threshold) and prints accuracy, balanced accuracy, precision,

@@ -17,6 +17,7 @@ func init() {
 	register(&command{
 		name:    "inspect",
 		summary: "summarise a trace or a model file",
+		exits:   "2 usage (or no such file), 6 not a readable trace or model file",
 		usage:   "FILE [--json]",
 		help: `Reads a trace (from 'mlsched capture') or a model (from 'mlsched train') and prints a summary.
 

@@ -53,6 +53,7 @@ type command struct {
 	summary string // one line for `mlsched --help`
 	usage   string // the synopsis after "mlsched NAME"
 	help    string // paragraphs shown by `mlsched NAME --help`
+	exits   string // its exit codes besides 0, printed after help ("" when help lists them)
 	// flags declares the command's flags on fs and returns the function that runs it.
 	flags func(fs *flag.FlagSet) func(args []string) error
 }
@@ -143,6 +144,9 @@ Commands:
 
 func printCommandHelp(w io.Writer, c *command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: mlsched %s %s\n\n%s\n", c.name, c.usage, strings.TrimSpace(c.help))
+	if c.exits != "" {
+		fmt.Fprintf(w, "\nExit codes: 0 done, %s.\n", c.exits)
+	}
 	if fs != nil {
 		var b strings.Builder
 		fs.SetOutput(&b)

@@ -18,6 +18,7 @@ func init() {
 	register(&command{
 		name:    "train",
 		summary: "train the yield predictor on captured traces and write a model file",
+		exits:   "1 failed (a file could not be read or written), 2 usage, 6 a bad, truncated or mismatched trace",
 		usage:   "-o MODEL [--hidden 16] [--epochs N] [--seed N] [--val-frac F] [--plot FILE] TRACE...",
 		help: `Trains the 68 -> hidden (ReLU) -> 1 (sigmoid) net that predicts whether the running task R
 leaves its CPU voluntarily within the traces' horizon, and writes it to MODEL.

@@ -23,6 +23,7 @@ func init() {
 	register(&command{
 		name:    "workload",
 		summary: "run a built-in benchmark workload (for ab); prints one JSON line",
+		exits:   "1 failed, 2 usage",
 		usage:   "NAME [--duration D] [--threads N] [workload flags]",
 		help: `
 Run one of mlsched's built-in workloads for a fixed time and print its throughput as one JSON
