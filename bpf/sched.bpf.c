@@ -753,6 +753,10 @@ static __always_inline bool apply(struct bpf_iter_scx_dsq *it, struct task_struc
 	// Only the instance we moved: the task may already be queued again with a new seq.
 	if (tctx && tctx->seq == seq)
 		tctx->state = TS_NONE;
+	// Into the base queue (a timeout, fifo, no idle CPU, an orphan): an idle CPU takes it
+	// now, as enqueue_base would, rather than at whichever CPU dispatches next.
+	if (dsq == SHARED_DSQ)
+		kick = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (kick >= 0)
 		scx_bpf_kick_cpu(kick, SCX_KICK_IDLE);
 	count(cnt);
