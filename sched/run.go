@@ -209,6 +209,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Policy: st.Policy, Queue: st.Queue}
 	for {
 		if err := Preflight(); err != nil {
+			if mt != nil { // a restart in place found the kernel changed
+				mt.Close()
+			}
 			return rep, err
 		}
 		r, err := runOnce(ctx, cfg, st, &mt, ad)

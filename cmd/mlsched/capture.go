@@ -173,7 +173,7 @@ func runCapture(o captureOpts, args []string) error {
 		// The command ended the capture by failing: the trace is kept (it is complete), but a
 		// script must see that the traced workload failed. A command stopped by the capture's
 		// end (the duration, Ctrl-C) is not a failure of the capture.
-		if reason == "command exited" {
+		if reason == "command exited" && !stoppedBySignal(cmdErr) {
 			return errorf(exitFailure, "the command failed (%v); the trace %s is complete and kept", cmdErr, o.out)
 		}
 	}
@@ -268,6 +268,18 @@ func captureStops(d time.Duration, sigs <-chan os.Signal, child *exec.Cmd, child
 		}
 	}()
 	return stop
+}
+
+// stoppedBySignal: the command was ended by SIGINT or SIGTERM (a terminal's Ctrl-C reaches it
+// and mlsched at once, and either may be seen first): the capture was stopped, the command did
+// not fail.
+func stoppedBySignal(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGINT || ws.Signal() == syscall.SIGTERM)
 }
 
 // waitCommand gives the command 10 s to end once the capture has.

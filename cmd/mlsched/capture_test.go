@@ -297,3 +297,20 @@ func TestCaptureFailingCommand(t *testing.T) {
 	}
 	forEachSample(t, trace, func(*features.Sample) {}) // a whole, valid trace
 }
+
+// A command ended by Ctrl-C (SIGINT to the whole process group, as a terminal sends it) is the
+// capture stopped, not a failed command: exit 0 however the two signals race.
+func TestStoppedBySignal(t *testing.T) {
+	for _, c := range []struct {
+		script string
+		want   bool
+	}{{"kill -INT $$", true}, {"kill -TERM $$", true}, {"exit 3", false}, {"kill -KILL $$", false}} {
+		err := exec.Command("sh", "-c", c.script).Run()
+		if got := stoppedBySignal(err); got != c.want {
+			t.Errorf("%q (%v): stoppedBySignal %v, want %v", c.script, err, got, c.want)
+		}
+	}
+	if stoppedBySignal(nil) {
+		t.Error("nil error counted as stopped by a signal")
+	}
+}

@@ -161,7 +161,7 @@ func printCommandHelp(w io.Writer, c *command, fs *flag.FlagSet) {
 // outputs is "-" (written to stdout itself), then stderr, so the two never mix.
 func reportWriter(outputs ...string) io.Writer {
 	for _, o := range outputs {
-		if o == "-" {
+		if outfile.IsStdout(o) { // "-", /dev/stdout, /dev/fd/1
 			return stderr
 		}
 	}

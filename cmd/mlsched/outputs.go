@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/mlsched/mlsched/features/outfile"
 )
 
 // output is a file a command will write, named by the flag that gave it.
@@ -18,13 +20,10 @@ type output struct {
 func checkOutputsDistinct(outs []output, inputs []string) error {
 	var seen []output
 	for _, o := range outs {
-		if o.path == "" || o.path == "-" {
-			continue
+		if o.path == "" || outfile.InPlace(o.path) {
+			continue // stdout, a descriptor, a device or FIFO: written in place
 		}
 		li, lerr := os.Lstat(o.path)
-		if lerr == nil && !li.Mode().IsRegular() && li.Mode()&os.ModeSymlink == 0 {
-			continue // a device or FIFO named directly
-		}
 		for _, in := range inputs {
 			if in == "" || in == "-" {
 				continue

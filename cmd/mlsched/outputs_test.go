@@ -48,7 +48,7 @@ func TestOutputsMustNotDestroyInputs(t *testing.T) {
 		t.Errorf("%s was written", out)
 	}
 	// Outputs written in place are never in the way: two of them may be /dev/null.
-	if err := checkOutputsDistinct([]output{{"--json", "/dev/null"}, {"--plot", "/dev/null"}, {"-o", "-"}}, []string{in}); err != nil {
+	if err := checkOutputsDistinct([]output{{"--json", "/dev/null"}, {"--plot", "/dev/null"}, {"-o", "-"}, {"--json", "/dev/stdout"}, {"--plot", "/dev/stdout"}}, []string{in}); err != nil {
 		t.Error(err)
 	}
 }

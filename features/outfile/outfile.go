@@ -23,6 +23,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -44,6 +46,20 @@ type File struct {
 func Create(path string) (*File, error) {
 	if path == "-" {
 		return &File{std: Stdout, target: path}, nil
+	}
+	// /dev/stdout, /dev/fd/N, /proc/self/fd/N: the descriptor this process already has, not a
+	// name to open or rename over (with stdout redirected to a file, the link resolves to a
+	// regular file, and a rename would replace the system's /dev/stdout).
+	if fd, ok := fdTarget(path); ok {
+		if fd == 1 {
+			return &File{std: Stdout, target: path}, nil
+		}
+		nfd, err := syscall.Dup(fd)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		syscall.CloseOnExec(nfd)
+		return &File{f: os.NewFile(uintptr(nfd), path), target: path}, nil
 	}
 	if direct, follow, err := writeDirectly(path); err != nil {
 		return nil, err
@@ -121,6 +137,47 @@ func writeDirectly(path string) (direct, follow bool, err error) {
 		return false, false, &fs.PathError{Op: "write", Path: path, Err: errors.New("is a link to a block device")}
 	}
 	return !ti.Mode().IsRegular(), true, nil
+}
+
+// fdTarget: path names one of this process's descriptors, N: /dev/fd/N or /proc/self/fd/N, or
+// a trusted link to one of those (/dev/stdout, /dev/stderr).
+func fdTarget(path string) (int, bool) {
+	name := path
+	if li, err := os.Lstat(path); err == nil && li.Mode()&fs.ModeSymlink != 0 && trustedLink(path, li) {
+		if t, err := os.Readlink(path); err == nil {
+			name = t
+		}
+	}
+	for _, prefix := range []string{"/dev/fd/", "/proc/self/fd/"} {
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
+			if n, err := strconv.Atoi(rest); err == nil && n >= 0 && strconv.Itoa(n) == rest {
+				return n, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// IsStdout: path writes to this process's standard output ("-", /dev/stdout, /dev/fd/1).
+func IsStdout(path string) bool {
+	if path == "-" {
+		return true
+	}
+	fd, ok := fdTarget(path)
+	return ok && fd == 1
+}
+
+// InPlace: path is written where it is, not renamed over ("-", a descriptor, a device, a
+// FIFO, a trusted link to one of those): two outputs may name it.
+func InPlace(path string) bool {
+	if path == "-" {
+		return true
+	}
+	if _, ok := fdTarget(path); ok {
+		return true
+	}
+	direct, _, err := writeDirectly(path)
+	return err == nil && direct
 }
 
 // trustedLink: the link belongs to us or to root, and its directory belongs to us or to root
@@ -270,6 +327,12 @@ func WriteFile(path string, data []byte) error {
 // its reader an end of file before the output exists.
 func CheckWritable(path string) error {
 	if path == "-" {
+		return nil
+	}
+	if fd, ok := fdTarget(path); ok {
+		if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0); errno != 0 {
+			return &fs.PathError{Op: "write", Path: path, Err: errno}
+		}
 		return nil
 	}
 	direct, _, err := writeDirectly(path)

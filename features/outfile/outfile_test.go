@@ -3,6 +3,7 @@ package outfile
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -254,5 +255,79 @@ func TestCheckWritableLeavesFIFOClosed(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("CheckWritable opened the FIFO and blocks waiting for a reader")
+	}
+}
+
+// A descriptor named by path (/dev/fd/N, or a link to /proc/self/fd/N such as /dev/stdout) is
+// written through the descriptor this process has: never opened again by name, and the link
+// never renamed over, also when the descriptor is a regular file (stdout redirected to one).
+func TestDescriptorTargets(t *testing.T) {
+	dir := t.TempDir()
+	reg, err := os.Create(filepath.Join(dir, "redirected"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	link := filepath.Join(dir, "stdout")
+	os.Symlink(fmt.Sprintf("/proc/self/fd/%d", reg.Fd()), link)
+	if err := CheckWritable(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(link, []byte("model")); err != nil {
+		t.Fatal(err)
+	}
+	if li, _ := os.Lstat(link); li.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link to a descriptor was replaced by %v", li.Mode())
+	}
+	if got := readFile(t, reg.Name()); got != "model" {
+		t.Errorf("the descriptor's file holds %q, want the data", got)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := WriteFile(fmt.Sprintf("/dev/fd/%d", w.Fd()), []byte("piped")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if b, _ := io.ReadAll(r); string(b) != "piped" {
+		t.Errorf("pipe got %q", b)
+	}
+	var buf bytes.Buffer
+	defer func(s io.Writer) { Stdout = s }(Stdout)
+	Stdout = &buf
+	if err := WriteFile("/dev/stdout", []byte("out")); err != nil || buf.String() != "out" {
+		t.Errorf("/dev/stdout: %v, Stdout got %q", err, buf.String())
+	}
+	if !IsStdout("/dev/stdout") || !IsStdout("-") || IsStdout(link) {
+		t.Error("IsStdout")
+	}
+	onlyFiles(t, dir, "redirected", "stdout")
+}
+
+// Our own link is followed only where nobody else can swap it: in a directory others may
+// write to it is replaced; in a sticky one (others cannot remove our link) it is followed.
+func TestTrustedLinkDirectory(t *testing.T) {
+	for _, c := range []struct {
+		mode   os.FileMode
+		follow bool
+	}{{0o700, true}, {0o777, false}, {0o777 | os.ModeSticky, true}} {
+		dir := filepath.Join(t.TempDir(), "d")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(dir, "null")
+		os.Symlink("/dev/null", link)
+		if err := WriteFile(link, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		li, _ := os.Lstat(link)
+		if followed := li.Mode()&os.ModeSymlink != 0; followed != c.follow {
+			t.Errorf("directory %v: link followed %v, want %v", c.mode, followed, c.follow)
+		}
 	}
 }
