@@ -100,6 +100,9 @@ func runCapture(o captureOpts, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkNotTerminal("-o", o.out); err != nil {
+		return err
+	}
 	if err := checkBPFPrivileges(); err != nil {
 		return err
 	}

@@ -214,6 +214,12 @@ func TestInspectTruncatedTrace(t *testing.T) {
 	if code != exitBadInput || !strings.Contains(errb.String(), "truncated") || !strings.Contains(errb.String(), "offset") {
 		t.Fatalf("truncated trace: exit %d, %q", code, errb.String())
 	}
+	empty := filepath.Join(dir, "empty.trace")
+	os.WriteFile(empty, nil, 0o644)
+	errb.Reset()
+	if code := run([]string{"inspect", empty}, &out, &errb); code != exitBadInput || !strings.Contains(errb.String(), "is empty") {
+		t.Errorf("empty file: exit %d, %q", code, errb.String())
+	}
 }
 
 // Ctrl-C or SIGTERM in the middle of a capture: mlsched exits 0 and the trace is complete.

@@ -429,6 +429,9 @@ func runEvalOnline(o evalOpts, traces []string, w io.Writer) error {
 		if err := checkOutputsDistinct([]output{{"--online-out", o.onlineOut}}, append([]string{o.model}, traces...)); err != nil {
 			return err
 		}
+		if err := checkNotTerminal("--online-out", o.onlineOut); err != nil {
+			return err
+		}
 		if err := checkWritable(o.onlineOut); err != nil {
 			return err
 		}

@@ -62,6 +62,9 @@ func inspectFile(path string, jsonOut bool, w io.Writer) error {
 	defer f.Close()
 	var magic [8]byte
 	n, _ := io.ReadFull(f, magic[:])
+	if n == 0 {
+		return errorf(exitBadInput, "%s is empty: neither a trace nor a model (a capture killed before its first write leaves one)", path)
+	}
 	if string(magic[:n]) == features.TraceMagic {
 		f.Seek(0, io.SeekStart)
 		return inspectTrace(f, path, jsonOut, w)

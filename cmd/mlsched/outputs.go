@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/mlsched/mlsched/features/outfile"
+	"golang.org/x/sys/unix"
 )
 
 // output is a file a command will write, named by the flag that gave it.
@@ -57,4 +58,19 @@ func samePath(a, b string) bool {
 	aa, _ := filepath.Abs(a)
 	ab, _ := filepath.Abs(b)
 	return aa == ab
+}
+
+// stdoutIsTerminal reports whether standard output is a terminal (a variable for tests).
+var stdoutIsTerminal = func() bool {
+	_, err := unix.IoctlGetTermios(int(os.Stdout.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// checkNotTerminal refuses a binary output (a trace, a model) to standard output when that is
+// a terminal: the bytes would garble it and be lost.
+func checkNotTerminal(flag, path string) error {
+	if outfile.IsStdout(path) && stdoutIsTerminal() {
+		return errorf(exitUsage, "%s %s: this is a binary file and standard output is a terminal; redirect it (> FILE, | ...) or name a file", flag, path)
+	}
+	return nil
 }

@@ -65,3 +65,29 @@ func TestEvalOnlineFlagsNeedOnline(t *testing.T) {
 		}
 	}
 }
+
+// A binary output to a terminal is refused before any work; to a pipe or a file it is not.
+func TestBinaryOutputToTerminal(t *testing.T) {
+	defer func(f func() bool) { stdoutIsTerminal = f }(stdoutIsTerminal)
+	stdoutIsTerminal = func() bool { return true }
+	for _, args := range [][]string{
+		{"train", "-o", "-", "t.trace"},
+		{"train", "-o", "/dev/stdout", "t.trace"},
+		{"capture", "-o", "-", "--duration", "1s"},
+		{"eval", "--online", "--model", "m.bin", "--online-out", "-", "t.trace"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(args, &stdout, &stderr)
+		if code != exitUsage || !strings.Contains(stderr.String(), "standard output is a terminal") {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d refusing the terminal", args, code, stderr.String(), exitUsage)
+		}
+	}
+	stdoutIsTerminal = func() bool { return false }
+	if err := checkNotTerminal("-o", "-"); err != nil {
+		t.Errorf("stdout not a terminal: %v", err)
+	}
+	stdoutIsTerminal = func() bool { return true }
+	if err := checkNotTerminal("-o", filepath.Join(t.TempDir(), "m.bin")); err != nil {
+		t.Errorf("a file, with a terminal on stdout: %v", err)
+	}
+}

@@ -120,6 +120,9 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 	if err := checkOutputsDistinct([]output{{"-o", o.out}, {"--plot", o.plot}}, traces); err != nil {
 		return err
 	}
+	if err := checkNotTerminal("-o", o.out); err != nil {
+		return err
+	}
 	if err := checkWritable(o.out); err != nil {
 		return err
 	}
