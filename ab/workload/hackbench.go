@@ -29,7 +29,7 @@ type hackbenchOpts struct {
 
 func hackbenchFlags(fs *flag.FlagSet) func(context.Context, Options) (Result, error) {
 	h := &hackbenchOpts{}
-	fs.IntVar(&h.groups, "groups", 0, "groups of senders and receivers `G` (default: --threads/(2*fanout), or the number of CPUs)")
+	fs.IntVar(&h.groups, "groups", 0, "groups of senders and receivers `G` (default: --threads/(2*fanout) rounded up, so --threads counts in whole groups of 2*fanout threads; else the number of CPUs)")
 	fs.IntVar(&h.fanout, "fanout", 10, "senders and receivers per group `F`: each sender writes to every receiver of its group")
 	fs.IntVar(&h.size, "size", 100, "message size in `BYTES`")
 	fs.BoolVar(&h.pipe, "pipe", false, "pipes instead of unix socketpairs")
