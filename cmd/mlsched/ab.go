@@ -166,11 +166,22 @@ func runAB(o *abOpts, args []string) error {
 	defer stop()
 	fmt.Fprintf(stderr, "ab: %d arms x (%d + %d warm-up) runs of %s, seed %d\n", len(cfg.Arms), o.runs, o.warmup, strings.Join(args, " "), cfg.Seed)
 	res, err := ab.Execute(ctx, cfg)
+	interrupted := false
 	if err != nil {
-		if ctx.Err() != nil {
-			return errorf(exitFailure, "interrupted after %d runs; no report", len(res.Runs))
+		if ctx.Err() == nil {
+			return abError(err)
 		}
-		return abError(err)
+		// Ctrl-C: the finished runs are still a report if every arm has two of them (a spread).
+		if res == nil || !everyArmHas(res, 2) {
+			n := 0
+			if res != nil {
+				n = len(res.Runs)
+			}
+			return errorf(exitFailure, "interrupted after %d runs; no report (an arm has fewer than 2 measured runs)", n)
+		}
+		interrupted = true
+		res.Note = strings.TrimSpace(res.Note + fmt.Sprintf(" interrupted after %d runs: a partial report", len(res.Runs)))
+		fmt.Fprintf(stderr, "ab: interrupted after %d runs: reporting those\n", len(res.Runs))
 	}
 	rep := ab.Analyze(res, ab.AnalyzeOptions{LowerIsBetter: o.lowerIsBetter, Resamples: o.resamples})
 	w := reportWriter(o.jsonPath, o.plotPath)
@@ -190,7 +201,20 @@ func runAB(o *abOpts, args []string) error {
 		}
 		fmt.Fprintf(stderr, "ab: plot in %s\n", o.plotPath)
 	}
+	if interrupted {
+		return errorf(exitFailure, "interrupted: the report covers the %d runs that finished", len(res.Runs))
+	}
 	return nil
+}
+
+// everyArmHas: every arm of res has at least n measured (not warm-up) runs.
+func everyArmHas(res *ab.Result, n int) bool {
+	for _, a := range res.Arms {
+		if len(res.Values(a.Name)) < n {
+			return false
+		}
+	}
+	return len(res.Arms) > 0
 }
 
 // abError gives ab's errors their exit codes.

@@ -134,3 +134,27 @@ func TestABBuiltinWorkloadSmoke(t *testing.T) {
 		t.Errorf("report:\n%s\nprogress:\n%s", out.String(), errb.String())
 	}
 }
+
+// Ctrl-C after every arm has two measured runs: ab reports those runs (text, --json with a
+// note) and exits 1 saying the report is partial; nothing finished is lost.
+func TestABInterruptedReportsFinishedRuns(t *testing.T) {
+	js := filepath.Join(t.TempDir(), "ab.json")
+	var out, errb bytes.Buffer
+	// The fifth run signals mlsched (this test process) as a terminal's Ctrl-C would.
+	code := run([]string{"ab", "--arm", "a=default", "--arm", "b=default", "--runs", "5", "--warmup", "0", "--json", js, "--",
+		"sh", "-c", `if [ "$MLSCHED_AB_RUN" -ge 5 ]; then kill -INT $PPID; sleep 5; fi; echo "{\"throughput\": $((100 + MLSCHED_AB_RUN % 3))}"`}, &out, &errb)
+	if code != exitFailure || !strings.Contains(errb.String(), "the report covers the 4 runs") {
+		t.Fatalf("exit %d, stderr %q; want exit %d saying the report covers the 4 finished runs", code, errb.String(), exitFailure)
+	}
+	if !strings.Contains(out.String(), "vs a ") {
+		t.Errorf("no report printed:\n%s", out.String())
+	}
+	var rep struct {
+		Note string                 `json:"note"`
+		Runs []struct{ Arm string } `json:"runs"`
+	}
+	b, err := os.ReadFile(js)
+	if err != nil || json.Unmarshal(b, &rep) != nil || len(rep.Runs) != 4 || !strings.Contains(rep.Note, "interrupted") {
+		t.Errorf("JSON file: %v, %d runs, note %q", err, len(rep.Runs), rep.Note)
+	}
+}
