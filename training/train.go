@@ -37,6 +37,9 @@ type Config struct {
 	CountDropout float64
 	// Progress, when set, is called after every epoch.
 	Progress func(EpochStats)
+	// Stop, when set, is asked after every epoch: true ends training there, with the best
+	// epoch so far (Result.Stopped says so).
+	Stop func() bool
 }
 
 func (c *Config) defaults() {
@@ -101,6 +104,8 @@ type Result struct {
 	ValRows    int
 	// SamplesPerSec is the training throughput over all epochs (forward, backward, Adam).
 	SamplesPerSec float64
+	// Stopped is the epoch after which Config.Stop ended training (0: every epoch ran).
+	Stopped int
 }
 
 // Train trains a net on ds (which it standardises) and exports it to the model format.
@@ -219,6 +224,10 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 		if cfg.Progress != nil {
 			cfg.Progress(st)
 		}
+		if cfg.Stop != nil && epoch < cfg.Epochs && cfg.Stop() {
+			res.Stopped = epoch
+			break
+		}
 	}
 	res.SamplesPerSec = float64(trained) / trainTime.Seconds()
 	res.Params = best
@@ -302,6 +311,9 @@ func (res *Result) export(ds *Dataset, cfg Config, thr float32) *model.Model {
 	}
 	if cfg.CountDropout > 0 {
 		m.Meta.Notes["count_dropout"] = strconv.FormatFloat(cfg.CountDropout, 'g', -1, 64)
+	}
+	if res.Stopped > 0 {
+		m.Meta.Notes["stopped_after_epoch"] = strconv.Itoa(res.Stopped)
 	}
 	return m
 }

@@ -262,3 +262,31 @@ func TestTrainCountDropout(t *testing.T) {
 		t.Errorf("count dropout 1: %v, want a refusal naming it", err)
 	}
 }
+
+// Config.Stop ends training after the epoch it first answers true: the result has that many
+// epochs, keeps the best of them, and the model's notes say where it stopped.
+func TestTrainStop(t *testing.T) {
+	p := synthTraceFile(t, t.TempDir(), "a.trace", 3000, 2, 1_000_000)
+	ds, err := LoadTraces([]string{p}, 0.2, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	res, err := Train(ds, Config{Epochs: 6, Seed: 3, Stop: func() bool { asked++; return asked == 2 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stopped != 2 || len(res.History) != 2 || res.BestEpoch < 1 || res.BestEpoch > 2 {
+		t.Fatalf("stopped %d, %d epochs, best %d; want stopped after 2 of 2 epochs", res.Stopped, len(res.History), res.BestEpoch)
+	}
+	if got := res.Model.Meta.Notes["stopped_after_epoch"]; got != "2" {
+		t.Errorf("note stopped_after_epoch = %q, want 2", got)
+	}
+	if err := res.Model.Validate(); err != nil {
+		t.Errorf("the stopped model is not valid: %v", err)
+	}
+	full, err := Train(ds, Config{Epochs: 2, Seed: 3, Stop: func() bool { return false }})
+	if err != nil || full.Stopped != 0 || full.Model.Meta.Notes["stopped_after_epoch"] != "" {
+		t.Errorf("never stopped: stopped %d, note %q, %v", full.Stopped, full.Model.Meta.Notes["stopped_after_epoch"], err)
+	}
+}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
@@ -18,7 +21,7 @@ func init() {
 	register(&command{
 		name:    "train",
 		summary: "train the yield predictor on captured traces and write a model file",
-		exits:   "1 failed (a file could not be read or written), 2 usage, 6 a bad, truncated or mismatched trace",
+		exits:   "1 failed (a file could not be read or written), or interrupted (Ctrl-C while training writes the best epoch so far), 2 usage, 6 a bad, truncated or mismatched trace",
 		usage:   "-o MODEL [--hidden 16] [--epochs N] [--seed N] [--val-frac F] [--plot FILE] TRACE...",
 		help: `Trains the 68 -> hidden (ReLU) -> 1 (sigmoid) net that predicts whether the running task R
 leaves its CPU voluntarily within the traces' horizon, and writes it to MODEL.
@@ -132,10 +135,30 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		}
 	}
 
+	// Ctrl-C (or SIGTERM) while training ends it after the current epoch, with the best epoch
+	// so far written; a second one quits at once (the default action, restored).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var interrupted atomic.Bool
+	done := make(chan struct{})
+	defer func() { signal.Stop(sigs); close(done) }()
+	go func() {
+		select {
+		case <-sigs:
+			interrupted.Store(true)
+			signal.Stop(sigs)
+			fmt.Fprintf(stderr, "\nmlsched train: interrupted: finishing this epoch, then writing the best so far (Ctrl-C again to quit now, writing nothing)\n")
+		case <-done:
+		}
+	}()
+
 	start := time.Now()
 	ds, err := training.LoadTracesPerTrace(traces, o.valFrac, o.maxSamples, uint64(o.horizon), o.perTrace)
 	if err != nil {
 		return traceErr(err)
+	}
+	if interrupted.Load() {
+		return errorf(exitFailure, "interrupted while loading the traces: nothing written")
 	}
 	pos := ds.Positives(nil)
 	fmt.Fprintf(w, "loaded %d samples from %d trace(s) in %.1fs: %.1f%% positive (R yields within %v), schema %s\n",
@@ -151,6 +174,7 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 			fmt.Fprintf(w, "epoch %3d/%d  loss %.4f  val loss %.4f  val acc %.4f  bal %.4f  auc %.4f  %6.0f samples/s\n",
 				s.Epoch, o.epochs, s.TrainLoss, s.ValLoss, s.ValAccuracy, s.ValBalancedAccuracy, s.ValAUC, s.SamplesPerSec)
 		},
+		Stop: interrupted.Load,
 	}
 	res, err := training.Train(ds, cfg)
 	if err != nil {
@@ -159,6 +183,9 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 	where := "validation"
 	if res.OnTraining {
 		where = "training data (--val-frac 0: no held-out data, figures are optimistic)"
+	}
+	if res.Stopped > 0 {
+		fmt.Fprintf(w, "interrupted after epoch %d of %d: the model is the best of those (note stopped_after_epoch)\n", res.Stopped, o.epochs)
 	}
 	fmt.Fprintf(w, "kept epoch %d (lowest validation loss); threshold %.4f (max %s on %s)\n",
 		res.BestEpoch, res.Report.Threshold, map[string]string{"balanced": "balanced accuracy", "accuracy": "accuracy"}[o.thrFor], where)
@@ -183,6 +210,9 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(w, "wrote %s\n", o.plot)
+	}
+	if res.Stopped > 0 {
+		return errorf(exitFailure, "interrupted after epoch %d of %d; %s holds the best of them", res.Stopped, o.epochs, o.out)
 	}
 	return nil
 }
