@@ -199,6 +199,8 @@ func (d *Decider) Outcome(raw []byte) error {
 	label := l == 1
 	if label {
 		d.Stats.Positives.Add(1)
+	} else {
+		d.Stats.Negatives.Add(1)
 	}
 	if p.keep == label {
 		d.Stats.Correct.Add(1)

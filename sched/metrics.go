@@ -119,15 +119,20 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	s := c.sched
-	c.mu.Unlock()
+	// The BPF reads under the lock: setSched(nil), before the scheduler's maps are closed,
+	// waits for a scrape in flight.
 	var cnt bpf.SchedCounters
-	if s != nil {
+	var progs map[string]bpf.ProgStat
+	c.mu.Lock()
+	if s := c.sched; s != nil {
 		if v, err := s.Counters(); err == nil {
 			cnt = v
 		}
+		if c.st.BPFStats {
+			progs, _ = s.ProgStats()
+		}
 	}
+	c.mu.Unlock()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
@@ -161,13 +166,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.guardActive, prometheus.GaugeValue, active)
 	counter(c.guardTrips, c.st.GuardTrips.Load())
 	ch <- prometheus.MustNewConstMetric(c.policy, prometheus.GaugeValue, 1, c.st.Policy, c.st.Queue)
-	pos := c.st.Positives.Load()
-	scored := c.st.Outcomes.Load() - c.st.Unmatched.Load()
-	if scored < pos {
-		scored = pos
-	}
-	counter(c.outcomes, pos, "1")
-	counter(c.outcomes, scored-pos, "0")
+	counter(c.outcomes, c.st.Positives.Load(), "1")
+	counter(c.outcomes, c.st.Negatives.Load(), "0")
 	counter(c.promotions, c.st.Promotions.Load())
 	ch <- prometheus.MustNewConstMetric(c.exploration, prometheus.GaugeValue,
 		ExplorationRatio(func(i bpf.SchedCounter) float64 { return float64(cnt[i]) }))
@@ -178,12 +178,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.adaptDropped, c.st.AdaptDropped.Load(), "ring_full")
 	counter(c.adaptDropped, c.st.AdaptShed.Load(), "cpu")
 	ch <- prometheus.MustNewConstMetric(c.adaptCPU, prometheus.CounterValue, float64(c.st.AdaptCPUNs.Load())/1e9)
-	if s != nil && c.st.BPFStats {
-		progs, _ := s.ProgStats()
-		for name, p := range progs {
-			ch <- prometheus.MustNewConstMetric(c.progRun, prometheus.CounterValue, p.Runtime.Seconds(), name)
-			counter(c.progRuns, p.Runs, name)
-		}
+	for name, p := range progs {
+		ch <- prometheus.MustNewConstMetric(c.progRun, prometheus.CounterValue, p.Runtime.Seconds(), name)
+		counter(c.progRuns, p.Runs, name)
 	}
 }
 

@@ -94,7 +94,7 @@ type Config struct {
 // Report is what a run ends with; `mlsched run` prints it (ExitLine and TotalsLine, or JSON).
 type Report struct {
 	Exit     bpf.ExitInfo
-	Counters bpf.SchedCounters // the last attach's BPF counters
+	Counters bpf.SchedCounters // the BPF counters, summed over every attach (restarts in place)
 	User     map[string]uint64 // the dispatch loop's counters over the whole run
 	Variant  string
 	Policy   string
@@ -105,7 +105,7 @@ type Report struct {
 	// How long the scheduler was attached, and the process's CPU time meanwhile (summed over
 	// restarts): the cost of scheduling, without the verifier's time at load.
 	Attached, AttachedCPU time.Duration
-	Progs                 map[string]bpf.ProgStat // --bpf-stats: each BPF program's run time over the last attach
+	Progs                 map[string]bpf.ProgStat // --bpf-stats: each BPF program's run time, summed over every attach
 }
 
 // ExitLine formats the exit as `EXIT: <kind> <reason> (<msg>)`.
@@ -215,7 +215,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, err
 		}
 		r, err := runOnce(ctx, cfg, st, &mt, ad)
-		rep.Exit, rep.Counters, rep.Variant, rep.Progs = r.Exit, r.Counters, r.Variant, r.Progs
+		// An attach that never loaded (a reload after a restart failed) keeps the last one's
+		// exit; the counters of every attach add up, like the loop's own.
+		if r.Variant != "" {
+			rep.Exit, rep.Variant = r.Exit, r.Variant
+			for i, v := range r.Counters {
+				rep.Counters[i] += v
+			}
+			rep.Progs = addProgStats(rep.Progs, r.Progs)
+		}
 		rep.Attached, rep.AttachedCPU = rep.Attached+r.Attached, rep.AttachedCPU+r.AttachedCPU
 		rep.Duration, rep.User, rep.CPU = time.Since(start), userTotals(st), processCPU()
 		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
@@ -230,15 +238,46 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		rep.Restarts++
 		fmt.Fprintf(cfg.Log, "%s: restarting in place\n", r.ExitLine())
-		// The kernel finishes disabling asynchronously: wait for it before attaching again.
-		for i := 0; i < 50; i++ {
+		// The kernel finishes disabling asynchronously: wait for it before attaching again
+		// (a stop meanwhile ends the run: no load and attach just to detach).
+		for i := 0; i < 50 && ctx.Err() == nil; i++ {
 			b, _ := os.ReadFile("/sys/kernel/sched_ext/state")
 			if strings.TrimSpace(string(b)) == "disabled" {
 				break
 			}
-			time.Sleep(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if ctx.Err() != nil {
+			if ad != nil {
+				ad.Close()
+				rep.User = userTotals(st)
+			}
+			if mt != nil {
+				mt.Close()
+			}
+			return rep, nil
 		}
 	}
+}
+
+// addProgStats adds b's per-program run times into a (allocated when nil).
+func addProgStats(a, b map[string]bpf.ProgStat) map[string]bpf.ProgStat {
+	if len(b) == 0 {
+		return a
+	}
+	if a == nil {
+		a = make(map[string]bpf.ProgStat, len(b))
+	}
+	for k, v := range b {
+		t := a[k]
+		t.Runs += v.Runs
+		t.Runtime += v.Runtime
+		a[k] = t
+	}
+	return a
 }
 
 func runOnce(ctx context.Context, cfg Config, st *Stats, mt **metricsServer, ad *Adapter) (*Report, error) {
@@ -376,6 +415,9 @@ type dispatchLoop struct {
 // model placement to switch off.
 func startDispatchLoop(s *bpf.Sched, cfg Config, st *Stats, ad *Adapter) *dispatchLoop {
 	guard := NewGuard(cfg.GuardWindow, st)
+	// A new attach starts with BPF's guard flag clear and this guard untripped: say so (after
+	// a restart in place, the last attach's trip would otherwise stay in the gauge).
+	st.GuardActive.Store(false)
 	guard.Passive = cfg.Policy != PolicyModel || cfg.Shadow
 	guard.OnChange = func(tripped bool, acc, maj float64) {
 		if err := s.SetGuardFIFO(tripped); err != nil {

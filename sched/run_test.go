@@ -2,6 +2,7 @@ package sched
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,36 @@ func TestKernelNet(t *testing.T) {
 	}
 	if _, err := kernelNet(big); !errors.Is(err, model.ErrKernelForm) || !strings.Contains(err.Error(), "--infer user") {
 		t.Errorf("hidden 17: %v, want ErrKernelForm naming --infer user", err)
+	}
+}
+
+// A live accuracy of 0 (a model wrong on every outcome of the window) reads as 0, not as the
+// NaN of "nothing measured yet".
+func TestLiveAccuracyZero(t *testing.T) {
+	var st Stats
+	if !math.IsNaN(st.LiveAccuracy()) {
+		t.Errorf("fresh stats: live accuracy %v, want NaN", st.LiveAccuracy())
+	}
+	st.setLiveAccuracy(0)
+	if st.LiveAccuracy() != 0 {
+		t.Errorf("after 0: live accuracy %v, want 0", st.LiveAccuracy())
+	}
+	st.setLiveAccuracy(0.75)
+	if st.LiveAccuracy() != 0.75 {
+		t.Errorf("after 0.75: live accuracy %v", st.LiveAccuracy())
+	}
+}
+
+// The report's per-program run times add up over restarts in place, like its counters.
+func TestAddProgStats(t *testing.T) {
+	var sum map[string]bpf.ProgStat
+	sum = addProgStats(sum, nil)
+	if sum != nil {
+		t.Fatalf("nothing added: %v", sum)
+	}
+	sum = addProgStats(sum, map[string]bpf.ProgStat{"enqueue": {Runs: 2, Runtime: 3}})
+	sum = addProgStats(sum, map[string]bpf.ProgStat{"enqueue": {Runs: 5, Runtime: 7}, "dispatch": {Runs: 1, Runtime: 1}})
+	if sum["enqueue"] != (bpf.ProgStat{Runs: 7, Runtime: 10}) || sum["dispatch"] != (bpf.ProgStat{Runs: 1, Runtime: 1}) {
+		t.Errorf("sum %v", sum)
 	}
 }

@@ -30,6 +30,7 @@ type Stats struct {
 	Misattributed  atomic.Uint64 // outcomes from another CPU or task than their sample's (never scored)
 	KernelVerdicts atomic.Uint64 // wake events carrying BPF's own verdict (scored as BPF decided)
 	Positives      atomic.Uint64 // scored outcomes with label 1
+	Negatives      atomic.Uint64 // scored outcomes with label 0
 	Correct        atomic.Uint64 // scored outcomes the model predicted right
 	GuardTrips     atomic.Uint64 // switches to the base queue by the model guard
 	GuardActive    atomic.Bool   // the guard holds the policy at the base queue now
@@ -58,15 +59,10 @@ type Stats struct {
 }
 
 // LiveAccuracy is the model's accuracy over the guard's window (NaN before the first outcome).
-func (s *Stats) LiveAccuracy() float64 {
-	b := s.liveAccBits.Load()
-	if b == 0 {
-		return math.NaN()
-	}
-	return math.Float64frombits(b)
-}
+func (s *Stats) LiveAccuracy() float64 { return loadFloat(&s.liveAccBits) }
 
-func (s *Stats) setLiveAccuracy(v float64) { s.liveAccBits.Store(math.Float64bits(v)) }
+// setLiveAccuracy stores v so that 0 (a model wrong on every outcome) reads as 0, not as NaN.
+func (s *Stats) setLiveAccuracy(v float64) { s.liveAccBits.Store(math.Float64bits(v) ^ nanBits) }
 
 // CandidateAccuracy is the adapter's candidate's accuracy on the last slice it was scored on,
 // and SliceActiveAccuracy the active net's on the same outcomes (NaN before the first).
