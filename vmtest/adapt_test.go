@@ -99,8 +99,15 @@ func TestVMAdapt(t *testing.T) {
 	if !r.Step(enabled2).OK {
 		t.Fatalf("the second run never enabled (state %q)", r.Step(enabled2).Value)
 	}
-	if dis := r.Step(disabled); !dis.OK || dis.Elapsed > 2*time.Second {
-		t.Errorf("after kill -9 during saves: state %q after %v, want disabled within 2 s", dis.Value, dis.Elapsed.Round(time.Millisecond))
+	// The bound is the kill -9 scenarios' 2 s plus headroom: here the guest is fully loaded
+	// (ten workload threads on two vCPUs) while the adapter saves after every slice, and under
+	// TCG the exit of the killed process then took 0.2 s in most runs and 2.9-3.0 s in two of
+	// about eight (2026-12-03). What is checked is that the machine is back on its default
+	// scheduler without waiting for the watchdog or anyone, not how fast TCG tears a process down.
+	if dis := r.Step(disabled); !dis.OK || dis.Elapsed > 5*time.Second {
+		t.Errorf("after kill -9 during saves: state %q after %v, want disabled within 5 s", dis.Value, dis.Elapsed.Round(time.Millisecond))
+	} else {
+		t.Logf("after kill -9 during saves: disabled %v after the signal", dis.Elapsed.Round(time.Millisecond))
 	}
 	// The saved file is absent (no promotion yet) or a whole model; never half-written.
 	k := r.Step(killed)
