@@ -33,14 +33,23 @@ func PossibleCPUs() int {
 	return n
 }
 
+// CheckFeatSlots says whether n feature slots can be asked for (MaxTasks): a power of two in
+// [1024, 4194304].
+func CheckFeatSlots(n uint64) error {
+	if n&(n-1) != 0 || n < 1024 || n > 1<<22 {
+		return fmt.Errorf("feature slots %d: want a power of two in [1024, 4194304]", n)
+	}
+	return nil
+}
+
 // featSlots returns the number of feature slots: want if set (a power of two), else the
 // smallest power of two >= pid_max, capped at 65536 (40 MiB of state, 640 bytes a slot; on machines with a
 // larger pid_max, a thread can lose its features to another live thread with the same low
 // tid bits, and the probes count it).
 func featSlots(want uint32) (uint32, error) {
 	if want != 0 {
-		if want&(want-1) != 0 || want < 1024 || want > 1<<22 {
-			return 0, fmt.Errorf("feature slots %d: want a power of two in [1024, 4194304]", want)
+		if err := CheckFeatSlots(uint64(want)); err != nil {
+			return 0, err
 		}
 		return want, nil
 	}

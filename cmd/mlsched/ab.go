@@ -172,12 +172,8 @@ func runAB(o *abOpts, args []string) error {
 			return abError(err)
 		}
 		// Ctrl-C: the finished runs are still a report if every arm has two of them (a spread).
-		if res == nil || !everyArmHas(res, 2) {
-			n := 0
-			if res != nil {
-				n = len(res.Runs)
-			}
-			return errorf(exitFailure, "interrupted after %d runs; no report (an arm has fewer than 2 measured runs)", n)
+		if !everyArmHas(res, 2) { // Execute returns its result whatever the error
+			return errorf(exitFailure, "interrupted after %d runs; no report (an arm has fewer than 2 measured runs)", len(res.Runs))
 		}
 		interrupted = true
 		res.Note = strings.TrimSpace(res.Note + fmt.Sprintf(" interrupted after %d runs: a partial report", len(res.Runs)))

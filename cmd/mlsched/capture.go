@@ -214,12 +214,15 @@ func checkCaptureOpts(o *captureOpts, args []string) (cmdPath string, err error)
 		return "", errorf(exitUsage, "--sample-every %d: must be in [1, 1048576]", o.sampleEvery)
 	case o.maxRate > bpf.MaxRateLimit:
 		return "", errorf(exitUsage, "--max-rate %d: must be at most %d (0: no limit)", o.maxRate, bpf.MaxRateLimit)
-	case o.maxTasks != 0 && (o.maxTasks&(o.maxTasks-1) != 0 || o.maxTasks < 1024 || o.maxTasks > 1<<22):
-		return "", errorf(exitUsage, "--max-tasks %d: want a power of two in [1024, 4194304] (0: sized from pid_max)", o.maxTasks)
 	case o.duration < 0:
 		return "", errorf(exitUsage, "--duration %v: must be positive (or 0: the default)", o.duration)
 	case o.progress != "auto" && o.progress != "always" && o.progress != "never":
 		return "", errorf(exitUsage, "--progress %q: want auto, always or never", o.progress)
+	}
+	if o.maxTasks != 0 {
+		if err := bpf.CheckFeatSlots(uint64(o.maxTasks)); err != nil {
+			return "", errorf(exitUsage, "--max-tasks %d: %v (0: sized from pid_max)", o.maxTasks, err)
+		}
 	}
 	if len(args) == 0 {
 		if o.duration == 0 {
