@@ -207,6 +207,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var mt *metricsServer
 	start := time.Now()
 	rep := &Report{Policy: st.Policy, Queue: st.Queue}
+	// end closes the run: the adapter (the loop has stopped: the last outcomes, then the model
+	// file), its totals, the metrics listener.
+	end := func(err error) (*Report, error) {
+		if ad != nil {
+			ad.Close()
+			rep.User = userTotals(st)
+		}
+		if mt != nil {
+			mt.Close()
+		}
+		return rep, err
+	}
 	for {
 		if err := Preflight(); err != nil {
 			if mt != nil { // a restart in place found the kernel changed
@@ -227,14 +239,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Attached, rep.AttachedCPU = rep.Attached+r.Attached, rep.AttachedCPU+r.AttachedCPU
 		rep.Duration, rep.User, rep.CPU = time.Since(start), userTotals(st), processCPU()
 		if err != nil || !r.Exit.Restart() || ctx.Err() != nil {
-			if ad != nil {
-				ad.Close() // the loop has stopped: the last outcomes, then the model file
-				rep.User = userTotals(st)
-			}
-			if mt != nil {
-				mt.Close()
-			}
-			return rep, err
+			return end(err)
 		}
 		rep.Restarts++
 		fmt.Fprintf(cfg.Log, "%s: restarting in place\n", r.ExitLine())
@@ -251,14 +256,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 		if ctx.Err() != nil {
-			if ad != nil {
-				ad.Close()
-				rep.User = userTotals(st)
-			}
-			if mt != nil {
-				mt.Close()
-			}
-			return rep, nil
+			return end(nil)
 		}
 	}
 }
