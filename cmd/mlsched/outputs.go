@@ -24,13 +24,11 @@ func checkOutputsDistinct(outs []output, inputs []string) error {
 		if o.path == "" || outfile.InPlace(o.path) {
 			continue // stdout, a descriptor, a device or FIFO: written in place
 		}
-		li, lerr := os.Lstat(o.path)
-		for _, in := range inputs {
-			if in == "" || in == "-" {
-				continue
-			}
-			if si, err := os.Stat(in); err == nil && lerr == nil && os.SameFile(li, si) {
-				return errorf(exitUsage, "%s %s is also an input (%s): writing it would destroy that input; name another file", o.flag, o.path, in)
+		if li, err := os.Lstat(o.path); err == nil { // an output that exists may be an input
+			for _, in := range inputs {
+				if si, err := os.Stat(in); err == nil && os.SameFile(li, si) {
+					return errorf(exitUsage, "%s %s is also an input (%s): writing it would destroy that input; name another file", o.flag, o.path, in)
+				}
 			}
 		}
 		for _, p := range seen {

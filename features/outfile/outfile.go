@@ -44,10 +44,7 @@ type File struct {
 
 // Create starts writing path. Nothing is visible at path until Commit.
 func Create(path string) (*File, error) {
-	if path == "-" {
-		return &File{std: Stdout, target: path}, nil
-	}
-	// /dev/stdout, /dev/fd/N, /proc/self/fd/N: the descriptor this process already has, not a
+	// "-", /dev/stdout, /dev/fd/N, /proc/self/fd/N: the descriptor this process already has, not a
 	// name to open or rename over (with stdout redirected to a file, the link resolves to a
 	// regular file, and a rename would replace the system's /dev/stdout).
 	if fd, ok := fdTarget(path); ok {
@@ -139,9 +136,12 @@ func writeDirectly(path string) (direct, follow bool, err error) {
 	return !ti.Mode().IsRegular(), true, nil
 }
 
-// fdTarget: path names one of this process's descriptors, N: /dev/fd/N or /proc/self/fd/N, or
-// a trusted link to one of those (/dev/stdout, /dev/stderr).
+// fdTarget: path names one of this process's descriptors, N: "-" (1), /dev/fd/N or
+// /proc/self/fd/N, or a trusted link to one of those (/dev/stdout, /dev/stderr).
 func fdTarget(path string) (int, bool) {
+	if path == "-" {
+		return 1, true
+	}
 	name := path
 	if li, err := os.Lstat(path); err == nil && li.Mode()&fs.ModeSymlink != 0 && trustedLink(path, li) {
 		if t, err := os.Readlink(path); err == nil {
@@ -160,9 +160,6 @@ func fdTarget(path string) (int, bool) {
 
 // IsStdout: path writes to this process's standard output ("-", /dev/stdout, /dev/fd/1).
 func IsStdout(path string) bool {
-	if path == "-" {
-		return true
-	}
 	fd, ok := fdTarget(path)
 	return ok && fd == 1
 }
@@ -170,9 +167,6 @@ func IsStdout(path string) bool {
 // InPlace: path is written where it is, not renamed over ("-", a descriptor, a device, a
 // FIFO, a trusted link to one of those): two outputs may name it.
 func InPlace(path string) bool {
-	if path == "-" {
-		return true
-	}
 	if _, ok := fdTarget(path); ok {
 		return true
 	}
@@ -327,7 +321,7 @@ func WriteFile(path string, data []byte) error {
 // its reader an end of file before the output exists.
 func CheckWritable(path string) error {
 	if path == "-" {
-		return nil
+		return nil // Stdout (a variable: not necessarily descriptor 1)
 	}
 	if fd, ok := fdTarget(path); ok {
 		if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0); errno != 0 {
