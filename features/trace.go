@@ -26,6 +26,11 @@ const (
 	blockTag       = 0x4b434c42 // "BLCK"
 	trailerTag     = 0x444e4554 // "TEND"
 	maxTrailer     = 256
+	minTrailer     = 2 // fields: Samples and Positives, which the reader checks
+
+	// MaxHorizonNs bounds H, the label's horizon, in traces and models alike (capture
+	// --horizon accepts up to one minute).
+	MaxHorizonNs = 60_000_000_000
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -250,6 +255,9 @@ type TraceReader struct {
 	blkOff  int64  // file offset of the block's payload
 	summary *TraceSummary
 	done    bool
+	// What the blocks held, checked against the trailer: a block cut out of or repeated in
+	// the middle of a file has valid checksums of its own.
+	read, positives uint64
 }
 
 // NewTraceReader reads and checks the header. A trace of another feature schema is refused
@@ -291,6 +299,9 @@ func NewTraceReaderAnySchema(r io.Reader) (*TraceReader, error) {
 		}
 		return nil, &TraceError{Offset: 8, Err: ErrVersion, Detail: detail}
 	}
+	if flags := le.Uint16(fixed[10:]); flags != 0 {
+		return nil, &TraceError{Offset: 10, Err: ErrCorrupt, Detail: fmt.Sprintf("header flags %#x (reserved, 0 in version %d)", flags, TraceVersion)}
+	}
 	n := le.Uint32(fixed[12:])
 	if n < 36 || n > maxHeaderBody {
 		return nil, &TraceError{Offset: 12, Err: ErrCorrupt, Detail: fmt.Sprintf("header length %d", n)}
@@ -309,6 +320,9 @@ func NewTraceReaderAnySchema(r io.Reader) (*TraceReader, error) {
 	h.StartUnixNs = int64(le.Uint64(body[16:]))
 	h.StartKtimeNs = le.Uint64(body[24:])
 	h.NumCPU = le.Uint32(body[32:])
+	if h.HorizonNs == 0 || h.HorizonNs > MaxHorizonNs {
+		return nil, &TraceError{Offset: 24, Err: ErrCorrupt, Detail: fmt.Sprintf("horizon %d ns (a capture's is in (0, 1 min])", h.HorizonNs)}
+	}
 	rest := body[36:n]
 	for _, dst := range []*string{&h.KernelRelease, &h.Hostname, &h.Command} {
 		if len(rest) < 2 || int(le.Uint16(rest)) > len(rest)-2 {
@@ -334,7 +348,7 @@ func (t *TraceReader) readFull(b []byte) error {
 	n, err := io.ReadFull(t.r, b)
 	t.off += int64(n)
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return &TraceError{Offset: t.off, Err: ErrTruncated, Detail: "no trailer: the capture did not finish (samples before this point are intact)"}
+		return &TraceError{Offset: t.off, Err: ErrTruncated, Detail: "no trailer: the capture did not finish (the samples before this point are intact and `mlsched inspect` shows them; train and eval need a whole trace: capture again)"}
 	}
 	if err != nil {
 		return fmt.Errorf("read trace at offset %d: %w", t.off, err)
@@ -360,6 +374,8 @@ func (t *TraceReader) Next(s *Sample) error {
 	}
 	t.pos += n
 	t.left--
+	t.read++
+	t.positives += uint64(s.Label)
 	if t.left == 0 && t.pos != len(t.block) {
 		return &TraceError{Offset: t.blkOff + int64(t.pos), Err: ErrCorrupt, Detail: "bytes left over in block"}
 	}
@@ -380,8 +396,9 @@ func (t *TraceReader) nextBlock() error {
 			return &TraceError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("block of %d records in %d bytes", count, size)}
 		}
 	case trailerTag:
-		if size > maxTrailer || size != 8*count {
-			return &TraceError{Offset: start, Err: ErrCorrupt, Detail: "trailer size"}
+		// In 64 bits: 8*count in 32 wraps, and a count of 2^29 would pass as size 0.
+		if size > maxTrailer || uint64(size) != 8*uint64(count) || count < minTrailer {
+			return &TraceError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("trailer of %d fields in %d bytes", count, size)}
 		}
 	default:
 		return &TraceError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf("unknown block tag %#x", tag)}
@@ -403,9 +420,16 @@ func (t *TraceReader) nextBlock() error {
 		for i := 0; i < int(count) && i < len(f); i++ { // newer writers may add fields
 			*f[i] = le.Uint64(t.block[8*i:])
 		}
+		if sum.Samples != t.read || sum.Positives != t.positives {
+			return &TraceError{Offset: start, Err: ErrCorrupt, Detail: fmt.Sprintf(
+				"the trailer counts %d samples (%d positive), the blocks hold %d (%d): a block is missing or repeated; capture again",
+				sum.Samples, sum.Positives, t.read, t.positives)}
+		}
 		// The trailer is the end: anything after it is an error, not silently ignored.
 		if _, err := t.r.ReadByte(); err == nil {
 			return &TraceError{Offset: t.off, Err: ErrTrailingData}
+		} else if err != io.EOF {
+			return fmt.Errorf("read trace at offset %d: %w", t.off, err)
 		}
 		t.summary = &sum
 		t.done = true
@@ -430,6 +454,9 @@ func decodeSample(b []byte, s *Sample, base uint64) (int, error) {
 	ts, ok := uv()
 	if !ok {
 		return 0, errors.New("bad timestamp")
+	}
+	if ts > ^uint64(0)-base {
+		return 0, errors.New("timestamp out of range")
 	}
 	s.TsNs = ts + base
 	if p >= len(b) {

@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/model"
 )
 
 func init() {
@@ -61,9 +63,18 @@ func inspectFile(path string, jsonOut bool, w io.Writer) error {
 	}
 	defer f.Close()
 	var magic [8]byte
-	n, _ := io.ReadFull(f, magic[:])
+	n, err := io.ReadFull(f, magic[:])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return errorf(exitBadInput, "read %s: %v", path, err)
+	}
 	if n == 0 {
 		return errorf(exitBadInput, "%s is empty: neither a trace nor a model (a capture killed before its first write leaves one)", path)
+	}
+	if head := string(magic[:n]); n < len(magic) {
+		isTrace, isModel := strings.HasPrefix(features.TraceMagic, head), strings.HasPrefix(model.Magic, head)
+		if kind := map[[2]bool]string{{true, false}: "a trace", {false, true}: "a model", {true, true}: "a trace or a model"}[[2]bool{isTrace, isModel}]; kind != "" {
+			return errorf(exitBadInput, "%s is %d bytes: %s cut before the end of its header (nothing in it can be read)", path, n, kind)
+		}
 	}
 	if string(magic[:n]) == features.TraceMagic {
 		f.Seek(0, io.SeekStart)
@@ -170,9 +181,6 @@ func inspectTrace(r io.Reader, path string, jsonOut bool, w io.Writer) error {
 		rep.Summary = sum
 		rep.DurationNs = sum.DurationNs
 		rep.Drops = sum.RingDrops + sum.SwitchDrops + sum.LostSwitch + sum.Unresolved
-		if sum.Samples != rep.Samples {
-			readErr = fmt.Errorf("trailer counts %d samples, the file holds %d", sum.Samples, rep.Samples)
-		}
 	} else if lastTs > h.StartKtimeNs {
 		rep.DurationNs = lastTs - h.StartKtimeNs
 	}
