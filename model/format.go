@@ -209,7 +209,8 @@ func unmarshal(data []byte) (*Model, error) {
 			version, features.NumBuckets, Version, ErrVersion)
 	}
 	if d.err == nil && version != Version {
-		return nil, fmt.Errorf("version %d at offset 8, this binary reads %d: %w", version, Version, ErrVersion)
+		return nil, fmt.Errorf("version %d at offset 8, this binary reads %d (the model was written by a newer mlsched: "+
+			"run it with that mlsched, or retrain with this one): %w", version, Version, ErrVersion)
 	}
 	m := &Model{}
 	m.NormKind = d.u32("normalisation kind")
@@ -297,7 +298,8 @@ func unmarshal(data []byte) (*Model, error) {
 		return nil, fmt.Errorf("crc32c %08x at offset %d, content has %08x: %w", sum, body, got, ErrChecksum)
 	}
 	if m.SchemaID != features.SchemaID() {
-		return nil, fmt.Errorf("schema id %s at offset 16, this binary has %s: %w",
+		return nil, fmt.Errorf("schema id %s at offset 16, this binary has %s (the model was trained on another feature schema: "+
+			"retrain it with `mlsched train` on traces captured by this mlsched, or run it with the mlsched that trained it): %w",
 			features.FormatSchemaID(m.SchemaID), features.FormatSchemaID(features.SchemaID()), ErrSchemaMismatch)
 	}
 	if err := m.validateValues(true); err != nil {

@@ -175,6 +175,8 @@ func TestCorruption(t *testing.T) {
 		{"threshold -0.5", f32(36, -0.5), ErrThreshold},
 		{"threshold NaN", f32(36, float32(math.NaN())), ErrNonFinite},
 		{"horizon 0", func(b []byte) []byte { le.PutUint64(b[40:], 0); return reseal(b) }, ErrHorizon},
+		{"horizon 2^63+5", func(b []byte) []byte { le.PutUint64(b[40:], 1<<63+5); return reseal(b) }, ErrHorizon},
+		{"horizon 61 s", func(b []byte) []byte { le.PutUint64(b[40:], 61e9); return reseal(b) }, ErrHorizon},
 		{"mean Inf", f32(mean+4*5, float32(math.Inf(1))), ErrNonFinite},
 		{"mean huge", f32(mean+4*5, 1e7), ErrRange},
 		{"std 0", f32(std+4*9, 0), ErrNorm},

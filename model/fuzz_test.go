@@ -59,42 +59,60 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 }
 
-// FuzzUnmarshal: Unmarshal never panics; what it accepts re-encodes to the same bytes and
-// predicts finite probabilities on every path.
+// FuzzUnmarshal: checkUnmarshal on the raw input.
 func FuzzUnmarshal(f *testing.F) {
 	for _, b := range fuzzSeeds() {
 		f.Add(b)
 	}
+	f.Fuzz(checkUnmarshal)
+}
+
+// FuzzUnmarshalResealed is FuzzUnmarshal past the checksum: each input gets a valid CRC32C
+// before it is read, so that the fuzzer's mutations reach the field and value checks (most of
+// FuzzUnmarshal's stop at the checksum).
+func FuzzUnmarshalResealed(f *testing.F) {
+	for _, b := range fuzzSeeds() {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := Unmarshal(data)
-		if err != nil {
-			if m != nil {
-				t.Fatal("model and error")
-			}
+		if len(data) < 4 {
 			return
 		}
-		b, err := m.MarshalBinary()
-		if err != nil {
-			t.Fatalf("accepted model does not marshal: %v", err)
-		}
-		if !bytes.Equal(b, data) {
-			t.Fatal("accepted file is not canonical")
-		}
-		var in [features.NumInputs]uint32
-		for i := range in {
-			in[i] = uint32(i) * 0x11111 // up to past MaxCount
-		}
-		p := NewPredictor(m)
-		if l := p.Logit(&in); math.IsNaN(float64(l)) || math.IsInf(float64(l), 0) {
-			t.Fatalf("logit %v", l)
-		}
-		if pr := p.Predict(&in); !(pr >= 0 && pr <= 1) {
-			t.Fatalf("probability %v", pr)
-		}
-		x := make([]float64, NumInputs)
-		m.Normalize(&in, x)
-		if pr := m.Forward(x); !(pr >= 0 && pr <= 1) {
-			t.Fatalf("reference probability %v", pr)
-		}
+		checkUnmarshal(t, reseal(bytes.Clone(data)))
 	})
+}
+
+// checkUnmarshal: Unmarshal never panics; what it accepts re-encodes to the same bytes and
+// predicts finite probabilities on every path.
+func checkUnmarshal(t *testing.T, data []byte) {
+	m, err := Unmarshal(data)
+	if err != nil {
+		if m != nil {
+			t.Fatal("model and error")
+		}
+		return
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatalf("accepted model does not marshal: %v", err)
+	}
+	if !bytes.Equal(b, data) {
+		t.Fatal("accepted file is not canonical")
+	}
+	var in [features.NumInputs]uint32
+	for i := range in {
+		in[i] = uint32(i) * 0x11111 // up to past MaxCount
+	}
+	p := NewPredictor(m)
+	if l := p.Logit(&in); math.IsNaN(float64(l)) || math.IsInf(float64(l), 0) {
+		t.Fatalf("logit %v", l)
+	}
+	if pr := p.Predict(&in); !(pr >= 0 && pr <= 1) {
+		t.Fatalf("probability %v", pr)
+	}
+	x := make([]float64, NumInputs)
+	m.Normalize(&in, x)
+	if pr := m.Forward(x); !(pr >= 0 && pr <= 1) {
+		t.Fatalf("reference probability %v", pr)
+	}
 }

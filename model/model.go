@@ -52,7 +52,7 @@ var (
 	ErrNonFinite      = errors.New("non-finite value (NaN or Inf)")
 	ErrRange          = errors.New("parameter out of range")
 	ErrThreshold      = errors.New("decision threshold outside (0, 1)")
-	ErrHorizon        = errors.New("horizon must be > 0")
+	ErrHorizon        = errors.New("horizon must be > 0 and at most 1 min")
 	ErrMeta           = errors.New("bad metadata")
 	ErrTruncated      = errors.New("model file truncated")
 	ErrChecksum       = errors.New("model file checksum mismatch")
@@ -229,8 +229,8 @@ func (m *Model) validateValues(offsets bool) error {
 	if !finite32(m.AbstainMargin) || m.AbstainMargin < 0 || m.AbstainMargin > MaxAbstainMargin {
 		return fmt.Errorf("abstain margin = %v, want 0..%v: %w", m.AbstainMargin, MaxAbstainMargin, ErrRange)
 	}
-	if m.HorizonNs == 0 {
-		return fmt.Errorf("%s = 0: %w", at("horizon", -1), ErrHorizon)
+	if m.HorizonNs == 0 || m.HorizonNs > features.MaxHorizonNs {
+		return fmt.Errorf("%s = %d ns, want (0, %d]: %w", at("horizon", -1), m.HorizonNs, uint64(features.MaxHorizonNs), ErrHorizon)
 	}
 	return m.Meta.validate()
 }

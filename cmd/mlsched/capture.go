@@ -204,7 +204,7 @@ func checkCaptureOpts(o *captureOpts, args []string) (cmdPath string, err error)
 	switch {
 	case o.out == "":
 		return "", errorf(exitUsage, "-o FILE is required")
-	case o.horizon <= 0 || o.horizon > time.Minute:
+	case o.horizon <= 0 || o.horizon > time.Duration(features.MaxHorizonNs):
 		return "", errorf(exitUsage, "--horizon %v: must be in (0, 1m]", o.horizon)
 	case o.ringMB == 0 || o.ringMB&(o.ringMB-1) != 0 || o.ringMB > 1024:
 		return "", errorf(exitUsage, "--ringbuf-mb %d: must be a power of two, at most 1024", o.ringMB)

@@ -111,8 +111,8 @@ func runTrain(o trainOpts, traces []string, w io.Writer) error {
 		return errorf(exitUsage, "--threshold-for %q: want balanced or accuracy", o.thrFor)
 	case !(o.coverage >= 0.5 && o.coverage <= 1):
 		return errorf(exitUsage, "--abstain-coverage %v: want 0.5..1 (a model that decides less than half is no model)", o.coverage)
-	case o.horizon < 0:
-		return errorf(exitUsage, "--horizon %v: must be positive", o.horizon)
+	case o.horizon < 0 || o.horizon > time.Duration(features.MaxHorizonNs):
+		return errorf(exitUsage, "--horizon %v: must be in (0, 1m] (0 or unset: the traces' own)", o.horizon)
 	case !(o.valFrac >= 0 && o.valFrac < 1):
 		return errorf(exitUsage, "--val-frac %v: want 0 <= F < 1", o.valFrac)
 	}
