@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -260,6 +261,30 @@ func Train(ds *Dataset, cfg Config) (*Result, error) {
 	return res, nil
 }
 
+// metaTraces is the trace list as the model's metadata can hold it (model.Meta: at most
+// model.MaxListLen UTF-8 strings of at most model.MaxStringLen bytes): a Linux file name may be
+// any bytes and a training run any number of files, and neither may cost the trained model at
+// export. Invalid UTF-8 becomes U+FFFD, a name too long is cut at a rune, and past the limit the
+// last entry says how many more there were.
+func metaTraces(names []string) []string {
+	out := make([]string, 0, min(len(names), model.MaxListLen))
+	for i, n := range names {
+		if len(out) == model.MaxListLen-1 && len(names) > model.MaxListLen {
+			out = append(out, fmt.Sprintf("... and %d more", len(names)-i))
+			break
+		}
+		n = strings.ToValidUTF8(n, "\uFFFD")
+		if len(n) > model.MaxStringLen {
+			n = strings.ToValidUTF8(n[:model.MaxStringLen], "")
+		}
+		if n == "" {
+			n = "?"
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // Baseline names as stored in the model's metadata.
 const (
 	BaselineMajority  = "majority"
@@ -288,7 +313,7 @@ func (res *Result) export(ds *Dataset, cfg Config, thr float32) *model.Model {
 		Data: model.DataSummary{
 			Samples:   uint64(ds.Len()),
 			Positives: uint64(ds.Positives(nil)),
-			Traces:    ds.Traces,
+			Traces:    metaTraces(ds.Traces),
 		},
 		Notes: map[string]string{
 			"trainer":                     "mlsched training (gorgonia v0.9.18)",
