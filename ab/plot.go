@@ -37,8 +37,8 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	}
 	var head []textLine
 	head = appendWrapped(head, "mlsched ab: "+shellJoin(r.Workload), lineW, 17, true, `font-weight="bold"`, 2)
-	head = appendWrapped(head, fmt.Sprintf("%d runs per arm%s, interleaved in random order (seed %d) · kernel %s · %d CPUs",
-		r.PerArm, warm, r.Seed, orUnknown(r.Kernel), r.CPUs), lineW, 12, false, `fill="#444"`, 2)
+	head = appendWrapped(head, fmt.Sprintf("%s per arm%s, interleaved in random order (seed %d) · kernel %s · %d CPUs",
+		r.runsPhrase(), warm, r.Seed, orUnknown(r.Kernel), r.CPUs), lineW, 12, false, `fill="#444"`, 2)
 	if r.Note != "" {
 		head = appendWrapped(head, r.Note, lineW, 12, true, `fill="#B03A2E" font-weight="bold"`, 3)
 	}

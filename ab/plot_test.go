@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -204,5 +205,36 @@ func TestAppendWrapped(t *testing.T) {
 		if strings.Join(got, "|") != strings.Join(c.want, "|") {
 			t.Errorf("wrap(%q, %d lines) = %q, want %q", c.in, c.max, got, c.want)
 		}
+	}
+}
+
+// An experiment stopped early (Ctrl-C with at least two runs per arm) is reported with the runs
+// it has: the header, the few-runs note and the plot's subtitle say "2 of 6", not 6.
+func TestReportStoppedEarly(t *testing.T) {
+	rep := testReport(t, []string{"hackbench"}, "")
+	if rep.RunsDone() != 6 {
+		t.Fatalf("complete experiment: %d runs done, want 6", rep.RunsDone())
+	}
+	res := *rep.Result
+	res.Runs = slices.DeleteFunc(slices.Clone(res.Runs), func(r Run) bool { return r.Round > 3 }) // warm-up + 2
+	stopped := Analyze(&res, AnalyzeOptions{})
+	if stopped.RunsDone() != 2 {
+		t.Fatalf("stopped experiment: %d runs done, want 2", stopped.RunsDone())
+	}
+	var text bytes.Buffer
+	if err := stopped.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"3 arms x 2 of 6 runs", "note: 2 runs per arm is few"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, text.String())
+		}
+	}
+	var svg bytes.Buffer
+	if err := stopped.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(svg.String(), "2 of 6 runs per arm") {
+		t.Error("plot subtitle does not say 2 of 6 runs")
 	}
 }

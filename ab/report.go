@@ -102,6 +102,27 @@ type Report struct {
 	Comparisons    []Comparison `json:"comparisons"`
 }
 
+// RunsDone is the number of measured runs of the arm with the fewest: PerArm when the
+// experiment finished, fewer when it was stopped (Ctrl-C reports what it has).
+func (r *Report) RunsDone() int {
+	if len(r.Arms) == 0 {
+		return r.PerArm
+	}
+	n := r.Arms[0].Summary.N
+	for _, a := range r.Arms[1:] {
+		n = min(n, a.Summary.N)
+	}
+	return n
+}
+
+// runsPhrase is "N runs", or "N of M runs" for a stopped experiment.
+func (r *Report) runsPhrase() string {
+	if n := r.RunsDone(); n < r.PerArm {
+		return fmt.Sprintf("%d of %d runs", n, r.PerArm)
+	}
+	return fmt.Sprintf("%d runs", r.PerArm)
+}
+
 // AnalyzeOptions tune Analyze; zero values mean DefaultLevel (95%) and DefaultResamples (10,000).
 type AnalyzeOptions struct {
 	LowerIsBetter bool
@@ -148,7 +169,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Warmup > 0 {
 		warm = fmt.Sprintf(" (+%d warm-up each, discarded)", r.Warmup)
 	}
-	fmt.Fprintf(&b, "A/B: %d arms x %d runs%s, %s (seed %d)\n", len(r.Arms), r.PerArm, warm, order, r.Seed)
+	fmt.Fprintf(&b, "A/B: %d arms x %s%s, %s (seed %d)\n", len(r.Arms), r.runsPhrase(), warm, order, r.Seed)
 	fmt.Fprintf(&b, "workload: %s\n", shellJoin(r.Workload))
 	unit := r.Unit
 	if unit == "" {
@@ -193,8 +214,8 @@ func (r *Report) WriteText(w io.Writer) error {
 			b.WriteString(c.Verdict + "\n")
 		}
 	}
-	if r.PerArm < 5 {
-		fmt.Fprintf(&b, "\nnote: %d runs per arm is few; the bootstrap CI is too narrow with fewer than ~10: use --runs 10 or more\n", r.PerArm)
+	if n := r.RunsDone(); n < 5 {
+		fmt.Fprintf(&b, "\nnote: %d runs per arm is few; the bootstrap CI is too narrow with fewer than ~10: use --runs 10 or more\n", n)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -92,6 +92,9 @@ func quantileSorted(sorted []float64, q float64) float64 {
 	if lo >= len(sorted)-1 {
 		return sorted[len(sorted)-1]
 	}
+	if sorted[lo] == sorted[lo+1] { // also two infinities, where the formula gives NaN
+		return sorted[lo]
+	}
 	return sorted[lo] + (h-float64(lo))*(sorted[lo+1]-sorted[lo])
 }
 
@@ -196,6 +199,11 @@ func bootstrapRatioCI(a, b []float64, level float64, resamples int, seed uint64,
 	ratios := make([]float64, resamples)
 	for i := range ratios {
 		ratios[i] = stat(resample(rng, b, bufB)) / stat(resample(rng, a, bufA))
+		if math.IsNaN(ratios[i]) {
+			// 0/0 (or a NaN sample): no order to put it in (a sort would rank it below
+			// every ratio), so no interval either.
+			return ci
+		}
 	}
 	slices.Sort(ratios)
 	alpha := (1 - level) / 2

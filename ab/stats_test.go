@@ -252,3 +252,23 @@ func TestNoDifferenceCalibrated(t *testing.T) {
 		t.Errorf("%d of %d verdicts claim a difference that is not there", significant, reps)
 	}
 }
+
+// A reference whose median can be 0 (a stressor starved in some runs records 0 ops): the
+// resampled ratios that divide by 0 are +Inf and the interval must say so, not NaN; ratios of
+// 0/0 have no order, and then there is no interval at all.
+func TestMedianRatioCIZeroMedians(t *testing.T) {
+	arm := []float64{5, 6, 7, 8, 5, 6, 7, 8}
+	ci := MedianRatioCI([]float64{0, 0, 0, 3, 4, 5, 6, 7}, arm)
+	if math.IsNaN(ci.Ratio) || math.IsNaN(ci.Low) || !math.IsInf(ci.High, 1) {
+		t.Errorf("some zeros in the reference: %+v, want a finite ratio and low, high +Inf", ci)
+	}
+	if ci := MedianRatioCI([]float64{0, 0, 0, 0}, arm); !math.IsInf(ci.Ratio, 1) || !math.IsInf(ci.Low, 1) || !math.IsInf(ci.High, 1) {
+		t.Errorf("all-zero reference: %+v, want +Inf throughout", ci)
+	}
+	if ci := MedianRatioCI([]float64{0, 0, 1}, []float64{0, 0, 1}); !math.IsNaN(ci.Low) || !math.IsNaN(ci.High) {
+		t.Errorf("0/0 resamples: %+v, want no interval (NaN bounds)", ci)
+	}
+	if q := quantileSorted([]float64{1, math.Inf(1), math.Inf(1)}, 0.9); !math.IsInf(q, 1) {
+		t.Errorf("quantile between two +Inf: %v", q)
+	}
+}

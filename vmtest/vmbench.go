@@ -853,6 +853,8 @@ func ratioCell(ci *ab.RatioCI, self bool) string {
 		return "1"
 	case ci == nil:
 		return "-"
+	case math.IsInf(ci.Ratio, 0) || math.IsNaN(ci.Ratio):
+		return "- (reference median 0)"
 	case math.IsNaN(ci.Low):
 		return num2(ci.Ratio)
 	}
@@ -872,7 +874,14 @@ func num(v float64) string {
 	return strconv.FormatFloat(v, 'f', 3, 64)
 }
 
-func num2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+// num2 prints a ratio with two decimals, or two significant digits below 0.1 (0.0027 is not
+// 0.00: a starved arm is not one that did nothing).
+func num2(v float64) string {
+	if a := math.Abs(v); a != 0 && a < 0.1 {
+		return strconv.FormatFloat(v, 'g', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
 
 // benchConfigFrom reads the MLSCHED_VMBENCH_* variables (getenv is os.Getenv in the
 // benchmark, a map in its tests); seed is the default seed (the clock's).

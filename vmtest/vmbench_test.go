@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlsched/mlsched/ab"
 	"github.com/mlsched/mlsched/vmtest/internal/proto"
 )
 
@@ -539,4 +540,26 @@ func jsonOf(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// The table's ratio cells: a reference median of 0 (a starved stressor) is said, not printed
+// as +Inf or NaN; a small ratio keeps two significant digits instead of reading 0.00.
+func TestRatioCell(t *testing.T) {
+	arm := []float64{5, 6, 7, 8}
+	for _, base := range [][]float64{{0, 0, 0, 0}, {0, 0, 0, 1, 0}} {
+		ci := ab.MedianRatioCI(base, arm)
+		if got := ratioCell(&ci, false); got != "- (reference median 0)" {
+			t.Errorf("base %v: %q, want the reference's zero median said", base, got)
+		}
+	}
+	// 6.5 tasks/s against 4,622: 0.0014, not 0.00 (which reads as nothing done).
+	ci := ab.MedianRatioCI([]float64{4622, 4600, 4650}, []float64{5, 6.5, 8})
+	if got := ratioCell(&ci, false); !strings.HasPrefix(got, "0.0014 [0.001") || strings.Contains(got, "0.00,") || strings.HasSuffix(got, "0.00]") {
+		t.Errorf("small ratio: %q, want 0.0014 [0.001.., 0.001..]", got)
+	}
+	for v, want := range map[float64]string{0.0027: "0.0027", 0.5: "0.50", 1.234: "1.23", 0: "0.00", 0.1: "0.10"} {
+		if got := num2(v); got != want {
+			t.Errorf("num2(%v) = %q, want %q", v, got, want)
+		}
+	}
 }
