@@ -43,16 +43,20 @@ voluntarily (blocks, sleeps, yields, exits) within the horizon H, 0 if it is pre
 running at H. Samples whose outcome is unknown when the capture ends are dropped and counted.
 
 Without COMMAND it captures system-wide for --duration (default 10s). With '-- COMMAND ARGS',
-it runs the command and captures until it exits (or --duration, if given, elapses first);
---only-command keeps only the command's process tree.
+it runs the command and captures until it exits (or --duration, if given, elapses first: the
+command is then sent SIGTERM); --only-command keeps only the command's process tree. With the
+trace on stdout (-o -), the command's own stdout goes to stderr.
 
 At most --max-rate samples per second are taken on each CPU (default 20000): on a
 wakeup-heavy machine the wakeups over the cap are sampled at random, so that the probes' cost
 and the trace's size stay bounded; --max-rate 0 samples every wakeup. --sample-every N keeps
 one wakeup in N on top of that.
 
-Ctrl-C or SIGTERM ends the capture cleanly: the trace is complete and valid. Every loss
-(ring-buffer drops, unresolved samples) is counted in the trace and in the summary.
+Ctrl-C, SIGTERM or SIGHUP ends the capture cleanly: the trace is complete and valid. Every loss
+(ring-buffer drops, unresolved samples) is counted in the trace and in the summary. A capture
+that fails part-way (a full disk, an I/O error) keeps what it wrote in the hidden temporary
+file next to FILE and names it: inspect reads those samples, train and eval refuse a trace
+without its end.
 
 The trace goes to a new file next to FILE and is renamed into place when complete: no link
 planted at FILE (or anywhere else) is followed. Once the probes are attached and COMMAND has
@@ -109,6 +113,12 @@ func runCapture(o captureOpts, args []string) error {
 	if err := bpf.CheckBTF(); err != nil {
 		return withCode(exitNoKernel, err)
 	}
+	// Signals from here on end the capture cleanly, also one that comes while the probes load
+	// (it is kept, and the capture stops as soon as it starts). SIGHUP too: a closed terminal
+	// or a dropped ssh session must not cost a long capture.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	f, err := openTrace(o.out)
 	if err != nil {
 		return err
@@ -131,16 +141,33 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	defer sess.Close()
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	var child *exec.Cmd
 	childDone := make(chan error, 1)
 	if len(args) > 0 {
-		if child, err = startCaptured(cmdPath, args, o.onlyCommand, sess.Probes); err != nil {
+		// With the trace on stdout, the command's output goes to stderr: mixed into the
+		// trace's stream it would corrupt it.
+		cmdOut := os.Stdout
+		if outfile.IsStdout(o.out) {
+			cmdOut = os.Stderr
+		}
+		if child, err = startCaptured(cmdPath, args, o.onlyCommand, sess.Probes, cmdOut); err != nil {
 			return err
 		}
 		go func() { childDone <- child.Wait() }()
+	}
+	// A capture that fails part-way keeps what it wrote, as a capture killed outright does:
+	// the complete blocks in the hidden temporary file stay readable by inspect.
+	failed := func(err error) error {
+		if child != nil && child.Process.Signal(syscall.SIGTERM) == nil { // nil: it was still running
+			err = fmt.Errorf("%w (the command was sent SIGTERM)", err)
+		}
+		if n := sess.Progress().Bytes; n > 0 {
+			if kept := f.Keep(); kept != "" {
+				return fmt.Errorf("%w; the %.1f MB written before it are kept in %s (`mlsched inspect` reads the samples there; train and eval need a complete trace: capture again)",
+					err, float64(n)/1e6, kept)
+			}
+		}
+		return err
 	}
 	privs := dropCapturePrivileges(o.out)
 
@@ -150,12 +177,13 @@ func runCapture(o captureOpts, args []string) error {
 	}
 	reason, err := sess.Run(captureStops(o.duration, sigs, child, childDone), tick)
 	if err != nil {
-		return err
+		return failed(err)
 	}
-	cmdErr := waitCommand(child, childDone)
+	// The capture ends now: the probes detach and the trace is completed before waiting for
+	// the command (waiting with the probes attached and nobody reading filled the ring).
 	rep, err := sess.Finish()
 	if err != nil {
-		return err
+		return failed(err)
 	}
 	if tick != nil {
 		tick()
@@ -164,6 +192,7 @@ func runCapture(o captureOpts, args []string) error {
 	if err := f.Commit(); err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
+	cmdErr := waitCommand(child, childDone, sigs)
 	w := reportWriter(o.out)
 	printCaptureSummary(w, o.out, reason, rep.Summary, rep.Bytes)
 	fmt.Fprintf(w, "  probes     %s\n", hooksDesc(sess.Probes))
@@ -171,7 +200,9 @@ func runCapture(o captureOpts, args []string) error {
 	if rep.SampledOut > 0 {
 		fmt.Fprintf(w, "  sampling   %d wakeups left out at random (%s)\n", rep.SampledOut, samplingDesc(o))
 	}
-	if cmdErr != nil {
+	if cmdErr != nil && reason != "command exited" && stoppedBySignal(cmdErr) {
+		fmt.Fprintf(stderr, "mlsched capture: the command was stopped with the capture (%v)\n", cmdErr)
+	} else if cmdErr != nil {
 		fmt.Fprintf(stderr, "mlsched capture: command: %v\n", cmdErr)
 		// The command ended the capture by failing: the trace is kept (it is complete), but a
 		// script must see that the traced workload failed. A command stopped by the capture's
@@ -261,11 +292,15 @@ func captureStops(d time.Duration, sigs <-chan os.Signal, child *exec.Cmd, child
 		select {
 		case <-timeout:
 			stop <- "duration elapsed"
+			if child != nil && child.Process != nil {
+				// The capture's end is the command's: it was started for this capture.
+				child.Process.Signal(syscall.SIGTERM)
+			}
 		case s := <-sigs:
 			stop <- "signal " + s.String()
 			if child != nil && child.Process != nil && s == syscall.SIGTERM {
-				// A terminal's Ctrl-C reaches the command too (same process group): only
-				// SIGTERM, sent to mlsched alone, is passed on.
+				// A terminal's Ctrl-C (and its hangup) reaches the command too (same process
+				// group): only SIGTERM, sent to mlsched alone, is passed on.
 				child.Process.Signal(s)
 			}
 		case err := <-childDone:
@@ -288,15 +323,24 @@ func stoppedBySignal(err error) bool {
 	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGINT || ws.Signal() == syscall.SIGTERM)
 }
 
-// waitCommand gives the command 10 s to end once the capture has.
-func waitCommand(child *exec.Cmd, childDone <-chan error) error {
+// waitCommand gives the command 10 s to end once the capture has (the trace is complete by
+// then: this is only for its exit status); another signal stops the wait at once.
+func waitCommand(child *exec.Cmd, childDone <-chan error, sigs <-chan os.Signal) error {
 	if child == nil {
 		return nil
 	}
 	select {
 	case err := <-childDone:
 		return err
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Second):
+	}
+	fmt.Fprintf(stderr, "mlsched capture: the trace is complete; waiting up to 10s for the command to exit (Ctrl-C again to leave it running)\n")
+	select {
+	case err := <-childDone:
+		return err
+	case s := <-sigs:
+		return fmt.Errorf("still running when %v stopped the wait; left running", s)
+	case <-time.After(9 * time.Second):
 		return errors.New("still running 10s after the capture ended; left running")
 	}
 }
@@ -352,10 +396,10 @@ func pct(a, b uint64) string {
 
 // startCaptured starts the command. With a filter, the child waits on a pipe until its pid is
 // in the filter set, so that nothing it does is missed.
-func startCaptured(path string, args []string, filter bool, capt *bpf.Capture) (*exec.Cmd, error) {
+func startCaptured(path string, args []string, filter bool, capt *bpf.Capture, stdout *os.File) (*exec.Cmd, error) {
 	if !filter {
 		cmd := exec.Command(path, args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start command: %w", err)
 		}
@@ -371,7 +415,7 @@ func startCaptured(path string, args []string, filter bool, capt *bpf.Capture) (
 	}
 	defer r.Close()
 	cmd := exec.Command(self, append([]string{gateCommand, path}, args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{r}
 	if err := cmd.Start(); err != nil {
 		w.Close()

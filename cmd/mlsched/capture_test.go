@@ -229,7 +229,7 @@ func TestCaptureSignalLeavesValidTrace(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
 		trace := filepath.Join(t.TempDir(), "sig.trace")
 		cmd := exec.Command(bin, "capture", "-o", trace, "--duration", "60s", "--progress", "never")
 		var out bytes.Buffer
@@ -261,6 +261,39 @@ func TestCaptureSignalLeavesValidTrace(t *testing.T) {
 		if err != io.EOF || r.Summary() == nil {
 			t.Fatalf("%v: trace not complete: %v", sig, err)
 		}
+	}
+}
+
+// With the trace on stdout, the traced command's own output goes to stderr: mixed into the
+// stream it corrupted the trace. And --duration ends the command it started (SIGTERM), with the
+// probes detached first, instead of leaving it running and the ring unread for 10 s.
+func TestCaptureCommandOutputAndDuration(t *testing.T) {
+	requireRoot(t)
+	bin := filepath.Join(t.TempDir(), "mlsched")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	trace := filepath.Join(t.TempDir(), "stdout.trace")
+	f, err := os.Create(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "capture", "-o", "-", "--progress", "never", "--", "sh", "-c", "echo hello-from-the-command; sleep 0.5")
+	cmd.Stdout, cmd.Stderr = f, &stderr
+	err = cmd.Run()
+	f.Close()
+	if err != nil {
+		t.Fatalf("capture -o -: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "hello-from-the-command") {
+		t.Errorf("the command's output is not on stderr: %q", stderr.String())
+	}
+	forEachSample(t, trace, func(*features.Sample) {}) // a whole, valid trace
+
+	code, _, errOut := runSelf(t, "capture", "-o", filepath.Join(t.TempDir(), "d.trace"), "--duration", "1s", "--progress", "never", "--", "sleep", "30")
+	if code != 0 || !strings.Contains(errOut.String(), "stopped with the capture") || strings.Contains(errOut.String(), "left running") {
+		t.Errorf("capture --duration 1s -- sleep 30: exit %d, stderr %q; want exit 0 once the duration ends the command", code, errOut.String())
 	}
 }
 

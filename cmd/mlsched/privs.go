@@ -36,7 +36,54 @@ func captureKeepCaps(out string) map[uintptr]string {
 	if st.Mode&unix.S_ISVTX != 0 && int(st.Uid) != os.Geteuid() {
 		keep[unix.CAP_FOWNER] = "rename the trace over a file another user owns in the sticky directory " + dir
 	}
+	// The rename looks the path up again: every directory above the trace must stay
+	// searchable (a 0700 home of another user is not, without a capability).
+	if _, ok := keep[unix.CAP_DAC_OVERRIDE]; !ok {
+		if d := unsearchableParent(dir); d != "" {
+			keep[unix.CAP_DAC_READ_SEARCH] = "look up the trace's path through " + d + ", a directory root can search only with it"
+		}
+	}
 	return keep
+}
+
+// unsearchableParent is the first directory on dir's absolute path (dir included) that this
+// process could not search without a capability, or "".
+func unsearchableParent(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	groups, _ := os.Getgroups()
+	for d := abs; ; d = filepath.Dir(d) {
+		var st unix.Stat_t
+		if err := unix.Stat(d, &st); err != nil {
+			return d
+		}
+		switch {
+		case int(st.Uid) == os.Geteuid():
+			if st.Mode&0o100 == 0 {
+				return d
+			}
+		case int(st.Gid) == os.Getegid() || containsInt(groups, int(st.Gid)):
+			if st.Mode&0o010 == 0 {
+				return d
+			}
+		case st.Mode&0o001 == 0:
+			return d
+		}
+		if d == filepath.Dir(d) {
+			return ""
+		}
+	}
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
 }
 
 // dropPrivileges keeps only the capabilities in keep, on every thread of the process (Go runs
@@ -84,12 +131,17 @@ func keptCapsDesc(keep map[uintptr]string) string {
 	if len(keep) == 0 {
 		return "all capabilities dropped after attaching (no_new_privs set)"
 	}
-	names := map[uintptr]string{unix.CAP_BPF: "CAP_BPF", unix.CAP_DAC_OVERRIDE: "CAP_DAC_OVERRIDE", unix.CAP_FOWNER: "CAP_FOWNER"}
 	var parts []string
-	for _, c := range []uintptr{unix.CAP_BPF, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER} {
-		if why, ok := keep[c]; ok {
-			parts = append(parts, names[c]+" to "+why)
+	for _, c := range []struct {
+		cap  uintptr
+		name string
+	}{{unix.CAP_BPF, "CAP_BPF"}, {unix.CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE"}, {unix.CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}, {unix.CAP_FOWNER, "CAP_FOWNER"}} {
+		if why, ok := keep[c.cap]; ok {
+			parts = append(parts, c.name+" to "+why)
 		}
+	}
+	if len(parts) != len(keep) { // a capability kept without a name here: say so rather than print nothing
+		parts = append(parts, fmt.Sprintf("%d other capabilities", len(keep)-len(parts)))
 	}
 	return "capabilities dropped after attaching except " + strings.Join(parts, "; ") + " (no_new_privs set)"
 }

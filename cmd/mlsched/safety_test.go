@@ -33,6 +33,20 @@ func setSysctl(t *testing.T, path, v string) bool {
 }
 
 // sharedDir is a world-writable sticky directory, as /tmp is, owned by owner.
+// privateParentDir is a directory of ours inside one only owner can enter (mode 0700).
+func privateParentDir(t *testing.T, owner int) string {
+	t.Helper()
+	home := sharedDir(t, owner)
+	sub := filepath.Join(home, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
 func sharedDir(t *testing.T, owner int) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "mlsched-shared-")
@@ -194,6 +208,10 @@ func TestCaptureDropsCapabilities(t *testing.T) {
 	}{
 		{"private directory", t.TempDir()},
 		{"sticky directory of another user", sharedDir(t, nobody)},
+		// Like `sudo mlsched capture -o ~/traces/x.trace` under a 0700 home: the rename looks
+		// the path up again after the drop, through a directory root searches only with
+		// CAP_DAC_READ_SEARCH.
+		{"under another user's private directory", privateParentDir(t, nobody)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			trace := filepath.Join(c.dir, "caps.trace")

@@ -239,8 +239,9 @@ func (o *File) Name() string {
 // Target is the path the output is for.
 func (o *File) Target() string { return o.target }
 
-// Commit syncs the data and renames it into place. After an error the temporary file is gone
-// and the target is as it was.
+// Commit syncs the data and renames it into place. After an error the target is as it was and
+// the temporary file is gone, unless only the rename failed: then the whole, synced output
+// stays in the temporary file, which the error names.
 func (o *File) Commit() error {
 	if o.done {
 		return errors.New("outfile: commit after commit or abort")
@@ -259,12 +260,13 @@ func (o *File) Commit() error {
 	if cerr := o.f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(o.tmp, o.target)
-	}
 	if err != nil {
 		os.Remove(o.tmp)
 		return fmt.Errorf("write %s: %w", o.target, unwrapPath(err))
+	}
+	if err = os.Rename(o.tmp, o.target); err != nil {
+		// The data is whole and synced: only its name is wrong. Keep it where it is.
+		return fmt.Errorf("write %s: %w (the complete output is kept in %s)", o.target, unwrapPath(err), o.tmp)
 	}
 	syncDir(filepath.Dir(o.target))
 	return nil
@@ -284,6 +286,22 @@ func (o *File) Abort() {
 	if o.tmp != "" {
 		os.Remove(o.tmp)
 	}
+}
+
+// Keep ends the output without putting it in place, after an error part-way: what was written
+// stays in the temporary file (a trace's complete blocks stay readable there), and Keep returns
+// its name; "" when nothing is left to keep (the output went to a descriptor or a device, or
+// it was already committed or aborted).
+func (o *File) Keep() string {
+	if o.done {
+		return ""
+	}
+	o.done = true
+	if o.std != nil {
+		return ""
+	}
+	o.f.Close()
+	return o.tmp
 }
 
 // syncDir makes the rename durable; a failure only weakens durability, so it is not reported.

@@ -331,3 +331,56 @@ func TestTrustedLinkDirectory(t *testing.T) {
 		}
 	}
 }
+
+// Keep leaves what was written in the temporary file and names it; after Commit or Abort there
+// is nothing to keep.
+func TestKeep(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "x.trace")
+	o, err := Create(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Write([]byte("partial"))
+	kept := o.Keep()
+	if b, err := os.ReadFile(kept); err != nil || string(b) != "partial" || filepath.Dir(kept) != dir {
+		t.Fatalf("kept %q: %q, %v", kept, b, err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("target exists after Keep: %v", err)
+	}
+	o.Abort() // a no-op now
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("Abort after Keep removed the kept file: %v", err)
+	}
+	o2, _ := Create(filepath.Join(dir, "y"))
+	o2.Commit()
+	if got := o2.Keep(); got != "" {
+		t.Errorf("Keep after Commit: %q", got)
+	}
+}
+
+// A rename that fails (the target's name is a directory here) keeps the whole output in the
+// temporary file and says where.
+func TestCommitRenameFailureKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "busy")
+	o, err := Create(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(target, 0o755); err != nil { // appears while the output is written
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "f"), nil, 0o644); err != nil { // non-empty: no rename over it
+		t.Fatal(err)
+	}
+	o.Write([]byte("whole"))
+	err = o.Commit()
+	if err == nil || !strings.Contains(err.Error(), "kept in "+o.Name()) {
+		t.Fatalf("commit over a directory: %v", err)
+	}
+	if b, err := os.ReadFile(o.Name()); err != nil || string(b) != "whole" {
+		t.Fatalf("kept file: %q, %v", b, err)
+	}
+}
