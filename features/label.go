@@ -161,6 +161,9 @@ func (j *Joiner) Switch(e *SwitchEvent) error {
 			s.LeaveNs = d
 		}
 		if err := j.output(s); err != nil {
+			// s and those before it are out (the sink has them, or counts them lost): a
+			// sample must not be handed out twice.
+			j.pending[e.CPU] = append(p[:0], p[i+1:]...)
 			return err
 		}
 	}
@@ -202,6 +205,7 @@ func (j *Joiner) timeout(complete uint64) error {
 			if s.TsNs+j.horizonNs <= complete {
 				s.Outcome = OutcomeTimeout
 				if err := j.output(s); err != nil {
+					j.pending[c] = append(keep, p[i+1:]...) // as in Switch: nothing out twice
 					return err
 				}
 				continue

@@ -143,3 +143,48 @@ func TestJoinSteadyStateAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per wake+switch", n)
 	}
 }
+
+// A sink that fails (the trace's disk is full) gets no sample twice: the ones handed to it
+// before and with the failure leave the pending set, on a switch and on a timeout alike.
+func TestJoinSinkErrorHandsOutOnce(t *testing.T) {
+	errFull := errorString("disk full")
+	for _, viaTimeout := range []bool{false, true} {
+		seen := map[uint32]int{}
+		calls := 0
+		j := NewJoiner(4, H, func(s *Sample) error {
+			seen[s.WTid]++
+			if calls++; calls == 2 {
+				return errFull
+			}
+			return nil
+		})
+		for w := uint32(1); w <= 4; w++ {
+			j.Wake(wake(1000+uint64(w), 1, w, 20))
+		}
+		var err error
+		if viaTimeout {
+			err = j.Advance(1000 + 10*H)
+		} else {
+			err = j.Switch(sw(1000+H/2, 1, 20, true))
+		}
+		if err != errFull {
+			t.Fatalf("timeout %v: error %v, want the sink's", viaTimeout, err)
+		}
+		j.Finish(1000 + 20*H) // the rest: handed out now, or counted unresolved
+		for w := uint32(1); w <= 4; w++ {
+			if seen[w] > 1 {
+				t.Errorf("timeout %v: sample of W %d handed out %d times", viaTimeout, w, seen[w])
+			}
+			if seen[w] == 0 && j.Stats.Unresolved == 0 {
+				t.Errorf("timeout %v: sample of W %d neither handed out nor counted", viaTimeout, w)
+			}
+		}
+		if got := uint64(len(seen)) + j.Stats.Unresolved; got != 4 {
+			t.Errorf("timeout %v: %d handed out + %d unresolved, want 4 in all", viaTimeout, len(seen), j.Stats.Unresolved)
+		}
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }

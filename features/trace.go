@@ -91,6 +91,9 @@ type TraceSummary struct {
 	FeatTakeover uint64 `json:"feat_takeovers"` // feature slots taken over from a live thread (state lost)
 	DecodeErrors uint64 `json:"decode_errors"`  // ring-buffer records that could not be decoded
 	WakeEmitted  uint64 `json:"wake_emitted"`   // wake events the probes sent to user space
+	// Samples lost to a failed write (a full disk): the trace was cut back to its last whole
+	// block and ended with this trailer. Readers before it was added ignore it.
+	WriteLost uint64 `json:"write_lost,omitempty"`
 }
 
 // Accounted reports whether every wakeup the probes saw is accounted for: sent, dropped or
@@ -99,8 +102,8 @@ func (s *TraceSummary) Accounted() error {
 	if got := s.WakeIdle + s.WakeSkipped + s.RingDrops + s.WakeEmitted; got != s.WakeTotal {
 		return fmt.Errorf("%d wakeups seen, %d accounted (idle+skipped+dropped+emitted)", s.WakeTotal, got)
 	}
-	if got := s.Samples + s.LostSwitch + s.Unresolved + s.DecodeErrors; got != s.WakeEmitted {
-		return fmt.Errorf("%d wake events emitted, %d accounted (samples+lost+unresolved+undecodable)", s.WakeEmitted, got)
+	if got := s.Samples + s.LostSwitch + s.Unresolved + s.DecodeErrors + s.WriteLost; got != s.WakeEmitted {
+		return fmt.Errorf("%d wake events emitted, %d accounted (samples+lost+unresolved+undecodable+lost to a failed write)", s.WakeEmitted, got)
 	}
 	return nil
 }
@@ -108,8 +111,22 @@ func (s *TraceSummary) Accounted() error {
 func (s *TraceSummary) fields() []*uint64 {
 	return []*uint64{&s.Samples, &s.Positives, &s.DurationNs, &s.WakeTotal, &s.WakeIdle,
 		&s.WakeSkipped, &s.RingDrops, &s.SwitchDrops, &s.LostSwitch, &s.Unresolved,
-		&s.FeatTakeover, &s.DecodeErrors, &s.WakeEmitted}
+		&s.FeatTakeover, &s.DecodeErrors, &s.WakeEmitted, &s.WriteLost}
 }
+
+// ErrWrite marks the errors of a TraceWriter's writes (a full disk, an I/O error), which a
+// capture may survive by cutting the file back to its last whole block (TraceWriter.Durable).
+var ErrWrite = errors.New("write trace")
+
+// blockEnd is where a block ended in the stream, and the samples up to it.
+type blockEnd struct {
+	off                int64
+	samples, positives uint64
+}
+
+// keptEnds is how many block ends a TraceWriter remembers: enough for any buffering between
+// it and the file (a capture's is 256 KiB, four full blocks).
+const keptEnds = 64
 
 // TraceWriter writes a trace as a stream, a checksummed block at a time.
 type TraceWriter struct {
@@ -119,6 +136,9 @@ type TraceWriter struct {
 	nrec    uint32
 	summary TraceSummary
 	err     error
+	off     int64              // bytes handed to w
+	ends    [keptEnds]blockEnd // the latest block ends, a ring; ends[0] is the header's at first
+	nends   int
 }
 
 // NewTraceWriter writes the header and returns a writer for the samples.
@@ -142,10 +162,29 @@ func NewTraceWriter(w io.Writer, h TraceHeader) (*TraceWriter, error) {
 	out = append(out, body...)
 	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
 	if _, err := w.Write(out); err != nil {
-		return nil, fmt.Errorf("write trace header: %w", err)
+		return nil, fmt.Errorf("write trace header: %w: %w", ErrWrite, err)
 	}
-	tw := &TraceWriter{w: w, hdr: h, buf: make([]byte, 16, flushBytes+1024)}
+	tw := &TraceWriter{w: w, hdr: h, buf: make([]byte, 16, flushBytes+1024), off: int64(len(out))}
+	tw.addEnd()
 	return tw, nil
+}
+
+func (t *TraceWriter) addEnd() {
+	t.ends[t.nends%keptEnds] = blockEnd{t.off, t.summary.Samples, t.summary.Positives}
+	t.nends++
+}
+
+// Durable says where to cut a stream of which only the first written bytes reached the file
+// (after a failed write): the end of the last whole block within them, and the samples and
+// positives up to it; ok is false when that end is older than the writer remembers, or the
+// header itself did not make it.
+func (t *TraceWriter) Durable(written int64) (off int64, samples, positives uint64, ok bool) {
+	for i := t.nends - 1; i >= 0 && i >= t.nends-keptEnds; i-- {
+		if e := t.ends[i%keptEnds]; e.off <= written {
+			return e.off, e.samples, e.positives, true
+		}
+	}
+	return 0, 0, 0, false
 }
 
 // Write appends a sample; its TsNs is stored relative to the header's StartKtimeNs.
@@ -178,9 +217,11 @@ func (t *TraceWriter) Flush() error {
 	c := crc32.Update(crc32.Checksum(t.buf[4:12], castagnoli), castagnoli, t.buf[16:])
 	binary.LittleEndian.PutUint32(t.buf[12:], c)
 	if _, err := t.w.Write(t.buf); err != nil {
-		t.err = fmt.Errorf("write trace block: %w", err)
+		t.err = fmt.Errorf("write trace block: %w: %w", ErrWrite, err)
 		return t.err
 	}
+	t.off += int64(len(t.buf))
+	t.addEnd()
 	t.buf = t.buf[:16]
 	t.nrec = 0
 	return nil
@@ -193,6 +234,18 @@ func (t *TraceWriter) Close(s TraceSummary) error {
 		return err
 	}
 	s.Samples, s.Positives = t.summary.Samples, t.summary.Positives
+	if _, err := t.w.Write(Trailer(s)); err != nil {
+		t.err = fmt.Errorf("write trace trailer: %w: %w", ErrWrite, err)
+		return t.err
+	}
+	t.err = errors.New("trace writer closed")
+	return nil
+}
+
+// Trailer is the trailer block for s, as Close writes it (Close fills Samples and Positives
+// from its own count; a capture cut back after a failed write writes this itself, with the
+// counts TraceWriter.Durable gives).
+func Trailer(s TraceSummary) []byte {
 	f := s.fields()
 	out := make([]byte, 16, 16+8*len(f))
 	for _, p := range f {
@@ -203,12 +256,7 @@ func (t *TraceWriter) Close(s TraceSummary) error {
 	binary.LittleEndian.PutUint32(out[8:], uint32(8*len(f)))
 	c := crc32.Checksum(out[4:12], castagnoli)
 	binary.LittleEndian.PutUint32(out[12:], crc32.Update(c, castagnoli, out[16:]))
-	if _, err := t.w.Write(out); err != nil {
-		t.err = fmt.Errorf("write trace trailer: %w", err)
-		return t.err
-	}
-	t.err = errors.New("trace writer closed")
-	return nil
+	return out
 }
 
 func appendSample(b []byte, s *Sample, base uint64) []byte {

@@ -174,3 +174,45 @@ func FuzzTraceReaderResealed(f *testing.F) {
 		}
 	})
 }
+
+// Durable names the last whole block within the bytes that reached the file, and a trace cut
+// there and ended with Trailer reads back whole, with the loss in the trailer.
+func TestTraceDurableCut(t *testing.T) {
+	full, want := writeTrace(t, 6000, 12)
+	hdr, blocks, _ := traceParts(full)
+	var buf bytes.Buffer
+	w, err := NewTraceWriter(&buf, testHeader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if err := w.Write(&want[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Flush()
+	stream := buf.Bytes()
+	// Say the file got the header, two whole blocks and half of the third.
+	written := int64(len(hdr) + len(blocks[0]) + len(blocks[1]) + len(blocks[2])/2)
+	off, n, pos, ok := w.Durable(written)
+	if !ok || off != int64(len(hdr)+len(blocks[0])+len(blocks[1])) {
+		t.Fatalf("Durable(%d) = %d, %v; want the end of the second block, %d", written, off, ok, len(hdr)+len(blocks[0])+len(blocks[1]))
+	}
+	total, _ := w.Samples()
+	cut := append(bytes.Clone(stream[:off]), Trailer(TraceSummary{Samples: n, Positives: pos, WriteLost: total - n})...)
+	got, r, err := readAll(cut)
+	if err != nil {
+		t.Fatalf("cut trace: %v", err)
+	}
+	if uint64(len(got)) != n || r.Summary().WriteLost != total-n || n == 0 || n >= total {
+		t.Fatalf("read %d samples, trailer %+v; want %d of %d", len(got), r.Summary(), n, total)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("sample %d changed", i)
+		}
+	}
+	if _, _, _, ok := w.Durable(10); ok {
+		t.Error("Durable inside the header: ok")
+	}
+}

@@ -35,6 +35,8 @@ type CaptureSession struct {
 	cw           countingWriter
 	joiner       *features.Joiner
 	decodeErrors uint64
+	failed       bool   // a write failed: samples are counted (writeLost), no longer written
+	writeLost    uint64 // samples the joiner resolved after a write failed
 	rec          ringbuf.Record
 	wake         features.WakeEvent
 	sw           features.SwitchEvent
@@ -68,8 +70,21 @@ func StartCapture(cfg CaptureConfig, out io.Writer) (*CaptureSession, error) {
 		probes.Close()
 		return nil, err
 	}
-	s.joiner = features.NewJoiner(int(s.Header.NumCPU), s.Header.HorizonNs, s.tw.Write)
+	s.joiner = features.NewJoiner(int(s.Header.NumCPU), s.Header.HorizonNs, s.write)
 	return s, nil
+}
+
+// write is the joiner's sink: the trace, until a write fails; then a count of what is lost.
+func (s *CaptureSession) write(smp *features.Sample) error {
+	if s.failed {
+		s.writeLost++
+		return nil
+	}
+	if err := s.tw.Write(smp); err != nil {
+		s.failed = true
+		return err
+	}
+	return nil
 }
 
 // Run drains and joins events until a stop reason arrives, and returns it. tick, if not nil,
@@ -136,20 +151,71 @@ func (s *CaptureSession) handle(raw []byte) error {
 // Finish detaches the probes, reads what is left in the ring buffer, resolves the samples that
 // can be resolved, writes the trailer and flushes. The caller then commits the output.
 func (s *CaptureSession) Finish() (CaptureReport, error) {
+	sum, sampledOut, err := s.endJoin()
+	if err != nil {
+		return CaptureReport{}, err
+	}
+	if err := s.tw.Close(sum); err != nil {
+		s.failed = true
+		return CaptureReport{}, err
+	}
+	if err := s.bw.Flush(); err != nil {
+		s.failed = true
+		return CaptureReport{}, fmt.Errorf("write trace: %w: %w", features.ErrWrite, err)
+	}
+	sum.Samples, sum.Positives = s.tw.Samples()
+	return CaptureReport{Summary: sum, Bytes: s.cw.n, SampledOut: sampledOut}, nil
+}
+
+// Truncater is an output that can be cut back (outfile.File).
+type Truncater interface{ Truncate(size int64) error }
+
+// Salvage ends a capture whose trace write failed (features.ErrWrite: a full disk, an I/O
+// error) with a valid trace: the probes detach, the rest of the ring is read and joined with
+// its samples counted as lost, out is cut back to the last whole block that reached it, and a
+// trailer is written there whose write_lost counts every sample after that block. Samples
+// reports what the trace holds. An error: the trace could not be ended (the trailer did not
+// fit either, or out cannot be cut); the caller then keeps what was written as it is.
+func (s *CaptureSession) Salvage(out Truncater) (CaptureReport, error) {
+	s.failed = true
+	sum, sampledOut, err := s.endJoin()
+	if err != nil {
+		return CaptureReport{}, err
+	}
+	off, kept, pos, ok := s.tw.Durable(s.cw.n)
+	if !ok {
+		return CaptureReport{}, fmt.Errorf("the trace's header did not reach the file")
+	}
+	handed, _ := s.tw.Samples()
+	sum.Samples, sum.Positives = kept, pos
+	sum.WriteLost = handed - kept + s.writeLost
+	if err := out.Truncate(off); err != nil {
+		return CaptureReport{}, fmt.Errorf("cut the trace back to its last whole block: %w", err)
+	}
+	trailer := features.Trailer(sum)
+	if _, err := s.cw.w.Write(trailer); err != nil {
+		return CaptureReport{}, fmt.Errorf("end the trace: %w", err)
+	}
+	return CaptureReport{Summary: sum, Bytes: off + int64(len(trailer)), SampledOut: sampledOut}, nil
+}
+
+// endJoin detaches the probes, reads what is left in the ring, resolves what can be resolved
+// and returns the capture's accounting (without the sample counts, which are the writer's).
+func (s *CaptureSession) endJoin() (features.TraceSummary, uint64, error) {
 	s.Probes.Detach()
 	end := monotonicNs()
 	s.Probes.Events.SetDeadline(time.Now().Add(capturePoll))
 	for s.Probes.Events.ReadInto(&s.rec) == nil {
 		if err := s.handle(s.rec.RawSample); err != nil {
-			return CaptureReport{}, err
+			return features.TraceSummary{}, 0, err
 		}
 	}
 	if err := s.joiner.Finish(end); err != nil {
-		return CaptureReport{}, err
+		return features.TraceSummary{}, 0, err
 	}
 	cnt, err := s.Probes.Counters()
 	if err != nil {
-		return CaptureReport{}, err
+		return features.TraceSummary{}, 0, err
 	}
 	js := s.joiner.Stats
 	sum := features.TraceSummary{
@@ -165,14 +231,7 @@ func (s *CaptureSession) Finish() (CaptureReport, error) {
 		DecodeErrors: s.decodeErrors,
 		WakeEmitted:  cnt[bpf.CntWakeEmitted],
 	}
-	if err := s.tw.Close(sum); err != nil {
-		return CaptureReport{}, err
-	}
-	if err := s.bw.Flush(); err != nil {
-		return CaptureReport{}, fmt.Errorf("write trace: %w", err)
-	}
-	sum.Samples, sum.Positives = s.tw.Samples()
-	return CaptureReport{Summary: sum, Bytes: s.cw.n, SampledOut: cnt[bpf.CntWakeSampledOut]}, nil
+	return sum, cnt[bpf.CntWakeSampledOut], nil
 }
 
 // Progress is a running capture's figures for a progress line.

@@ -54,9 +54,10 @@ one wakeup in N on top of that.
 
 Ctrl-C, SIGTERM or SIGHUP ends the capture cleanly: the trace is complete and valid. Every loss
 (ring-buffer drops, unresolved samples) is counted in the trace and in the summary. A capture
-that fails part-way (a full disk, an I/O error) keeps what it wrote in the hidden temporary
-file next to FILE and names it: inspect reads those samples, train and eval refuse a trace
-without its end.
+whose write fails part-way (a full disk) cuts the trace back to its last whole block, ends it
+there with the loss counted in its trailer (write_lost), and exits 1: FILE is a valid, shorter
+trace. If even that fails, what was written stays in the hidden temporary file next to FILE,
+named in the error: inspect reads those samples, train and eval refuse a trace without its end.
 
 The trace goes to a new file next to FILE and is renamed into place when complete: no link
 planted at FILE (or anywhere else) is followed. Once the probes are attached and COMMAND has
@@ -160,6 +161,20 @@ func runCapture(o captureOpts, args []string) error {
 	failed := func(err error) error {
 		if child != nil && child.Process.Signal(syscall.SIGTERM) == nil { // nil: it was still running
 			err = fmt.Errorf("%w (the command was sent SIGTERM)", err)
+		}
+		if errors.Is(err, features.ErrWrite) {
+			// A full disk: cut the trace back to its last whole block and end it there, the
+			// loss counted in its trailer. Only if that fails too is the file kept as it is.
+			rep, serr := sess.Salvage(f)
+			if serr == nil {
+				if cerr := f.Commit(); cerr == nil {
+					printCaptureSummary(reportWriter(o.out), o.out, "write failed", rep.Summary, rep.Bytes)
+					return errorf(exitFailure, "%v: %s is a valid trace of the %d samples written before it; the %d after it are lost (write_lost in its trailer)",
+						err, o.out, rep.Summary.Samples, rep.Summary.WriteLost)
+				}
+			} else {
+				err = fmt.Errorf("%w (and ending the trace there failed: %v)", err, serr)
+			}
 		}
 		if n := sess.Progress().Bytes; n > 0 {
 			if kept := f.Keep(); kept != "" {
@@ -379,6 +394,9 @@ func printCaptureSummary(w io.Writer, path, reason string, s features.TraceSumma
 	fmt.Fprintf(w, "  wakeups    %d seen, %d to an idle CPU, %d skipped (self, own, filtered, sampled out)\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
 	fmt.Fprintf(w, "  dropped    %d ring-buffer (wake) + %d ring-buffer (switch), %d switch-out missed, %d unresolved at end\n",
 		s.RingDrops, s.SwitchDrops, s.LostSwitch, s.Unresolved)
+	if s.WriteLost > 0 {
+		fmt.Fprintf(w, "  lost       %d samples after the trace's last whole block: a write failed (full disk?)\n", s.WriteLost)
+	}
 	if s.FeatTakeover > 0 || s.DecodeErrors > 0 {
 		fmt.Fprintf(w, "  warnings   %d feature slots shared by two live threads (raise --max-tasks), %d undecodable events\n", s.FeatTakeover, s.DecodeErrors)
 	}

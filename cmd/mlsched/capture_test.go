@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlsched/mlsched/bpf"
 	"github.com/mlsched/mlsched/features"
+	"github.com/mlsched/mlsched/sched"
 )
 
 // Capture 3 s of a workload that both sleeps and spins, on the host kernel: both labels occur,
@@ -352,4 +354,88 @@ func TestStoppedBySignal(t *testing.T) {
 	if stoppedBySignal(nil) {
 		t.Error("nil error counted as stopped by a signal")
 	}
+}
+
+// fullDisk is an output with room for cap bytes: a write past it writes what fits and fails
+// with ENOSPC, as a file on a full filesystem does; Truncate gives the room back.
+type fullDisk struct {
+	buf []byte
+	cap int
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	if room := d.cap - len(d.buf); len(p) > room {
+		d.buf = append(d.buf, p[:max(room, 0)]...)
+		return max(room, 0), &os.PathError{Op: "write", Path: "full", Err: syscall.ENOSPC}
+	}
+	d.buf = append(d.buf, p...)
+	return len(p), nil
+}
+
+func (d *fullDisk) Truncate(n int64) error {
+	d.buf = d.buf[:n]
+	return nil
+}
+
+// A capture whose disk fills up ends its trace at the last whole block that reached the file,
+// with a trailer that counts the rest as lost: the file is valid, every sample in it intact,
+// and the accounting holds.
+func TestCaptureSalvagesAFullDisk(t *testing.T) {
+	requireRoot(t)
+	disk := &fullDisk{cap: 100 << 10}
+	sess, err := sched.StartCapture(sched.CaptureConfig{
+		Probes: bpf.CaptureConfig{SelfTgid: uint32(os.Getpid()), RingBytes: 16 << 20, SampleEvery: 1},
+		Header: features.TraceHeader{HorizonNs: 1e6, Command: "full disk test"},
+	}, disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	// The sleeping and spinning workload (sleepSpinWorkload), in a process of its own (a
+	// capture skips its own process's wakeups), run until the disk is full, at most 8 times.
+	t.Setenv("MLSCHED_TEST_WORKLOAD", filepath.Join(t.TempDir(), "tids"))
+	stop, done := make(chan string, 1), make(chan struct{})
+	defer close(done)
+	go func() {
+		for range 8 {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			exec.Command(os.Args[0]).Run()
+		}
+		stop <- "the workload ended before the disk was full"
+	}()
+	reason, err := sess.Run(stop, nil)
+	if err == nil || !errors.Is(err, features.ErrWrite) {
+		t.Fatalf("capture into %d bytes: reason %q, error %v; want a write error", disk.cap, reason, err)
+	}
+	rep, err := sess.Salvage(disk)
+	if err != nil {
+		t.Fatalf("salvage: %v", err)
+	}
+	if int64(len(disk.buf)) != rep.Bytes {
+		t.Errorf("report says %d bytes, the file holds %d", rep.Bytes, len(disk.buf))
+	}
+	r, err := features.NewTraceReader(bytes.NewReader(disk.buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s features.Sample
+	n := uint64(0)
+	for err = r.Next(&s); err == nil; err = r.Next(&s) {
+		n++
+	}
+	sum := r.Summary()
+	if err != io.EOF || sum == nil {
+		t.Fatalf("salvaged trace does not read to its end: %v", err)
+	}
+	if n == 0 || n != sum.Samples || sum.WriteLost == 0 || sum.Samples != rep.Summary.Samples {
+		t.Errorf("read %d samples; trailer %d, write_lost %d; report %d", n, sum.Samples, sum.WriteLost, rep.Summary.Samples)
+	}
+	if err := sum.Accounted(); err != nil {
+		t.Errorf("accounting: %v", err)
+	}
+	t.Logf("%d samples kept in %d bytes, %d lost to the full disk", n, len(disk.buf), sum.WriteLost)
 }

@@ -180,7 +180,7 @@ func inspectTrace(r io.Reader, path string, jsonOut bool, w io.Writer) error {
 		rep.Complete = true
 		rep.Summary = sum
 		rep.DurationNs = sum.DurationNs
-		rep.Drops = sum.RingDrops + sum.SwitchDrops + sum.LostSwitch + sum.Unresolved
+		rep.Drops = sum.RingDrops + sum.SwitchDrops + sum.LostSwitch + sum.Unresolved + sum.WriteLost
 	} else if lastTs > h.StartKtimeNs {
 		rep.DurationNs = lastTs - h.StartKtimeNs
 	}
@@ -227,8 +227,12 @@ func printTraceReport(w io.Writer, r *TraceReport) {
 	}
 	if s := r.Summary; s != nil {
 		fmt.Fprintf(w, "wakeups   %d seen, %d to an idle CPU, %d skipped\n", s.WakeTotal, s.WakeIdle, s.WakeSkipped)
-		fmt.Fprintf(w, "drops     %d total: ring buffer %d wake + %d switch, switch-out missed %d, unresolved %d\n",
+		fmt.Fprintf(w, "drops     %d total: ring buffer %d wake + %d switch, switch-out missed %d, unresolved %d",
 			r.Drops, s.RingDrops, s.SwitchDrops, s.LostSwitch, s.Unresolved)
+		if s.WriteLost > 0 {
+			fmt.Fprintf(w, ", lost to a failed write %d (the capture ran out of disk; the trace ends early)", s.WriteLost)
+		}
+		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintf(w, "drops     unknown: the trace has no trailer\n")
 	}

@@ -288,6 +288,20 @@ func (o *File) Abort() {
 	}
 }
 
+// Truncate cuts what was written back to its first size bytes and goes on writing from
+// there (a capture ending its trace after a failed write). Only a file of its own can be cut:
+// a target written in place (stdout, a pipe, a device) gives an error.
+func (o *File) Truncate(size int64) error {
+	if o.std != nil || o.tmp == "" {
+		return fmt.Errorf("cannot cut %s back: it is written in place", o.target)
+	}
+	if err := o.f.Truncate(size); err != nil {
+		return err
+	}
+	_, err := o.f.Seek(size, io.SeekStart)
+	return err
+}
+
 // Keep ends the output without putting it in place, after an error part-way: what was written
 // stays in the temporary file (a trace's complete blocks stay readable there), and Keep returns
 // its name; "" when nothing is left to keep (the output went to a descriptor or a device, or
