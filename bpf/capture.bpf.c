@@ -380,7 +380,7 @@ static __always_inline void on_waking(struct task_struct *p, bool cast)
 	__u32 cpu = task_cpu_of(p, cast);
 	struct mls_wake *e;
 	struct cpu_cur *c;
-	__u32 r_tid, r_tgid, zero = 0;
+	__u32 r_tid, r_tgid, pending, zero = 0;
 	struct pid_pair ids;
 
 	count(MLS_CNT_WAKE_TOTAL);
@@ -427,9 +427,12 @@ static __always_inline void on_waking(struct task_struct *p, bool cast)
 		count(MLS_CNT_WAKE_DROP);
 		return;
 	}
+	pending = c->run.sample_tid;
 	mls_wake_fill(e, &c->run, MLS_EV_WAKE, cpu, ids.pid, bpf_ktime_get_ns(), 0);
 	if (bpf_ringbuf_output(&events, e, mls_wake_len(e), BPF_RB_NO_WAKEUP)) {
-		c->run.sample_tid = 0; // not pending after all
+		// This sample is not pending after all; an earlier one of the same stint of R, sent,
+		// still is: its switch-out must still be sent (zeroing here labelled it a timeout).
+		c->run.sample_tid = pending;
 		count(MLS_CNT_WAKE_DROP);
 		return;
 	}
