@@ -86,6 +86,15 @@ func Create(path string) (*File, error) {
 		tmp := filepath.Join(dir, "."+base+".tmp-"+randomSuffix())
 		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, Mode)
 		if err == nil {
+			// Replacing a file its owner kept private (a trace names the host and the
+			// command): the new one is no more readable than the old (never more than Mode).
+			if old, err := os.Lstat(path); err == nil && old.Mode().IsRegular() {
+				if err := narrowMode(f, old.Mode().Perm()); err != nil {
+					f.Close()
+					os.Remove(tmp)
+					return nil, fmt.Errorf("create %s: %w", path, err)
+				}
+			}
 			return &File{f: f, target: path, tmp: tmp}, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
@@ -94,6 +103,18 @@ func Create(path string) (*File, error) {
 		last = err // someone holds that name (perhaps a planted link): pick another
 	}
 	return nil, fmt.Errorf("create %s: no free temporary name in %s: %w", path, dir, last)
+}
+
+// narrowMode takes from f (just created: Mode less the umask) every permission bit old lacks.
+func narrowMode(f *os.File, old fs.FileMode) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if cur := st.Mode().Perm(); cur&old != cur {
+		return f.Chmod(cur & old)
+	}
+	return nil
 }
 
 // writeDirectly says whether path names something that is not a regular file and must be

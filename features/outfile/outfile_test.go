@@ -384,3 +384,32 @@ func TestCommitRenameFailureKeepsData(t *testing.T) {
 		t.Fatalf("kept file: %q, %v", b, err)
 	}
 }
+
+// Replacing a private file leaves it private: the new output is no more readable than the file
+// it replaces (and never more than Mode).
+func TestReplaceKeepsPrivateMode(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ old, want os.FileMode }{{0o600, 0o600}, {0o640, 0o640}, {0o666, Mode}, {0o400, 0o400}} {
+		target := filepath.Join(dir, fmt.Sprintf("f%o", c.old))
+		if err := os.WriteFile(target, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(target, c.old)
+		if err := WriteFile(target, []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != c.want&^umask() {
+			t.Errorf("replacing a %o file: %o, want %o", c.old, got, c.want&^umask())
+		}
+	}
+}
+
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+}
