@@ -44,7 +44,9 @@ running at H. Samples whose outcome is unknown when the capture ends are dropped
 
 Without COMMAND it captures system-wide for --duration (default 10s). With '-- COMMAND ARGS',
 it runs the command and captures until it exits (or --duration, if given, elapses first: the
-command is then sent SIGTERM); --only-command keeps only the command's process tree. With the
+trace is then completed at once, and capture waits up to 10s more for the command to exit, for
+its exit status, before leaving it running); --only-command keeps only the command's process
+tree. With the
 trace on stdout (-o -), the command's own stdout goes to stderr.
 
 At most --max-rate samples per second are taken on each CPU (default 20000): on a
@@ -207,7 +209,6 @@ func runCapture(o captureOpts, args []string) error {
 	if err := f.Commit(); err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
-	cmdErr := waitCommand(child, childDone, sigs)
 	w := reportWriter(o.out)
 	printCaptureSummary(w, o.out, reason, rep.Summary, rep.Bytes)
 	fmt.Fprintf(w, "  probes     %s\n", hooksDesc(sess.Probes))
@@ -215,6 +216,7 @@ func runCapture(o captureOpts, args []string) error {
 	if rep.SampledOut > 0 {
 		fmt.Fprintf(w, "  sampling   %d wakeups left out at random (%s)\n", rep.SampledOut, samplingDesc(o))
 	}
+	cmdErr := waitCommand(child, childDone, sigs) // the trace is done: this is for the exit status
 	if cmdErr != nil && reason != "command exited" && stoppedBySignal(cmdErr) {
 		fmt.Fprintf(stderr, "mlsched capture: the command was stopped with the capture (%v)\n", cmdErr)
 	} else if cmdErr != nil {
@@ -306,11 +308,7 @@ func captureStops(d time.Duration, sigs <-chan os.Signal, child *exec.Cmd, child
 		}
 		select {
 		case <-timeout:
-			stop <- "duration elapsed"
-			if child != nil && child.Process != nil {
-				// The capture's end is the command's: it was started for this capture.
-				child.Process.Signal(syscall.SIGTERM)
-			}
+			stop <- "duration elapsed" // the command runs on: waitCommand gives it 10 s
 		case s := <-sigs:
 			stop <- "signal " + s.String()
 			if child != nil && child.Process != nil && s == syscall.SIGTERM {
