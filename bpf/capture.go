@@ -253,6 +253,15 @@ func (c *Capture) Counters() (Counters, error) {
 	return readCounters(c.objs.Counters)
 }
 
+// CounterPerCPU reads counter idx of each possible CPU into into (grown as needed): a CPU's
+// own count is what its programs counted there.
+func (c *Capture) CounterPerCPU(idx Counter, into []uint64) ([]uint64, error) {
+	if err := c.objs.Counters.Lookup(uint32(idx), &into); err != nil {
+		return into, fmt.Errorf("read counter %d: %w", idx, err)
+	}
+	return into, nil
+}
+
 // Close detaches everything and frees the maps.
 func (c *Capture) Close() error {
 	c.Detach()

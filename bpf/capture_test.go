@@ -502,3 +502,31 @@ func testOnCPUPreempt(t *testing.T, hooks hookSet) {
 		t.Errorf("median %d ns: the worker's switch-in should be the spinner's switch-out", med)
 	}
 }
+
+// CounterPerCPU reads each CPU's own count: their sum is the counter's total (read once the
+// probes are detached, when nothing counts any more).
+func TestCaptureCounterPerCPU(t *testing.T) {
+	requireRoot(t)
+	c, err := LoadCapture(CaptureConfig{SelfTgid: 0, RingBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(200 * time.Millisecond) // some switches
+	c.Detach()
+	total, err := c.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	per, err := c.CounterPerCPU(CntSwitchEmitted, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, v := range per {
+		sum += v
+	}
+	if len(per) != PossibleCPUs() || sum != total[CntSwitchEmitted] || sum == 0 {
+		t.Fatalf("%d CPUs, per-CPU sum %d, total %d (want %d CPUs and equal, nonzero)", len(per), sum, total[CntSwitchEmitted], PossibleCPUs())
+	}
+}

@@ -83,7 +83,7 @@ func (s *Sample) SetState(st SchedState) {
 type JoinStats struct {
 	Samples    uint64 // labelled and emitted
 	Positives  uint64
-	LostSwitch uint64 // the CPU switched away from another task than R: R's switch-out was missed
+	LostSwitch uint64 // R's switch-out was missed: the CPU switched away from another task, or dropped a switch event
 	Unresolved uint64 // still pending when the stream ended, less than the horizon before its end
 	BadCPU     uint64 // an event named a CPU outside the range given to NewJoiner
 }
@@ -169,6 +169,18 @@ func (j *Joiner) Switch(e *SwitchEvent) error {
 	}
 	j.pending[e.CPU] = p[:0]
 	return j.advance(e.TsNs)
+}
+
+// SwitchLost says a switch event of cpu was lost (the ring was full): any of the samples
+// pending there may have lost its outcome with it, and a timeout would label one that left
+// the CPU as still running. They are counted as LostSwitch instead. Call it before Advance,
+// with every loss up to the moment Advance is given.
+func (j *Joiner) SwitchLost(cpu int) {
+	if cpu < 0 || cpu >= len(j.pending) {
+		return
+	}
+	j.Stats.LostSwitch += uint64(len(j.pending[cpu]))
+	j.pending[cpu] = j.pending[cpu][:0]
 }
 
 // Advance tells the joiner that every event stamped before now has been delivered (less the

@@ -188,3 +188,17 @@ func TestJoinSinkErrorHandsOutOnce(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// A lost switch event on a CPU (the ring was full) counts the samples pending there as lost:
+// timed out later, one whose R did leave within H would be labelled "still running".
+func TestJoinSwitchLost(t *testing.T) {
+	r := newJoin()
+	r.j.Wake(wake(1000, 1, 10, 20))
+	r.j.Wake(wake(1001, 2, 11, 21))
+	r.j.SwitchLost(1)
+	r.j.SwitchLost(99) // out of range: ignored
+	r.j.Advance(1000 + 100*H)
+	if len(r.out) != 1 || r.out[0].WTid != 11 || r.j.Stats.LostSwitch != 1 {
+		t.Fatalf("out %+v, lost %d; want only CPU 2's sample out and CPU 1's counted lost", r.out, r.j.Stats.LostSwitch)
+	}
+}

@@ -35,6 +35,8 @@ type CaptureSession struct {
 	cw           countingWriter
 	joiner       *features.Joiner
 	decodeErrors uint64
+	switchDrops  []uint64 // per CPU, the switch events the probes could not send, last read
+	dropsBuf     []uint64
 	failed       bool   // a write failed: samples are counted (writeLost), no longer written
 	writeLost    uint64 // samples the joiner resolved after a write failed
 	rec          ringbuf.Record
@@ -115,7 +117,11 @@ func (s *CaptureSession) drain() error {
 	for {
 		err := s.Probes.Events.ReadInto(&s.rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return s.joiner.Advance(monotonicNs())
+			now := monotonicNs()
+			if err := s.noteSwitchDrops(); err != nil {
+				return err
+			}
+			return s.joiner.Advance(now)
 		}
 		if errors.Is(err, ringbuf.ErrClosed) {
 			return nil
@@ -199,6 +205,25 @@ func (s *CaptureSession) Salvage(out Truncater) (CaptureReport, error) {
 	return CaptureReport{Summary: sum, Bytes: off + int64(len(trailer)), SampledOut: sampledOut}, nil
 }
 
+// noteSwitchDrops tells the joiner which CPUs lost a switch event since the last look, so that
+// the samples pending there are counted lost rather than timed out with a wrong label.
+func (s *CaptureSession) noteSwitchDrops() error {
+	var err error
+	if s.dropsBuf, err = s.Probes.CounterPerCPU(bpf.CntSwitchDrop, s.dropsBuf); err != nil {
+		return err
+	}
+	if s.switchDrops == nil {
+		s.switchDrops = make([]uint64, len(s.dropsBuf))
+	}
+	for cpu, v := range s.dropsBuf {
+		if cpu < len(s.switchDrops) && v != s.switchDrops[cpu] {
+			s.switchDrops[cpu] = v
+			s.joiner.SwitchLost(cpu)
+		}
+	}
+	return nil
+}
+
 // endJoin detaches the probes, reads what is left in the ring, resolves what can be resolved
 // and returns the capture's accounting (without the sample counts, which are the writer's).
 func (s *CaptureSession) endJoin() (features.TraceSummary, uint64, error) {
@@ -209,6 +234,9 @@ func (s *CaptureSession) endJoin() (features.TraceSummary, uint64, error) {
 		if err := s.handle(s.rec.RawSample); err != nil {
 			return features.TraceSummary{}, 0, err
 		}
+	}
+	if err := s.noteSwitchDrops(); err != nil {
+		return features.TraceSummary{}, 0, err
 	}
 	if err := s.joiner.Finish(end); err != nil {
 		return features.TraceSummary{}, 0, err
