@@ -46,8 +46,7 @@ Without COMMAND it captures system-wide for --duration (default 10s). With '-- C
 it runs the command and captures until it exits (or --duration, if given, elapses first: the
 trace is then completed at once, and capture waits up to 10s more for the command to exit, for
 its exit status, before leaving it running); --only-command keeps only the command's process
-tree. With the
-trace on stdout (-o -), the command's own stdout goes to stderr.
+tree. With the trace on stdout (-o -), the command's own stdout goes to stderr.
 
 At most --max-rate samples per second are taken on each CPU (default 20000): on a
 wakeup-heavy machine the wakeups over the cap are sampled at random, so that the probes' cost
@@ -158,8 +157,10 @@ func runCapture(o captureOpts, args []string) error {
 		}
 		go func() { childDone <- child.Wait() }()
 	}
-	// A capture that fails part-way keeps what it wrote, as a capture killed outright does:
-	// the complete blocks in the hidden temporary file stay readable by inspect.
+	// A capture that fails part-way stops its command and loses as little as it can: after a
+	// failed write (a full disk) it ends the trace at its last whole block (Salvage); otherwise,
+	// or if that fails too, it keeps what it wrote in the hidden temporary file, as a capture
+	// killed outright does (inspect reads the complete blocks there).
 	failed := func(err error) error {
 		if child != nil && child.Process.Signal(syscall.SIGTERM) == nil { // nil: it was still running
 			err = fmt.Errorf("%w (the command was sent SIGTERM)", err)
