@@ -169,14 +169,15 @@ func runCapture(o captureOpts, args []string) error {
 			// A full disk: cut the trace back to its last whole block and end it there, the
 			// loss counted in its trailer. Only if that fails too is the file kept as it is.
 			rep, serr := sess.Salvage(f)
-			if serr == nil {
-				if cerr := f.Commit(); cerr == nil {
-					printCaptureSummary(reportWriter(o.out), o.out, "write failed", rep.Summary, rep.Bytes)
-					return errorf(exitFailure, "%v: %s is a valid trace of the %d samples written before it; the %d after it are lost (write_lost in its trailer)",
-						err, o.out, rep.Summary.Samples, rep.Summary.WriteLost)
-				}
-			} else {
+			if serr != nil {
 				err = fmt.Errorf("%w (and ending the trace there failed: %v)", err, serr)
+			} else if cerr := f.Commit(); cerr != nil {
+				// The commit names where a renamed-too-late output stays.
+				return fmt.Errorf("%w; the trace was ended at its last whole block, but: %v", err, cerr)
+			} else {
+				printCaptureSummary(reportWriter(o.out), o.out, "write failed", rep.Summary, rep.Bytes)
+				return errorf(exitFailure, "%v: %s is a valid trace of the %d samples written before it; the %d after it are lost (write_lost in its trailer)",
+					err, o.out, rep.Summary.Samples, rep.Summary.WriteLost)
 			}
 		}
 		if n := sess.Progress().Bytes; n > 0 {

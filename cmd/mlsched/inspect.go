@@ -71,8 +71,16 @@ func inspectFile(path string, jsonOut bool, w io.Writer) error {
 		return errorf(exitBadInput, "%s is empty: neither a trace nor a model (a capture killed before its first write leaves one)", path)
 	}
 	if head := string(magic[:n]); n < len(magic) {
-		isTrace, isModel := strings.HasPrefix(features.TraceMagic, head), strings.HasPrefix(model.Magic, head)
-		if kind := map[[2]bool]string{{true, false}: "a trace", {false, true}: "a model", {true, true}: "a trace or a model"}[[2]bool{isTrace, isModel}]; kind != "" {
+		kind := ""
+		switch isTrace, isModel := strings.HasPrefix(features.TraceMagic, head), strings.HasPrefix(model.Magic, head); {
+		case isTrace && isModel:
+			kind = "a trace or a model"
+		case isTrace:
+			kind = "a trace"
+		case isModel:
+			kind = "a model"
+		}
+		if kind != "" {
 			return errorf(exitBadInput, "%s is %d bytes: %s cut before the end of its header (nothing in it can be read)", path, n, kind)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,7 +65,7 @@ func unsearchableParent(dir string) string {
 			if st.Mode&0o100 == 0 {
 				return d
 			}
-		case int(st.Gid) == os.Getegid() || containsInt(groups, int(st.Gid)):
+		case int(st.Gid) == os.Getegid() || slices.Contains(groups, int(st.Gid)):
 			if st.Mode&0o010 == 0 {
 				return d
 			}
@@ -75,15 +76,6 @@ func unsearchableParent(dir string) string {
 			return ""
 		}
 	}
-}
-
-func containsInt(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // dropPrivileges keeps only the capabilities in keep, on every thread of the process (Go runs
@@ -139,9 +131,6 @@ func keptCapsDesc(keep map[uintptr]string) string {
 		if why, ok := keep[c.cap]; ok {
 			parts = append(parts, c.name+" to "+why)
 		}
-	}
-	if len(parts) != len(keep) { // a capability kept without a name here: say so rather than print nothing
-		parts = append(parts, fmt.Sprintf("%d other capabilities", len(keep)-len(parts)))
 	}
 	return "capabilities dropped after attaching except " + strings.Join(parts, "; ") + " (no_new_privs set)"
 }
