@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -42,6 +43,60 @@ func TestCpioNewc(t *testing.T) {
 	}
 	if !regexp.MustCompile(`-rwxr-xr-x .* 6 .* init`).Match(out) || !regexp.MustCompile(`crw------- .* 5, +1 .* dev/console`).Match(out) {
 		t.Errorf("modes, sizes or device numbers wrong:\n%s", out)
+	}
+}
+
+// detachedStallLog is TestVMHotplug's console in CI (2026-12-04): CPU 1 went offline, the
+// kernel ejected mlsched, and while mlsched loaded again (38 s with one CPU under TCG) the
+// default scheduler left a nice-19 khugepaged unrun for 21 s. %s is the grace period's age.
+const detachedStallLog = `[    9.118809] sched_ext: BPF scheduler "mlsched" enabled
+[   12.745062] smpboot: CPU 1 is now offline
+[   12.911898] sched_ext: BPF scheduler "mlsched" disabled (unregistered from the main kernel)
+[   48.193877] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[   48.202203] rcu: 	Tasks blocked on level-0 rcu_node (CPUs 0-1): P42/1:b..l
+[   48.203345] rcu: 	(detected by 0, t=%s jiffies, g=-367, q=94 ncpus=1)
+[   48.204803] task:khugepaged      state:R  running task     stack:0     pid:42
+[   48.205851] Call Trace:
+[   48.206724]  <TASK>
+[   48.213833]  kthread+0xe4/0x120
+[   48.214000]  </TASK>
+%s[   51.663000] sched_ext: BPF scheduler "mlsched" enabled
+`
+
+func TestDetachedStalls(t *testing.T) {
+	const hz = 250
+	findings := func(log string) []finding {
+		lines := consoleLines(log)
+		return checkKernelLines(lines, nil, detachedStalls(lines, hz))
+	}
+	// 5252 jiffies at 250 Hz: the grace period began at 27.19 s, after the disable at 12.91.
+	if f := findings(fmt.Sprintf(detachedStallLog, "5252", "")); len(f) != 0 {
+		t.Errorf("a stall wholly under the default scheduler was flagged: %+v", f)
+	}
+	// 10000 jiffies: it began at 8.19 s, while mlsched was still enabled.
+	if f := findings(fmt.Sprintf(detachedStallLog, "10000", "")); len(f) != 2 {
+		t.Errorf("a stall begun under mlsched: %d findings, want the header and the Call Trace: %+v", len(f), f)
+	}
+	// Another splat right after the report is judged on its own.
+	warn := "[   48.300000] WARNING: CPU: 0 PID: 1 at kernel/sched/ext.c:1 x\n"
+	if f := findings(fmt.Sprintf(detachedStallLog, "5252", warn)); len(f) != 1 || !strings.Contains(f[0].text, "WARNING:") {
+		t.Errorf("a WARNING after an excused stall: findings %+v, want that WARNING only", f)
+	}
+	// While mlsched is enabled nothing is excused.
+	enabled := strings.Replace(fmt.Sprintf(detachedStallLog, "5252", ""),
+		"[   12.911898] sched_ext: BPF scheduler \"mlsched\" disabled (unregistered from the main kernel)\n", "", 1)
+	if f := findings(enabled); len(f) != 2 {
+		t.Errorf("a stall while mlsched was enabled: %d findings, want 2: %+v", len(f), f)
+	}
+	// A report without its age is not excused either.
+	noAge := strings.Replace(fmt.Sprintf(detachedStallLog, "5252", ""), "t=5252 jiffies", "", 1)
+	if f := findings(noAge); len(f) != 2 {
+		t.Errorf("a stall report without t=: %d findings, want 2: %+v", len(f), f)
+	}
+	// At boot, before the first scheduler, the machine is the default scheduler's.
+	boot := "[   30.000000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[   30.1] rcu: 	(detected by 0, t=5252 jiffies)\n"
+	if f := findings(boot); len(f) != 0 {
+		t.Errorf("a stall at boot before any sched_ext scheduler: %+v", f)
 	}
 }
 

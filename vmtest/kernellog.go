@@ -3,6 +3,7 @@ package vmtest
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -36,10 +37,19 @@ type finding struct {
 	context string
 }
 
+// consoleLines splits a console log into lines.
+func consoleLines(console string) []string {
+	return strings.Split(strings.ReplaceAll(console, "\r", ""), "\n")
+}
+
 // checkKernelLog returns the console lines that indicate a problem, except those matching
 // one of allow. Each finding carries the surrounding lines so the failure shows the splat.
 func checkKernelLog(console string, allow []*regexp.Regexp) []finding {
-	lines := strings.Split(strings.ReplaceAll(console, "\r", ""), "\n")
+	return checkKernelLines(consoleLines(console), allow, nil)
+}
+
+// checkKernelLines is checkKernelLog on split lines, also skipping the lines in excused.
+func checkKernelLines(lines []string, allow []*regexp.Regexp, excused map[int]bool) []finding {
 	var out []finding
 	lastEnd := -1
 	for i, l := range lines {
@@ -47,7 +57,7 @@ func checkKernelLog(console string, allow []*regexp.Regexp) []finding {
 		if m := scxDisabled.FindStringSubmatch(l); m != nil && !normalExits[m[2]] {
 			bad = true
 		}
-		if !bad || allowed(l, allow) {
+		if !bad || allowed(l, allow) || excused[i] {
 			continue
 		}
 		if i <= lastEnd { // already shown in the previous finding's context
@@ -79,4 +89,74 @@ func allowed(line string, allow []*regexp.Regexp) bool {
 		}
 	}
 	return false
+}
+
+var (
+	consoleStamp = regexp.MustCompile(`^\[\s*([0-9]+\.[0-9]+)\]`)
+	scxEnabledAt = regexp.MustCompile(`sched_ext: BPF scheduler "[^"]*" enabled`)
+	rcuStall     = regexp.MustCompile(`rcu: INFO: rcu_\w+ detected (expedited )?stalls`)
+	stallAge     = regexp.MustCompile(`\bt=([0-9]+) jiffies`)
+	// otherProblem ends a stall report: a different splat is judged on its own.
+	otherProblem = regexp.MustCompile(`BUG:|WARNING:|Oops|Kernel panic|soft lockup|hard LOCKUP|blocked for more than|sched_ext:`)
+)
+
+// stallReportSpan bounds an RCU stall report: its lines follow the header within this much
+// kernel time (the report is printed at once, task by task).
+const stallReportSpan = 2.0
+
+// detachedStalls returns the console lines (indices) of RCU stall reports that belong to the
+// kernel's default scheduler and not to a sched_ext scheduler: the report came while no
+// sched_ext scheduler was enabled (at boot before the first, or after one was disabled and
+// before the next was enabled), and the stalled grace period began after that disable, so
+// the default scheduler had the machine for the whole stall timeout. The grace period's age
+// is the report's "t=N jiffies" at hz ticks per second. A report without its age, or one
+// whose grace period began while a scheduler was enabled, is not excused.
+func detachedStalls(lines []string, hz int) map[int]bool {
+	out := map[int]bool{}
+	detachedSince := 0.0 // boot: the default scheduler's; < 0 while a sched_ext scheduler is enabled
+	for i := 0; i < len(lines); i++ {
+		t, ok := stamp(lines[i])
+		switch {
+		case scxEnabledAt.MatchString(lines[i]):
+			detachedSince = -1
+		case scxDisabled.MatchString(lines[i]):
+			if ok {
+				detachedSince = t
+			}
+		case rcuStall.MatchString(lines[i]) && ok && detachedSince >= 0:
+			end := i + 1
+			for end < len(lines) {
+				u, has := stamp(lines[end])
+				if has && u > t+stallReportSpan || otherProblem.MatchString(lines[end]) || rcuStall.MatchString(lines[end]) {
+					break
+				}
+				end++
+			}
+			var age float64 = -1
+			for j := i; j < end; j++ {
+				if m := stallAge.FindStringSubmatch(lines[j]); m != nil {
+					n, _ := strconv.ParseFloat(m[1], 64)
+					age = n / float64(hz)
+					break
+				}
+			}
+			if age >= 0 && t-age >= detachedSince {
+				for j := i; j < end; j++ {
+					out[j] = true
+				}
+			}
+			i = end - 1
+		}
+	}
+	return out
+}
+
+// stamp reads a console line's kernel time stamp in seconds.
+func stamp(line string) (float64, bool) {
+	m := consoleStamp.FindStringSubmatch(line)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	return v, err == nil
 }

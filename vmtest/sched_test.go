@@ -843,8 +843,8 @@ func otherSchemaModel(t *testing.T) []byte {
 }
 
 // TestVMFlood: claim 4. 2,000 short-lived threads under the round trip (--infer user): no
-// stall, no task lost (every thread finishes), the fallback counters account for what user
-// space could not take.
+// stall, no task lost (every thread finishes), the flood reaches user space, and every event
+// sent there is applied or counted by a fallback (what user space could not take).
 func TestVMFlood(t *testing.T) {
 	e := Setup(t)
 	needRun(t, e)
@@ -895,10 +895,13 @@ func floodScenario(t *testing.T, e *Env, policy string) {
 		t.Errorf("mlsched run: exit %d, EXIT %q %q\nstdout:\n%s\nstderr:\n%s", sched.ExitCode, kind, rest, sched.Stdout, sched.Stderr)
 	}
 	checkAccounting(t, "flood "+policy, tot.BPF)
-	fallbacks := tot.BPF["ring_full"] + tot.BPF["timeout"] + tot.BPF["no_ctx"] + tot.User["urb_full"]
-	if policy == "model" && fallbacks == 0 {
-		// The round trip only: in the kernel path nothing is asked of user space.
-		t.Errorf("a flood of 2000 threads caused no fallback at all (ring_full, timeout, no_ctx, urb_full): TOTALS %v %v", tot.BPF, tot.User)
+	if policy == "model" && tot.BPF["event"] == 0 {
+		// The round trip only: in the kernel path nothing is asked of user space. Whether the
+		// flood overflows it (ring_full, timeout, urb_full) depends on the host's speed and on
+		// how soon the guard takes the model out; what user space could not take is checked by
+		// checkAccounting (every event applied or counted as a fallback), so the flood must only
+		// have reached user space.
+		t.Errorf("a flood of 2000 threads sent no wakeup to user space under the round trip: TOTALS %v %v", tot.BPF, tot.User)
 	}
 	if kernelPath(policy) {
 		checkNoUserWait(t, "flood "+policy, tot)
@@ -1120,6 +1123,10 @@ func TestVMHotplug(t *testing.T) {
 	// The kernel's ejections for the hotplug are normal exits ("unregistered from the main
 	// kernel"); the harness fails on anything else.
 	s.ExpectKernelLog = []*regexp.Regexp{scxEnabled, scxUnregUser}
+	// With one CPU left and the workload on it the restart takes up to ~40 s under TCG, the
+	// machine on its default scheduler meanwhile: an RCU stall it reports then (a nice-19
+	// khugepaged not run for 21 s, once in CI) is that scheduler's, not mlsched's.
+	s.AllowDetachedStalls = true
 	s.Start("sched", policyArgs(e, policy, "--metrics-addr", "", "--stats", "2s", "-v")...)
 	enabled := s.MayFail(s.WaitFile(SCXState, "enabled", attachTimeout))
 	s.Start("load", workloadArgs(40*time.Second)...)
